@@ -1,0 +1,20 @@
+//! connect-hub: a self-hosted integration hub that links an organisation's accounts on
+//! third-party platforms (SnapInspect first) and keeps their tokens encrypted and fresh.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod crypto;
+pub mod demo;
+pub mod domain;
+pub mod error;
+pub mod fake;
+pub mod http_client;
+pub mod routes;
+pub mod session;
+pub mod snapinspect;
+pub mod startup;
+pub mod store;
+pub mod telemetry;
+pub mod time;
+pub mod tokens;

@@ -1,0 +1,273 @@
+//! The end user's side of SnapInspect Connect: the landing page with the button, the start of the
+//! flow (a fresh `state` bound to this browser), the callback, and the clean result page.
+
+use actix_session::Session;
+use actix_web::{
+    http::header::{self, HeaderValue},
+    middleware::DefaultHeaders,
+    web, HttpRequest, HttpResponse,
+};
+use askama::Template;
+
+use crate::{
+    domain::{random_bytes, sha256, ConnectionId, ConnectionStatus},
+    error::AppError,
+    snapinspect::{
+        connect::{authorize_url, parse_callback, Callback, CallbackError, State, STATE_TTL_MS},
+        ApiCallError,
+    },
+    startup::AppState,
+    store::{NewSnapInspectLink, StateRejection},
+    time::now_ms,
+};
+
+/// Session key for the random id that binds a `state` to this browser.
+const BROWSER_ID: &str = "browser_id";
+/// Session key for the connection the last successful callback linked (for the result page).
+const LINKED: &str = "linked_connection";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(index))
+        .route("/connect/snapinspect", web::get().to(start))
+        .service(
+            web::resource("/connect/snapinspect/callback")
+                // The callback URL carries tokens: never let it leak through a Referer, never cache.
+                .wrap(
+                    DefaultHeaders::new()
+                        .add((
+                            header::REFERRER_POLICY,
+                            HeaderValue::from_static("no-referrer"),
+                        ))
+                        .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
+                )
+                .route(web::get().to(callback)),
+        )
+        .route("/connect/snapinspect/done", web::get().to(done));
+}
+
+#[derive(Template)]
+#[template(path = "index.html")]
+struct IndexPage {
+    configured: bool,
+}
+
+fn html(body: String) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(body)
+}
+
+#[tracing::instrument(skip_all)]
+async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    Ok(html(
+        IndexPage {
+            configured: state.snapinspect.is_some(),
+        }
+        .render()
+        .map_err(anyhow::Error::from)?,
+    ))
+}
+
+fn not_configured() -> AppError {
+    AppError::unavailable(
+        "not_configured",
+        "SnapInspect Connect is not set up on this server yet: an operator has to set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET.",
+    )
+}
+
+fn session_error(e: impl std::fmt::Display) -> AppError {
+    AppError::Internal(anyhow::anyhow!("session: {e}"))
+}
+
+/// The browser-binding id from this browser's session, created on first use.
+fn browser_id(session: &Session) -> Result<String, AppError> {
+    if let Some(id) = session.get::<String>(BROWSER_ID).map_err(session_error)? {
+        return Ok(id);
+    }
+    let id = crate::domain::base32(&random_bytes::<32>());
+    session.insert(BROWSER_ID, &id).map_err(session_error)?;
+    Ok(id)
+}
+
+#[tracing::instrument(skip_all)]
+async fn start(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+    let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
+    let browser = browser_id(&session)?;
+    let oauth_state = State::generate();
+    let now = now_ms();
+    state
+        .store
+        .insert_state(
+            &State::hash_of(oauth_state.as_str()),
+            &sha256(browser.as_bytes()),
+            now,
+            now + STATE_TTL_MS,
+        )
+        .await?;
+    let url = authorize_url(
+        &client.settings().authorize_url,
+        client.client_id(),
+        client.redirect_uri(),
+        &oauth_state,
+    );
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, url.as_str()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .finish())
+}
+
+#[derive(Template)]
+#[template(path = "not_connected.html")]
+struct NotConnectedPage<'a> {
+    reason: &'a str,
+}
+
+fn callback_error(message: impl Into<String>) -> AppError {
+    AppError::BadRequest {
+        code: "bad_callback",
+        title: "SnapInspect was not connected",
+        message: message.into(),
+    }
+}
+
+fn state_message(r: StateRejection) -> &'static str {
+    match r {
+        StateRejection::Unknown => "This link back from SnapInspect does not belong to a connection we started. Please start again from the Connect button.",
+        StateRejection::Expired => "This connection attempt took longer than 10 minutes and has expired. Please start again.",
+        StateRejection::AlreadyUsed => "This link back from SnapInspect has already been used. Please start again if you want to connect another account.",
+        StateRejection::OtherBrowser => "This connection was started in a different browser. Please start again in the browser you want to use.",
+    }
+}
+
+#[tracing::instrument(skip_all)]
+async fn callback(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: Session,
+) -> Result<HttpResponse, AppError> {
+    let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
+    let parsed = parse_callback(req.query_string())
+        .map_err(|e: CallbackError| callback_error(e.to_string()))?;
+    let browser = session.get::<String>(BROWSER_ID).map_err(session_error)?;
+    let browser_hash = browser.as_deref().map(|b| sha256(b.as_bytes()));
+    let now = now_ms();
+
+    let (state_value, access, refresh) = match parsed {
+        Callback::Denied {
+            state: st,
+            error,
+            description,
+        } => {
+            if let Some(st) = st {
+                // Use the state up, so this link cannot be replayed; the outcome is the same page.
+                let _ = state
+                    .store
+                    .consume_state(&State::hash_of(&st), browser_hash.as_deref(), now)
+                    .await?;
+            }
+            tracing::info!(error = %error.chars().take(60).collect::<String>(), "SnapInspect connect was declined");
+            let reason = if error == "access_denied" {
+                "You chose not to allow access, so nothing was connected.".to_owned()
+            } else {
+                format!(
+                    "SnapInspect reported “{}”{}.",
+                    error.chars().take(60).collect::<String>(),
+                    description
+                        .map(|d| format!(": {}", d.chars().take(200).collect::<String>()))
+                        .unwrap_or_default()
+                )
+            };
+            return Ok(html(
+                NotConnectedPage { reason: &reason }
+                    .render()
+                    .map_err(anyhow::Error::from)?,
+            ));
+        }
+        Callback::Approved {
+            state,
+            access_token,
+            refresh_token,
+        } => (state, access_token, refresh_token),
+    };
+
+    if let Err(rejection) = state
+        .store
+        .consume_state(&State::hash_of(&state_value), browser_hash.as_deref(), now)
+        .await?
+    {
+        tracing::warn!(?rejection, "callback refused: bad state");
+        return Err(callback_error(state_message(rejection)));
+    }
+
+    // Which company is this? Nothing public documents /user, so read it tolerantly; if it cannot be
+    // read at all, keep the tokens (nothing lost) as an unidentified connection for an admin.
+    let (company_id, name, user_info) = match client.user(&access).await {
+        Ok(info) => {
+            let name = match (info.company_name, info.company_id) {
+                (Some(n), _) => n,
+                (None, Some(c)) => format!("SnapInspect company {c}"),
+                (None, None) => "Unidentified SnapInspect account".to_owned(),
+            };
+            (info.company_id, name, Some(info.raw))
+        }
+        Err(ApiCallError::Unauthorized) => {
+            return Err(AppError::upstream(
+                "token_refused",
+                "SnapInspect did not accept the access token it just issued, so nothing was connected. Please try again in a moment.",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not identify the company; keeping the connection as unidentified");
+            (None, "Unidentified SnapInspect account".to_owned(), None)
+        }
+    };
+    let link = NewSnapInspectLink {
+        company_id,
+        name,
+        user_info,
+        access_token: access,
+        refresh_token: refresh,
+    };
+    let saved = state.store.save_snapinspect_link(&link, now_ms()).await?;
+    tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, "SnapInspect connected");
+    state.on_connected(&saved.id, company_id).await;
+
+    session
+        .insert(LINKED, saved.id.as_str())
+        .map_err(session_error)?;
+    Ok(HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, "/connect/snapinspect/done"))
+        .finish())
+}
+
+#[derive(Template)]
+#[template(path = "connected.html")]
+struct ConnectedPage<'a> {
+    company_id: Option<String>,
+    name: &'a str,
+    identified: bool,
+}
+
+#[tracing::instrument(skip_all)]
+async fn done(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+    let linked = session.get::<String>(LINKED).map_err(session_error)?;
+    let Some(id) = linked.and_then(|s| ConnectionId::parse(&s).ok()) else {
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .finish());
+    };
+    let Some(conn) = state.store.connection(&id).await? else {
+        return Ok(HttpResponse::SeeOther()
+            .insert_header((header::LOCATION, "/"))
+            .finish());
+    };
+    let page = ConnectedPage {
+        company_id: conn.company_id.map(|c| c.to_string()),
+        name: &conn.name,
+        identified: conn.status != ConnectionStatus::Unidentified,
+    };
+    Ok(HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(page.render().map_err(anyhow::Error::from)?))
+}

@@ -1,0 +1,146 @@
+//! All SQL lives here. The store opens SQLite (WAL, foreign keys, a busy timeout, `synchronous=FULL`),
+//! applies migrations, and seals/opens every secret column with the key ring on the way in and out.
+
+mod audit;
+mod connections;
+mod rotate;
+mod sessions;
+mod states;
+
+use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+
+use anyhow::{bail, Context};
+use sqlx::{
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    SqlitePool,
+};
+
+pub use audit::AuditEntry;
+pub use connections::{
+    Connection, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink, StoredTokens,
+};
+pub use rotate::RotationReport;
+pub use states::StateRejection;
+
+use crate::crypto::KeyRing;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The database plus the key ring that seals its secret columns. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: SqlitePool,
+    keys: Arc<KeyRing>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+/// Open the pool for `DATABASE_URL`, creating the SQLite file (and its directory) if needed.
+pub async fn connect_pool(database_url: &str) -> anyhow::Result<SqlitePool> {
+    if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+        bail!("DATABASE_URL: this build stores data in SQLite only; the PostgreSQL store is not available yet (use sqlite://PATH)");
+    }
+    if !database_url.starts_with("sqlite:") {
+        bail!("DATABASE_URL must start with sqlite:// (e.g. sqlite://data/connect-hub.db)");
+    }
+    let options = SqliteConnectOptions::from_str(database_url)
+        .with_context(|| "DATABASE_URL is not a valid sqlite:// URL".to_string())?
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // Durability first: every commit is on disk before we answer (webhooks get their 200 only then).
+        .synchronous(SqliteSynchronous::Full)
+        .foreign_keys(true)
+        .busy_timeout(Duration::from_secs(10));
+    let file = options.get_filename().to_path_buf();
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if file.as_path() != Path::new(":memory:") {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("cannot create the database directory {}", dir.display())
+            })?;
+        }
+    }
+    SqlitePoolOptions::new()
+        .max_connections(8)
+        .min_connections(1)
+        .connect_with(options)
+        .await
+        .with_context(|| format!("cannot open the database at {}", file.display()))
+}
+
+/// Apply every migration not yet applied (forward only).
+pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
+    MIGRATOR
+        .run(pool)
+        .await
+        .context("applying database migrations")
+}
+
+/// Whether every migration this binary knows is applied (for `/readyz`).
+pub async fn migrations_current(pool: &SqlitePool) -> anyhow::Result<bool> {
+    let applied: Vec<i64> =
+        sqlx::query_scalar("select version from _sqlx_migrations where success = true")
+            .fetch_all(pool)
+            .await
+            .context("reading the migrations table")?;
+    Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+}
+
+impl Store {
+    pub fn new(pool: SqlitePool, keys: Arc<KeyRing>) -> Self {
+        Self { pool, keys }
+    }
+
+    /// Open, migrate and wrap: what `serve` and every CLI command do first.
+    pub async fn open(database_url: &str, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
+        let pool = connect_pool(database_url).await?;
+        migrate(&pool).await?;
+        Ok(Self::new(pool, keys))
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// Whether the database answers and is fully migrated.
+    pub async fn ready(&self) -> anyhow::Result<bool> {
+        sqlx::query("select 1")
+            .execute(&self.pool)
+            .await
+            .context("database unreachable")?;
+        migrations_current(&self.pool).await
+    }
+
+    /// Delete expired connect states and sessions; returns how many rows went.
+    #[tracing::instrument(skip_all)]
+    pub async fn purge_expired(&self, now: i64) -> anyhow::Result<u64> {
+        let states = sqlx::query("delete from oauth_states where expires_at < $1")
+            .bind(now - 24 * 3_600_000) // keep used/expired states a day, so a replay is told "already used"
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        let sessions = sqlx::query("delete from sessions where expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(states + sessions)
+    }
+
+    /// Flush and close the pool (checkpointing the WAL).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Whether an sqlx error is a unique-constraint violation (a concurrent insert won the race).
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}

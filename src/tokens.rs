@@ -1,0 +1,439 @@
+//! The token manager: hands out a connection's current access token, and exchanges SnapInspect
+//! refresh tokens on demand, one exchange at a time per connection (in this process by a per-
+//! connection lock that later callers join, across processes by a lease row), committing the new
+//! pair before anyone uses it, and backing off after failures so a broken provider is not hammered.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use rand::Rng;
+use secrecy::SecretString;
+
+use crate::{
+    domain::{base32, random_bytes, ConnectionId, ConnectionStatus, Provider},
+    error::AppError,
+    snapinspect::{ExchangeError, ExchangedTokens, SnapInspectClient},
+    store::{ExchangeFailure, LeaseOutcome, Store, StoredTokens},
+    time::now_ms,
+};
+
+/// How long a process may hold a connection's exchange lease: well above the client's total
+/// timeout, so a lease never lapses while its exchange is still in flight.
+const LEASE_MS: i64 = 60_000;
+const BACKOFF_FLOOR: Duration = Duration::from_secs(2);
+const BACKOFF_CAP: Duration = Duration::from_secs(10 * 60);
+
+/// A usable access token and the version it has (to ask for "newer than this" after a 401).
+#[derive(Clone)]
+pub struct AccessToken {
+    pub connection_id: ConnectionId,
+    pub token: SecretString,
+    pub version: i64,
+}
+
+/// Why no token could be handed out. Cloneable, so every caller that joined one exchange gets its
+/// outcome.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("no connection with id {0}")]
+    NotFound(ConnectionId),
+    #[error("the connection needs to be reconnected: {0}")]
+    NeedsReconnect(String),
+    #[error("the connection was disconnected; connect again to use it")]
+    Disconnected,
+    #[error(
+        "SnapInspect is not configured: set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET"
+    )]
+    NotConfigured,
+    #[error("the last exchange failed ({last_error}); the next try is allowed in {} s", retry_in.as_secs().max(1))]
+    BackingOff {
+        retry_in: Duration,
+        last_error: String,
+    },
+    #[error("{0}")]
+    Provider(String),
+    #[error("internal error: {0}")]
+    Internal(Arc<anyhow::Error>),
+}
+
+impl From<anyhow::Error> for TokenError {
+    fn from(e: anyhow::Error) -> Self {
+        Self::Internal(Arc::new(e))
+    }
+}
+
+impl From<TokenError> for AppError {
+    fn from(e: TokenError) -> Self {
+        let message = e.to_string();
+        match e {
+            TokenError::NotFound(_) => AppError::NotFound {
+                code: "connection_not_found",
+                message,
+            },
+            TokenError::NeedsReconnect(_) => AppError::conflict("needs_reconnect", message),
+            TokenError::Disconnected => AppError::conflict("disconnected", message),
+            TokenError::NotConfigured => AppError::unavailable("not_configured", message),
+            TokenError::BackingOff { retry_in, .. } => AppError::Unavailable {
+                code: "backing_off",
+                message,
+                retry_after_secs: Some(retry_in.as_secs().max(1)),
+            },
+            TokenError::Provider(_) => AppError::upstream("provider_error", message),
+            TokenError::Internal(e) => AppError::Internal(anyhow::anyhow!("{e:#}")),
+        }
+    }
+}
+
+/// Per-connection single flight: the lock serialises exchanges; `generation` counts finished ones,
+/// so a caller that waited behind an exchange takes its outcome instead of starting another.
+#[derive(Default)]
+struct Slot {
+    lock: tokio::sync::Mutex<()>,
+    generation: AtomicU64,
+    last: Mutex<Option<Result<(), TokenError>>>,
+}
+
+pub struct TokenManager {
+    store: Store,
+    snapinspect: Option<SnapInspectClient>,
+    owner: String,
+    slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
+    /// Pairs SnapInspect issued that could not be stored yet: committed before any new exchange.
+    unsaved: Mutex<HashMap<ConnectionId, ExchangedTokens>>,
+}
+
+impl TokenManager {
+    pub fn new(store: Store, snapinspect: Option<SnapInspectClient>) -> Self {
+        Self {
+            store,
+            snapinspect,
+            owner: format!("proc_{}", base32(&random_bytes::<10>())),
+            slots: Mutex::new(HashMap::new()),
+            unsaved: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn snapinspect(&self) -> Option<&SnapInspectClient> {
+        self.snapinspect.as_ref()
+    }
+
+    fn slot(&self, id: &ConnectionId) -> Arc<Slot> {
+        let mut slots = self.slots.lock().expect("slot map poisoned");
+        slots.entry(id.clone()).or_default().clone()
+    }
+
+    /// The connection's current access token. SnapInspect access tokens do not expire until they
+    /// are exchanged, so this never calls SnapInspect.
+    #[tracing::instrument(skip_all, fields(connection_id = %id))]
+    pub async fn token(&self, id: &ConnectionId) -> Result<AccessToken, TokenError> {
+        let tokens = self
+            .store
+            .tokens(id)
+            .await?
+            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let token = usable(id, &tokens)?;
+        self.store.touch_last_used(id, now_ms()).await?;
+        Ok(token)
+    }
+
+    /// Exchange now. Callers that arrive while an exchange for this connection is running wait for
+    /// it and share its outcome: 100 concurrent calls make one exchange at SnapInspect.
+    #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
+    pub async fn refresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
+        self.single_flight(id, None, actor).await
+    }
+
+    /// Exchange only if the stored token is still `stale_version` (the one that just got a 401);
+    /// if someone already exchanged, hand out the newer token instead.
+    #[tracing::instrument(skip_all, fields(connection_id = %id, stale_version))]
+    pub async fn refresh_if_still(
+        &self,
+        id: &ConnectionId,
+        stale_version: i64,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
+        self.single_flight(id, Some(stale_version), actor).await
+    }
+
+    async fn single_flight(
+        &self,
+        id: &ConnectionId,
+        stale_version: Option<i64>,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
+        let slot = self.slot(id);
+        let seen = slot.generation.load(Ordering::Acquire);
+        let _guard = slot.lock.lock().await;
+        if slot.generation.load(Ordering::Acquire) != seen {
+            // An exchange finished while we waited: its outcome is ours.
+            let last = slot.last.lock().expect("slot poisoned").clone();
+            if let Some(Err(e)) = last {
+                return Err(e);
+            }
+            return self.current(id).await;
+        }
+        let outcome = self.exchange_locked(id, stale_version, actor).await;
+        *slot.last.lock().expect("slot poisoned") =
+            Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+        slot.generation.fetch_add(1, Ordering::AcqRel);
+        outcome
+    }
+
+    async fn current(&self, id: &ConnectionId) -> Result<AccessToken, TokenError> {
+        let tokens = self
+            .store
+            .tokens(id)
+            .await?
+            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        usable(id, &tokens)
+    }
+
+    /// The exchange itself, with this process's slot lock held.
+    async fn exchange_locked(
+        &self,
+        id: &ConnectionId,
+        stale_version: Option<i64>,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
+        let client = self.snapinspect.as_ref().ok_or(TokenError::NotConfigured)?;
+        let mut tokens = self
+            .store
+            .tokens(id)
+            .await?
+            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        if tokens.provider != Provider::SnapInspect {
+            return Err(TokenError::Provider(format!(
+                "{} connections are not exchanged with SnapInspect",
+                tokens.provider.label()
+            )));
+        }
+        check_status(&tokens)?;
+        if let Some(v) = stale_version {
+            if tokens.version > v {
+                return usable(id, &tokens);
+            }
+        }
+
+        // Across processes: take the lease, or wait for the holder and use what it stored.
+        loop {
+            let now = now_ms();
+            match self
+                .store
+                .acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS)
+                .await?
+            {
+                LeaseOutcome::Acquired => break,
+                LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
+                LeaseOutcome::HeldElsewhere { until } => {
+                    tracing::info!("another process is exchanging this connection; waiting for it");
+                    let deadline = until.min(now + LEASE_MS);
+                    while now_ms() <= deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let latest = self
+                            .store
+                            .tokens(id)
+                            .await?
+                            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+                        if latest.version != tokens.version || latest.status != tokens.status {
+                            check_status(&latest)?;
+                            return usable(id, &latest);
+                        }
+                    }
+                }
+            }
+        }
+        // We hold the lease: from here every path releases it (commit and failure do so themselves).
+        let result = self
+            .exchange_with_lease(client, id, &mut tokens, actor)
+            .await;
+        if result.is_err() {
+            let _ = self.store.release_exchange_lease(id, &self.owner).await;
+        }
+        result
+    }
+
+    async fn exchange_with_lease(
+        &self,
+        client: &SnapInspectClient,
+        id: &ConnectionId,
+        tokens: &mut StoredTokens,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
+        let latest = self
+            .store
+            .tokens(id)
+            .await?
+            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        if latest.version != tokens.version {
+            // Another process exchanged between our read and our lease.
+            self.store.release_exchange_lease(id, &self.owner).await?;
+            check_status(&latest)?;
+            return usable(id, &latest);
+        }
+        *tokens = latest;
+
+        // A pair SnapInspect already issued but we failed to store: store it instead of exchanging
+        // again (the old refresh token is already dead at SnapInspect).
+        let pending = self.unsaved.lock().expect("unsaved poisoned").remove(id);
+        if let Some(pair) = pending {
+            return self.commit(id, pair, actor).await;
+        }
+
+        let now = now_ms();
+        if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
+            let last_error = self
+                .store
+                .connection(id)
+                .await?
+                .and_then(|c| c.last_error)
+                .unwrap_or_default();
+            return Err(TokenError::BackingOff {
+                retry_in: Duration::from_millis((until - now) as u64),
+                last_error,
+            });
+        }
+        let refresh = tokens
+            .refresh
+            .clone()
+            .ok_or_else(|| TokenError::NeedsReconnect("no refresh token is stored".into()))?;
+
+        match client.exchange(&refresh).await {
+            Ok(pair) => self.commit(id, pair, actor).await,
+            Err(ExchangeError::Rejected { status, detail }) => {
+                let message =
+                    format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
+                tracing::warn!(%message, "exchange refused: connection needs reconnecting");
+                self.store
+                    .record_exchange_failure(
+                        id,
+                        &ExchangeFailure::Dead {
+                            message: message.clone(),
+                        },
+                        now_ms(),
+                        actor,
+                    )
+                    .await?;
+                Err(TokenError::NeedsReconnect(message))
+            }
+            Err(e) => {
+                let (message, hint) = match &e {
+                    ExchangeError::Transient { retry_after, .. } => (e.to_string(), *retry_after),
+                    _ => (e.to_string(), None),
+                };
+                let failures = self.store.failure_count(id).await? + 1;
+                let wait = backoff(failures, hint);
+                tracing::warn!(%message, failures, retry_in_secs = wait.as_secs(), "exchange failed; tokens unchanged");
+                let failure = ExchangeFailure::Transient {
+                    message: message.clone(),
+                    retry_after: now_ms() + wait.as_millis() as i64,
+                };
+                self.store
+                    .record_exchange_failure(id, &failure, now_ms(), actor)
+                    .await?;
+                Err(TokenError::Provider(message))
+            }
+        }
+    }
+
+    /// Store a new pair before anyone sees it, retrying a failing store a few times; if it still
+    /// fails, keep the pair in memory so the next call stores it rather than losing it.
+    async fn commit(
+        &self,
+        id: &ConnectionId,
+        pair: ExchangedTokens,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
+        let mut delay = Duration::from_millis(100);
+        let mut last_err = None;
+        for _ in 0..5 {
+            match self
+                .store
+                .commit_exchange(id, &pair.access, pair.refresh.as_ref(), now_ms(), actor)
+                .await
+            {
+                Ok(version) => {
+                    tracing::info!(version, "exchanged and stored a new token pair");
+                    return Ok(AccessToken {
+                        connection_id: id.clone(),
+                        token: pair.access,
+                        version,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(error.chain = %format!("{e:#}"), "storing the exchanged tokens failed; retrying");
+                    last_err = Some(e);
+                    tokio::time::sleep(delay).await;
+                    delay *= 3;
+                }
+            }
+        }
+        self.unsaved
+            .lock()
+            .expect("unsaved poisoned")
+            .insert(id.clone(), pair);
+        let e = last_err.expect("at least one attempt");
+        Err(TokenError::Internal(Arc::new(e.context("the exchanged tokens could not be stored; they are kept in memory and stored on the next try"))))
+    }
+}
+
+fn check_status(tokens: &StoredTokens) -> Result<(), TokenError> {
+    match tokens.status {
+        ConnectionStatus::NeedsReconnect => Err(TokenError::NeedsReconnect(
+            "SnapInspect refused the last refresh token; an end user has to connect again".into(),
+        )),
+        ConnectionStatus::Disconnected => Err(TokenError::Disconnected),
+        _ => Ok(()),
+    }
+}
+
+fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessToken, TokenError> {
+    check_status(tokens)?;
+    let token = tokens
+        .access
+        .clone()
+        .ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
+    Ok(AccessToken {
+        connection_id: id.clone(),
+        token,
+        version: tokens.version,
+    })
+}
+
+/// Exponential backoff with ±20 % jitter: 2 s, 4 s, 8 s … capped at 10 min; a provider's
+/// `Retry-After` wins when it asks for longer.
+pub fn backoff(failures: i64, retry_after: Option<Duration>) -> Duration {
+    let exp = (failures.clamp(1, 20) - 1) as u32;
+    let base = BACKOFF_FLOOR
+        .saturating_mul(2u32.saturating_pow(exp))
+        .min(BACKOFF_CAP);
+    let jitter = rand::thread_rng().gen_range(0.8..1.2);
+    let jittered = base.mul_f64(jitter).max(BACKOFF_FLOOR);
+    retry_after.map_or(jittered, |r| r.max(jittered))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert!(backoff(1, None) >= BACKOFF_FLOOR);
+        assert!(backoff(1, None) <= Duration::from_millis(2400));
+        assert!(backoff(4, None) >= Duration::from_millis(12_800));
+        assert!(backoff(50, None) <= BACKOFF_CAP.mul_f64(1.2));
+        assert_eq!(
+            backoff(1, Some(Duration::from_secs(600))),
+            Duration::from_secs(600)
+        );
+    }
+}
