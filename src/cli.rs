@@ -45,18 +45,10 @@ enum Command {
         bind: SocketAddr,
         #[arg(long, default_value = "connect-hub-dev")]
         client_id: String,
-        #[arg(
-            long,
-            env = "FAKE_SNAPINSPECT_CLIENT_SECRET",
-            default_value = "dev-secret",
-            hide_env_values = true
-        )]
+        #[arg(long, env = "FAKE_SNAPINSPECT_CLIENT_SECRET", default_value = "dev-secret", hide_env_values = true)]
         client_secret: String,
         /// The redirect URL the fake accepts (the hub's PUBLIC_URL + /connect/snapinspect/callback).
-        #[arg(
-            long,
-            default_value = "http://127.0.0.1:8080/connect/snapinspect/callback"
-        )]
+        #[arg(long, default_value = "http://127.0.0.1:8080/connect/snapinspect/callback")]
         redirect_uri: String,
         /// The hub's webhook URL, for the fake's "fire a webhook" page.
         #[arg(long)]
@@ -94,10 +86,7 @@ enum ConnectionsCommand {
 /// Run the command line; the process exit code says whether it worked.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("connect-hub: cannot start the async runtime: {e}");
@@ -120,13 +109,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve().await,
         Command::Demo { bind, data_dir } => crate::demo::run(bind, data_dir).await,
-        Command::FakeSnapinspect {
-            bind,
-            client_id,
-            client_secret,
-            redirect_uri,
-            webhook_url,
-        } => {
+        Command::FakeSnapinspect { bind, client_id, client_secret, redirect_uri, webhook_url } => {
             telemetry::init(
                 &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
                 crate::config::LogFormat::Pretty,
@@ -137,10 +120,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             if webhook {
                 println!("whsec_{}", crate::crypto::generate_key_b64(32));
             } else {
-                anyhow::ensure!(
-                    (16..=128).contains(&bytes),
-                    "--bytes must be between 16 and 128"
-                );
+                anyhow::ensure!((16..=128).contains(&bytes), "--bytes must be between 16 and 128");
                 println!("{}", crate::crypto::generate_key_b64(bytes));
             }
             Ok(())
@@ -188,9 +168,7 @@ async fn serve() -> anyhow::Result<()> {
     settings.check_serve()?;
     telemetry::init(&settings.rust_log, settings.log_format);
     if settings.snapinspect.client_id.is_none() {
-        tracing::warn!(
-            "SNAPINSPECT_CLIENT_ID is not set: the Connect with SnapInspect button is disabled"
-        );
+        tracing::warn!("SNAPINSPECT_CLIENT_ID is not set: the Connect with SnapInspect button is disabled");
     }
     let app = Application::build(settings, None).await?;
     tracing::info!(addr = %app.addr(), "connect-hub is serving");
@@ -243,19 +221,13 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
             if all.is_empty() {
                 println!("no connections yet");
             } else {
-                println!(
-                    "{:<30}  {:<15}  {:<40}  {:<15}  LAST REFRESH",
-                    "ID", "PROVIDER", "COMPANY / NAME", "STATUS"
-                );
+                println!("{:<30}  {:<15}  {:<40}  {:<15}  LAST REFRESH", "ID", "PROVIDER", "COMPANY / NAME", "STATUS");
                 for c in all {
                     let who = match c.company_id {
                         Some(id) => format!("{id} {}", c.name),
                         None => c.name.clone(),
                     };
-                    let last = c
-                        .last_exchange_at
-                        .map(format_utc)
-                        .unwrap_or_else(|| "never".into());
+                    let last = c.last_exchange_at.map(format_utc).unwrap_or_else(|| "never".into());
                     println!(
                         "{:<30}  {:<15}  {:<40}  {:<15}  {last}",
                         c.id,

@@ -17,10 +17,7 @@ pub struct ConfigError {
 }
 
 fn bad(name: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError {
-        name,
-        problem: problem.into(),
-    }
+    ConfigError { name, problem: problem.into() }
 }
 
 /// How log lines are written.
@@ -85,22 +82,16 @@ impl Settings {
     /// environment on top of it.
     pub fn load() -> Result<Self, ConfigError> {
         let mut vars = Vars::new();
-        let path =
-            std::env::var("CONNECT_HUB_CONFIG").unwrap_or_else(|_| "connect-hub.toml".into());
+        let path = std::env::var("CONNECT_HUB_CONFIG").unwrap_or_else(|_| "connect-hub.toml".into());
         match std::fs::read_to_string(&path) {
             Ok(text) => vars.extend(parse_toml(&text)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(bad(
-                    "CONNECT_HUB_CONFIG",
-                    format!("({path}) cannot be read: {e}"),
-                ))
-            }
+            Err(e) => return Err(bad("CONNECT_HUB_CONFIG", format!("({path}) cannot be read: {e}"))),
         }
-        vars.extend(std::env::vars().filter(|(k, _)| {
-            k.chars()
-                .all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())
-        }));
+        vars.extend(
+            std::env::vars()
+                .filter(|(k, _)| k.chars().all(|c| c.is_ascii_uppercase() || c == '_' || c.is_ascii_digit())),
+        );
         Self::from_vars(&vars)
     }
 
@@ -118,12 +109,9 @@ impl Settings {
         };
 
         let bind_addr = get("BIND_ADDR").unwrap_or("127.0.0.1:8080");
-        let bind_addr = bind_addr.parse().map_err(|_| {
-            bad(
-                "BIND_ADDR",
-                format!("must be host:port with an IP address, got `{bind_addr}`"),
-            )
-        })?;
+        let bind_addr = bind_addr
+            .parse()
+            .map_err(|_| bad("BIND_ADDR", format!("must be host:port with an IP address, got `{bind_addr}`")))?;
 
         let mut public_url = url("PUBLIC_URL", "http://127.0.0.1:8080")?;
         let trimmed = public_url.path().trim_end_matches('/').to_owned();
@@ -133,29 +121,15 @@ impl Settings {
         }
 
         let tls = match (get("TLS_CERT"), get("TLS_KEY")) {
-            (Some(c), Some(k)) => Some(TlsFiles {
-                cert: c.into(),
-                key: k.into(),
-            }),
+            (Some(c), Some(k)) => Some(TlsFiles { cert: c.into(), key: k.into() }),
             (None, None) => None,
-            (Some(_), None) => {
-                return Err(bad(
-                    "TLS_KEY",
-                    "is missing: TLS_CERT and TLS_KEY are set together",
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(bad(
-                    "TLS_CERT",
-                    "is missing: TLS_CERT and TLS_KEY are set together",
-                ))
-            }
+            (Some(_), None) => return Err(bad("TLS_KEY", "is missing: TLS_CERT and TLS_KEY are set together")),
+            (None, Some(_)) => return Err(bad("TLS_CERT", "is missing: TLS_CERT and TLS_KEY are set together")),
         };
 
         let encryption_key = secret("ENCRYPTION_KEY");
         if let Some(k) = &encryption_key {
-            crypto::decode_key(k.expose_secret(), 32)
-                .map_err(|e| bad("ENCRYPTION_KEY", e.to_string()))?;
+            crypto::decode_key(k.expose_secret(), 32).map_err(|e| bad("ENCRYPTION_KEY", e.to_string()))?;
         }
         let encryption_keys_old = get("ENCRYPTION_KEYS_OLD")
             .map(|v| {
@@ -172,8 +146,7 @@ impl Settings {
         }
         let session_key = secret("SESSION_KEY");
         if let Some(k) = &session_key {
-            crypto::decode_key(k.expose_secret(), 64)
-                .map_err(|e| bad("SESSION_KEY", e.to_string()))?;
+            crypto::decode_key(k.expose_secret(), 64).map_err(|e| bad("SESSION_KEY", e.to_string()))?;
         }
 
         let mut api_url = url("SNAPINSPECT_API_URL", "https://api-v3.snapinspect.com/")?;
@@ -188,10 +161,7 @@ impl Settings {
                 "SNAPINSPECT_AUTHORIZE_URL",
                 "https://my.snapinspect.com/integration/SnapInspectConnect",
             )?,
-            exchange_url: url(
-                "SNAPINSPECT_EXCHANGE_URL",
-                "https://my.snapinspect.com/integration/ExchangeToken",
-            )?,
+            exchange_url: url("SNAPINSPECT_EXCHANGE_URL", "https://my.snapinspect.com/integration/ExchangeToken")?,
             api_url,
             inspection_path: {
                 let p = get("SNAPINSPECT_INSPECTION_PATH").unwrap_or(DEFAULT_INSPECTION_PATH);
@@ -205,25 +175,23 @@ impl Settings {
             },
         };
 
-        let forward_url = get("FORWARD_URL")
-            .map(|_| url("FORWARD_URL", ""))
-            .transpose()?;
+        let forward_url = get("FORWARD_URL").map(|_| url("FORWARD_URL", "")).transpose()?;
         let forward_secret = secret("FORWARD_SECRET");
         if let Some(s) = &forward_secret {
             crate_standard_secret(s.expose_secret()).map_err(|p| bad("FORWARD_SECRET", p))?;
         }
         if forward_url.is_some() && forward_secret.is_none() {
-            return Err(bad("FORWARD_SECRET", "is missing: forwarded events must be signed (generate one with `connect-hub generate-key --webhook`)"));
+            return Err(bad(
+                "FORWARD_SECRET",
+                "is missing: forwarded events must be signed (generate one with `connect-hub generate-key --webhook`)",
+            ));
         }
 
-        let retry_schedule =
-            parse_schedule(get("RETRY_SCHEDULE").unwrap_or(DEFAULT_RETRY_SCHEDULE))
-                .map_err(|p| bad("RETRY_SCHEDULE", p))?;
+        let retry_schedule = parse_schedule(get("RETRY_SCHEDULE").unwrap_or(DEFAULT_RETRY_SCHEDULE))
+            .map_err(|p| bad("RETRY_SCHEDULE", p))?;
 
         Ok(Settings {
-            database_url: get("DATABASE_URL")
-                .unwrap_or("sqlite://data/connect-hub.db")
-                .to_owned(),
+            database_url: get("DATABASE_URL").unwrap_or("sqlite://data/connect-hub.db").to_owned(),
             bind_addr,
             public_url,
             tls,
@@ -243,12 +211,7 @@ impl Settings {
             log_format: match get("LOG_FORMAT").unwrap_or("pretty") {
                 "pretty" => LogFormat::Pretty,
                 "json" => LogFormat::Json,
-                other => {
-                    return Err(bad(
-                        "LOG_FORMAT",
-                        format!("must be `pretty` or `json`, got `{other}`"),
-                    ))
-                }
+                other => return Err(bad("LOG_FORMAT", format!("must be `pretty` or `json`, got `{other}`"))),
             },
         })
     }
@@ -256,16 +219,21 @@ impl Settings {
     /// The key ring, or an error naming the missing key and how to make one.
     pub fn keyring(&self) -> Result<KeyRing, ConfigError> {
         let key = self.encryption_key.as_ref().ok_or_else(|| {
-            bad("ENCRYPTION_KEY", "is missing: set it to base64 of 32 random bytes (`connect-hub generate-key` prints one)")
+            bad(
+                "ENCRYPTION_KEY",
+                "is missing: set it to base64 of 32 random bytes (`connect-hub generate-key` prints one)",
+            )
         })?;
-        KeyRing::from_base64(key, &self.encryption_keys_old)
-            .map_err(|e| bad("ENCRYPTION_KEY", e.to_string()))
+        KeyRing::from_base64(key, &self.encryption_keys_old).map_err(|e| bad("ENCRYPTION_KEY", e.to_string()))
     }
 
     /// The 64 session-cookie key bytes, or an error naming the missing key and how to make one.
     pub fn session_key_bytes(&self) -> Result<Vec<u8>, ConfigError> {
         let key = self.session_key.as_ref().ok_or_else(|| {
-            bad("SESSION_KEY", "is missing: set it to base64 of 64 random bytes (`connect-hub generate-key --bytes 64` prints one)")
+            bad(
+                "SESSION_KEY",
+                "is missing: set it to base64 of 64 random bytes (`connect-hub generate-key --bytes 64` prints one)",
+            )
         })?;
         crypto::decode_key(key.expose_secret(), 64).map_err(|e| bad("SESSION_KEY", e.to_string()))
     }
@@ -276,10 +244,7 @@ impl Settings {
         self.keyring()?;
         self.session_key_bytes()?;
         require_https_unless_loopback("PUBLIC_URL", &self.public_url)?;
-        require_https_unless_loopback(
-            "SNAPINSPECT_AUTHORIZE_URL",
-            &self.snapinspect.authorize_url,
-        )?;
+        require_https_unless_loopback("SNAPINSPECT_AUTHORIZE_URL", &self.snapinspect.authorize_url)?;
         require_https_unless_loopback("SNAPINSPECT_EXCHANGE_URL", &self.snapinspect.exchange_url)?;
         require_https_unless_loopback("SNAPINSPECT_API_URL", &self.snapinspect.api_url)?;
         if let Some(u) = &self.forward_url {
@@ -291,17 +256,17 @@ impl Settings {
             } else {
                 "SNAPINSPECT_CLIENT_SECRET"
             };
-            return Err(bad(missing, "is missing: the SnapInspect client id and secret are set together (SnapInspect support sends both)"));
+            return Err(bad(
+                missing,
+                "is missing: the SnapInspect client id and secret are set together (SnapInspect support sends both)",
+            ));
         }
         Ok(())
     }
 
     /// `PUBLIC_URL` + `/connect/snapinspect/callback`, as registered with SnapInspect.
     pub fn redirect_uri(&self) -> String {
-        format!(
-            "{}/connect/snapinspect/callback",
-            self.public_url.as_str().trim_end_matches('/')
-        )
+        format!("{}/connect/snapinspect/callback", self.public_url.as_str().trim_end_matches('/'))
     }
 
     /// Whether cookies must be `Secure`.
@@ -336,9 +301,7 @@ pub fn is_loopback(url: &Url) -> bool {
 /// A Standard Webhooks secret: `whsec_` followed by base64 of 24 to 64 bytes.
 fn crate_standard_secret(s: &str) -> Result<(), String> {
     use base64::{engine::general_purpose::STANDARD, Engine as _};
-    let body = s
-        .strip_prefix("whsec_")
-        .ok_or("must start with `whsec_` (Standard Webhooks)")?;
+    let body = s.strip_prefix("whsec_").ok_or("must start with `whsec_` (Standard Webhooks)")?;
     match STANDARD.decode(body) {
         Ok(b) if (24..=64).contains(&b.len()) => Ok(()),
         _ => Err("must be `whsec_` followed by base64 of 24 to 64 random bytes (`connect-hub generate-key --webhook` prints one)".into()),
@@ -346,9 +309,7 @@ fn crate_standard_secret(s: &str) -> Result<(), String> {
 }
 
 fn parse_toml(text: &str) -> Result<Vars, ConfigError> {
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| bad("CONNECT_HUB_CONFIG", format!("is not valid TOML: {e}")))?;
+    let table: toml::Table = text.parse().map_err(|e| bad("CONNECT_HUB_CONFIG", format!("is not valid TOML: {e}")))?;
     let mut vars = Vars::new();
     for (k, v) in table {
         let value = match v {
@@ -357,19 +318,10 @@ fn parse_toml(text: &str) -> Result<Vars, ConfigError> {
             toml::Value::Boolean(b) => b.to_string(),
             toml::Value::Array(items) => items
                 .iter()
-                .map(|i| {
-                    i.as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| i.to_string())
-                })
+                .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
                 .collect::<Vec<_>>()
                 .join(","),
-            _ => {
-                return Err(bad(
-                    "CONNECT_HUB_CONFIG",
-                    format!("key `{k}` must be a string, number, boolean or list"),
-                ))
-            }
+            _ => return Err(bad("CONNECT_HUB_CONFIG", format!("key `{k}` must be a string, number, boolean or list"))),
         };
         vars.insert(k.to_ascii_uppercase(), value);
     }
@@ -386,10 +338,7 @@ fn parse_bool(name: &'static str, v: Option<&str>, default: bool) -> Result<bool
 }
 
 fn parse_u64(name: &'static str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
-    v.map_or(Ok(default), |s| {
-        s.parse()
-            .map_err(|_| bad(name, format!("must be a whole number, got `{s}`")))
-    })
+    v.map_or(Ok(default), |s| s.parse().map_err(|_| bad(name, format!("must be a whole number, got `{s}`"))))
 }
 
 /// A duration like `5s`, `2m`, `1h`, `1d` or `250ms`.
@@ -397,9 +346,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 5s, 2m or 1h"))?;
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 5s, 2m or 1h"))?;
     let ms = match unit {
         "ms" => n,
         "s" | "" => n * 1000,
@@ -413,11 +360,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 /// A comma-separated list of durations; at least one.
 pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
-    let items = s
-        .split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(parse_duration)
-        .collect::<Result<Vec<_>, _>>()?;
+    let items = s.split(',').filter(|p| !p.trim().is_empty()).map(parse_duration).collect::<Result<Vec<_>, _>>()?;
     if items.is_empty() {
         return Err("must list at least one delay, e.g. 5s,30s,2m".into());
     }
@@ -429,10 +372,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -440,20 +380,11 @@ mod tests {
         let s = Settings::from_vars(&Vars::new()).unwrap();
         assert_eq!(s.database_url, "sqlite://data/connect-hub.db");
         assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(
-            s.redirect_uri(),
-            "http://127.0.0.1:8080/connect/snapinspect/callback"
-        );
-        assert_eq!(
-            s.snapinspect.api_url.as_str(),
-            "https://api-v3.snapinspect.com/"
-        );
+        assert_eq!(s.redirect_uri(), "http://127.0.0.1:8080/connect/snapinspect/callback");
+        assert_eq!(s.snapinspect.api_url.as_str(), "https://api-v3.snapinspect.com/");
         assert_eq!(s.retry_schedule.len(), 9);
         let total: u64 = s.retry_schedule.iter().map(|d| d.as_secs()).sum();
-        assert!(
-            (20 * 3600..=26 * 3600).contains(&total),
-            "about a day in all: {total}s"
-        );
+        assert!((20 * 3600..=26 * 3600).contains(&total), "about a day in all: {total}s");
         assert_eq!(s.lease_secs, 60);
         assert_eq!(s.dedupe_window_secs, 7200);
         assert!(s.worker_enabled);
@@ -469,9 +400,7 @@ mod tests {
 
     #[test]
     fn a_malformed_key_is_named() {
-        let err = Settings::from_vars(&vars(&[("SESSION_KEY", "c2hvcnQ=")]))
-            .unwrap_err()
-            .to_string();
+        let err = Settings::from_vars(&vars(&[("SESSION_KEY", "c2hvcnQ=")])).unwrap_err().to_string();
         assert!(err.starts_with("SESSION_KEY decodes to 5 bytes"), "{err}");
     }
 
@@ -479,31 +408,18 @@ mod tests {
     fn plain_http_is_only_allowed_on_loopback() {
         let k32 = crypto::generate_key_b64(32);
         let k64 = crypto::generate_key_b64(64);
-        let mut v = vars(&[
-            ("ENCRYPTION_KEY", &k32),
-            ("SESSION_KEY", &k64),
-            ("PUBLIC_URL", "http://hub.example.com"),
-        ]);
-        let err = Settings::from_vars(&v)
-            .unwrap()
-            .check_serve()
-            .unwrap_err()
-            .to_string();
+        let mut v = vars(&[("ENCRYPTION_KEY", &k32), ("SESSION_KEY", &k64), ("PUBLIC_URL", "http://hub.example.com")]);
+        let err = Settings::from_vars(&v).unwrap().check_serve().unwrap_err().to_string();
         assert!(err.starts_with("PUBLIC_URL must be an https URL"), "{err}");
         v.insert("PUBLIC_URL".into(), "https://hub.example.com/".into());
         let s = Settings::from_vars(&v).unwrap();
         s.check_serve().unwrap();
-        assert_eq!(
-            s.redirect_uri(),
-            "https://hub.example.com/connect/snapinspect/callback"
-        );
+        assert_eq!(s.redirect_uri(), "https://hub.example.com/connect/snapinspect/callback");
     }
 
     #[test]
     fn toml_keys_are_read_lower_case() {
-        let v =
-            parse_toml("bind_addr = \"0.0.0.0:9000\"\nlease_secs = 30\nworker_enabled = false\n")
-                .unwrap();
+        let v = parse_toml("bind_addr = \"0.0.0.0:9000\"\nlease_secs = 30\nworker_enabled = false\n").unwrap();
         let s = Settings::from_vars(&v).unwrap();
         assert_eq!(s.bind_addr.port(), 9000);
         assert_eq!(s.lease_secs, 30);

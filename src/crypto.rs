@@ -54,9 +54,7 @@ pub enum DecryptError {
 
 /// Decode a base64 key of exactly `len` bytes.
 pub fn decode_key(b64: &str, len: usize) -> Result<Vec<u8>, KeyError> {
-    let bytes = STANDARD
-        .decode(b64.trim())
-        .map_err(|_| KeyError::NotBase64)?;
+    let bytes = STANDARD.decode(b64.trim()).map_err(|_| KeyError::NotBase64)?;
     if bytes.len() != len {
         let hint = if len == 32 { "" } else { " --bytes 64" };
         return Err(KeyError::WrongLength(bytes.len(), len, hint));
@@ -79,17 +77,10 @@ struct Key {
 
 impl Key {
     fn new(bytes: &[u8]) -> Self {
-        let digest = Sha256::new()
-            .chain_update(b"connect-hub key id")
-            .chain_update(bytes)
-            .finalize();
+        let digest = Sha256::new().chain_update(b"connect-hub key id").chain_update(bytes).finalize();
         let mut id = [0u8; KEY_ID_LEN];
         id.copy_from_slice(&digest[..KEY_ID_LEN]);
-        Self {
-            id,
-            aead: XChaCha20Poly1305::new_from_slice(bytes)
-                .expect("key length checked by decode_key"),
-        }
+        Self { id, aead: XChaCha20Poly1305::new_from_slice(bytes).expect("key length checked by decode_key") }
     }
 }
 
@@ -110,8 +101,7 @@ pub struct Aad<'a> {
 
 impl Aad<'_> {
     fn bytes(&self) -> Vec<u8> {
-        let mut out =
-            Vec::with_capacity(16 + self.table.len() + self.column.len() + self.row.len());
+        let mut out = Vec::with_capacity(16 + self.table.len() + self.column.len() + self.row.len());
         out.extend_from_slice(b"connect-hub/v1\0");
         for part in [self.table, self.column, self.row] {
             out.extend_from_slice(&(part.len() as u32).to_be_bytes());
@@ -142,11 +132,7 @@ pub fn parse_envelope(blob: &[u8]) -> Result<Envelope<'_>, DecryptError> {
     }
     let mut key_id = [0u8; KEY_ID_LEN];
     key_id.copy_from_slice(&blob[1..1 + KEY_ID_LEN]);
-    Ok(Envelope {
-        key_id,
-        nonce: &blob[1 + KEY_ID_LEN..HEADER_LEN],
-        ciphertext: &blob[HEADER_LEN..],
-    })
+    Ok(Envelope { key_id, nonce: &blob[1 + KEY_ID_LEN..HEADER_LEN], ciphertext: &blob[HEADER_LEN..] })
 }
 
 /// The current key plus the older keys still accepted for reading.
@@ -159,19 +145,13 @@ pub struct KeyRing {
 impl KeyRing {
     /// Build from raw 32-byte keys (already decoded and length-checked).
     pub fn new(current: &[u8], old: &[Vec<u8>]) -> Self {
-        Self {
-            current: Key::new(current),
-            old: old.iter().map(|k| Key::new(k)).collect(),
-        }
+        Self { current: Key::new(current), old: old.iter().map(|k| Key::new(k)).collect() }
     }
 
     /// Build from the base64 configuration values.
     pub fn from_base64(current: &SecretString, old: &[SecretString]) -> Result<Self, KeyError> {
         let cur = decode_key(current.expose_secret(), 32)?;
-        let old = old
-            .iter()
-            .map(|k| decode_key(k.expose_secret(), 32))
-            .collect::<Result<Vec<_>, _>>()?;
+        let old = old.iter().map(|k| decode_key(k.expose_secret(), 32)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self::new(&cur, &old))
     }
 
@@ -185,13 +165,7 @@ impl KeyRing {
         let ciphertext = self
             .current
             .aead
-            .encrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: plaintext,
-                    aad: &aad.bytes(),
-                },
-            )
+            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plaintext, aad: &aad.bytes() })
             .expect("XChaCha20-Poly1305 encryption cannot fail for in-memory buffers");
         let mut out = Vec::with_capacity(HEADER_LEN + ciphertext.len());
         out.push(VERSION);
@@ -208,33 +182,21 @@ impl KeyRing {
     pub fn open(&self, blob: &[u8], aad: Aad<'_>) -> Result<Vec<u8>, DecryptError> {
         let env = parse_envelope(blob)?;
         let aad = aad.bytes();
-        let mut candidates = std::iter::once(&self.current)
-            .chain(self.old.iter())
-            .filter(|k| k.id == env.key_id)
-            .peekable();
+        let mut candidates =
+            std::iter::once(&self.current).chain(self.old.iter()).filter(|k| k.id == env.key_id).peekable();
         if candidates.peek().is_none() {
             return Err(DecryptError::UnknownKey(crate::domain::hex(&env.key_id)));
         }
         candidates
             .find_map(|k| {
-                k.aead
-                    .decrypt(
-                        XNonce::from_slice(env.nonce),
-                        Payload {
-                            msg: env.ciphertext,
-                            aad: &aad,
-                        },
-                    )
-                    .ok()
+                k.aead.decrypt(XNonce::from_slice(env.nonce), Payload { msg: env.ciphertext, aad: &aad }).ok()
             })
             .ok_or(DecryptError::Forged)
     }
 
     pub fn open_str(&self, blob: &[u8], aad: Aad<'_>) -> Result<SecretString, DecryptError> {
         let bytes = self.open(blob, aad)?;
-        String::from_utf8(bytes)
-            .map(SecretString::from)
-            .map_err(|_| DecryptError::NotUtf8)
+        String::from_utf8(bytes).map(SecretString::from).map_err(|_| DecryptError::NotUtf8)
     }
 
     /// Whether a stored value is sealed under the current key (else `rotate-key` re-seals it).
@@ -248,11 +210,7 @@ mod tests {
     use super::*;
 
     fn aad(row: &str) -> Aad<'_> {
-        Aad {
-            table: "connections",
-            column: "access_token",
-            row,
-        }
+        Aad { table: "connections", column: "access_token", row }
     }
 
     #[test]
@@ -262,10 +220,7 @@ mod tests {
         assert_eq!(ring.open(&blob, aad("a")).unwrap(), b"token");
         assert_eq!(ring.open(&blob, aad("b")), Err(DecryptError::Forged));
         let other = KeyRing::new(&[8u8; 32], &[]);
-        assert!(matches!(
-            other.open(&blob, aad("a")),
-            Err(DecryptError::UnknownKey(_))
-        ));
+        assert!(matches!(other.open(&blob, aad("a")), Err(DecryptError::UnknownKey(_))));
     }
 
     #[test]
@@ -282,10 +237,7 @@ mod tests {
     fn short_or_unknown_envelopes_are_refused_without_panicking() {
         let ring = KeyRing::new(&[7u8; 32], &[]);
         assert_eq!(ring.open(&[], aad("a")), Err(DecryptError::TooShort));
-        assert_eq!(
-            ring.open(&[2, 0, 0], aad("a")),
-            Err(DecryptError::UnknownVersion(2))
-        );
+        assert_eq!(ring.open(&[2, 0, 0], aad("a")), Err(DecryptError::UnknownVersion(2)));
         assert_eq!(ring.open(&[1; 20], aad("a")), Err(DecryptError::TooShort));
     }
 

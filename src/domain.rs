@@ -47,12 +47,10 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 /// Lower-case hex of some bytes.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
 }
 
 /// A connection's id: `con_` followed by 26 base32 characters (128 random bits).
@@ -67,17 +65,11 @@ impl ConnectionId {
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let body = s.strip_prefix(Self::PREFIX).ok_or_else(|| {
-            ParseError(format!(
-                "a connection id starts with `con_`, got `{}`",
-                truncate(s)
-            ))
-        })?;
+        let body = s
+            .strip_prefix(Self::PREFIX)
+            .ok_or_else(|| ParseError(format!("a connection id starts with `con_`, got `{}`", truncate(s))))?;
         if body.len() != 26 || !body.bytes().all(|b| BASE32.contains(&b)) {
-            return Err(ParseError(format!(
-                "`{}` is not a connection id",
-                truncate(s)
-            )));
+            return Err(ParseError(format!("`{}` is not a connection id", truncate(s))));
         }
         Ok(Self(s.to_owned()))
     }
@@ -106,21 +98,14 @@ impl CompanyId {
         if n > 0 {
             Ok(Self(n))
         } else {
-            Err(ParseError(format!(
-                "a company id is a positive integer, got {n}"
-            )))
+            Err(ParseError(format!("a company id is a positive integer, got {n}")))
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         s.trim()
             .parse::<i64>()
-            .map_err(|_| {
-                ParseError(format!(
-                    "a company id is a positive integer, got `{}`",
-                    truncate(s)
-                ))
-            })
+            .map_err(|_| ParseError(format!("a company id is a positive integer, got `{}`", truncate(s))))
             .and_then(Self::new)
     }
 
@@ -188,15 +173,12 @@ impl Provider {
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| {
-                ParseError(format!(
-                    "unknown provider `{}`: use snapinspect, snapdocs, smartdocumentor, signicat, docplanner or custom",
-                    truncate(s)
-                ))
-            })
+        Self::ALL.into_iter().find(|p| p.as_str().eq_ignore_ascii_case(s.trim())).ok_or_else(|| {
+            ParseError(format!(
+                "unknown provider `{}`: use snapinspect, snapdocs, smartdocumentor, signicat, docplanner or custom",
+                truncate(s)
+            ))
+        })
     }
 }
 
@@ -276,18 +258,8 @@ mod tests {
 
     #[test]
     fn company_ids_come_from_numbers_or_numeric_strings() {
-        assert_eq!(
-            CompanyId::from_json(&serde_json::json!(6847))
-                .unwrap()
-                .get(),
-            6847
-        );
-        assert_eq!(
-            CompanyId::from_json(&serde_json::json!("6847"))
-                .unwrap()
-                .get(),
-            6847
-        );
+        assert_eq!(CompanyId::from_json(&serde_json::json!(6847)).unwrap().get(), 6847);
+        assert_eq!(CompanyId::from_json(&serde_json::json!("6847")).unwrap().get(), 6847);
         assert!(CompanyId::from_json(&serde_json::json!(0)).is_none());
         assert!(CompanyId::from_json(&serde_json::json!("x")).is_none());
         assert!(CompanyId::from_json(&serde_json::json!(null)).is_none());

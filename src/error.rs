@@ -14,11 +14,7 @@ use askama::Template;
 pub enum AppError {
     /// 400: the request is malformed; the message says what to fix.
     #[error("{message}")]
-    BadRequest {
-        code: &'static str,
-        title: &'static str,
-        message: String,
-    },
+    BadRequest { code: &'static str, title: &'static str, message: String },
     /// 401: not signed in, or the credential is missing or wrong.
     #[error("{message}")]
     Unauthorized { code: &'static str, message: String },
@@ -36,21 +32,13 @@ pub enum AppError {
     PayloadTooLarge { message: String },
     /// 429: slow down; `retry_after_secs` says for how long.
     #[error("{message}")]
-    TooManyRequests {
-        code: &'static str,
-        message: String,
-        retry_after_secs: u64,
-    },
+    TooManyRequests { code: &'static str, message: String, retry_after_secs: u64 },
     /// 502: a provider we called failed or refused; the message says which and how.
     #[error("{message}")]
     Upstream { code: &'static str, message: String },
     /// 503: we cannot do this right now (not configured, or the store is unavailable).
     #[error("{message}")]
-    Unavailable {
-        code: &'static str,
-        message: String,
-        retry_after_secs: Option<u64>,
-    },
+    Unavailable { code: &'static str, message: String, retry_after_secs: Option<u64> },
     /// 500: a bug or an unexpected failure; details go to the log only.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
@@ -58,48 +46,25 @@ pub enum AppError {
 
 impl AppError {
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::BadRequest {
-            code: "bad_request",
-            title: "That request could not be used",
-            message: message.into(),
-        }
+        Self::BadRequest { code: "bad_request", title: "That request could not be used", message: message.into() }
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::NotFound {
-            code: "not_found",
-            message: message.into(),
-        }
+        Self::NotFound { code: "not_found", message: message.into() }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::Unauthorized {
-            code: "unauthorized",
-            message: message.into(),
-        }
+        Self::Unauthorized { code: "unauthorized", message: message.into() }
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::Forbidden {
-            code: "forbidden",
-            message: message.into(),
-        }
+        Self::Forbidden { code: "forbidden", message: message.into() }
     }
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict {
-            code,
-            message: message.into(),
-        }
+        Self::Conflict { code, message: message.into() }
     }
     pub fn upstream(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Upstream {
-            code,
-            message: message.into(),
-        }
+        Self::Upstream { code, message: message.into() }
     }
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unavailable {
-            code,
-            message: message.into(),
-            retry_after_secs: None,
-        }
+        Self::Unavailable { code, message: message.into(), retry_after_secs: None }
     }
 
     /// The stable machine-readable code of this error.
@@ -145,12 +110,8 @@ impl AppError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            Self::TooManyRequests {
-                retry_after_secs, ..
-            } => Some(*retry_after_secs),
-            Self::Unavailable {
-                retry_after_secs, ..
-            } => *retry_after_secs,
+            Self::TooManyRequests { retry_after_secs, .. } => Some(*retry_after_secs),
+            Self::Unavailable { retry_after_secs, .. } => *retry_after_secs,
             _ => None,
         }
     }
@@ -197,13 +158,9 @@ impl ResponseError for AppError {
         self.log_if_internal();
         let status = self.status_code();
         let message = self.public_message();
-        let body = ErrorPage {
-            title: self.title(),
-            message: &message,
-            status: status.as_u16(),
-        }
-        .render()
-        .unwrap_or_else(|_| message.clone());
+        let body = ErrorPage { title: self.title(), message: &message, status: status.as_u16() }
+            .render()
+            .unwrap_or_else(|_| message.clone());
         let mut res = HttpResponse::build(status);
         res.insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
             .insert_header((header::CACHE_CONTROL, "no-store"));

@@ -42,29 +42,16 @@ fn expiry(ttl: &Duration) -> i64 {
 }
 
 impl SessionStore for DbSessionStore {
-    async fn load(
-        &self,
-        session_key: &SessionKey,
-    ) -> Result<Option<HashMap<String, String>>, LoadError> {
-        self.store
-            .session_load(&key_hash(session_key), now_ms())
-            .await
-            .map_err(LoadError::Other)
+    async fn load(&self, session_key: &SessionKey) -> Result<Option<HashMap<String, String>>, LoadError> {
+        self.store.session_load(&key_hash(session_key), now_ms()).await.map_err(LoadError::Other)
     }
 
-    async fn save(
-        &self,
-        state: HashMap<String, String>,
-        ttl: &Duration,
-    ) -> Result<SessionKey, SaveError> {
+    async fn save(&self, state: HashMap<String, String>, ttl: &Duration) -> Result<SessionKey, SaveError> {
         let key: SessionKey = URL_SAFE_NO_PAD
             .encode(random_bytes::<32>())
             .try_into()
             .map_err(|e| SaveError::Other(anyhow::anyhow!("{e}")))?;
-        self.store
-            .session_insert(&key_hash(&key), &state, expiry(ttl))
-            .await
-            .map_err(SaveError::Other)?;
+        self.store.session_insert(&key_hash(&key), &state, expiry(ttl)).await.map_err(SaveError::Other)?;
         Ok(key)
     }
 
@@ -74,18 +61,13 @@ impl SessionStore for DbSessionStore {
         state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let found = self
-            .store
-            .session_update(&key_hash(&key), &state, expiry(ttl))
-            .await
-            .map_err(UpdateError::Other)?;
+        let found =
+            self.store.session_update(&key_hash(&key), &state, expiry(ttl)).await.map_err(UpdateError::Other)?;
         if found {
             Ok(key)
         } else {
             // The row expired or was purged meanwhile: start a fresh session rather than revive it.
-            self.save(state, ttl)
-                .await
-                .map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
+            self.save(state, ttl).await.map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
         }
     }
 

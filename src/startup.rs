@@ -38,16 +38,9 @@ impl AppState {
 
     pub fn with_store(settings: Settings, store: Store) -> Self {
         let http = crate::http_client::build();
-        let snapinspect =
-            SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
+        let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
         let tokens = Arc::new(TokenManager::new(store.clone(), snapinspect.clone()));
-        Self {
-            settings: Arc::new(settings),
-            store,
-            tokens,
-            snapinspect,
-            http,
-        }
+        Self { settings: Arc::new(settings), store, tokens, snapinspect, http }
     }
 
     /// Called after a SnapInspect company is (re)connected.
@@ -75,11 +68,7 @@ impl Application {
         Self::from_parts(listener, state, mount)
     }
 
-    pub fn from_parts(
-        listener: TcpListener,
-        state: AppState,
-        mount: Option<Mount>,
-    ) -> anyhow::Result<Self> {
+    pub fn from_parts(listener: TcpListener, state: AppState, mount: Option<Mount>) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         let state = web::Data::new(state);
         let session_key = state.settings.session_key_bytes()?;
@@ -109,11 +98,7 @@ impl Application {
         .shutdown_timeout(10)
         .listen(listener)?
         .run();
-        Ok(Self {
-            server,
-            addr,
-            state,
-        })
+        Ok(Self { server, addr, state })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -139,9 +124,7 @@ impl Application {
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
-    Err(AppError::not_found(
-        "There is no page at this address. Start from the home page.",
-    ))
+    Err(AppError::not_found("There is no page at this address. Start from the home page."))
 }
 
 /// Purge expired connect states and sessions every ten minutes.

@@ -23,11 +23,7 @@ use crate::{
 pub fn init(rust_log: &str, format: LogFormat) {
     let filter = EnvFilter::try_new(rust_log).unwrap_or_else(|_| EnvFilter::new("info"));
     let result = match format {
-        LogFormat::Pretty => fmt()
-            .with_env_filter(filter)
-            .with_target(false)
-            .with_writer(std::io::stderr)
-            .try_init(),
+        LogFormat::Pretty => fmt().with_env_filter(filter).with_target(false).with_writer(std::io::stderr).try_init(),
         LogFormat::Json => fmt()
             .json()
             .with_env_filter(filter)
@@ -49,13 +45,7 @@ fn loggable_route<B>(res: &ServiceResponse<B>) -> String {
     let path = res.request().path();
     match path.trim_start_matches('/').split_once('/') {
         Some((first, _)) => format!("/{}/…", first.chars().take(40).collect::<String>()),
-        None => format!(
-            "/{}",
-            path.trim_start_matches('/')
-                .chars()
-                .take(40)
-                .collect::<String>()
-        ),
+        None => format!("/{}", path.trim_start_matches('/').chars().take(40).collect::<String>()),
     }
 }
 
@@ -73,8 +63,7 @@ pub async fn access_log(
     let status = res.status().as_u16();
     let route = loggable_route(&res);
     if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut()
-            .insert(HeaderName::from_static("x-request-id"), v);
+        res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
     span.in_scope(|| {
         if status >= 500 {

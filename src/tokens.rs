@@ -30,7 +30,8 @@ const BACKOFF_FLOOR: Duration = Duration::from_secs(2);
 const BACKOFF_CAP: Duration = Duration::from_secs(10 * 60);
 
 /// A usable access token and the version it has (to ask for "newer than this" after a 401).
-#[derive(Clone)]
+/// `Debug` shows the token as `[REDACTED]` (secrecy).
+#[derive(Clone, Debug)]
 pub struct AccessToken {
     pub connection_id: ConnectionId,
     pub token: SecretString,
@@ -47,15 +48,10 @@ pub enum TokenError {
     NeedsReconnect(String),
     #[error("the connection was disconnected; connect again to use it")]
     Disconnected,
-    #[error(
-        "SnapInspect is not configured: set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET"
-    )]
+    #[error("SnapInspect is not configured: set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET")]
     NotConfigured,
     #[error("the last exchange failed ({last_error}); the next try is allowed in {} s", retry_in.as_secs().max(1))]
-    BackingOff {
-        retry_in: Duration,
-        last_error: String,
-    },
+    BackingOff { retry_in: Duration, last_error: String },
     #[error("{0}")]
     Provider(String),
     #[error("internal error: {0}")]
@@ -72,10 +68,7 @@ impl From<TokenError> for AppError {
     fn from(e: TokenError) -> Self {
         let message = e.to_string();
         match e {
-            TokenError::NotFound(_) => AppError::NotFound {
-                code: "connection_not_found",
-                message,
-            },
+            TokenError::NotFound(_) => AppError::NotFound { code: "connection_not_found", message },
             TokenError::NeedsReconnect(_) => AppError::conflict("needs_reconnect", message),
             TokenError::Disconnected => AppError::conflict("disconnected", message),
             TokenError::NotConfigured => AppError::unavailable("not_configured", message),
@@ -136,11 +129,7 @@ impl TokenManager {
     /// are exchanged, so this never calls SnapInspect.
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn token(&self, id: &ConnectionId) -> Result<AccessToken, TokenError> {
-        let tokens = self
-            .store
-            .tokens(id)
-            .await?
-            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         let token = usable(id, &tokens)?;
         self.store.touch_last_used(id, now_ms()).await?;
         Ok(token)
@@ -183,18 +172,13 @@ impl TokenManager {
             return self.current(id).await;
         }
         let outcome = self.exchange_locked(id, stale_version, actor).await;
-        *slot.last.lock().expect("slot poisoned") =
-            Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
+        *slot.last.lock().expect("slot poisoned") = Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         slot.generation.fetch_add(1, Ordering::AcqRel);
         outcome
     }
 
     async fn current(&self, id: &ConnectionId) -> Result<AccessToken, TokenError> {
-        let tokens = self
-            .store
-            .tokens(id)
-            .await?
-            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         usable(id, &tokens)
     }
 
@@ -206,11 +190,7 @@ impl TokenManager {
         actor: &str,
     ) -> Result<AccessToken, TokenError> {
         let client = self.snapinspect.as_ref().ok_or(TokenError::NotConfigured)?;
-        let mut tokens = self
-            .store
-            .tokens(id)
-            .await?
-            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let mut tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         if tokens.provider != Provider::SnapInspect {
             return Err(TokenError::Provider(format!(
                 "{} connections are not exchanged with SnapInspect",
@@ -227,11 +207,7 @@ impl TokenManager {
         // Across processes: take the lease, or wait for the holder and use what it stored.
         loop {
             let now = now_ms();
-            match self
-                .store
-                .acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS)
-                .await?
-            {
+            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
                 LeaseOutcome::Acquired => break,
                 LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
                 LeaseOutcome::HeldElsewhere { until } => {
@@ -239,11 +215,7 @@ impl TokenManager {
                     let deadline = until.min(now + LEASE_MS);
                     while now_ms() <= deadline {
                         tokio::time::sleep(Duration::from_millis(100)).await;
-                        let latest = self
-                            .store
-                            .tokens(id)
-                            .await?
-                            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
                         if latest.version != tokens.version || latest.status != tokens.status {
                             check_status(&latest)?;
                             return usable(id, &latest);
@@ -253,9 +225,7 @@ impl TokenManager {
             }
         }
         // We hold the lease: from here every path releases it (commit and failure do so themselves).
-        let result = self
-            .exchange_with_lease(client, id, &mut tokens, actor)
-            .await;
+        let result = self.exchange_with_lease(client, id, &mut tokens, actor).await;
         if result.is_err() {
             let _ = self.store.release_exchange_lease(id, &self.owner).await;
         }
@@ -269,11 +239,7 @@ impl TokenManager {
         tokens: &mut StoredTokens,
         actor: &str,
     ) -> Result<AccessToken, TokenError> {
-        let latest = self
-            .store
-            .tokens(id)
-            .await?
-            .ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         if latest.version != tokens.version {
             // Another process exchanged between our read and our lease.
             self.store.release_exchange_lease(id, &self.owner).await?;
@@ -291,37 +257,19 @@ impl TokenManager {
 
         let now = now_ms();
         if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
-            let last_error = self
-                .store
-                .connection(id)
-                .await?
-                .and_then(|c| c.last_error)
-                .unwrap_or_default();
-            return Err(TokenError::BackingOff {
-                retry_in: Duration::from_millis((until - now) as u64),
-                last_error,
-            });
+            let last_error = self.store.connection(id).await?.and_then(|c| c.last_error).unwrap_or_default();
+            return Err(TokenError::BackingOff { retry_in: Duration::from_millis((until - now) as u64), last_error });
         }
-        let refresh = tokens
-            .refresh
-            .clone()
-            .ok_or_else(|| TokenError::NeedsReconnect("no refresh token is stored".into()))?;
+        let refresh =
+            tokens.refresh.clone().ok_or_else(|| TokenError::NeedsReconnect("no refresh token is stored".into()))?;
 
         match client.exchange(&refresh).await {
             Ok(pair) => self.commit(id, pair, actor).await,
             Err(ExchangeError::Rejected { status, detail }) => {
-                let message =
-                    format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
+                let message = format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
                 tracing::warn!(%message, "exchange refused: connection needs reconnecting");
                 self.store
-                    .record_exchange_failure(
-                        id,
-                        &ExchangeFailure::Dead {
-                            message: message.clone(),
-                        },
-                        now_ms(),
-                        actor,
-                    )
+                    .record_exchange_failure(id, &ExchangeFailure::Dead { message: message.clone() }, now_ms(), actor)
                     .await?;
                 Err(TokenError::NeedsReconnect(message))
             }
@@ -337,9 +285,7 @@ impl TokenManager {
                     message: message.clone(),
                     retry_after: now_ms() + wait.as_millis() as i64,
                 };
-                self.store
-                    .record_exchange_failure(id, &failure, now_ms(), actor)
-                    .await?;
+                self.store.record_exchange_failure(id, &failure, now_ms(), actor).await?;
                 Err(TokenError::Provider(message))
             }
         }
@@ -347,27 +293,14 @@ impl TokenManager {
 
     /// Store a new pair before anyone sees it, retrying a failing store a few times; if it still
     /// fails, keep the pair in memory so the next call stores it rather than losing it.
-    async fn commit(
-        &self,
-        id: &ConnectionId,
-        pair: ExchangedTokens,
-        actor: &str,
-    ) -> Result<AccessToken, TokenError> {
+    async fn commit(&self, id: &ConnectionId, pair: ExchangedTokens, actor: &str) -> Result<AccessToken, TokenError> {
         let mut delay = Duration::from_millis(100);
         let mut last_err = None;
         for _ in 0..5 {
-            match self
-                .store
-                .commit_exchange(id, &pair.access, pair.refresh.as_ref(), now_ms(), actor)
-                .await
-            {
+            match self.store.commit_exchange(id, &pair.access, pair.refresh.as_ref(), now_ms(), actor).await {
                 Ok(version) => {
                     tracing::info!(version, "exchanged and stored a new token pair");
-                    return Ok(AccessToken {
-                        connection_id: id.clone(),
-                        token: pair.access,
-                        version,
-                    });
+                    return Ok(AccessToken { connection_id: id.clone(), token: pair.access, version });
                 }
                 Err(e) => {
                     tracing::error!(error.chain = %format!("{e:#}"), "storing the exchanged tokens failed; retrying");
@@ -377,12 +310,11 @@ impl TokenManager {
                 }
             }
         }
-        self.unsaved
-            .lock()
-            .expect("unsaved poisoned")
-            .insert(id.clone(), pair);
+        self.unsaved.lock().expect("unsaved poisoned").insert(id.clone(), pair);
         let e = last_err.expect("at least one attempt");
-        Err(TokenError::Internal(Arc::new(e.context("the exchanged tokens could not be stored; they are kept in memory and stored on the next try"))))
+        Err(TokenError::Internal(Arc::new(
+            e.context("the exchanged tokens could not be stored; they are kept in memory and stored on the next try"),
+        )))
     }
 }
 
@@ -398,24 +330,15 @@ fn check_status(tokens: &StoredTokens) -> Result<(), TokenError> {
 
 fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessToken, TokenError> {
     check_status(tokens)?;
-    let token = tokens
-        .access
-        .clone()
-        .ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
-    Ok(AccessToken {
-        connection_id: id.clone(),
-        token,
-        version: tokens.version,
-    })
+    let token = tokens.access.clone().ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
+    Ok(AccessToken { connection_id: id.clone(), token, version: tokens.version })
 }
 
 /// Exponential backoff with ±20 % jitter: 2 s, 4 s, 8 s … capped at 10 min; a provider's
 /// `Retry-After` wins when it asks for longer.
 pub fn backoff(failures: i64, retry_after: Option<Duration>) -> Duration {
     let exp = (failures.clamp(1, 20) - 1) as u32;
-    let base = BACKOFF_FLOOR
-        .saturating_mul(2u32.saturating_pow(exp))
-        .min(BACKOFF_CAP);
+    let base = BACKOFF_FLOOR.saturating_mul(2u32.saturating_pow(exp)).min(BACKOFF_CAP);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     let jittered = base.mul_f64(jitter).max(BACKOFF_FLOOR);
     retry_after.map_or(jittered, |r| r.max(jittered))
@@ -431,9 +354,6 @@ mod tests {
         assert!(backoff(1, None) <= Duration::from_millis(2400));
         assert!(backoff(4, None) >= Duration::from_millis(12_800));
         assert!(backoff(50, None) <= BACKOFF_CAP.mul_f64(1.2));
-        assert_eq!(
-            backoff(1, Some(Duration::from_secs(600))),
-            Duration::from_secs(600)
-        );
+        assert_eq!(backoff(1, Some(Duration::from_secs(600))), Duration::from_secs(600));
     }
 }

@@ -12,12 +12,10 @@ pub fn serve<F>(configure: F, listener: TcpListener) -> std::io::Result<Server>
 where
     F: Fn(&mut web::ServiceConfig) + Clone + Send + Sync + 'static,
 {
-    Ok(
-        HttpServer::new(move || App::new().configure(configure.clone()))
-            .workers(1)
-            .disable_signals()
-            .shutdown_timeout(1)
-            .listen(listener)?
-            .run(),
-    )
+    Ok(HttpServer::new(move || App::new().configure(configure.clone()))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run())
 }

@@ -26,11 +26,8 @@ pub struct FakeConfig {
 }
 
 /// The demo companies the authorize page offers.
-pub const COMPANIES: &[(i64, &str)] = &[
-    (6847, "Harbour View Realty"),
-    (7012, "Northside Property Inspections"),
-    (9001, "Coastal Strata Management"),
-];
+pub const COMPANIES: &[(i64, &str)] =
+    &[(6847, "Harbour View Realty"), (7012, "Northside Property Inspections"), (9001, "Coastal Strata Management")];
 
 /// How `/user` answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +47,8 @@ pub enum Fault {
     Status(u16),
     /// Wait this long, then behave normally.
     Delay(Duration),
+    /// Rotate the access token but send no `refresh_token` (the old one stays valid).
+    NoRefreshToken,
 }
 
 #[derive(Clone)]
@@ -88,11 +87,7 @@ fn token(prefix: &str) -> String {
 
 impl FakeSnapInspect {
     pub fn new(config: FakeConfig) -> Self {
-        Self {
-            config: Arc::new(config),
-            state: Arc::default(),
-            http: crate::http_client::build(),
-        }
+        Self { config: Arc::new(config), state: Arc::default(), http: crate::http_client::build() }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -107,13 +102,7 @@ impl FakeSnapInspect {
     pub fn grant(&self, company: Option<i64>) -> (String, String) {
         let (access, refresh) = (token("si_at_"), token("si_rt_"));
         let mut s = self.state();
-        s.access.insert(
-            access.clone(),
-            Grant {
-                company,
-                user_id: 500 + company.unwrap_or(0) % 97,
-            },
-        );
+        s.access.insert(access.clone(), Grant { company, user_id: 500 + company.unwrap_or(0) % 97 });
         s.refresh.insert(refresh.clone(), access.clone());
         (access, refresh)
     }
@@ -155,9 +144,7 @@ impl FakeSnapInspect {
 
     /// Invalidate every access token of a company (as if revoked), keeping the refresh tokens.
     pub fn revoke_access_tokens(&self, company: i64) {
-        self.state()
-            .access
-            .retain(|_, g| g.company != Some(company));
+        self.state().access.retain(|_, g| g.company != Some(company));
     }
 
     /// POST a webhook payload, as SnapInspect does: JSON, no signature. Returns the status.
@@ -178,14 +165,8 @@ impl FakeSnapInspect {
         let fake = self.clone();
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(fake.clone()))
-                .route(
-                    "/integration/SnapInspectConnect",
-                    web::get().to(authorize_page),
-                )
-                .route(
-                    "/integration/SnapInspectConnect",
-                    web::post().to(authorize_decision),
-                )
+                .route("/integration/SnapInspectConnect", web::get().to(authorize_page))
+                .route("/integration/SnapInspectConnect", web::post().to(authorize_decision))
                 .route("/integration/ExchangeToken", web::post().to(exchange_token))
                 .route("/user", web::get().to(user))
                 .route("/inspections/{id}", web::get().to(inspection))
@@ -224,11 +205,7 @@ struct RefusedPage<'a> {
 fn refused(reason: &str) -> HttpResponse {
     HttpResponse::BadRequest()
         .content_type("text/html; charset=utf-8")
-        .body(
-            RefusedPage { reason }
-                .render()
-                .unwrap_or_else(|_| reason.to_owned()),
-        )
+        .body(RefusedPage { reason }.render().unwrap_or_else(|_| reason.to_owned()))
 }
 
 /// The checks the authorize endpoint makes on the four documented parameters.
@@ -283,13 +260,9 @@ async fn authorize_decision(body: web::Bytes, fake: web::Data<FakeSnapInspect>) 
     if let Err(reason) = check_authorize(&fake, &p) {
         return refused(&reason);
     }
-    let mut back =
-        url::Url::parse(&fake.config.redirect_uri).expect("registered redirect_uri is a URL");
+    let mut back = url::Url::parse(&fake.config.redirect_uri).expect("registered redirect_uri is a URL");
     if p.get("decision").map(String::as_str) == Some("allow") {
-        let company = p
-            .get("company")
-            .and_then(|c| c.trim().parse::<i64>().ok())
-            .filter(|c| *c > 0);
+        let company = p.get("company").and_then(|c| c.trim().parse::<i64>().ok()).filter(|c| *c > 0);
         let (access, refresh) = fake.grant(company);
         back.query_pairs_mut()
             .append_pair("access_token", &access)
@@ -302,24 +275,17 @@ async fn authorize_decision(body: web::Bytes, fake: web::Data<FakeSnapInspect>) 
             .append_pair("error_description", "The user declined to connect.")
             .append_pair("state", &p["state"]);
     }
-    HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, back.as_str()))
-        .finish()
+    HttpResponse::SeeOther().insert_header((header::LOCATION, back.as_str())).finish()
 }
 
 fn oauth_error(status: u16, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(
-        actix_web::http::StatusCode::from_u16(status)
-            .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
+        actix_web::http::StatusCode::from_u16(status).unwrap_or(actix_web::http::StatusCode::BAD_REQUEST),
     )
     .json(json!({ "error": error, "error_description": description }))
 }
 
-async fn exchange_token(
-    req: HttpRequest,
-    body: web::Bytes,
-    fake: web::Data<FakeSnapInspect>,
-) -> HttpResponse {
+async fn exchange_token(req: HttpRequest, body: web::Bytes, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
     let fault = {
         let mut s = fake.state();
         s.exchange_calls += 1;
@@ -328,70 +294,50 @@ async fn exchange_token(
     match fault {
         Some(Fault::Status(code)) => return oauth_error(code, "server_error", "scripted failure"),
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
-        None => {}
+        Some(Fault::NoRefreshToken) | None => {}
     }
+    let keep_refresh = matches!(fault, Some(Fault::NoRefreshToken));
     let is_form = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     if !is_form {
-        return oauth_error(
-            400,
-            "invalid_request",
-            "the body must be application/x-www-form-urlencoded",
-        );
+        return oauth_error(400, "invalid_request", "the body must be application/x-www-form-urlencoded");
     }
     let p = match fields(&body) {
         Ok(p) => p,
         Err(e) => return oauth_error(400, "invalid_request", &e),
     };
-    for name in [
-        "response_type",
-        "client_id",
-        "client_secret",
-        "redirect_uri",
-        "state",
-        "refresh_token",
-    ] {
+    for name in ["response_type", "client_id", "client_secret", "redirect_uri", "state", "refresh_token"] {
         if p.get(name).is_none_or(|v| v.is_empty()) {
             return oauth_error(400, "invalid_request", &format!("{name} is required"));
         }
     }
     if p["response_type"] != "code" {
-        return oauth_error(
-            400,
-            "unsupported_response_type",
-            "response_type must be code",
-        );
+        return oauth_error(400, "unsupported_response_type", "response_type must be code");
     }
     if p["client_id"] != fake.config.client_id || p["client_secret"] != fake.config.client_secret {
         return oauth_error(401, "invalid_client", "unknown client or wrong secret");
     }
     if p["redirect_uri"] != fake.config.redirect_uri {
-        return oauth_error(
-            400,
-            "invalid_request",
-            "redirect_uri does not match the registered redirect URL",
-        );
+        return oauth_error(400, "invalid_request", "redirect_uri does not match the registered redirect URL");
     }
     let mut s = fake.state();
     let Some(old_access) = s.refresh.remove(&p["refresh_token"]) else {
-        return oauth_error(
-            400,
-            "invalid_grant",
-            "the refresh token is unknown or was already used",
-        );
+        return oauth_error(400, "invalid_grant", "the refresh token is unknown or was already used");
     };
     // Rotate: the old pair stops working, a new one is issued for the same grant.
-    let grant = s.access.remove(&old_access).unwrap_or(Grant {
-        company: None,
-        user_id: 0,
-    });
-    let (access, refresh) = (token("si_at_"), token("si_rt_"));
+    let grant = s.access.remove(&old_access).unwrap_or(Grant { company: None, user_id: 0 });
+    let access = token("si_at_");
     s.access.insert(access.clone(), grant);
-    s.refresh.insert(refresh.clone(), access.clone());
     s.exchanges += 1;
+    if keep_refresh {
+        s.refresh.insert(p["refresh_token"].clone(), access.clone());
+        return HttpResponse::Ok().json(json!({ "access_token": access, "token_type": "Bearer", "state": p["state"] }));
+    }
+    let refresh = token("si_rt_");
+    s.refresh.insert(refresh.clone(), access.clone());
     HttpResponse::Ok().json(json!({
         "access_token": access,
         "token_type": "Bearer",
@@ -403,9 +349,7 @@ async fn exchange_token(
 fn bearer(req: &HttpRequest) -> Option<String> {
     let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_owned())
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_owned())
 }
 
 fn authorised(req: &HttpRequest, fake: &FakeSnapInspect) -> Option<Grant> {
@@ -425,12 +369,7 @@ async fn user(req: HttpRequest, fake: web::Data<FakeSnapInspect>) -> HttpRespons
     let shape = fake.state().user_shape.unwrap_or(UserShape::TopLevel);
     let name = grant
         .company
-        .and_then(|c| {
-            COMPANIES
-                .iter()
-                .find(|(id, _)| *id == c)
-                .map(|(_, n)| (*n).to_owned())
-        })
+        .and_then(|c| COMPANIES.iter().find(|(id, _)| *id == c).map(|(_, n)| (*n).to_owned()))
         .or_else(|| grant.company.map(|c| format!("Company {c}")));
     let body = match (shape, grant.company) {
         (UserShape::Fail(code), _) => {
@@ -455,11 +394,7 @@ async fn user(req: HttpRequest, fake: web::Data<FakeSnapInspect>) -> HttpRespons
     HttpResponse::Ok().json(body)
 }
 
-async fn inspection(
-    req: HttpRequest,
-    path: web::Path<String>,
-    fake: web::Data<FakeSnapInspect>,
-) -> HttpResponse {
+async fn inspection(req: HttpRequest, path: web::Path<String>, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
     let fault = {
         let mut s = fake.state();
         s.inspection_calls += 1;
@@ -467,8 +402,7 @@ async fn inspection(
     };
     if let Some(code) = fault {
         return HttpResponse::build(
-            actix_web::http::StatusCode::from_u16(code)
-                .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+            actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
         )
         .json(json!({ "error": "scripted failure" }));
     }
@@ -505,30 +439,15 @@ fn shown_target(fake: &FakeSnapInspect) -> Option<String> {
 }
 
 async fn fire_webhook_page(fake: web::Data<FakeSnapInspect>) -> HttpResponse {
-    let page = FirePage {
-        target: shown_target(&fake),
-        message: None,
-        companies: COMPANIES,
-    };
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(page.render().unwrap_or_default())
+    let page = FirePage { target: shown_target(&fake), message: None, companies: COMPANIES };
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.render().unwrap_or_default())
 }
 
 async fn fire_webhook_submit(body: web::Bytes, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
     let p = fields(&body).unwrap_or_default();
-    let company: i64 = p
-        .get("company")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(COMPANIES[0].0);
-    let inspection: i64 = p
-        .get("inspection")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(1_388_563);
-    let kind = p
-        .get("type")
-        .map(String::as_str)
-        .unwrap_or("Create_Inspection");
+    let company: i64 = p.get("company").and_then(|c| c.parse().ok()).unwrap_or(COMPANIES[0].0);
+    let inspection: i64 = p.get("inspection").and_then(|c| c.parse().ok()).unwrap_or(1_388_563);
+    let kind = p.get("type").map(String::as_str).unwrap_or("Create_Inspection");
     let payload = match kind {
         "Update_Inspection_Status" => {
             json!({ "sType": kind, "iInspectionID": inspection, "iCompanyID": company, "sStatus": "Completed" })
@@ -547,12 +466,6 @@ async fn fire_webhook_submit(body: web::Bytes, fake: web::Data<FakeSnapInspect>)
             Err(e) => format!("Sending failed: {e}"),
         },
     };
-    let page = FirePage {
-        target: shown_target(&fake),
-        message: Some(message),
-        companies: COMPANIES,
-    };
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(page.render().unwrap_or_default())
+    let page = FirePage { target: shown_target(&fake), message: Some(message), companies: COMPANIES };
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.render().unwrap_or_default())
 }

@@ -34,10 +34,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 // The callback URL carries tokens: never let it leak through a Referer, never cache.
                 .wrap(
                     DefaultHeaders::new()
-                        .add((
-                            header::REFERRER_POLICY,
-                            HeaderValue::from_static("no-referrer"),
-                        ))
+                        .add((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
                         .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
                 )
                 .route(web::get().to(callback)),
@@ -52,20 +49,12 @@ struct IndexPage {
 }
 
 fn html(body: String) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .body(body)
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
 }
 
 #[tracing::instrument(skip_all)]
 async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    Ok(html(
-        IndexPage {
-            configured: state.snapinspect.is_some(),
-        }
-        .render()
-        .map_err(anyhow::Error::from)?,
-    ))
+    Ok(html(IndexPage { configured: state.snapinspect.is_some() }.render().map_err(anyhow::Error::from)?))
 }
 
 fn not_configured() -> AppError {
@@ -97,19 +86,9 @@ async fn start(state: web::Data<AppState>, session: Session) -> Result<HttpRespo
     let now = now_ms();
     state
         .store
-        .insert_state(
-            &State::hash_of(oauth_state.as_str()),
-            &sha256(browser.as_bytes()),
-            now,
-            now + STATE_TTL_MS,
-        )
+        .insert_state(&State::hash_of(oauth_state.as_str()), &sha256(browser.as_bytes()), now, now + STATE_TTL_MS)
         .await?;
-    let url = authorize_url(
-        &client.settings().authorize_url,
-        client.client_id(),
-        client.redirect_uri(),
-        &oauth_state,
-    );
+    let url = authorize_url(&client.settings().authorize_url, client.client_id(), client.redirect_uri(), &oauth_state);
     Ok(HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -123,11 +102,7 @@ struct NotConnectedPage<'a> {
 }
 
 fn callback_error(message: impl Into<String>) -> AppError {
-    AppError::BadRequest {
-        code: "bad_callback",
-        title: "SnapInspect was not connected",
-        message: message.into(),
-    }
+    AppError::BadRequest { code: "bad_callback", title: "SnapInspect was not connected", message: message.into() }
 }
 
 fn state_message(r: StateRejection) -> &'static str {
@@ -140,30 +115,18 @@ fn state_message(r: StateRejection) -> &'static str {
 }
 
 #[tracing::instrument(skip_all)]
-async fn callback(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    session: Session,
-) -> Result<HttpResponse, AppError> {
+async fn callback(req: HttpRequest, state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
-    let parsed = parse_callback(req.query_string())
-        .map_err(|e: CallbackError| callback_error(e.to_string()))?;
+    let parsed = parse_callback(req.query_string()).map_err(|e: CallbackError| callback_error(e.to_string()))?;
     let browser = session.get::<String>(BROWSER_ID).map_err(session_error)?;
     let browser_hash = browser.as_deref().map(|b| sha256(b.as_bytes()));
     let now = now_ms();
 
     let (state_value, access, refresh) = match parsed {
-        Callback::Denied {
-            state: st,
-            error,
-            description,
-        } => {
+        Callback::Denied { state: st, error, description } => {
             if let Some(st) = st {
                 // Use the state up, so this link cannot be replayed; the outcome is the same page.
-                let _ = state
-                    .store
-                    .consume_state(&State::hash_of(&st), browser_hash.as_deref(), now)
-                    .await?;
+                let _ = state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?;
             }
             tracing::info!(error = %error.chars().take(60).collect::<String>(), "SnapInspect connect was declined");
             let reason = if error == "access_denied" {
@@ -172,28 +135,16 @@ async fn callback(
                 format!(
                     "SnapInspect reported “{}”{}.",
                     error.chars().take(60).collect::<String>(),
-                    description
-                        .map(|d| format!(": {}", d.chars().take(200).collect::<String>()))
-                        .unwrap_or_default()
+                    description.map(|d| format!(": {}", d.chars().take(200).collect::<String>())).unwrap_or_default()
                 )
             };
-            return Ok(html(
-                NotConnectedPage { reason: &reason }
-                    .render()
-                    .map_err(anyhow::Error::from)?,
-            ));
+            return Ok(html(NotConnectedPage { reason: &reason }.render().map_err(anyhow::Error::from)?));
         }
-        Callback::Approved {
-            state,
-            access_token,
-            refresh_token,
-        } => (state, access_token, refresh_token),
+        Callback::Approved { state, access_token, refresh_token } => (state, access_token, refresh_token),
     };
 
-    if let Err(rejection) = state
-        .store
-        .consume_state(&State::hash_of(&state_value), browser_hash.as_deref(), now)
-        .await?
+    if let Err(rejection) =
+        state.store.consume_state(&State::hash_of(&state_value), browser_hash.as_deref(), now).await?
     {
         tracing::warn!(?rejection, "callback refused: bad state");
         return Err(callback_error(state_message(rejection)));
@@ -221,23 +172,13 @@ async fn callback(
             (None, "Unidentified SnapInspect account".to_owned(), None)
         }
     };
-    let link = NewSnapInspectLink {
-        company_id,
-        name,
-        user_info,
-        access_token: access,
-        refresh_token: refresh,
-    };
+    let link = NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh };
     let saved = state.store.save_snapinspect_link(&link, now_ms()).await?;
     tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, "SnapInspect connected");
     state.on_connected(&saved.id, company_id).await;
 
-    session
-        .insert(LINKED, saved.id.as_str())
-        .map_err(session_error)?;
-    Ok(HttpResponse::SeeOther()
-        .insert_header((header::LOCATION, "/connect/snapinspect/done"))
-        .finish())
+    session.insert(LINKED, saved.id.as_str()).map_err(session_error)?;
+    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/connect/snapinspect/done")).finish())
 }
 
 #[derive(Template)]
@@ -252,14 +193,10 @@ struct ConnectedPage<'a> {
 async fn done(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
     let linked = session.get::<String>(LINKED).map_err(session_error)?;
     let Some(id) = linked.and_then(|s| ConnectionId::parse(&s).ok()) else {
-        return Ok(HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/"))
-            .finish());
+        return Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/")).finish());
     };
     let Some(conn) = state.store.connection(&id).await? else {
-        return Ok(HttpResponse::SeeOther()
-            .insert_header((header::LOCATION, "/"))
-            .finish());
+        return Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/")).finish());
     };
     let page = ConnectedPage {
         company_id: conn.company_id.map(|c| c.to_string()),

@@ -7,14 +7,11 @@ use serde_json::json;
 use crate::startup::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
 }
 
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; charset=utf-8")
-        .body("ok\n")
+    HttpResponse::Ok().content_type("text/plain; charset=utf-8").body("ok\n")
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
@@ -24,7 +21,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             .json(json!({ "status": "not_ready", "reason": "migrations are not applied: run `connect-hub migrate`" })),
         Err(e) => {
             tracing::warn!(error.chain = %format!("{e:#}"), "readiness check failed");
-            HttpResponse::ServiceUnavailable().json(json!({ "status": "not_ready", "reason": "the database does not answer" }))
+            HttpResponse::ServiceUnavailable()
+                .json(json!({ "status": "not_ready", "reason": "the database does not answer" }))
         }
     }
 }

@@ -37,14 +37,9 @@ pub enum ExchangeError {
     ClientRejected { status: u16, detail: String },
     /// A 5xx, 429, timeout or network failure: try again later.
     #[error("{message}")]
-    Transient {
-        message: String,
-        retry_after: Option<Duration>,
-    },
+    Transient { message: String, retry_after: Option<Duration> },
     /// A 2xx whose body is not the documented JSON.
-    #[error(
-        "SnapInspect answered the exchange with something other than the documented JSON: {0}"
-    )]
+    #[error("SnapInspect answered the exchange with something other than the documented JSON: {0}")]
     Malformed(String),
 }
 
@@ -54,11 +49,7 @@ pub enum ApiCallError {
     #[error("SnapInspect refused the access token (HTTP 401)")]
     Unauthorized,
     #[error("SnapInspect answered HTTP {status}: {detail}")]
-    Status {
-        status: u16,
-        detail: String,
-        retry_after: Option<Duration>,
-    },
+    Status { status: u16, detail: String, retry_after: Option<Duration> },
     #[error("could not reach SnapInspect: {0}")]
     Transport(String),
     #[error("SnapInspect's answer is not JSON: {0}")]
@@ -81,14 +72,7 @@ struct ExchangeResponse {
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Describe a transport failure without the URL's query (reqwest's Display includes the URL).
@@ -103,22 +87,14 @@ pub fn describe_transport(e: &reqwest::Error) -> String {
         "failed"
     };
     match e.url() {
-        Some(u) => format!(
-            "the request to {}{} {what}",
-            u.origin().ascii_serialization(),
-            u.path()
-        ),
+        Some(u) => format!("the request to {}{} {what}", u.origin().ascii_serialization(), u.path()),
         None => format!("the request {what}"),
     }
 }
 
 impl SnapInspectClient {
     /// `None` when the SnapInspect application is not configured.
-    pub fn new(
-        http: reqwest::Client,
-        settings: &SnapInspectSettings,
-        redirect_uri: String,
-    ) -> Option<Self> {
+    pub fn new(http: reqwest::Client, settings: &SnapInspectSettings, redirect_uri: String) -> Option<Self> {
         Some(Self {
             http,
             settings: settings.clone(),
@@ -143,10 +119,7 @@ impl SnapInspectClient {
     /// POST the six documented fields to ExchangeToken; SnapInspect answers with a new pair and
     /// invalidates the old one.
     #[tracing::instrument(skip_all)]
-    pub async fn exchange(
-        &self,
-        refresh_token: &SecretString,
-    ) -> Result<ExchangedTokens, ExchangeError> {
+    pub async fn exchange(&self, refresh_token: &SecretString) -> Result<ExchangedTokens, ExchangeError> {
         let state = State::generate();
         let form = [
             ("response_type", "code"),
@@ -184,15 +157,9 @@ impl SnapInspectClient {
         }
         if status.is_client_error() {
             return Err(if detail.contains("invalid_client") {
-                ExchangeError::ClientRejected {
-                    status: code,
-                    detail,
-                }
+                ExchangeError::ClientRejected { status: code, detail }
             } else {
-                ExchangeError::Rejected {
-                    status: code,
-                    detail,
-                }
+                ExchangeError::Rejected { status: code, detail }
             });
         }
         if !status.is_success() {
@@ -217,10 +184,7 @@ impl SnapInspectClient {
             .ok_or_else(|| ExchangeError::Malformed("no access_token".into()))?;
         Ok(ExchangedTokens {
             access: SecretString::from(access),
-            refresh: parsed
-                .refresh_token
-                .filter(|t| !t.is_empty())
-                .map(SecretString::from),
+            refresh: parsed.refresh_token.filter(|t| !t.is_empty()).map(SecretString::from),
         })
     }
 
@@ -228,27 +192,15 @@ impl SnapInspectClient {
     #[tracing::instrument(skip_all)]
     pub async fn user(&self, access_token: &SecretString) -> Result<UserInfo, ApiCallError> {
         let raw = self.get_json("user", access_token).await?;
-        let value: Value =
-            serde_json::from_str(&raw).map_err(|e| ApiCallError::NotJson(e.to_string()))?;
+        let value: Value = serde_json::from_str(&raw).map_err(|e| ApiCallError::NotJson(e.to_string()))?;
         let (company_id, company_name) = super::identify(&value);
-        Ok(UserInfo {
-            raw,
-            company_id,
-            company_name,
-        })
+        Ok(UserInfo { raw, company_id, company_name })
     }
 
     /// Read one inspection at the configured path; the raw JSON is returned as received.
     #[tracing::instrument(skip_all, fields(inspection_id))]
-    pub async fn inspection(
-        &self,
-        access_token: &SecretString,
-        inspection_id: i64,
-    ) -> Result<Value, ApiCallError> {
-        let path = self
-            .settings
-            .inspection_path
-            .replace("{id}", &inspection_id.to_string());
+    pub async fn inspection(&self, access_token: &SecretString, inspection_id: i64) -> Result<Value, ApiCallError> {
+        let path = self.settings.inspection_path.replace("{id}", &inspection_id.to_string());
         let raw = self.get_json(&path, access_token).await?;
         serde_json::from_str(&raw).map_err(|e| ApiCallError::NotJson(e.to_string()))
     }
@@ -272,10 +224,7 @@ impl SnapInspectClient {
             return Err(ApiCallError::Unauthorized);
         }
         let wait = retry_after(res.headers());
-        let body = res
-            .text()
-            .await
-            .map_err(|e| ApiCallError::Transport(describe_transport(&e)))?;
+        let body = res.text().await.map_err(|e| ApiCallError::Transport(describe_transport(&e)))?;
         if !status.is_success() {
             return Err(ApiCallError::Status {
                 status: status.as_u16(),

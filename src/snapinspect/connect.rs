@@ -44,32 +44,20 @@ pub fn authorize_url(authorize: &Url, client_id: &str, redirect_uri: &str, state
 /// What SnapInspect sent back, checked for shape (the state is checked against the store later).
 #[derive(Debug)]
 pub enum Callback {
-    Approved {
-        state: String,
-        access_token: SecretString,
-        refresh_token: SecretString,
-    },
-    Denied {
-        state: Option<String>,
-        error: String,
-        description: Option<String>,
-    },
+    Approved { state: String, access_token: SecretString, refresh_token: SecretString },
+    Denied { state: Option<String>, error: String, description: Option<String> },
 }
 
 /// Why a callback's query is unusable. The message is for the person in the browser.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallbackError {
-    #[error(
-        "The link back from SnapInspect is incomplete: it has no `state`. Please start again."
-    )]
+    #[error("The link back from SnapInspect is incomplete: it has no `state`. Please start again.")]
     MissingState,
     #[error("SnapInspect sent no access token. Please start again.")]
     MissingAccessToken,
     #[error("SnapInspect sent no refresh token. Please start again.")]
     MissingRefreshToken,
-    #[error(
-        "SnapInspect sent no token type; only Bearer tokens are accepted. Please start again."
-    )]
+    #[error("SnapInspect sent no token type; only Bearer tokens are accepted. Please start again.")]
     MissingTokenType,
     #[error("SnapInspect sent a token of type `{0}`; only Bearer tokens are accepted.")]
     WrongTokenType(String),
@@ -84,15 +72,8 @@ pub fn parse_callback(query: &str) -> Result<Callback, CallbackError> {
     if query.len() > MAX_QUERY_LEN {
         return Err(CallbackError::TooLong);
     }
-    const KNOWN: [&str; 7] = [
-        "access_token",
-        "token_type",
-        "state",
-        "refresh_token",
-        "error",
-        "error_description",
-        "error_uri",
-    ];
+    const KNOWN: [&str; 7] =
+        ["access_token", "token_type", "state", "refresh_token", "error", "error_description", "error_uri"];
     let mut values: [Option<String>; 7] = Default::default();
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         let Some(i) = KNOWN.iter().position(|n| *n == k) else {
@@ -109,11 +90,7 @@ pub fn parse_callback(query: &str) -> Result<Callback, CallbackError> {
     let [access, token_type, state, refresh, error, description, _] = values;
 
     if let Some(error) = error {
-        return Ok(Callback::Denied {
-            state,
-            error,
-            description,
-        });
+        return Ok(Callback::Denied { state, error, description });
     }
     let state = state.ok_or(CallbackError::MissingState)?;
     let access = access.ok_or(CallbackError::MissingAccessToken)?;
@@ -149,10 +126,7 @@ mod tests {
         let pairs: Vec<(String, String)> = url.query_pairs().into_owned().collect();
         assert_eq!(pairs[0], ("response_type".into(), "code".into()));
         assert_eq!(pairs[1], ("client_id".into(), "client id&x".into()));
-        assert_eq!(
-            pairs[2].1,
-            "https://hub.example.com/connect/snapinspect/callback"
-        );
+        assert_eq!(pairs[2].1, "https://hub.example.com/connect/snapinspect/callback");
         assert_eq!(pairs[3].1, state.as_str());
         assert!(url.as_str().contains("client_id=client+id%26x"));
         assert!(state.as_str().len() >= 43, "256 bits of state");
@@ -160,16 +134,8 @@ mod tests {
 
     #[test]
     fn an_approved_callback_parses() {
-        let cb = parse_callback("access_token=a%2Bb&token_type=bearer&state=s1&refresh_token=r")
-            .unwrap();
-        let Callback::Approved {
-            state,
-            access_token,
-            refresh_token,
-        } = cb
-        else {
-            panic!("approved")
-        };
+        let cb = parse_callback("access_token=a%2Bb&token_type=bearer&state=s1&refresh_token=r").unwrap();
+        let Callback::Approved { state, access_token, refresh_token } = cb else { panic!("approved") };
         assert_eq!(state, "s1");
         assert_eq!(access_token.expose_secret(), "a+b");
         assert_eq!(refresh_token.expose_secret(), "r");
@@ -197,29 +163,19 @@ mod tests {
             parse_callback("state=s&access_token=a&refresh_token=r&token_type=mac").unwrap_err(),
             CallbackError::WrongTokenType("mac".into())
         );
-        assert_eq!(
-            parse_callback("state=s&state=t").unwrap_err(),
-            CallbackError::Repeated("state".into())
-        );
+        assert_eq!(parse_callback("state=s&state=t").unwrap_err(), CallbackError::Repeated("state".into()));
     }
 
     #[test]
     fn an_error_means_denied() {
         let cb = parse_callback("error=access_denied&state=s").unwrap();
-        assert!(
-            matches!(cb, Callback::Denied { state: Some(s), error, .. } if s == "s" && error == "access_denied")
-        );
+        assert!(matches!(cb, Callback::Denied { state: Some(s), error, .. } if s == "s" && error == "access_denied"));
     }
 
     #[test]
     fn tokens_never_show_in_debug_output() {
-        let cb =
-            parse_callback("access_token=SECRETA&token_type=Bearer&state=s&refresh_token=SECRETR")
-                .unwrap();
+        let cb = parse_callback("access_token=SECRETA&token_type=Bearer&state=s&refresh_token=SECRETR").unwrap();
         let dbg = format!("{cb:?}");
-        assert!(
-            !dbg.contains("SECRETA") && !dbg.contains("SECRETR"),
-            "{dbg}"
-        );
+        assert!(!dbg.contains("SECRETA") && !dbg.contains("SECRETR"), "{dbg}");
     }
 }

@@ -25,10 +25,7 @@ pub fn identify(user: &Value) -> (Option<CompanyId>, Option<String>) {
         return (None, None);
     };
     if let Some(id) = top.get("iCompanyID").and_then(CompanyId::from_json) {
-        let name = top
-            .get("sCompanyName")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
+        let name = top.get("sCompanyName").and_then(Value::as_str).map(str::to_owned);
         return (Some(id), name);
     }
     for value in top.values() {
@@ -50,19 +47,14 @@ mod tests {
     fn company_is_found_at_the_top_or_one_object_down() {
         let (id, _) = identify(&json!({"iUserID": 1, "iCompanyID": 6847}));
         assert_eq!(id.unwrap().get(), 6847);
-        let (id, name) = identify(
-            &json!({"oUser": {"iUserID": 1}, "oCompany": {"iCompanyID": "42", "sName": "Acme"}}),
-        );
+        let (id, name) = identify(&json!({"oUser": {"iUserID": 1}, "oCompany": {"iCompanyID": "42", "sName": "Acme"}}));
         assert_eq!(id.unwrap().get(), 42);
         assert_eq!(name.as_deref(), Some("Acme"));
     }
 
     #[test]
     fn no_company_anywhere_means_unidentified() {
-        assert_eq!(
-            identify(&json!({"iUserID": 1, "oDeep": {"oDeeper": {"iCompanyID": 5}}})).0,
-            None
-        );
+        assert_eq!(identify(&json!({"iUserID": 1, "oDeep": {"oDeeper": {"iCompanyID": 5}}})).0, None);
         assert_eq!(identify(&json!([1, 2])).0, None);
         assert_eq!(identify(&json!({"iCompanyID": -3})).0, None);
     }

@@ -87,6 +87,16 @@ impl TryFrom<ConnectionRecord> for Connection {
     }
 }
 
+#[derive(sqlx::FromRow)]
+struct TokenRecord {
+    provider: String,
+    status: String,
+    access_token: Option<Vec<u8>>,
+    refresh_token: Option<Vec<u8>>,
+    token_version: i64,
+    retry_after: Option<i64>,
+}
+
 /// What the connect callback hands the store once SnapInspect has redirected back.
 pub struct NewSnapInspectLink {
     pub company_id: Option<CompanyId>,
@@ -134,11 +144,7 @@ pub enum ExchangeFailure {
 }
 
 pub(super) fn aad<'a>(id: &'a str, column: &'a str) -> Aad<'a> {
-    Aad {
-        table: "connections",
-        column,
-        row: id,
-    }
+    Aad { table: "connections", column, row: id }
 }
 
 /// A short, non-reversible fingerprint that tells two tokens apart on the admin pages.
@@ -150,54 +156,34 @@ impl Store {
     /// Link a SnapInspect company: a new row, or the company's existing row with its tokens
     /// replaced (same id, same history). Without a company, always a new `unidentified` row.
     #[tracing::instrument(skip_all, fields(company_id = ?link.company_id))]
-    pub async fn save_snapinspect_link(
-        &self,
-        link: &NewSnapInspectLink,
-        now: i64,
-    ) -> anyhow::Result<SavedLink> {
+    pub async fn save_snapinspect_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
         // Two callbacks for the same company may race; the loser of the insert retries as an update.
         match self.try_save_link(link, now).await {
-            Err(e)
-                if e.downcast_ref::<sqlx::Error>()
-                    .is_some_and(is_unique_violation) =>
-            {
+            Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(is_unique_violation) => {
                 self.try_save_link(link, now).await
             }
             other => other,
         }
     }
 
-    async fn try_save_link(
-        &self,
-        link: &NewSnapInspectLink,
-        now: i64,
-    ) -> anyhow::Result<SavedLink> {
+    async fn try_save_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
         let mut tx = self.pool.begin().await?;
-        let existing: Option<String> =
-            match link.company_id {
-                Some(c) => sqlx::query_scalar(
-                    "select id from connections where provider = 'snapinspect' and company_id = $1",
-                )
-                .bind(c.get())
-                .fetch_optional(&mut *tx)
-                .await?,
-                None => None,
-            };
+        let existing: Option<String> = match link.company_id {
+            Some(c) => {
+                sqlx::query_scalar("select id from connections where provider = 'snapinspect' and company_id = $1")
+                    .bind(c.get())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
         let (id, reconnected) = match existing {
             Some(id) => (ConnectionId::parse(&id)?, true),
             None => (ConnectionId::generate(), false),
         };
-        let access = self
-            .keys
-            .seal_str(&link.access_token, aad(id.as_str(), "access_token"));
-        let refresh = self
-            .keys
-            .seal_str(&link.refresh_token, aad(id.as_str(), "refresh_token"));
-        let status = if link.company_id.is_some() {
-            ConnectionStatus::Active
-        } else {
-            ConnectionStatus::Unidentified
-        };
+        let access = self.keys.seal_str(&link.access_token, aad(id.as_str(), "access_token"));
+        let refresh = self.keys.seal_str(&link.refresh_token, aad(id.as_str(), "refresh_token"));
+        let status = if link.company_id.is_some() { ConnectionStatus::Active } else { ConnectionStatus::Unidentified };
         let fp = fingerprint(&link.access_token);
         if reconnected {
             sqlx::query(
@@ -237,8 +223,7 @@ impl Store {
         let action = if reconnected { "reconnect" } else { "connect" };
         let detail = match link.company_id {
             Some(c) => format!("SnapInspect company {c} ({})", link.name),
-            None => "SnapInspect did not say which company: waiting for an admin to assign it"
-                .to_owned(),
+            None => "SnapInspect did not say which company: waiting for an admin to assign it".to_owned(),
         };
         insert_audit(&mut tx, now, "end-user", action, Some(&id), &detail).await?;
         tx.commit().await?;
@@ -248,17 +233,13 @@ impl Store {
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn connection(&self, id: &ConnectionId) -> anyhow::Result<Option<Connection>> {
         let sql = format!("select {CONNECTION_COLUMNS} from connections where id = $1");
-        let rec: Option<ConnectionRecord> = sqlx::query_as(&sql)
-            .bind(id.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
+        let rec: Option<ConnectionRecord> = sqlx::query_as(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?;
         rec.map(Connection::try_from).transpose()
     }
 
     /// Every connection, newest first.
     pub async fn connections(&self) -> anyhow::Result<Vec<Connection>> {
-        let sql =
-            format!("select {CONNECTION_COLUMNS} from connections order by created_at desc, id");
+        let sql = format!("select {CONNECTION_COLUMNS} from connections order by created_at desc, id");
         let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
         recs.into_iter().map(Connection::try_from).collect()
     }
@@ -266,13 +247,21 @@ impl Store {
     /// The connection's opened tokens and state, or `None` if there is no such connection.
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn tokens(&self, id: &ConnectionId) -> anyhow::Result<Option<StoredTokens>> {
-        let row: Option<(String, String, Option<Vec<u8>>, Option<Vec<u8>>, i64, Option<i64>)> = sqlx::query_as(
+        let row: Option<TokenRecord> = sqlx::query_as(
             "select provider, status, access_token, refresh_token, token_version, retry_after from connections where id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        let Some((provider, status, access, refresh, version, retry_after)) = row else {
+        let Some(TokenRecord {
+            provider,
+            status,
+            access_token: access,
+            refresh_token: refresh,
+            token_version: version,
+            retry_after,
+        }) = row
+        else {
             return Ok(None);
         };
         let open = |blob: Option<Vec<u8>>, column: &str| -> anyhow::Result<Option<SecretString>> {
@@ -320,18 +309,12 @@ impl Store {
                 .await?;
         Ok(match held {
             None => LeaseOutcome::NotFound,
-            Some(until) => LeaseOutcome::HeldElsewhere {
-                until: until.unwrap_or(now),
-            },
+            Some(until) => LeaseOutcome::HeldElsewhere { until: until.unwrap_or(now) },
         })
     }
 
     /// Give the lease back without changing anything else (nothing was exchanged).
-    pub async fn release_exchange_lease(
-        &self,
-        id: &ConnectionId,
-        owner: &str,
-    ) -> anyhow::Result<()> {
+    pub async fn release_exchange_lease(&self, id: &ConnectionId, owner: &str) -> anyhow::Result<()> {
         sqlx::query("update connections set exchange_lease_until = null, exchange_lease_owner = null where id = $1 and exchange_lease_owner = $2")
             .bind(id.as_str())
             .bind(owner)
@@ -353,8 +336,7 @@ impl Store {
     ) -> anyhow::Result<i64> {
         let mut tx = self.pool.begin().await?;
         let sealed_access = self.keys.seal_str(access, aad(id.as_str(), "access_token"));
-        let sealed_refresh =
-            refresh.map(|r| self.keys.seal_str(r, aad(id.as_str(), "refresh_token")));
+        let sealed_refresh = refresh.map(|r| self.keys.seal_str(r, aad(id.as_str(), "refresh_token")));
         let version: i64 = sqlx::query_scalar(
             "update connections set access_token = $2, refresh_token = coalesce($3, refresh_token), \
              token_fingerprint = $4, token_version = token_version + 1, token_obtained_at = $5, \
@@ -413,10 +395,7 @@ impl Store {
                 )
                 .await?;
             }
-            ExchangeFailure::Transient {
-                message,
-                retry_after,
-            } => {
+            ExchangeFailure::Transient { message, retry_after } => {
                 sqlx::query(
                     "update connections set last_error = $2, last_error_at = $3, updated_at = $3, failure_count = failure_count + 1, \
                      retry_after = $4, exchange_lease_until = null, exchange_lease_owner = null where id = $1",
@@ -427,15 +406,8 @@ impl Store {
                 .bind(retry_after)
                 .execute(&mut *tx)
                 .await?;
-                insert_audit(
-                    &mut tx,
-                    now,
-                    actor,
-                    "exchange_failed",
-                    Some(id),
-                    &format!("{message}; tokens unchanged"),
-                )
-                .await?;
+                insert_audit(&mut tx, now, actor, "exchange_failed", Some(id), &format!("{message}; tokens unchanged"))
+                    .await?;
             }
         }
         tx.commit().await?;
@@ -444,23 +416,23 @@ impl Store {
 
     /// How many consecutive exchanges have failed (for the backoff of the next one).
     pub async fn failure_count(&self, id: &ConnectionId) -> anyhow::Result<i64> {
-        Ok(
-            sqlx::query_scalar("select failure_count from connections where id = $1")
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await?
-                .unwrap_or(0),
-        )
+        Ok(sqlx::query_scalar("select failure_count from connections where id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or(0))
     }
 
     /// Note that a token was handed out (at most one write a minute per connection).
     pub async fn touch_last_used(&self, id: &ConnectionId, now: i64) -> anyhow::Result<()> {
-        sqlx::query("update connections set last_used_at = $2 where id = $1 and (last_used_at is null or last_used_at < $3)")
-            .bind(id.as_str())
-            .bind(now)
-            .bind(now - 60_000)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "update connections set last_used_at = $2 where id = $1 and (last_used_at is null or last_used_at < $3)",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .bind(now - 60_000)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 }

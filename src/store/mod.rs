@@ -16,9 +16,7 @@ use sqlx::{
 };
 
 pub use audit::AuditEntry;
-pub use connections::{
-    Connection, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink, StoredTokens,
-};
+pub use connections::{Connection, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink, StoredTokens};
 pub use rotate::RotationReport;
 pub use states::StateRejection;
 
@@ -58,9 +56,8 @@ pub async fn connect_pool(database_url: &str) -> anyhow::Result<SqlitePool> {
     let file = options.get_filename().to_path_buf();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if file.as_path() != Path::new(":memory:") {
-            std::fs::create_dir_all(dir).with_context(|| {
-                format!("cannot create the database directory {}", dir.display())
-            })?;
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
         }
     }
     SqlitePoolOptions::new()
@@ -73,19 +70,15 @@ pub async fn connect_pool(database_url: &str) -> anyhow::Result<SqlitePool> {
 
 /// Apply every migration not yet applied (forward only).
 pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
-    MIGRATOR
-        .run(pool)
-        .await
-        .context("applying database migrations")
+    MIGRATOR.run(pool).await.context("applying database migrations")
 }
 
 /// Whether every migration this binary knows is applied (for `/readyz`).
 pub async fn migrations_current(pool: &SqlitePool) -> anyhow::Result<bool> {
-    let applied: Vec<i64> =
-        sqlx::query_scalar("select version from _sqlx_migrations where success = true")
-            .fetch_all(pool)
-            .await
-            .context("reading the migrations table")?;
+    let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success = true")
+        .fetch_all(pool)
+        .await
+        .context("reading the migrations table")?;
     Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
 }
 
@@ -111,10 +104,7 @@ impl Store {
 
     /// Whether the database answers and is fully migrated.
     pub async fn ready(&self) -> anyhow::Result<bool> {
-        sqlx::query("select 1")
-            .execute(&self.pool)
-            .await
-            .context("database unreachable")?;
+        sqlx::query("select 1").execute(&self.pool).await.context("database unreachable")?;
         migrations_current(&self.pool).await
     }
 

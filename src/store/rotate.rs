@@ -7,10 +7,8 @@ use crate::crypto::Aad;
 
 /// Every sealed column: (table, primary-key column, secret column). A new secret column is added
 /// here, or `rotate-key` would leave it under an old key.
-pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
-    ("connections", "id", "access_token"),
-    ("connections", "id", "refresh_token"),
-];
+pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] =
+    &[("connections", "id", "access_token"), ("connections", "id", "refresh_token")];
 
 /// What `rotate-key` did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -34,21 +32,14 @@ impl Store {
                     report.already_current += 1;
                     continue;
                 }
-                let aad = Aad {
-                    table,
-                    column,
-                    row: &id,
-                };
-                let plain = self.keys.open(&blob, aad).with_context(|| {
-                    format!("{table}.{column} of row {id} does not open with any configured key")
-                })?;
+                let aad = Aad { table, column, row: &id };
+                let plain = self
+                    .keys
+                    .open(&blob, aad)
+                    .with_context(|| format!("{table}.{column} of row {id} does not open with any configured key"))?;
                 let sealed = self.keys.seal(&plain, aad);
                 let sql = format!("update {table} set {column} = $1 where {pk} = $2");
-                sqlx::query(&sql)
-                    .bind(sealed)
-                    .bind(&id)
-                    .execute(&mut *tx)
-                    .await?;
+                sqlx::query(&sql).bind(sealed).bind(&id).execute(&mut *tx).await?;
                 report.resealed += 1;
             }
         }

@@ -5,21 +5,14 @@ use std::collections::HashMap;
 use super::Store;
 
 impl Store {
-    pub async fn session_load(
-        &self,
-        key_hash: &[u8],
-        now: i64,
-    ) -> anyhow::Result<Option<HashMap<String, String>>> {
-        let state: Option<String> = sqlx::query_scalar(
-            "select state from sessions where key_hash = $1 and expires_at > $2",
-        )
-        .bind(key_hash)
-        .bind(now)
-        .fetch_optional(&self.pool)
-        .await?;
-        state
-            .map(|s| serde_json::from_str(&s).map_err(Into::into))
-            .transpose()
+    pub async fn session_load(&self, key_hash: &[u8], now: i64) -> anyhow::Result<Option<HashMap<String, String>>> {
+        let state: Option<String> =
+            sqlx::query_scalar("select state from sessions where key_hash = $1 and expires_at > $2")
+                .bind(key_hash)
+                .bind(now)
+                .fetch_optional(&self.pool)
+                .await?;
+        state.map(|s| serde_json::from_str(&s).map_err(Into::into)).transpose()
     }
 
     pub async fn session_insert(
@@ -64,10 +57,7 @@ impl Store {
     }
 
     pub async fn session_delete(&self, key_hash: &[u8]) -> anyhow::Result<()> {
-        sqlx::query("delete from sessions where key_hash = $1")
-            .bind(key_hash)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query("delete from sessions where key_hash = $1").bind(key_hash).execute(&self.pool).await?;
         Ok(())
     }
 }

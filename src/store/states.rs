@@ -24,13 +24,15 @@ impl Store {
         now: i64,
         expires_at: i64,
     ) -> anyhow::Result<()> {
-        sqlx::query("insert into oauth_states (state_hash, browser_hash, created_at, expires_at) values ($1, $2, $3, $4)")
-            .bind(state_hash)
-            .bind(browser_hash)
-            .bind(now)
-            .bind(expires_at)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "insert into oauth_states (state_hash, browser_hash, created_at, expires_at) values ($1, $2, $3, $4)",
+        )
+        .bind(state_hash)
+        .bind(browser_hash)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -59,18 +61,15 @@ impl Store {
             }
         }
         // Not consumed: say why, without changing anything.
-        let row: Option<(Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
-            "select browser_hash, expires_at, used_at from oauth_states where state_hash = $1",
-        )
-        .bind(state_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<(Vec<u8>, i64, Option<i64>)> =
+            sqlx::query_as("select browser_hash, expires_at, used_at from oauth_states where state_hash = $1")
+                .bind(state_hash)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(Err(match row {
             None => StateRejection::Unknown,
             Some((_, _, Some(_))) => StateRejection::AlreadyUsed,
-            Some((issued_to, _, None)) if Some(issued_to.as_slice()) != browser_hash => {
-                StateRejection::OtherBrowser
-            }
+            Some((issued_to, _, None)) if Some(issued_to.as_slice()) != browser_hash => StateRejection::OtherBrowser,
             Some((_, expires_at, None)) if expires_at <= now => StateRejection::Expired,
             // Consumed by a concurrent request between our update and this read.
             Some(_) => StateRejection::AlreadyUsed,

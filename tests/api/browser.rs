@@ -1,0 +1,195 @@
+//! Real-browser tests: headless Chromium driven over W3C WebDriver (Debian's `chromium` and
+//! `chromium-driver`). A screenshot of every page visited is kept under
+//! `target/browser-screenshots/` so a failure can be looked at.
+//!
+//! Without chromedriver the tests say so and skip, unless `CONNECT_HUB_REQUIRE_BROWSER=1` (set by
+//! `.ci/run`), where a missing browser is a failure.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use serde_json::{json, Value};
+
+use crate::helpers::spawn_app;
+
+const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+pub struct Browser {
+    driver: Child,
+    http: reqwest::Client,
+    session: String,
+    shots: PathBuf,
+    shot_count: usize,
+    _profile: tempfile::TempDir,
+}
+
+fn find_exe(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    names.iter().flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n))).find(|p| p.is_file())
+}
+
+impl Browser {
+    /// Start chromedriver and a headless Chromium session, or `None` (skip) when they are not
+    /// installed and not required.
+    pub async fn start(test: &str) -> Option<Browser> {
+        let required = std::env::var("CONNECT_HUB_REQUIRE_BROWSER").is_ok_and(|v| v == "1");
+        let (Some(driver), Some(chromium)) =
+            (find_exe(&["chromedriver"]), find_exe(&["chromium", "chromium-browser", "google-chrome"]))
+        else {
+            assert!(!required, "CONNECT_HUB_REQUIRE_BROWSER=1 but chromium / chromedriver are not installed (apt-get install chromium chromium-driver)");
+            eprintln!("SKIPPED {test}: chromium and chromedriver are not installed (apt-get install chromium chromium-driver)");
+            return None;
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = http.get(format!("{base}/status")).send().await {
+                if r.json::<Value>().await.is_ok_and(|v| v["value"]["ready"] == true) {
+                    break;
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": chromium,
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1280,900",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ]
+            }
+        }}});
+        let res: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
+        let id = res["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("a WebDriver session: {res}")).to_owned();
+        let shots = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/browser-screenshots").join(test);
+        let _ = std::fs::remove_dir_all(&shots);
+        std::fs::create_dir_all(&shots).unwrap();
+        Some(Browser {
+            driver: child,
+            http,
+            session: format!("{base}/session/{id}"),
+            shots,
+            shot_count: 0,
+            _profile: profile,
+        })
+    }
+
+    async fn cmd(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.session));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req.send().await.unwrap().json().await.unwrap();
+        v["value"].clone()
+    }
+
+    pub async fn goto(&mut self, url: &str) {
+        self.cmd(reqwest::Method::POST, "/url", Some(json!({ "url": url }))).await;
+        self.screenshot("goto").await;
+    }
+
+    pub async fn current_url(&self) -> String {
+        self.cmd(reqwest::Method::GET, "/url", None).await.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Wait (up to 10 s) for an element matching `css` and return its id.
+    pub async fn find(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let v = self
+                .cmd(reqwest::Method::POST, "/element", Some(json!({ "using": "css selector", "value": css })))
+                .await;
+            if let Some(id) = v[ELEMENT_KEY].as_str() {
+                return id.to_owned();
+            }
+            assert!(Instant::now() < deadline, "no element `{css}` on {}", self.current_url().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn click(&mut self, css: &str) {
+        let el = self.find(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await;
+        self.screenshot(&format!("after-click-{}", css.trim_start_matches('#'))).await;
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let el = self.find(css).await;
+        self.cmd(reqwest::Method::GET, &format!("/element/{el}/text"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Save a PNG of the current page as `NN-name.png`.
+    pub async fn screenshot(&mut self, name: &str) {
+        let v = self.cmd(reqwest::Method::GET, "/screenshot", None).await;
+        if let Some(png) = v.as_str().and_then(|b| STANDARD.decode(b).ok()) {
+            self.shot_count += 1;
+            let _ = std::fs::write(self.shots.join(format!("{:02}-{name}.png", self.shot_count)), png);
+        }
+    }
+
+    pub async fn quit(mut self) {
+        let _ = self.http.delete(&self.session).send().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+    }
+}
+
+#[tokio::test]
+async fn a_person_connects_snapinspect_in_a_real_browser_and_sees_the_company() {
+    let app = spawn_app().await;
+    let Some(mut browser) = Browser::start("connect_allow").await else { return };
+    browser.goto(&format!("{}/", app.addr)).await;
+    browser.click("#connect-snapinspect").await;
+    assert!(browser.current_url().await.starts_with(&app.fake_addr), "on SnapInspect's page");
+    browser.click("#allow").await;
+    let linked = browser.text("#linked-company").await;
+    browser.screenshot("result").await;
+    assert!(linked.contains("Harbour View Realty"), "{linked}");
+    assert!(linked.contains("6847"), "{linked}");
+    let url = browser.current_url().await;
+    assert_eq!(url, format!("{}/connect/snapinspect/done", app.addr), "a clean URL, no tokens");
+    browser.quit().await;
+    assert_eq!(app.connection_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_person_who_clicks_deny_is_told_nothing_was_connected_and_can_try_again() {
+    let app = spawn_app().await;
+    let Some(mut browser) = Browser::start("connect_deny").await else { return };
+    browser.goto(&format!("{}/", app.addr)).await;
+    browser.click("#connect-snapinspect").await;
+    browser.click("#deny").await;
+    let reason = browser.text("#reason").await;
+    assert!(reason.contains("chose not to allow"), "{reason}");
+    browser.click("#try-again").await;
+    assert!(browser.current_url().await.starts_with(&app.fake_addr), "try again goes back to SnapInspect");
+    browser.quit().await;
+    assert_eq!(app.connection_count().await, 0);
+}

@@ -1,0 +1,110 @@
+//! The command line, run as the real binary against a test app's database and fake SnapInspect.
+
+use std::process::Command;
+
+use secrecy::ExposeSecret;
+
+use crate::helpers::{spawn_app, TestApp};
+
+fn hub(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_connect-hub"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(app.dir.path());
+    for (k, v) in &app.vars {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn connections_list_token_and_refresh_drive_the_token_manager_from_the_shell() {
+    let app = spawn_app().await;
+    let connected = app.connect(Some(6847)).await;
+    let id = app.connection_id_for(6847).await;
+
+    let list = hub(&app, &["connections", "list"]);
+    assert!(list.status.success(), "{list:?}");
+    let text = stdout(&list);
+    assert!(
+        text.contains(id.as_str())
+            && text.contains("snapinspect")
+            && text.contains("6847 Harbour View Realty")
+            && text.contains("active"),
+        "{text}"
+    );
+    assert!(text.contains("never"), "no refresh yet: {text}");
+
+    let token = hub(&app, &["connections", "token", id.as_str()]);
+    assert!(token.status.success());
+    assert_eq!(stdout(&token).trim(), connected.access_token);
+    assert_eq!(app.fake.exchange_calls(), 0, "`token` does not exchange a token that is still valid");
+
+    let refreshed = hub(&app, &["connections", "refresh", id.as_str()]);
+    assert!(refreshed.status.success(), "{}", String::from_utf8_lossy(&refreshed.stderr));
+    let new_token = stdout(&refreshed).trim().to_owned();
+    assert_eq!(app.fake.exchanges(), 1);
+    assert!(app.fake.is_valid_access_token(&new_token));
+    let stored = app.state.store.tokens(&id).await.unwrap().unwrap();
+    assert_eq!(stored.access.unwrap().expose_secret(), new_token);
+    assert!(!stdout(&hub(&app, &["connections", "list"])).contains("never"));
+}
+
+#[tokio::test]
+async fn an_unknown_connection_is_a_clear_error() {
+    let app = spawn_app().await;
+    let out = hub(&app, &["connections", "token", "con_aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no connection with id"));
+}
+
+#[tokio::test]
+async fn serve_refuses_to_start_without_a_key_and_says_how_to_make_one() {
+    let app = spawn_app().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .arg("serve")
+        .env_clear()
+        .env("DATABASE_URL", &app.vars["DATABASE_URL"])
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("ENCRYPTION_KEY is missing") && err.contains("generate-key"), "{err}");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_malformed_key() {
+    let app = spawn_app().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .arg("serve")
+        .env_clear()
+        .env("ENCRYPTION_KEY", "dG9vIHNob3J0")
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ENCRYPTION_KEY decodes to 9 bytes, but 32"), "{err}");
+}
+
+#[tokio::test]
+async fn rotate_key_and_migrate_work_from_the_shell() {
+    let mut app = spawn_app().await;
+    let connected = app.connect(Some(6847)).await;
+    let id = app.connection_id_for(6847).await;
+    let old = app.vars["ENCRYPTION_KEY"].clone();
+    app.vars.insert("ENCRYPTION_KEY".into(), connect_hub::crypto::generate_key_b64(32));
+    app.vars.insert("ENCRYPTION_KEYS_OLD".into(), old);
+    let out = hub(&app, &["rotate-key"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout(&out).contains("re-encrypted 2 values"), "{}", stdout(&out));
+    app.vars.remove("ENCRYPTION_KEYS_OLD");
+    let token = hub(&app, &["connections", "token", id.as_str()]);
+    assert_eq!(stdout(&token).trim(), connected.access_token, "readable with the new key alone");
+    let migrate = hub(&app, &["migrate"]);
+    assert!(migrate.status.success());
+}

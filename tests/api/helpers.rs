@@ -1,0 +1,196 @@
+//! `spawn_app()`: the application on a random loopback port with a fresh SQLite file, pointed at a
+//! fake SnapInspect on another random port; and a client that keeps cookies and follows no redirects.
+
+use std::{collections::BTreeMap, net::TcpListener, path::PathBuf};
+
+use actix_web::{dev::ServerHandle, web};
+use connect_hub::{
+    config::Settings,
+    crypto::generate_key_b64,
+    fake::snapinspect::{FakeConfig, FakeSnapInspect},
+    startup::{AppState, Application},
+};
+use reqwest::{header::LOCATION, Response};
+
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-secret+/:% é";
+
+pub struct TestApp {
+    pub addr: String,
+    pub client: reqwest::Client,
+    pub state: web::Data<AppState>,
+    pub fake: FakeSnapInspect,
+    pub fake_addr: String,
+    pub db_path: PathBuf,
+    pub vars: BTreeMap<String, String>,
+    handle: ServerHandle,
+    fake_handle: ServerHandle,
+    pub dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop both servers without waiting; the runtime ends with the test anyway.
+        let (a, b) = (self.handle.clone(), self.fake_handle.clone());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                a.stop(false).await;
+                b.stop(false).await;
+            });
+        }
+    }
+}
+
+/// A client like a browser: keeps cookies, does not follow redirects.
+pub fn browser_client() -> reqwest::Client {
+    reqwest::Client::builder().cookie_store(true).redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+pub fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        connect_hub::telemetry::init("debug", connect_hub::config::LogFormat::Pretty);
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like `spawn_app`, letting the test change the configuration first.
+pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("hub.db");
+    let app_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let fake_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", app_listener.local_addr().unwrap());
+    let fake_addr = format!("http://{}", fake_listener.local_addr().unwrap());
+
+    let mut vars = BTreeMap::new();
+    for (k, v) in [
+        ("DATABASE_URL", format!("sqlite://{}", db_path.display())),
+        ("BIND_ADDR", app_listener.local_addr().unwrap().to_string()),
+        ("PUBLIC_URL", addr.clone()),
+        ("ENCRYPTION_KEY", generate_key_b64(32)),
+        ("SESSION_KEY", generate_key_b64(64)),
+        ("SNAPINSPECT_CLIENT_ID", CLIENT_ID.into()),
+        ("SNAPINSPECT_CLIENT_SECRET", CLIENT_SECRET.into()),
+        ("SNAPINSPECT_AUTHORIZE_URL", format!("{fake_addr}/integration/SnapInspectConnect")),
+        ("SNAPINSPECT_EXCHANGE_URL", format!("{fake_addr}/integration/ExchangeToken")),
+        ("SNAPINSPECT_API_URL", format!("{fake_addr}/")),
+        ("WEBHOOK_SECRET", "test-webhook-secret".into()),
+    ] {
+        vars.insert(k.to_owned(), v);
+    }
+    customise(&mut vars);
+    let settings = Settings::from_vars(&vars).expect("test settings parse");
+    settings.check_serve().expect("test settings are complete");
+
+    let fake = FakeSnapInspect::new(FakeConfig {
+        client_id: CLIENT_ID.into(),
+        client_secret: CLIENT_SECRET.into(),
+        redirect_uri: format!("{addr}/connect/snapinspect/callback"),
+        webhook_url: Some(format!("{addr}/webhooks/snapinspect/test-webhook-secret")),
+    });
+    let fake_server = connect_hub::fake::serve(fake.configure(), fake_listener).unwrap();
+    let fake_handle = fake_server.handle();
+    tokio::spawn(fake_server);
+
+    let state = AppState::new(settings).await.expect("app state");
+    let app = Application::from_parts(app_listener, state, None).unwrap();
+    let handle = app.handle();
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+
+    TestApp { addr, client: browser_client(), state, fake, fake_addr, db_path, vars, handle, fake_handle, dir }
+}
+
+pub fn location(res: &Response) -> String {
+    res.headers().get(LOCATION).expect("a Location header").to_str().unwrap().to_owned()
+}
+
+/// What the connect flow produced at each step, for tests to inspect.
+pub struct Connected {
+    /// The callback URL SnapInspect redirected to (carries the tokens).
+    pub callback_url: String,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// The callback's response.
+    pub callback: Response,
+}
+
+impl TestApp {
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(format!("{}{path}", self.addr)).send().await.unwrap()
+    }
+
+    /// GET /connect/snapinspect and return the authorize URL it redirects to.
+    pub async fn start_connect_with(&self, client: &reqwest::Client) -> url::Url {
+        let res = client.get(format!("{}/connect/snapinspect", self.addr)).send().await.unwrap();
+        assert_eq!(res.status(), 303);
+        url::Url::parse(&location(&res)).unwrap()
+    }
+
+    pub async fn start_connect(&self) -> url::Url {
+        self.start_connect_with(&self.client).await
+    }
+
+    /// At the fake's authorize page: check it renders, then click Allow (with `company`) or Deny.
+    /// Returns the URL SnapInspect redirects the browser back to.
+    pub async fn decide_at_fake(&self, authorize: &url::Url, company: Option<i64>, allow: bool) -> String {
+        let plain = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let page = plain.get(authorize.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the fake accepts our authorize request: {}", page.text().await.unwrap());
+        let q: BTreeMap<String, String> = authorize.query_pairs().into_owned().collect();
+        let company = company.map(|c| c.to_string()).unwrap_or_default();
+        let form = [
+            ("client_id", q["client_id"].as_str()),
+            ("redirect_uri", q["redirect_uri"].as_str()),
+            ("state", q["state"].as_str()),
+            ("company", company.as_str()),
+            ("decision", if allow { "allow" } else { "deny" }),
+        ];
+        let mut post_url = authorize.clone();
+        post_url.set_query(None);
+        let res = plain.post(post_url).form(&form).send().await.unwrap();
+        assert_eq!(res.status(), 303);
+        location(&res)
+    }
+
+    /// The whole flow in this client's "browser", up to and including the callback response.
+    pub async fn connect(&self, company: Option<i64>) -> Connected {
+        let authorize = self.start_connect().await;
+        let callback_url = self.decide_at_fake(&authorize, company, true).await;
+        let q: BTreeMap<String, String> = url::Url::parse(&callback_url).unwrap().query_pairs().into_owned().collect();
+        let callback = self.client.get(&callback_url).send().await.unwrap();
+        Connected {
+            access_token: q["access_token"].clone(),
+            refresh_token: q["refresh_token"].clone(),
+            callback_url,
+            callback,
+        }
+    }
+
+    /// Connect a company and return its connection id.
+    pub async fn connect_company(&self, company: i64) -> connect_hub::domain::ConnectionId {
+        let c = self.connect(Some(company)).await;
+        assert_eq!(c.callback.status(), 303, "connect succeeded");
+        self.connection_id_for(company).await
+    }
+
+    pub async fn connection_id_for(&self, company: i64) -> connect_hub::domain::ConnectionId {
+        self.state
+            .store
+            .connections()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.company_id.map(|c| c.get()) == Some(company))
+            .expect("a connection for the company")
+            .id
+    }
+
+    pub async fn connection_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from connections").fetch_one(self.state.store.pool()).await.unwrap()
+    }
+}
