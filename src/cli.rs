@@ -63,6 +63,11 @@ enum Command {
         #[command(subcommand)]
         command: ConnectionsCommand,
     },
+    /// Inspect the webhook queue and put events back to be processed.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Print a fresh random key, base64-encoded, for ENCRYPTION_KEY (32 bytes) or SESSION_KEY (64 bytes).
     GenerateKey {
         #[arg(long, default_value_t = 32)]
@@ -81,6 +86,20 @@ enum ConnectionsCommand {
     Token { id: String },
     /// Force an exchange / a new token now, and print the new access token.
     Refresh { id: String },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// The most recent events, newest first.
+    List {
+        /// Only events in this status: pending, processing, retrying, done, dead or unmatched.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put an event back to be processed now (a dead, done or retrying one), with a fresh schedule.
+    Replay { id: String },
 }
 
 /// Run the command line; the process exit code says whether it worked.
@@ -147,6 +166,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Connections { command } => connections(command).await,
+        Command::Events { command } => events(command).await,
     }
 }
 
@@ -262,4 +282,51 @@ fn truncate(s: &str, n: usize) -> String {
     } else {
         format!("{}…", s.chars().take(n - 1).collect::<String>())
     }
+}
+
+async fn events(command: EventsCommand) -> anyhow::Result<()> {
+    use crate::{
+        domain::{EventId, EventState},
+        store::EventFilter,
+    };
+    let store = open_store(&cli_settings()?).await?;
+    let result = match command {
+        EventsCommand::List { status, limit } => {
+            let state = status.as_deref().map(EventState::parse).transpose()?;
+            let rows = store.events(&EventFilter { state, ..Default::default() }, limit.clamp(1, 10_000)).await?;
+            if rows.is_empty() {
+                println!("no events");
+            } else {
+                println!(
+                    "{:<30}  {:<23}  {:<24}  {:>8}  {:<10}  {:>8}  LAST ERROR",
+                    "ID", "RECEIVED", "TYPE", "COMPANY", "STATUS", "ATTEMPTS"
+                );
+                for e in rows {
+                    println!(
+                        "{:<30}  {:<23}  {:<24}  {:>8}  {:<10}  {:>8}  {}",
+                        e.public_id,
+                        format_utc(e.received_at),
+                        truncate(e.event_type.as_deref().unwrap_or("-"), 24),
+                        e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        e.state,
+                        e.attempts,
+                        truncate(e.last_error.as_deref().unwrap_or(""), 80)
+                    );
+                }
+            }
+            Ok(())
+        }
+        EventsCommand::Replay { id } => {
+            let id = EventId::parse(&id)?;
+            match store.replay_event(&id, crate::time::now_ms(), "cli").await? {
+                Ok(previous) => {
+                    println!("event {id} ({previous}) is queued again; a running worker picks it up within a second");
+                    Ok(())
+                }
+                Err(refusal) => Err(anyhow::anyhow!("{refusal}")),
+            }
+        }
+    };
+    store.close().await;
+    result
 }

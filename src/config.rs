@@ -67,6 +67,10 @@ pub struct Settings {
     pub retry_schedule: Vec<Duration>,
     pub lease_secs: u64,
     pub dedupe_window_secs: u64,
+    /// Done events older than this are purged.
+    pub event_retention: Duration,
+    /// Group commit for webhook intake (off only to measure the baseline).
+    pub group_commit: bool,
     pub rust_log: String,
     pub log_format: LogFormat,
 }
@@ -207,6 +211,9 @@ impl Settings {
             retry_schedule,
             lease_secs: parse_u64("LEASE_SECS", get("LEASE_SECS"), 60)?,
             dedupe_window_secs: parse_u64("DEDUPE_WINDOW_SECS", get("DEDUPE_WINDOW_SECS"), 7200)?,
+            event_retention: parse_duration(get("EVENT_RETENTION").unwrap_or("7d"))
+                .map_err(|p| bad("EVENT_RETENTION", p))?,
+            group_commit: parse_bool("INGEST_GROUP_COMMIT", get("INGEST_GROUP_COMMIT"), true)?,
             rust_log: get("RUST_LOG").unwrap_or("info").to_owned(),
             log_format: match get("LOG_FORMAT").unwrap_or("pretty") {
                 "pretty" => LogFormat::Pretty,

@@ -9,7 +9,10 @@ use secrecy::ExposeSecret;
 use crate::{
     config::Settings,
     crypto::generate_key_b64,
-    fake::snapinspect::{FakeConfig, FakeSnapInspect},
+    fake::{
+        receiver::FakeReceiver,
+        snapinspect::{FakeConfig, FakeSnapInspect},
+    },
     startup::{Application, Mount},
     telemetry,
 };
@@ -27,10 +30,11 @@ fn demo_secrets(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let before = values.len();
-    for key in ["ENCRYPTION_KEY", "SESSION_KEY", "WEBHOOK_SECRET", "SNAPINSPECT_CLIENT_SECRET"] {
+    for key in ["ENCRYPTION_KEY", "SESSION_KEY", "WEBHOOK_SECRET", "SNAPINSPECT_CLIENT_SECRET", "FORWARD_SECRET"] {
         values.entry(key.to_owned()).or_insert_with(|| match key {
             "ENCRYPTION_KEY" => generate_key_b64(32),
             "SESSION_KEY" => generate_key_b64(64),
+            "FORWARD_SECRET" => format!("whsec_{}", generate_key_b64(32)),
             _ => crate::domain::base32(&crate::domain::random_bytes::<20>()),
         });
     }
@@ -69,6 +73,8 @@ pub fn demo_settings(
     vars.insert("SNAPINSPECT_AUTHORIZE_URL".into(), format!("{fake}/integration/SnapInspectConnect"));
     vars.insert("SNAPINSPECT_EXCHANGE_URL".into(), format!("{fake}/integration/ExchangeToken"));
     vars.insert("SNAPINSPECT_API_URL".into(), format!("{fake}/"));
+    // Forward events to the fake "your application" mounted in the same process.
+    vars.insert("FORWARD_URL".into(), format!("{base}/fake/receiver/events"));
     if let Ok(level) = std::env::var("RUST_LOG") {
         vars.insert("RUST_LOG".into(), level);
     }
@@ -92,9 +98,11 @@ pub async fn run(bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
             settings.public_url.as_str().trim_end_matches('/')
         )),
     });
-    let configure = fake.configure();
+    let receiver = FakeReceiver::new(Some(&secrets["FORWARD_SECRET"]));
+    let (configure, receive) = (fake.configure(), receiver.configure());
     let mount: Mount = Arc::new(move |cfg| {
-        cfg.service(actix_web::web::scope("/fake/snapinspect").configure(configure.clone()));
+        cfg.service(actix_web::web::scope("/fake/snapinspect").configure(configure.clone()))
+            .service(actix_web::web::scope("/fake/receiver").configure(receive.clone()));
     });
     let public = settings.public_url.as_str().trim_end_matches('/').to_owned();
     let app = Application::build(settings, Some(mount)).await?;
@@ -102,7 +110,8 @@ pub async fn run(bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("  connect-hub demo is running: {public}");
     println!();
     println!("  Open {public}/ and click \"Connect with SnapInspect\".");
-    println!("  Fake SnapInspect (in this process): {public}/fake/snapinspect/fire-webhook fires webhooks");
+    println!("  Fire a SnapInspect webhook:  {public}/fake/snapinspect/fire-webhook");
+    println!("  See the signed, forwarded events arrive: {public}/fake/receiver/");
     println!("  Data and generated keys: {} (kept between runs)", data_dir.display());
     println!();
     app.run_until_stopped().await?;

@@ -265,3 +265,91 @@ mod tests {
         assert!(CompanyId::from_json(&serde_json::json!(null)).is_none());
     }
 }
+
+/// Where a webhook event is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventState {
+    /// Stored and waiting for the worker.
+    Pending,
+    /// Claimed by a worker under a lease.
+    Processing,
+    /// An attempt failed; the next one is scheduled.
+    Retrying,
+    /// Processed (and forwarded, when forwarding is on).
+    Done,
+    /// Every attempt failed, or the receiver answered 410: kept for an admin to replay.
+    Dead,
+    /// No connection for its company yet: processed once the company connects.
+    Unmatched,
+}
+
+impl EventState {
+    pub const ALL: [EventState; 6] = [
+        EventState::Pending,
+        EventState::Processing,
+        EventState::Retrying,
+        EventState::Done,
+        EventState::Dead,
+        EventState::Unmatched,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventState::Pending => "pending",
+            EventState::Processing => "processing",
+            EventState::Retrying => "retrying",
+            EventState::Done => "done",
+            EventState::Dead => "dead",
+            EventState::Unmatched => "unmatched",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s.trim()).ok_or_else(|| {
+            ParseError(format!(
+                "unknown event status `{}`: use pending, processing, retrying, done, dead or unmatched",
+                truncate(s)
+            ))
+        })
+    }
+}
+
+impl fmt::Display for EventState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A webhook event's public id: `evt_` followed by 26 base32 characters. It is what intake answers,
+/// and the `webhook-id` of the forwarded message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventId(String);
+
+impl EventId {
+    const PREFIX: &'static str = "evt_";
+
+    pub fn generate() -> Self {
+        Self(format!("{}{}", Self::PREFIX, base32(&random_bytes::<16>())))
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let s = s.trim();
+        let body = s
+            .strip_prefix(Self::PREFIX)
+            .ok_or_else(|| ParseError(format!("an event id starts with `evt_`, got `{}`", truncate(s))))?;
+        if body.len() != 26 || !body.bytes().all(|b| BASE32.contains(&b)) {
+            return Err(ParseError(format!("`{}` is not an event id", truncate(s))));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}

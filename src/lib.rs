@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod fake;
 pub mod http_client;
+pub mod queue;
 pub mod routes;
 pub mod session;
 pub mod snapinspect;

@@ -6,13 +6,20 @@ use std::{net::SocketAddr, net::TcpListener, sync::Arc, time::Duration};
 use actix_web::{dev::Server, middleware::from_fn, web, App, HttpServer};
 use anyhow::Context;
 
+use tokio::sync::{watch, Notify};
+
 use crate::{
     config::Settings,
-    domain::{CompanyId, ConnectionId},
+    domain::CompanyId,
     error::AppError,
+    queue::{
+        forward::Signer,
+        ingest::{IngestOptions, Ingestor},
+        worker::{Worker, WorkerConfig},
+    },
     routes,
     snapinspect::SnapInspectClient,
-    store::Store,
+    store::{SavedLink, Store},
     telemetry,
     time::now_ms,
     tokens::TokenManager,
@@ -26,6 +33,8 @@ pub struct AppState {
     pub tokens: Arc<TokenManager>,
     pub snapinspect: Option<SnapInspectClient>,
     pub http: reqwest::Client,
+    pub ingestor: Ingestor,
+    pub worker: Arc<Worker>,
 }
 
 impl AppState {
@@ -33,19 +42,49 @@ impl AppState {
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let keys = Arc::new(settings.keyring()?);
         let store = Store::open(&settings.database_url, keys).await?;
-        Ok(Self::with_store(settings, store))
+        Self::with_store(settings, store)
     }
 
-    pub fn with_store(settings: Settings, store: Store) -> Self {
+    /// Build the clients, the token manager, the intake writer and the worker (which runs only
+    /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
+    pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
         let http = crate::http_client::build();
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
         let tokens = Arc::new(TokenManager::new(store.clone(), snapinspect.clone()));
-        Self { settings: Arc::new(settings), store, tokens, snapinspect, http }
+        let wake = Arc::new(Notify::new());
+        let ingestor = Ingestor::spawn(
+            store.clone(),
+            IngestOptions {
+                group_commit: settings.group_commit,
+                dedupe_window: Duration::from_secs(settings.dedupe_window_secs),
+            },
+            wake.clone(),
+        );
+        let forward = match (&settings.forward_url, &settings.forward_secret) {
+            (Some(url), Some(secret)) => {
+                Some((url.clone(), Signer::from_secret(secrecy::ExposeSecret::expose_secret(secret))?))
+            }
+            _ => None,
+        };
+        let worker = Arc::new(Worker::new(
+            tokens.clone(),
+            http.clone(),
+            WorkerConfig {
+                retry_schedule: settings.retry_schedule.clone(),
+                lease: Duration::from_secs(settings.lease_secs.max(1)),
+                forward,
+            },
+            wake,
+        ));
+        Ok(Self { settings: Arc::new(settings), store, tokens, snapinspect, http, ingestor, worker })
     }
 
-    /// Called after a SnapInspect company is (re)connected.
-    pub async fn on_connected(&self, id: &ConnectionId, company: Option<CompanyId>) {
-        tracing::debug!(connection_id = %id, company_id = ?company, "connected");
+    /// Called after a SnapInspect company is (re)connected: its waiting events are queued now.
+    pub async fn on_connected(&self, saved: &SavedLink, company: Option<CompanyId>) {
+        if saved.matched_events > 0 {
+            tracing::info!(connection_id = %saved.id, company_id = ?company, events = saved.matched_events, "queued the events that waited for this company");
+            self.worker.wake();
+        }
     }
 }
 
@@ -88,6 +127,7 @@ impl Application {
                 .configure(routes::health::configure)
                 .configure(routes::assets::configure)
                 .configure(routes::connect::configure)
+                .configure(routes::webhooks::configure)
                 .configure(move |cfg| {
                     if let Some(m) = &mount {
                         m(cfg)
@@ -113,10 +153,23 @@ impl Application {
         self.server.handle()
     }
 
-    /// Run until the server stops (SIGINT/SIGTERM, or its handle), with the background tasks.
+    /// Run until the server stops (SIGINT/SIGTERM, or its handle), with the background tasks. On
+    /// shutdown: stop accepting, let requests in flight (and so their intake commits) finish, let
+    /// the worker end its current attempts (bounded), then close the database.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        let janitor = tokio::spawn(janitor(self.state.store.clone()));
+        let settings = self.state.settings.clone();
+        let (stop, stopped) = watch::channel(false);
+        let worker = settings.worker_enabled.then(|| tokio::spawn(self.state.worker.clone().run(stopped)));
+        let janitor = tokio::spawn(janitor(self.state.store.clone(), settings.event_retention));
         let result = self.server.await;
+        let _ = stop.send(true);
+        if let Some(w) = worker {
+            if tokio::time::timeout(Duration::from_secs(15), w).await.is_err() {
+                tracing::warn!(
+                    "the worker did not finish its attempts in 15 s; their leases will expire and they will be retried"
+                );
+            }
+        }
         janitor.abort();
         self.state.store.close().await;
         result
@@ -124,20 +177,25 @@ impl Application {
 }
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
-    Err(AppError::not_found("There is no page at this address. Start from the home page."))
+    Err(routes::not_found())
 }
 
-/// Purge expired connect states and sessions every ten minutes.
-async fn janitor(store: Store) {
+/// Every ten minutes: purge expired connect states and sessions, and done events older than the
+/// retention.
+async fn janitor(store: Store, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
         tick.tick().await;
-        match store.purge_expired(now_ms()).await {
+        let now = now_ms();
+        match store.purge_expired(now).await {
             Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired states and sessions"),
             Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(error.chain = %format!("{e:#}"), "purging expired rows failed")
-            }
+            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging expired rows failed"),
+        }
+        match store.purge_done_events(now - retention.as_millis() as i64).await {
+            Ok(n) if n > 0 => tracing::info!(events = n, "purged done events past their retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging done events failed"),
         }
     }
 }

@@ -175,7 +175,7 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, session: Session
     let link = NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh };
     let saved = state.store.save_snapinspect_link(&link, now_ms()).await?;
     tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, "SnapInspect connected");
-    state.on_connected(&saved.id, company_id).await;
+    state.on_connected(&saved, company_id).await;
 
     session.insert(LINKED, saved.id.as_str()).map_err(session_error)?;
     Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/connect/snapinspect/done")).finish())

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connect;
+pub mod webhook;
 
 pub use client::{ApiCallError, ExchangeError, ExchangedTokens, SnapInspectClient, UserInfo};
 

@@ -47,7 +47,7 @@ impl Store {
         connection: Option<&ConnectionId>,
         detail: &str,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         insert_audit(&mut tx, at, actor, action, connection, detail).await?;
         tx.commit().await?;
         Ok(())

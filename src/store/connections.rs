@@ -111,6 +111,8 @@ pub struct NewSnapInspectLink {
 pub struct SavedLink {
     pub id: ConnectionId,
     pub reconnected: bool,
+    /// Events that waited for this company and are now queued.
+    pub matched_events: u64,
 }
 
 /// A connection's current secrets, opened.
@@ -167,7 +169,7 @@ impl Store {
     }
 
     async fn try_save_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let existing: Option<String> = match link.company_id {
             Some(c) => {
                 sqlx::query_scalar("select id from connections where provider = 'snapinspect' and company_id = $1")
@@ -226,8 +228,12 @@ impl Store {
             None => "SnapInspect did not say which company: waiting for an admin to assign it".to_owned(),
         };
         insert_audit(&mut tx, now, "end-user", action, Some(&id), &detail).await?;
+        let matched_events = match link.company_id {
+            Some(c) => super::events::match_unmatched(&mut tx, &id, c, now).await?,
+            None => 0,
+        };
         tx.commit().await?;
-        Ok(SavedLink { id, reconnected })
+        Ok(SavedLink { id, reconnected, matched_events })
     }
 
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
@@ -334,7 +340,7 @@ impl Store {
         now: i64,
         actor: &str,
     ) -> anyhow::Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let sealed_access = self.keys.seal_str(access, aad(id.as_str(), "access_token"));
         let sealed_refresh = refresh.map(|r| self.keys.seal_str(r, aad(id.as_str(), "refresh_token")));
         let version: i64 = sqlx::query_scalar(
@@ -372,7 +378,7 @@ impl Store {
         now: i64,
         actor: &str,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         match failure {
             ExchangeFailure::Dead { message } => {
                 sqlx::query(

@@ -3,6 +3,7 @@
 
 mod audit;
 mod connections;
+mod events;
 mod rotate;
 mod sessions;
 mod states;
@@ -17,6 +18,9 @@ use sqlx::{
 
 pub use audit::AuditEntry;
 pub use connections::{Connection, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink, StoredTokens};
+pub use events::{
+    Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, Inserted, NewAttempt, NewEvent, ReplayRefusal,
+};
 pub use rotate::RotationReport;
 pub use states::StateRejection;
 
@@ -92,6 +96,13 @@ impl Store {
         let pool = connect_pool(database_url).await?;
         migrate(&pool).await?;
         Ok(Self::new(pool, keys))
+    }
+
+    /// A write transaction. SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so a
+    /// transaction that reads before it writes cannot fail with a stale snapshot (SQLITE_BUSY)
+    /// when another connection commits in between; the busy timeout makes it wait instead.
+    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin_with("begin immediate").await
     }
 
     pub fn pool(&self) -> &SqlitePool {

@@ -23,7 +23,7 @@ impl Store {
     #[tracing::instrument(skip_all)]
     pub async fn rotate_keys(&self) -> anyhow::Result<RotationReport> {
         let mut report = RotationReport::default();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for (table, pk, column) in SEALED_COLUMNS {
             let sql = format!("select {pk}, {column} from {table} where {column} is not null");
             let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;

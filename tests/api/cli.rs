@@ -6,7 +6,7 @@ use secrecy::ExposeSecret;
 
 use crate::helpers::{spawn_app, TestApp};
 
-fn hub(app: &TestApp, args: &[&str]) -> std::process::Output {
+pub fn hub(app: &TestApp, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_connect-hub"));
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(app.dir.path());
     for (k, v) in &app.vars {

@@ -7,13 +7,18 @@ use actix_web::{dev::ServerHandle, web};
 use connect_hub::{
     config::Settings,
     crypto::generate_key_b64,
-    fake::snapinspect::{FakeConfig, FakeSnapInspect},
+    fake::{
+        receiver::FakeReceiver,
+        snapinspect::{FakeConfig, FakeSnapInspect},
+    },
     startup::{AppState, Application},
 };
 use reqwest::{header::LOCATION, Response};
 
 pub const CLIENT_ID: &str = "test-client";
 pub const CLIENT_SECRET: &str = "test-secret+/:% é";
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
+pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 pub struct TestApp {
     pub addr: String,
@@ -21,21 +26,24 @@ pub struct TestApp {
     pub state: web::Data<AppState>,
     pub fake: FakeSnapInspect,
     pub fake_addr: String,
+    pub receiver: FakeReceiver,
     pub db_path: PathBuf,
     pub vars: BTreeMap<String, String>,
     handle: ServerHandle,
     fake_handle: ServerHandle,
+    receiver_handle: ServerHandle,
     pub dir: tempfile::TempDir,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop both servers without waiting; the runtime ends with the test anyway.
-        let (a, b) = (self.handle.clone(), self.fake_handle.clone());
+        let handles = [self.handle.clone(), self.fake_handle.clone(), self.receiver_handle.clone()];
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                a.stop(false).await;
-                b.stop(false).await;
+                for h in handles {
+                    h.stop(false).await;
+                }
             });
         }
     }
@@ -56,13 +64,17 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// Like `spawn_app`, letting the test change the configuration first.
+/// Like `spawn_app`, letting the test change the configuration first. The worker is off (tests
+/// drain the queue synchronously with `state.worker.drain()`); a fake receiver is always running,
+/// and `forwarding` turns forwarding to it on.
 pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>)) -> TestApp {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("hub.db");
     let app_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let receiver_url = format!("http://{}/events", receiver_listener.local_addr().unwrap());
     let addr = format!("http://{}", app_listener.local_addr().unwrap());
     let fake_addr = format!("http://{}", fake_listener.local_addr().unwrap());
 
@@ -78,7 +90,12 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
         ("SNAPINSPECT_AUTHORIZE_URL", format!("{fake_addr}/integration/SnapInspectConnect")),
         ("SNAPINSPECT_EXCHANGE_URL", format!("{fake_addr}/integration/ExchangeToken")),
         ("SNAPINSPECT_API_URL", format!("{fake_addr}/")),
-        ("WEBHOOK_SECRET", "test-webhook-secret".into()),
+        ("WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+        ("FORWARD_SECRET", FORWARD_SECRET.into()),
+        ("WORKER_ENABLED", "false".into()),
+        ("RETRY_SCHEDULE", "0s,0s".into()),
+        // Not a setting: where the fake receiver listens, for tests that turn forwarding on.
+        ("TEST_RECEIVER_URL", receiver_url),
     ] {
         vars.insert(k.to_owned(), v);
     }
@@ -96,13 +113,37 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
     let fake_handle = fake_server.handle();
     tokio::spawn(fake_server);
 
+    let receiver = FakeReceiver::new(Some(FORWARD_SECRET));
+    let receiver_server = connect_hub::fake::serve(receiver.configure(), receiver_listener).unwrap();
+    let receiver_handle = receiver_server.handle();
+    tokio::spawn(receiver_server);
+
     let state = AppState::new(settings).await.expect("app state");
     let app = Application::from_parts(app_listener, state, None).unwrap();
     let handle = app.handle();
     let state = app.state();
     tokio::spawn(app.run_until_stopped());
 
-    TestApp { addr, client: browser_client(), state, fake, fake_addr, db_path, vars, handle, fake_handle, dir }
+    TestApp {
+        addr,
+        client: browser_client(),
+        state,
+        fake,
+        fake_addr,
+        receiver,
+        db_path,
+        vars,
+        handle,
+        fake_handle,
+        receiver_handle,
+        dir,
+    }
+}
+
+/// Turn forwarding to the test's fake receiver on.
+pub fn forwarding(vars: &mut BTreeMap<String, String>) {
+    let url = vars["TEST_RECEIVER_URL"].clone();
+    vars.insert("FORWARD_URL".into(), url);
 }
 
 pub fn location(res: &Response) -> String {
@@ -188,6 +229,33 @@ impl TestApp {
             .find(|c| c.company_id.map(|c| c.get()) == Some(company))
             .expect("a connection for the company")
             .id
+    }
+
+    /// POST a webhook body to the intake with the right secret.
+    pub async fn post_webhook(&self, body: &str) -> Response {
+        self.client
+            .post(format!("{}/webhooks/snapinspect/{WEBHOOK_SECRET}", self.addr))
+            .header("content-type", "application/json")
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST a webhook and return the event id it was stored as.
+    pub async fn send_event(&self, body: &str) -> connect_hub::domain::EventId {
+        let res = self.post_webhook(body).await;
+        assert_eq!(res.status(), 200);
+        let v: serde_json::Value = res.json().await.unwrap();
+        connect_hub::domain::EventId::parse(v["id"].as_str().unwrap()).unwrap()
+    }
+
+    pub async fn event(&self, id: &connect_hub::domain::EventId) -> connect_hub::store::EventRow {
+        self.state.store.event(id).await.unwrap().expect("the event is stored")
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events").fetch_one(self.state.store.pool()).await.unwrap()
     }
 
     pub async fn connection_count(&self) -> i64 {

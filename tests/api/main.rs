@@ -7,3 +7,5 @@ mod connect;
 mod encryption;
 mod exchange;
 mod helpers;
+mod webhooks;
+mod worker;

@@ -1,0 +1,6 @@
+//! The webhook queue: durable group-committed intake, the worker that processes events under a
+//! lease, and signed forwarding (Standard Webhooks).
+
+pub mod forward;
+pub mod ingest;
+pub mod worker;

@@ -1,0 +1,231 @@
+//! The event worker: claims due events under a lease (a crashed worker's events are claimed again
+//! when the lease ends), reads the inspection through the SnapInspect API with the company's token
+//! (one exchange on a 401), forwards the signed envelope, and records every attempt. Failures retry
+//! on the configured schedule with jitter; `Retry-After` is honoured; 410 and the end of the
+//! schedule make an event `dead`.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::future::join_all;
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::{watch, Notify};
+use url::Url;
+
+use super::forward::{deliver, envelope, Delivery, Signer};
+use crate::{
+    domain::{base32, random_bytes},
+    snapinspect::ApiCallError,
+    store::{AttemptOutcome, ClaimedEvent, NewAttempt},
+    time::now_ms,
+    tokens::TokenManager,
+};
+
+/// How many events one worker processes at once.
+const CONCURRENCY: i64 = 16;
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// The longest `Retry-After` we honour.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// What the worker needs from the configuration.
+pub struct WorkerConfig {
+    pub retry_schedule: Vec<Duration>,
+    pub lease: Duration,
+    pub forward: Option<(Url, Signer)>,
+}
+
+pub struct Worker {
+    tokens: Arc<TokenManager>,
+    http: reqwest::Client,
+    config: WorkerConfig,
+    owner: String,
+    wake: Arc<Notify>,
+}
+
+/// Why an attempt failed.
+struct Failure {
+    http_status: Option<u16>,
+    error: String,
+    retry_after: Option<Duration>,
+    /// Stop now (410 Gone) instead of following the schedule.
+    permanent: bool,
+    inspection: Option<Value>,
+}
+
+impl Failure {
+    fn retry(error: String) -> Self {
+        Self { http_status: None, error, retry_after: None, permanent: false, inspection: None }
+    }
+}
+
+impl Worker {
+    pub fn new(tokens: Arc<TokenManager>, http: reqwest::Client, config: WorkerConfig, wake: Arc<Notify>) -> Self {
+        Self { tokens, http, config, owner: format!("worker_{}", base32(&random_bytes::<10>())), wake }
+    }
+
+    /// Wake the worker now (new events, or events matched on connect).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Claim one batch of due events and process it; returns how many were processed.
+    pub async fn run_once(&self) -> anyhow::Result<usize> {
+        let now = now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        let events = self.tokens.store().claim_events(&self.owner, now, lease_until, CONCURRENCY).await?;
+        let n = events.len();
+        join_all(events.into_iter().map(|e| self.process(e))).await;
+        Ok(n)
+    }
+
+    /// Process until nothing is due (tests use this to drain the queue synchronously).
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            match self.run_once().await? {
+                0 => return Ok(total),
+                n => total += n,
+            }
+        }
+    }
+
+    /// The loop: work while there is work, otherwise wait for a wake-up or the next poll. On
+    /// shutdown it returns after the batch in hand.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        tracing::info!(owner = %self.owner, "event worker started");
+        while !*shutdown.borrow() {
+            match self.run_once().await {
+                Ok(n) if n > 0 => continue,
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "claiming events failed"),
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        tracing::info!("event worker stopped");
+    }
+
+    #[tracing::instrument(skip_all, fields(event_id = %event.id, attempt = event.attempts, connection_id = ?event.connection_id.as_ref().map(|c| c.to_string())))]
+    async fn process(&self, event: ClaimedEvent) {
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let result = self.handle(&event).await;
+        let duration_ms = clock.elapsed().as_millis() as i64;
+        let (attempt, retry_at, inspection) = match result {
+            Ok((status, inspection)) => (
+                NewAttempt {
+                    started_at,
+                    duration_ms,
+                    outcome: AttemptOutcome::Done,
+                    http_status: status.map(i64::from),
+                    error: None,
+                },
+                0,
+                inspection,
+            ),
+            Err(f) => {
+                let schedule = &self.config.retry_schedule;
+                let exhausted = event.attempts as usize > schedule.len();
+                let outcome = if f.permanent || exhausted { AttemptOutcome::Dead } else { AttemptOutcome::Retry };
+                let delay = schedule.get((event.attempts as usize).saturating_sub(1)).copied().unwrap_or_default();
+                let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.9..1.1));
+                let wait = f.retry_after.map_or(jittered, |r| r.min(MAX_RETRY_AFTER).max(jittered));
+                let error = if exhausted && !f.permanent {
+                    format!("{} (attempt {} was the last one)", f.error, event.attempts)
+                } else {
+                    f.error
+                };
+                match outcome {
+                    AttemptOutcome::Dead => tracing::warn!(%error, "event is dead"),
+                    _ => tracing::info!(%error, retry_in_ms = wait.as_millis() as u64, "attempt failed; will retry"),
+                }
+                (
+                    NewAttempt {
+                        started_at,
+                        duration_ms,
+                        outcome,
+                        http_status: f.http_status.map(i64::from),
+                        error: Some(error),
+                    },
+                    now_ms() + wait.as_millis() as i64,
+                    f.inspection,
+                )
+            }
+        };
+        let inspection = inspection.map(|v| v.to_string());
+        match self.tokens.store().finish_attempt(&event, &self.owner, &attempt, retry_at, inspection.as_deref()).await {
+            Ok(true) => tracing::debug!(outcome = attempt.outcome.as_str(), "attempt recorded"),
+            Ok(false) => tracing::warn!("the event's lease ran out during the attempt; another worker owns it now"),
+            Err(e) => {
+                tracing::error!(error.chain = %format!("{e:#}"), "recording the attempt failed; the lease will expire and the event be retried")
+            }
+        }
+    }
+
+    /// Read the inspection (if the event names one and its company is connected), then forward.
+    async fn handle(&self, event: &ClaimedEvent) -> Result<(Option<u16>, Option<Value>), Failure> {
+        let inspection = match (event.inspection_id, &event.connection_id, self.tokens.snapinspect()) {
+            (Some(inspection_id), Some(connection), Some(_)) => {
+                Some(self.read_inspection(connection, inspection_id).await?)
+            }
+            _ => None,
+        };
+        let Some((url, signer)) = &self.config.forward else { return Ok((None, inspection)) };
+        let body = envelope(event, inspection.as_ref());
+        match deliver(&self.http, url, signer, event.id.as_str(), body).await {
+            Delivery::Delivered(status) => Ok((Some(status), inspection)),
+            Delivery::Gone => Err(Failure {
+                http_status: Some(410),
+                error: "the receiver answered 410 Gone: not retrying".into(),
+                retry_after: None,
+                permanent: true,
+                inspection,
+            }),
+            Delivery::Failed { status, error, retry_after } => {
+                Err(Failure { http_status: status, error, retry_after, permanent: false, inspection })
+            }
+        }
+    }
+
+    /// GET the inspection with the connection's token; on a 401, exchange once (or take the token
+    /// someone else just exchanged) and try again.
+    async fn read_inspection(
+        &self,
+        connection: &crate::domain::ConnectionId,
+        inspection_id: i64,
+    ) -> Result<Value, Failure> {
+        let client = self.tokens.snapinspect().expect("checked by the caller");
+        let token = self.tokens.token(connection).await.map_err(|e| Failure::retry(format!("no token: {e}")))?;
+        let first = client.inspection(&token.token, inspection_id).await;
+        let result = match first {
+            Err(ApiCallError::Unauthorized) => {
+                tracing::info!("SnapInspect answered 401: exchanging the token once");
+                let fresh = self.tokens.refresh_if_still(connection, token.version, "worker").await.map_err(|e| {
+                    Failure::retry(format!("SnapInspect refused the token and the exchange failed: {e}"))
+                })?;
+                client.inspection(&fresh.token, inspection_id).await
+            }
+            other => other,
+        };
+        result.map_err(|e| {
+            let (status, retry_after) = match &e {
+                ApiCallError::Unauthorized => (Some(401), None),
+                ApiCallError::Status { status, retry_after, .. } => (Some(*status), *retry_after),
+                _ => (None, None),
+            };
+            Failure {
+                http_status: status,
+                error: format!("reading inspection {inspection_id}: {e}"),
+                retry_after,
+                permanent: false,
+                inspection: None,
+            }
+        })
+    }
+}

@@ -1,0 +1,83 @@
+//! `POST /webhooks/snapinspect/{secret}`: SnapInspect's webhook. The secret is compared in
+//! constant time (a wrong one is the same 404 as any unknown page); the body (at most 64 KiB, any
+//! Content-Type) must be a JSON object; the answer is 200 only once the event is committed.
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
+use futures_util::StreamExt;
+use secrecy::ExposeSecret;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::{
+    domain::sha256,
+    error::{ApiError, AppError},
+    snapinspect::webhook::{parse_payload, MAX_BODY},
+    startup::AppState,
+    store::Inserted,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/snapinspect/{secret}", web::post().to(intake));
+}
+
+/// Whether `given` is the configured secret or the older one still accepted while rotating. Both
+/// are always compared, as hashes of equal length, so timing says nothing about either.
+fn secret_matches(state: &AppState, given: &str) -> bool {
+    let given = sha256(given.as_bytes());
+    let check = |s: Option<&secrecy::SecretString>| -> subtle::Choice {
+        match s {
+            Some(s) => sha256(s.expose_secret().as_bytes()).ct_eq(&given),
+            None => subtle::Choice::from(0),
+        }
+    };
+    bool::from(check(state.settings.webhook_secret.as_ref()) | check(state.settings.webhook_secret_old.as_ref()))
+}
+
+fn too_large() -> ApiError {
+    ApiError(AppError::PayloadTooLarge {
+        message: format!("the body is larger than {} KiB, the most a SnapInspect webhook can be", MAX_BODY / 1024),
+    })
+}
+
+#[tracing::instrument(skip_all)]
+async fn intake(
+    req: HttpRequest,
+    secret: web::Path<String>,
+    mut payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    if !secret_matches(&state, &secret) {
+        return Ok(crate::routes::not_found().error_response());
+    }
+    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(too_large());
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(512).min(MAX_BODY));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError(AppError::bad_request(format!("the body could not be read: {e}"))))?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let parsed = parse_payload(&body).map_err(|e| {
+        ApiError(AppError::BadRequest { code: "invalid_payload", title: "Invalid webhook", message: e.to_string() })
+    })?;
+    let company = parsed.company_id;
+    match state.ingestor.submit(parsed).await {
+        Ok(Inserted::Stored(id)) => {
+            tracing::debug!(event_id = %id, company_id = ?company, "webhook stored");
+            Ok(HttpResponse::Ok().json(json!({ "received": true, "id": id.as_str() })))
+        }
+        Ok(Inserted::Duplicate(id)) => {
+            tracing::info!(event_id = %id, company_id = ?company, "duplicate webhook: counted, not queued again");
+            Ok(HttpResponse::Ok().json(json!({ "received": true, "id": id.as_str(), "duplicate": true })))
+        }
+        Err(e) => Err(ApiError(AppError::Unavailable {
+            code: "store_unavailable",
+            message: format!("{e}; the event was not stored, please retry"),
+            retry_after_secs: Some(5),
+        })),
+    }
+}

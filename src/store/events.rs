@@ -1,0 +1,454 @@
+//! Webhook events: the group-committed insert with duplicate detection, the worker's lease-based
+//! claim, the outcome of each attempt, replay, listing and retention.
+
+use anyhow::Context;
+use serde_json::json;
+
+use super::Store;
+use crate::{
+    domain::{CompanyId, ConnectionId, EventId, EventState},
+    snapinspect::webhook::WebhookPayload,
+};
+
+/// An event as intake hands it to the store.
+pub struct NewEvent {
+    pub id: EventId,
+    pub received_at: i64,
+    pub payload: WebhookPayload,
+}
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    Stored(EventId),
+    /// The same payload for the same company arrived within the window: counted on this event.
+    Duplicate(EventId),
+}
+
+/// An event the worker has claimed.
+#[derive(Debug, Clone)]
+pub struct ClaimedEvent {
+    pub rowid: i64,
+    pub id: EventId,
+    pub received_at: i64,
+    pub kind: Option<String>,
+    pub company_id: Option<CompanyId>,
+    pub inspection_id: Option<i64>,
+    pub connection_id: Option<ConnectionId>,
+    pub payload: String,
+    /// Including this one.
+    pub attempts: i64,
+}
+
+/// What one attempt ended in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Done,
+    Retry,
+    Dead,
+}
+
+impl AttemptOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptOutcome::Done => "done",
+            AttemptOutcome::Retry => "retry",
+            AttemptOutcome::Dead => "dead",
+        }
+    }
+}
+
+/// One processing attempt, to record.
+#[derive(Debug, Clone)]
+pub struct NewAttempt {
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: AttemptOutcome,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// One processing attempt, as recorded.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Attempt {
+    pub started_at: i64,
+    pub duration_ms: i64,
+    pub outcome: String,
+    pub http_status: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// An event as the console and the CLI list it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub rowid: i64,
+    pub public_id: String,
+    pub received_at: i64,
+    pub event_type: Option<String>,
+    pub company_id: Option<i64>,
+    pub inspection_id: Option<i64>,
+    pub review_id: Option<i64>,
+    pub status_text: Option<String>,
+    pub connection_id: Option<String>,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub duplicates: i64,
+    pub last_error: Option<String>,
+    pub completed_at: Option<i64>,
+    pub payload: String,
+    pub inspection: Option<String>,
+}
+
+const EVENT_COLUMNS: &str = "id as rowid, public_id, received_at, event_type, company_id, inspection_id, review_id, \
+    status_text, connection_id, state, attempts, next_attempt_at, duplicates, last_error, completed_at, payload, inspection";
+
+/// Which events to list; every part is optional. `before` is the keyset cursor (a rowid).
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub state: Option<EventState>,
+    pub kind: Option<String>,
+    pub company: Option<CompanyId>,
+    pub before: Option<i64>,
+    pub since: Option<i64>,
+}
+
+impl EventFilter {
+    /// The `where` clause and its arguments, numbered from `$1`: only the parts that are set, so
+    /// SQLite can use the (state, id) and (company_id, id) indexes.
+    fn clause(&self) -> (String, Vec<FilterArg>) {
+        let mut parts = Vec::new();
+        let mut args = Vec::new();
+        let mut push = |sql: &str, arg: FilterArg| {
+            args.push(arg);
+            parts.push(sql.replace('?', &format!("${}", args.len())));
+        };
+        if let Some(s) = self.state {
+            push("state = ?", FilterArg::Text(s.as_str().to_owned()));
+        }
+        if let Some(k) = &self.kind {
+            push("event_type = ?", FilterArg::Text(k.clone()));
+        }
+        if let Some(c) = self.company {
+            push("company_id = ?", FilterArg::Int(c.get()));
+        }
+        if let Some(b) = self.before {
+            push("id < ?", FilterArg::Int(b));
+        }
+        if let Some(s) = self.since {
+            push("received_at >= ?", FilterArg::Int(s));
+        }
+        let clause = if parts.is_empty() { String::new() } else { format!("where {}", parts.join(" and ")) };
+        (clause, args)
+    }
+}
+
+enum FilterArg {
+    Text(String),
+    Int(i64),
+}
+
+macro_rules! bind_args {
+    ($q:expr, $args:expr) => {{
+        let mut q = $q;
+        for a in $args {
+            q = match a {
+                FilterArg::Text(t) => q.bind(t),
+                FilterArg::Int(i) => q.bind(i),
+            };
+        }
+        q
+    }};
+}
+
+/// Why an event cannot be replayed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefusal {
+    #[error("no event with id {0}")]
+    NotFound(String),
+    #[error("the event is waiting for SnapInspect company {0} to connect; it is processed as soon as it does")]
+    Unmatched(String),
+    #[error("the event is being processed right now")]
+    Processing,
+}
+
+impl Store {
+    /// Insert a batch in one transaction (one commit, one fsync for all of them). Duplicates of an
+    /// event received since `dedupe_since`, or earlier in the same batch, are counted, not stored.
+    /// Events are matched to their company's SnapInspect connection; without one they wait as
+    /// `unmatched`.
+    #[tracing::instrument(skip_all, fields(batch = batch.len()))]
+    pub async fn insert_events(&self, batch: &[NewEvent], dedupe_since: i64) -> anyhow::Result<Vec<Inserted>> {
+        let mut tx = self.write_tx().await?;
+        let hashes = json!(batch.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>()).to_string();
+        let known: Vec<(String, String)> = sqlx::query_as(
+            "select payload_hash, public_id from events \
+             where payload_hash in (select value from json_each($1)) and received_at >= $2",
+        )
+        .bind(&hashes)
+        .bind(dedupe_since)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut seen: std::collections::HashMap<&str, EventId> = std::collections::HashMap::new();
+        for (hash, id) in &known {
+            if let Some(e) = batch.iter().find(|e| e.payload.dedupe_hash == *hash) {
+                seen.insert(e.payload.dedupe_hash.as_str(), EventId::parse(id)?);
+            }
+        }
+
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut duplicate_of = Vec::new();
+        for e in batch {
+            let p = &e.payload;
+            if let Some(original) = seen.get(p.dedupe_hash.as_str()) {
+                duplicate_of.push(original.as_str().to_owned());
+                outcomes.push(Inserted::Duplicate(original.clone()));
+                continue;
+            }
+            seen.insert(p.dedupe_hash.as_str(), e.id.clone());
+            outcomes.push(Inserted::Stored(e.id.clone()));
+            rows.push(json!({
+                "p": e.id.as_str(), "r": e.received_at, "t": p.kind, "c": p.company_id.map(CompanyId::get),
+                "i": p.inspection_id, "v": p.review_id, "s": p.status, "b": p.raw, "h": p.dedupe_hash,
+            }));
+        }
+        if !rows.is_empty() {
+            // One statement for the whole batch: SQLite's json_each turns the array into rows.
+            sqlx::query(
+                "insert into events (public_id, received_at, event_type, company_id, inspection_id, review_id, \
+                 status_text, payload, payload_hash, connection_id, state, next_attempt_at) \
+                 select j.value ->> 'p', j.value ->> 'r', j.value ->> 't', j.value ->> 'c', j.value ->> 'i', \
+                 j.value ->> 'v', j.value ->> 's', j.value ->> 'b', j.value ->> 'h', c.id, \
+                 case when c.id is null then 'unmatched' else 'pending' end, j.value ->> 'r' \
+                 from json_each($1) j left join connections c on c.provider = 'snapinspect' \
+                 and c.company_id = (j.value ->> 'c') and c.status <> 'disconnected' order by j.key",
+            )
+            .bind(serde_json::Value::Array(rows).to_string())
+            .execute(&mut *tx)
+            .await
+            .context("inserting webhook events")?;
+        }
+        if !duplicate_of.is_empty() {
+            sqlx::query(
+                "update events set duplicates = duplicates + \
+                 (select count(*) from json_each($1) d where d.value = events.public_id) \
+                 where public_id in (select value from json_each($1))",
+            )
+            .bind(json!(duplicate_of).to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await.context("committing webhook events")?;
+        Ok(outcomes)
+    }
+
+    /// Claim up to `limit` due events for `owner` until `lease_until`: pending and retrying events
+    /// whose time has come, and processing events whose lease ran out (their worker died). While
+    /// an event is processing, `next_attempt_at` holds its lease end.
+    #[tracing::instrument(skip_all)]
+    pub async fn claim_events(
+        &self,
+        owner: &str,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<ClaimedEvent>> {
+        type Row = (i64, String, i64, Option<String>, Option<i64>, Option<i64>, Option<String>, String, i64);
+        let rows: Vec<Row> = sqlx::query_as(
+            "update events set state = 'processing', lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
+             where id in (select id from events where state in ('pending', 'retrying', 'processing') \
+             and next_attempt_at <= $3 order by next_attempt_at, id limit $4) \
+             returning id, public_id, received_at, event_type, company_id, inspection_id, connection_id, payload, attempts",
+        )
+        .bind(owner)
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|(rowid, id, received_at, kind, company, inspection_id, connection, payload, attempts)| {
+                Ok(ClaimedEvent {
+                    rowid,
+                    id: EventId::parse(&id)?,
+                    received_at,
+                    kind,
+                    company_id: company.and_then(|c| CompanyId::new(c).ok()),
+                    inspection_id,
+                    connection_id: connection.map(|c| ConnectionId::parse(&c)).transpose()?,
+                    payload,
+                    attempts,
+                })
+            })
+            .collect()
+    }
+
+    /// Record an attempt and move the event on, in one transaction. `retry_at` is used for
+    /// `Retry`; `inspection` is kept on `Done`. Returns false if the lease was lost meanwhile (the
+    /// attempt is still recorded; the new owner decides the state).
+    #[tracing::instrument(skip_all, fields(event_id = %event.id, outcome = attempt.outcome.as_str()))]
+    pub async fn finish_attempt(
+        &self,
+        event: &ClaimedEvent,
+        owner: &str,
+        attempt: &NewAttempt,
+        retry_at: i64,
+        inspection: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let attempt_outcome = attempt.outcome;
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "insert into event_attempts (event_id, started_at, duration_ms, outcome, http_status, error) \
+             values ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(event.rowid)
+        .bind(attempt.started_at)
+        .bind(attempt.duration_ms)
+        .bind(attempt_outcome.as_str())
+        .bind(attempt.http_status)
+        .bind(&attempt.error)
+        .execute(&mut *tx)
+        .await?;
+        let now = attempt.started_at + attempt.duration_ms;
+        let updated = match attempt_outcome {
+            AttemptOutcome::Done => sqlx::query(
+                "update events set state = 'done', completed_at = $3, last_error = null, lease_owner = null, \
+                 inspection = coalesce($4, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
+            )
+            .bind(event.rowid)
+            .bind(owner)
+            .bind(now)
+            .bind(inspection),
+            AttemptOutcome::Retry | AttemptOutcome::Dead => sqlx::query(
+                "update events set state = $3, next_attempt_at = $4, last_error = $5, lease_owner = null, \
+                 inspection = coalesce($6, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
+            )
+            .bind(event.rowid)
+            .bind(owner)
+            .bind(if attempt_outcome == AttemptOutcome::Dead { "dead" } else { "retrying" })
+            .bind(if attempt_outcome == AttemptOutcome::Dead { now } else { retry_at })
+            .bind(&attempt.error)
+            .bind(inspection),
+        }
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(updated == 1)
+    }
+
+    /// Put one event back to be processed now, with a fresh retry schedule.
+    pub async fn replay_event(
+        &self,
+        id: &EventId,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<Result<EventState, ReplayRefusal>> {
+        let mut tx = self.write_tx().await?;
+        let row: Option<(i64, String, Option<i64>)> =
+            sqlx::query_as("select id, state, company_id from events where public_id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some((rowid, state, company)) = row else {
+            return Ok(Err(ReplayRefusal::NotFound(id.to_string())));
+        };
+        let state = EventState::parse(&state)?;
+        match state {
+            EventState::Unmatched => {
+                return Ok(Err(ReplayRefusal::Unmatched(
+                    company.map(|c| c.to_string()).unwrap_or_else(|| "(none)".into()),
+                )))
+            }
+            EventState::Processing => return Ok(Err(ReplayRefusal::Processing)),
+            _ => {}
+        }
+        sqlx::query(
+            "update events set state = 'pending', attempts = 0, next_attempt_at = $2, lease_owner = null where id = $1",
+        )
+        .bind(rowid)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        super::audit::insert_audit(&mut tx, now, actor, "event_replay", None, &format!("event {id} (was {state})"))
+            .await?;
+        tx.commit().await?;
+        Ok(Ok(state))
+    }
+
+    /// Replay every dead event matching the filter; returns how many.
+    pub async fn replay_dead(&self, filter: &EventFilter, now: i64, actor: &str) -> anyhow::Result<u64> {
+        let filter = EventFilter { state: Some(EventState::Dead), before: None, ..filter.clone() };
+        let (clause, args) = filter.clause();
+        let n = args.len();
+        let sql = format!(
+            "update events set state = 'pending', attempts = 0, next_attempt_at = ${}, lease_owner = null \
+             where id in (select id from events {clause})",
+            n + 1
+        );
+        let mut tx = self.write_tx().await?;
+        let q = bind_args!(sqlx::query(&sql), args).bind(now);
+        let count = q.execute(&mut *tx).await?.rows_affected();
+        super::audit::insert_audit(&mut tx, now, actor, "event_replay", None, &format!("{count} dead events replayed"))
+            .await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// Events matching the filter, newest first.
+    pub async fn events(&self, filter: &EventFilter, limit: i64) -> anyhow::Result<Vec<EventRow>> {
+        let (clause, args) = filter.clause();
+        let sql = format!("select {EVENT_COLUMNS} from events {clause} order by id desc limit ${}", args.len() + 1);
+        let q = bind_args!(sqlx::query_as::<_, EventRow>(&sql), args).bind(limit);
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
+    pub async fn event(&self, id: &EventId) -> anyhow::Result<Option<EventRow>> {
+        let sql = format!("select {EVENT_COLUMNS} from events where public_id = $1");
+        Ok(sqlx::query_as(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?)
+    }
+
+    /// Every attempt of an event, oldest first.
+    pub async fn event_attempts(&self, rowid: i64) -> anyhow::Result<Vec<Attempt>> {
+        Ok(sqlx::query_as(
+            "select started_at, duration_ms, outcome, http_status, error from event_attempts where event_id = $1 order by id",
+        )
+        .bind(rowid)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// How many events are in each state.
+    pub async fn event_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("select state, count(*) from events group by state").fetch_all(&self.pool).await?)
+    }
+
+    /// Delete done events completed before `before` (their attempts go with them).
+    pub async fn purge_done_events(&self, before: i64) -> anyhow::Result<u64> {
+        Ok(sqlx::query("delete from events where state = 'done' and completed_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
+
+/// Inside a connect transaction: the company's waiting events now belong to the connection.
+pub(super) async fn match_unmatched(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    connection: &ConnectionId,
+    company: CompanyId,
+    now: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(
+        "update events set connection_id = $1, state = 'pending', next_attempt_at = $3 \
+         where company_id = $2 and state = 'unmatched'",
+    )
+    .bind(connection.as_str())
+    .bind(company.get())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
+}
