@@ -15,7 +15,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::{
     config::LogFormat,
-    domain::{base32, random_bytes},
+    domain::{base32, unique_bytes},
 };
 
 /// Install the global subscriber, writing to stderr (stdout is for command output such as
@@ -55,7 +55,7 @@ pub async fn access_log(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, Error> {
-    let request_id = base32(&random_bytes::<8>());
+    let request_id = base32(&unique_bytes::<8>());
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method());
     let started = Instant::now();
     let mut res = next.call(req).instrument(span.clone()).await?;

@@ -2,19 +2,30 @@
 //! writes them in one transaction (one fsync), and only then answers each request. Concurrent
 //! requests share a commit; none is answered before its own event is on disk.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::dedupe::{Deduper, MAX_ENTRIES};
 
 use crate::{
     domain::EventId,
     snapinspect::webhook::WebhookPayload,
-    store::{Inserted, NewEvent, Store},
+    store::{EventWriter, Inserted, NewEvent, Store},
     time::now_ms,
 };
 
 /// The most events one transaction takes.
 const MAX_BATCH: usize = 1024;
+/// How often the writer finishes a checkpoint itself (see `EventWriter::finish_checkpoint`).
+const FINISH_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Requests waiting for the writer beyond this wait to be queued (backpressure).
 const QUEUE_DEPTH: usize = 8192;
 
@@ -62,25 +73,102 @@ impl Ingestor {
 
 async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job>, stored: Arc<Notify>) {
     let max = if options.group_commit { MAX_BATCH } else { 1 };
+    let window_ms = options.dedupe_window.as_millis() as i64;
+    let mut dedupe = Deduper::new(window_ms, MAX_ENTRIES);
+    match store.recent_event_hashes(now_ms() - window_ms, MAX_ENTRIES).await {
+        Ok(recent) => {
+            for (hash, id, at) in recent.into_iter().rev() {
+                dedupe.remember(hash, id, at);
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error.chain = %format!("{e:#}"), "could not load recent events for duplicate detection")
+        }
+    }
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
+    let mut conn: Option<EventWriter> = None;
+    let dirty = Arc::new(AtomicBool::new(false));
+    let checkpointer = tokio::spawn(checkpointer(store.clone(), dirty.clone()));
+    let mut last_finish = std::time::Instant::now();
     // Ends when every Ingestor is dropped and the queue is drained: in-flight events are written.
     while rx.recv_many(&mut jobs, max).await > 0 {
-        let (events, replies): (Vec<NewEvent>, Vec<_>) = jobs.drain(..).map(|j| (j.event, j.reply)).unzip();
-        let window_start = now_ms() - options.dedupe_window.as_millis() as i64;
-        match store.insert_events(&events, window_start).await {
-            Ok(outcomes) => {
-                if outcomes.iter().any(|o| matches!(o, Inserted::Stored(_))) {
+        dedupe.expire(now_ms());
+        // Split the batch into new events and duplicates (of earlier events, or of one in this batch).
+        let mut fresh: Vec<NewEvent> = Vec::with_capacity(jobs.len());
+        let mut outcomes = Vec::with_capacity(jobs.len());
+        let mut in_batch: HashMap<String, EventId> = HashMap::new();
+        let mut duplicates: HashMap<EventId, i64> = HashMap::new();
+        let mut replies = Vec::with_capacity(jobs.len());
+        for job in jobs.drain(..) {
+            let hash = &job.event.payload.dedupe_hash;
+            match dedupe.original(hash).or_else(|| in_batch.get(hash)).cloned() {
+                Some(original) => {
+                    *duplicates.entry(original.clone()).or_default() += 1;
+                    outcomes.push(Inserted::Duplicate(original));
+                }
+                None => {
+                    in_batch.insert(hash.clone(), job.event.id.clone());
+                    outcomes.push(Inserted::Stored(job.event.id.clone()));
+                    fresh.push(job.event);
+                }
+            }
+            replies.push(job.reply);
+        }
+        let duplicates: Vec<(EventId, i64)> = duplicates.into_iter().collect();
+        let result = match conn.as_mut() {
+            Some(w) => w.insert(&fresh, &duplicates).await,
+            None => match store.event_writer().await {
+                Ok(w) => conn.insert(w).insert(&fresh, &duplicates).await,
+                Err(e) => Err(e),
+            },
+        };
+        match result {
+            Ok(()) => {
+                dirty.store(true, Ordering::Relaxed);
+                if !fresh.is_empty() {
                     stored.notify_one();
+                }
+                for e in fresh {
+                    dedupe.remember(e.payload.dedupe_hash, e.id, e.received_at);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
+                // After the replies are out, so no answer waits for it.
+                if last_finish.elapsed() >= FINISH_CHECKPOINT_EVERY {
+                    last_finish = std::time::Instant::now();
+                    if let Some(w) = conn.as_mut() {
+                        if let Err(e) = w.finish_checkpoint().await {
+                            tracing::warn!(error.chain = %format!("{e:#}"), "WAL checkpoint failed");
+                        }
+                    }
+                }
             }
             Err(e) => {
-                tracing::error!(error.chain = %format!("{e:#}"), events = events.len(), "storing webhook events failed; answering 503");
+                tracing::error!(error.chain = %format!("{e:#}"), events = replies.len(), "storing webhook events failed; answering 503");
+                // Start the next batch on a fresh connection, in case this one is broken.
+                conn = None;
                 for reply in replies {
                     let _ = reply.send(Err(Unavailable));
                 }
+            }
+        }
+    }
+    checkpointer.abort();
+    if let Err(e) = store.checkpoint().await {
+        tracing::debug!(error.chain = %format!("{e:#}"), "final checkpoint skipped");
+    }
+}
+
+/// The intake writer's connection does not checkpoint (so no commit waits for one); this does,
+/// on another connection, every 100 ms while events are arriving.
+async fn checkpointer(store: Store, dirty: Arc<AtomicBool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tick.tick().await;
+        if dirty.swap(false, Ordering::Relaxed) {
+            if let Err(e) = store.checkpoint().await {
+                tracing::warn!(error.chain = %format!("{e:#}"), "WAL checkpoint failed");
             }
         }
     }

@@ -19,7 +19,8 @@ use sqlx::{
 pub use audit::AuditEntry;
 pub use connections::{Connection, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink, StoredTokens};
 pub use events::{
-    Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, Inserted, NewAttempt, NewEvent, ReplayRefusal,
+    Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, EventWriter, Inserted, NewAttempt, NewEvent,
+    ReplayRefusal,
 };
 pub use rotate::RotationReport;
 pub use states::StateRejection;
@@ -56,7 +57,10 @@ pub async fn connect_pool(database_url: &str) -> anyhow::Result<SqlitePool> {
         // Durability first: every commit is on disk before we answer (webhooks get their 200 only then).
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10));
+        .busy_timeout(Duration::from_secs(10))
+        // Read pages through a memory map (no read syscall per page) and keep more of them cached.
+        .pragma("mmap_size", "268435456")
+        .pragma("cache_size", "-16384");
     let file = options.get_filename().to_path_buf();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if file.as_path() != Path::new(":memory:") {

@@ -30,6 +30,7 @@ pub struct TestApp {
     pub db_path: PathBuf,
     pub vars: BTreeMap<String, String>,
     handle: ServerHandle,
+    app_task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
     fake_handle: ServerHandle,
     receiver_handle: ServerHandle,
     pub dir: tempfile::TempDir,
@@ -118,11 +119,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
     let receiver_handle = receiver_server.handle();
     tokio::spawn(receiver_server);
 
-    let state = AppState::new(settings).await.expect("app state");
-    let app = Application::from_parts(app_listener, state, None).unwrap();
-    let handle = app.handle();
-    let state = app.state();
-    tokio::spawn(app.run_until_stopped());
+    let (state, handle, app_task) = launch(settings, app_listener).await;
 
     TestApp {
         addr,
@@ -134,10 +131,22 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
         db_path,
         vars,
         handle,
+        app_task: Some(app_task),
         fake_handle,
         receiver_handle,
         dir,
     }
+}
+
+async fn launch(
+    settings: Settings,
+    listener: TcpListener,
+) -> (web::Data<AppState>, ServerHandle, tokio::task::JoinHandle<std::io::Result<()>>) {
+    let state = AppState::new(settings).await.expect("app state");
+    let app = Application::from_parts(listener, state, None).unwrap();
+    let handle = app.handle();
+    let state = app.state();
+    (state, handle, tokio::spawn(app.run_until_stopped()))
 }
 
 /// Turn forwarding to the test's fake receiver on.
@@ -161,6 +170,19 @@ pub struct Connected {
 }
 
 impl TestApp {
+    /// Stop the application gracefully and start it again on the same address and database, as
+    /// an operator's restart would.
+    pub async fn restart(&mut self) {
+        self.handle.stop(true).await;
+        if let Some(task) = self.app_task.take() {
+            task.await.unwrap().unwrap();
+        }
+        let listener = TcpListener::bind(self.addr.trim_start_matches("http://")).unwrap();
+        let settings = Settings::from_vars(&self.vars).unwrap();
+        let (state, handle, task) = launch(settings, listener).await;
+        (self.state, self.handle, self.app_task) = (state, handle, Some(task));
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client.get(format!("{}{path}", self.addr)).send().await.unwrap()
     }

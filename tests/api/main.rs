@@ -4,6 +4,7 @@
 mod browser;
 mod cli;
 mod connect;
+mod crash;
 mod encryption;
 mod exchange;
 mod helpers;

@@ -52,25 +52,43 @@ async fn the_same_payload_within_the_window_is_counted_not_queued_twice() {
 }
 
 #[tokio::test]
+async fn a_duplicate_is_still_recognised_after_a_restart() {
+    let mut app = spawn_app().await;
+    let first = app.send_event(CREATE).await;
+    app.restart().await;
+    let v: Value = app.post_webhook(CREATE).await.json().await.unwrap();
+    assert_eq!(v["duplicate"], true, "the window is reloaded from the store");
+    assert_eq!(v["id"], first.as_str());
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[tokio::test]
 async fn the_same_payload_after_the_window_is_a_new_event() {
-    let app = spawn_app().await;
+    let mut app = spawn_app().await;
     app.send_event(CREATE).await;
+    // Two hours and a moment pass (the restart makes the writer read the window back from the store).
     sqlx::query("update events set received_at = received_at - 7200001").execute(app.state.store.pool()).await.unwrap();
+    app.restart().await;
     let res: Value = app.post_webhook(CREATE).await.json().await.unwrap();
-    assert!(res.get("duplicate").is_none());
+    assert!(res.get("duplicate").is_none(), "{res}");
     assert_eq!(app.event_count().await, 2);
 }
 
 #[tokio::test]
 async fn the_window_is_configurable() {
-    let app = spawn_app_with(|v| {
+    let mut app = spawn_app_with(|v| {
         v.insert("DEDUPE_WINDOW_SECS".into(), "60".into());
     })
     .await;
     app.send_event(CREATE).await;
-    sqlx::query("update events set received_at = received_at - 61000").execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("update events set received_at = received_at - 59000").execute(app.state.store.pool()).await.unwrap();
+    app.restart().await;
+    let v: Value = app.post_webhook(CREATE).await.json().await.unwrap();
+    assert_eq!(v["duplicate"], true, "59 s ago is inside a 60 s window");
+    sqlx::query("update events set received_at = received_at - 2000").execute(app.state.store.pool()).await.unwrap();
+    app.restart().await;
     app.send_event(CREATE).await;
-    assert_eq!(app.event_count().await, 2);
+    assert_eq!(app.event_count().await, 2, "61 s ago is outside it");
 }
 
 #[tokio::test]

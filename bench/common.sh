@@ -1,0 +1,77 @@
+# Shared by the benchmark scripts: build, install the load generator, start the server on
+# loopback, run wrk and turn its output into figures. Sourced, not run.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="$ROOT/target/release/connect-hub"
+CONNS="${CONNS:-64}"
+DURATION="${DURATION:-10s}"
+THREADS="${THREADS:-2}"
+PORT="${PORT:-18080}"
+BASE="http://127.0.0.1:$PORT"
+# On the real disk (not tmpfs), so fsync costs what it costs in production.
+WORK="$ROOT/target/bench-data"
+
+build_and_install() {
+  if ! command -v wrk >/dev/null 2>&1; then
+    echo "installing wrk (Debian)..." >&2
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
+  fi
+  echo "building release..." >&2
+  (cd "$ROOT" && cargo build --release --quiet)
+}
+
+SERVER_PID=""
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+trap stop_server EXIT
+
+# start_server NAME [VAR=VALUE ...]: a fresh database, then `serve` with the given settings.
+start_server() {
+  local name="$1"; shift
+  stop_server
+  rm -rf "$WORK/$name"; mkdir -p "$WORK/$name"
+  env -i PATH="$PATH" HOME="${HOME:-/root}" \
+    DATABASE_URL="sqlite://$WORK/$name/hub.db" \
+    BIND_ADDR="127.0.0.1:$PORT" PUBLIC_URL="$BASE" \
+    ENCRYPTION_KEY="$("$BIN" generate-key)" SESSION_KEY="$("$BIN" generate-key --bytes 64)" \
+    WEBHOOK_SECRET=bench-secret RUST_LOG="${RUST_LOG:-warn}" "$@" \
+    "$BIN" serve >"$WORK/$name/server.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 200); do
+    if curl -fsS "$BASE/readyz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.05
+  done
+  echo "the server did not start; its log:" >&2; cat "$WORK/$name/server.log" >&2; exit 1
+}
+
+# to_ms VALUE: wrk prints 812.00us, 1.23ms or 1.02s.
+to_ms() {
+  awk -v v="$1" 'BEGIN {
+    if (v ~ /us$/) { sub(/us$/, "", v); printf "%.3f", v / 1000 }
+    else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.3f", v }
+    else if (v ~ /s$/) { sub(/s$/, "", v); printf "%.3f", v * 1000 }
+    else printf "%s", v }'
+}
+
+# run_wrk NAME URL [wrk args...]: prints "rps p50_ms p99_ms non2xx" and keeps wrk's full output.
+run_wrk() {
+  local name="$1" url="$2"; shift 2
+  wrk -t"$THREADS" -c"$CONNS" -d5s "$@" "$url" >/dev/null 2>&1 || true    # warm-up
+  wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$WORK/$name.wrk.txt" 2>&1
+  local rps p50 p99 bad
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.wrk.txt")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/$name.wrk.txt")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/$name.wrk.txt")")
+  bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$WORK/$name.wrk.txt")
+  echo "$rps $p50 $p99 ${bad:-0}"
+}
+
+# A row of the results table.
+row() { printf '%-44s %12s %10s %10s %10s\n' "$@"; }
