@@ -76,6 +76,8 @@ impl Hub {
         Hub { env, base, fake, receiver, dir }
     }
 
+    // The caller owns the child and waits for it; clippy cannot see that across the return.
+    #[allow(clippy::zombie_processes)]
     async fn start(&self) -> Child {
         let mut child = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
             .arg("serve")
