@@ -5,6 +5,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release/connect-hub"
 CONNS="${CONNS:-64}"
+RUNS="${RUNS:-3}"
+FAKE_PORT="${FAKE_PORT:-18090}"
+FAKE="http://127.0.0.1:$FAKE_PORT"
 DURATION="${DURATION:-10s}"
 THREADS="${THREADS:-2}"
 PORT="${PORT:-18080}"
@@ -22,6 +25,38 @@ build_and_install() {
   (cd "$ROOT" && cargo build --release --quiet)
 }
 
+FAKE_PID=""
+stop_fake() {
+  if [ -n "$FAKE_PID" ]; then kill -TERM "$FAKE_PID" 2>/dev/null || true; wait "$FAKE_PID" 2>/dev/null || true; FAKE_PID=""; fi
+}
+
+# The fake SnapInspect, so the benchmark's events belong to a really connected company.
+start_fake() {
+  stop_fake
+  mkdir -p "$WORK"
+  FAKE_SNAPINSPECT_CLIENT_SECRET=bench-client-secret "$BIN" fake-snapinspect --bind "127.0.0.1:$FAKE_PORT" \
+    --client-id bench-client --redirect-uri "$BASE/connect/snapinspect/callback" >"$WORK/fake.log" 2>&1 &
+  FAKE_PID=$!
+  for _ in $(seq 1 200); do
+    if curl -fsS -o /dev/null "$FAKE/user" 2>/dev/null || [ "$(curl -s -o /dev/null -w '%{http_code}' "$FAKE/user")" = 401 ]; then return 0; fi
+    sleep 0.05
+  done
+  echo "the fake SnapInspect did not start" >&2; exit 1
+}
+
+# connect_company ID: the real connect flow with curl, as a browser would click through it.
+connect_company() {
+  local jar auth state back code
+  jar="$WORK/cookies.txt"; rm -f "$jar"
+  auth=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{redirect_url}' "$BASE/connect/snapinspect")
+  state=$(printf '%s' "$auth" | sed -n 's/.*[?&]state=\([^&]*\).*/\1/p')
+  back=$(curl -s -o /dev/null -w '%{redirect_url}' --data-urlencode client_id=bench-client \
+    --data-urlencode "redirect_uri=$BASE/connect/snapinspect/callback" --data "state=$state" \
+    --data "company=$1" --data decision=allow "$FAKE/integration/SnapInspectConnect")
+  code=$(curl -s -c "$jar" -b "$jar" -o /dev/null -w '%{http_code}' "$back")
+  [ "$code" = 303 ] || { echo "connecting company $1 failed (HTTP $code)" >&2; exit 1; }
+}
+
 SERVER_PID=""
 stop_server() {
   if [ -n "$SERVER_PID" ]; then
@@ -30,7 +65,7 @@ stop_server() {
     SERVER_PID=""
   fi
 }
-trap stop_server EXIT
+trap 'stop_server; stop_fake' EXIT
 
 # start_server NAME [VAR=VALUE ...]: a fresh database, then `serve` with the given settings.
 start_server() {
@@ -41,7 +76,10 @@ start_server() {
     DATABASE_URL="sqlite://$WORK/$name/hub.db" \
     BIND_ADDR="127.0.0.1:$PORT" PUBLIC_URL="$BASE" \
     ENCRYPTION_KEY="$("$BIN" generate-key)" SESSION_KEY="$("$BIN" generate-key --bytes 64)" \
-    WEBHOOK_SECRET=bench-secret RUST_LOG="${RUST_LOG:-warn}" "$@" \
+    WEBHOOK_SECRET=bench-secret RUST_LOG="${RUST_LOG:-warn}" \
+    SNAPINSPECT_CLIENT_ID=bench-client SNAPINSPECT_CLIENT_SECRET=bench-client-secret \
+    SNAPINSPECT_AUTHORIZE_URL="$FAKE/integration/SnapInspectConnect" \
+    SNAPINSPECT_EXCHANGE_URL="$FAKE/integration/ExchangeToken" SNAPINSPECT_API_URL="$FAKE/" "$@" \
     "$BIN" serve >"$WORK/$name/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 1 200); do
@@ -71,6 +109,11 @@ run_wrk() {
   p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/$name.wrk.txt")")
   bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$WORK/$name.wrk.txt")
   echo "$rps $p50 $p99 ${bad:-0}"
+}
+
+# median_of FILE: the line whose first field (requests/s) is the median of the runs.
+median_of() {
+  sort -n -k1,1 "$1" | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'
 }
 
 # A row of the results table.
