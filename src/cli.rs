@@ -58,6 +58,11 @@ enum Command {
     Migrate,
     /// Re-encrypt every stored secret under the current ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
     RotateKey,
+    /// Manage admin accounts for the console.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Inspect and drive connections.
     Connections {
         #[command(subcommand)]
@@ -86,6 +91,18 @@ enum ConnectionsCommand {
     Token { id: String },
     /// Force an exchange / a new token now, and print the new access token.
     Refresh { id: String },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create an admin, or reset its password (which signs it out everywhere).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -167,6 +184,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Connections { command } => connections(command).await,
         Command::Events { command } => events(command).await,
+        Command::Admin { command: AdminCommand::Create { email, password_stdin } } => {
+            admin_create(&email, password_stdin).await
+        }
     }
 }
 
@@ -329,4 +349,31 @@ async fn events(command: EventsCommand) -> anyhow::Result<()> {
     };
     store.close().await;
     result
+}
+
+async fn admin_create(email: &str, password_stdin: bool) -> anyhow::Result<()> {
+    use secrecy::SecretString;
+
+    use crate::auth::{Email, NewPassword};
+    let email = Email::parse(email)?;
+    let password = if password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned())
+    } else {
+        let first = rpassword::prompt_password(format!("Password for {}: ", email.as_str()))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
+        SecretString::from(first)
+    };
+    let hash = NewPassword::parse(password)?.hash()?;
+    let store = open_store(&cli_settings()?).await?;
+    let created = store.upsert_admin(email.as_str(), &hash, crate::time::now_ms(), "cli").await?;
+    store.close().await;
+    if created {
+        println!("admin {} created; sign in at PUBLIC_URL/admin", email.as_str());
+    } else {
+        println!("password of admin {} reset; its sessions have ended", email.as_str());
+    }
+    Ok(())
 }

@@ -69,6 +69,8 @@ pub struct Settings {
     pub dedupe_window_secs: u64,
     /// Done events older than this are purged.
     pub event_retention: Duration,
+    /// Admin sessions end after this long without a request.
+    pub admin_idle_timeout: Duration,
     /// Group commit for webhook intake (off only to measure the baseline).
     pub group_commit: bool,
     pub rust_log: String,
@@ -213,6 +215,8 @@ impl Settings {
             dedupe_window_secs: parse_u64("DEDUPE_WINDOW_SECS", get("DEDUPE_WINDOW_SECS"), 7200)?,
             event_retention: parse_duration(get("EVENT_RETENTION").unwrap_or("7d"))
                 .map_err(|p| bad("EVENT_RETENTION", p))?,
+            admin_idle_timeout: parse_duration(get("ADMIN_IDLE_TIMEOUT").unwrap_or("30m"))
+                .map_err(|p| bad("ADMIN_IDLE_TIMEOUT", p))?,
             group_commit: parse_bool("INGEST_GROUP_COMMIT", get("INGEST_GROUP_COMMIT"), true)?,
             rust_log: get("RUST_LOG").unwrap_or("info").to_owned(),
             log_format: match get("LOG_FORMAT").unwrap_or("pretty") {

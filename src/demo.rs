@@ -4,9 +4,10 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
+    auth::NewPassword,
     config::Settings,
     crypto::generate_key_b64,
     fake::{
@@ -19,6 +20,7 @@ use crate::{
 
 const SECRETS_FILE: &str = "demo-secrets.toml";
 const DEMO_CLIENT_ID: &str = "connect-hub-demo";
+const DEMO_ADMIN: &str = "admin@example.com";
 
 /// Read the demo's generated secrets, creating them (readable by this user only) on first run.
 fn demo_secrets(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
@@ -30,11 +32,19 @@ fn demo_secrets(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
     let before = values.len();
-    for key in ["ENCRYPTION_KEY", "SESSION_KEY", "WEBHOOK_SECRET", "SNAPINSPECT_CLIENT_SECRET", "FORWARD_SECRET"] {
+    for key in [
+        "ENCRYPTION_KEY",
+        "SESSION_KEY",
+        "WEBHOOK_SECRET",
+        "SNAPINSPECT_CLIENT_SECRET",
+        "FORWARD_SECRET",
+        "ADMIN_PASSWORD",
+    ] {
         values.entry(key.to_owned()).or_insert_with(|| match key {
             "ENCRYPTION_KEY" => generate_key_b64(32),
             "SESSION_KEY" => generate_key_b64(64),
             "FORWARD_SECRET" => format!("whsec_{}", generate_key_b64(32)),
+            "ADMIN_PASSWORD" => crate::domain::base32(&crate::domain::random_bytes::<10>()),
             _ => crate::domain::base32(&crate::domain::random_bytes::<20>()),
         });
     }
@@ -106,10 +116,14 @@ pub async fn run(bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
     });
     let public = settings.public_url.as_str().trim_end_matches('/').to_owned();
     let app = Application::build(settings, Some(mount)).await?;
+    // The demo admin, with the generated password (reset to it on every start).
+    let password = NewPassword::parse(SecretString::from(secrets["ADMIN_PASSWORD"].clone()))?;
+    app.state().store.upsert_admin(DEMO_ADMIN, &password.hash()?, crate::time::now_ms(), "demo").await?;
     println!();
     println!("  connect-hub demo is running: {public}");
     println!();
     println!("  Open {public}/ and click \"Connect with SnapInspect\".");
+    println!("  Admin console: {public}/admin  email {DEMO_ADMIN}  password {}", secrets["ADMIN_PASSWORD"]);
     println!("  Fire a SnapInspect webhook:  {public}/fake/snapinspect/fire-webhook");
     println!("  See the signed, forwarded events arrive: {public}/fake/receiver/");
     println!("  Data and generated keys: {} (kept between runs)", data_dir.display());

@@ -2,6 +2,7 @@
 //! third-party platforms (SnapInspect first) and keeps their tokens encrypted and fresh.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod crypto;

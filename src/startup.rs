@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::{watch, Notify};
 
 use crate::{
+    auth::{CsrfKey, Throttle},
     config::Settings,
     domain::CompanyId,
     error::AppError,
@@ -35,6 +36,9 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub ingestor: Ingestor,
     pub worker: Arc<Worker>,
+    pub csrf: CsrfKey,
+    /// Failed admin sign-ins, per account and per client address.
+    pub login_throttle: Throttle,
 }
 
 impl AppState {
@@ -76,7 +80,20 @@ impl AppState {
             },
             wake,
         ));
-        Ok(Self { settings: Arc::new(settings), store, tokens, snapinspect, http, ingestor, worker })
+        let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
+        Ok(Self {
+            settings: Arc::new(settings),
+            store,
+            tokens,
+            snapinspect,
+            http,
+            ingestor,
+            worker,
+            csrf,
+            // Five failures within 15 minutes lock an account (or address) for a minute, doubling
+            // with each lock up to 15 minutes.
+            login_throttle: Throttle::new(5, Duration::from_secs(900), Duration::from_secs(900)),
+        })
     }
 
     /// Called after a SnapInspect company is (re)connected: its waiting events are queued now.
@@ -112,28 +129,32 @@ impl Application {
         let state = web::Data::new(state);
         let session_key = state.settings.session_key_bytes()?;
         let secure = state.settings.is_https();
+        let idle = state.settings.admin_idle_timeout;
         let data = state.clone();
         let server = HttpServer::new(move || {
             let mount = mount.clone();
+            let session = crate::session::middleware(data.store.clone(), &session_key, secure, idle);
             App::new()
                 .app_data(data.clone())
-                .wrap(crate::session::middleware(
-                    data.store.clone(),
-                    &session_key,
-                    secure,
-                    Duration::from_secs(24 * 3600),
-                ))
                 .wrap(from_fn(telemetry::access_log))
+                // Machine routes first: no session, no cookies.
                 .configure(routes::health::configure)
                 .configure(routes::assets::configure)
-                .configure(routes::connect::configure)
                 .configure(routes::webhooks::configure)
                 .configure(move |cfg| {
                     if let Some(m) = &mount {
                         m(cfg)
                     }
                 })
-                .default_service(web::to(not_found))
+                // Pages for people, with a session (which ends after ADMIN_IDLE_TIMEOUT without a
+                // request). The empty scope matches every remaining path, so it carries the 404.
+                .service(
+                    web::scope("")
+                        .wrap(session)
+                        .configure(routes::connect::configure)
+                        .configure(routes::admin::configure)
+                        .default_service(web::to(not_found)),
+                )
         })
         .shutdown_timeout(10)
         .listen(listener)?

@@ -1,5 +1,6 @@
 //! HTTP route groups; each exposes `configure` and `startup` wires them together.
 
+pub mod admin;
 pub mod assets;
 pub mod connect;
 pub mod health;

@@ -38,6 +38,17 @@ pub(super) async fn insert_audit(
 }
 
 impl Store {
+    /// The most recent failures of token exchanges and fetches, newest first.
+    pub async fn recent_failures(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
+        Ok(sqlx::query_as(
+            "select id, at, actor, action, connection_id, detail from audit_log \
+             where action in ('exchange_failed', 'token_failed') order by id desc limit $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
     /// Record something that changed nothing else in the store (e.g. an admin signing in).
     pub async fn audit(
         &self,

@@ -442,3 +442,120 @@ impl Store {
         Ok(())
     }
 }
+
+/// Which connections to list: a search (company id, name or connection id) and a status.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectionFilter {
+    pub query: Option<String>,
+    pub status: Option<ConnectionStatus>,
+}
+
+/// Why a company cannot be assigned to an unidentified connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignRefusal {
+    #[error("no such connection")]
+    NotFound,
+    #[error("only an unidentified SnapInspect connection can be assigned a company")]
+    NotUnidentified,
+    #[error("SnapInspect company {company} already has connection {existing}; disconnect that one first if this one replaces it")]
+    CompanyTaken { company: CompanyId, existing: String },
+}
+
+impl Store {
+    /// Connections matching the filter, newest first.
+    pub async fn find_connections(&self, filter: &ConnectionFilter, limit: i64) -> anyhow::Result<Vec<Connection>> {
+        let query = filter.query.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        let company = query.and_then(|q| q.parse::<i64>().ok());
+        let like = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+        let sql = format!(
+            "select {CONNECTION_COLUMNS} from connections \
+             where ($1 is null or status = $1) \
+             and ($2 is null or company_id = $3 or name like $2 escape '\\' or id = $4) \
+             order by created_at desc, id limit $5"
+        );
+        let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql)
+            .bind(filter.status.map(ConnectionStatus::as_str))
+            .bind(like)
+            .bind(company)
+            .bind(query)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        recs.into_iter().map(Connection::try_from).collect()
+    }
+
+    /// How many connections are in each status.
+    pub async fn connection_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("select status, count(*) from connections group by status order by status")
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// Disconnect: the tokens are deleted, the row and its history stay. False if there is no
+    /// such connection or it is already disconnected.
+    #[tracing::instrument(skip_all, fields(connection_id = %id))]
+    pub async fn disconnect(&self, id: &ConnectionId, now: i64, actor: &str) -> anyhow::Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query(
+            "update connections set status = 'disconnected', access_token = null, refresh_token = null, \
+             token_fingerprint = null, retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
+             updated_at = $2 where id = $1 and status <> 'disconnected'",
+        )
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 1 {
+            insert_audit(&mut tx, now, actor, "disconnect", Some(id), "tokens deleted").await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Give an unidentified SnapInspect connection its company; the company's waiting events are
+    /// queued in the same transaction. Returns how many were.
+    #[tracing::instrument(skip_all, fields(connection_id = %id, company_id = %company))]
+    pub async fn assign_company(
+        &self,
+        id: &ConnectionId,
+        company: CompanyId,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<Result<u64, AssignRefusal>> {
+        let mut tx = self.write_tx().await?;
+        let row: Option<(String, String)> = sqlx::query_as("select provider, status from connections where id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => return Ok(Err(AssignRefusal::NotFound)),
+            Some((p, s)) if p != "snapinspect" || s != "unidentified" => {
+                return Ok(Err(AssignRefusal::NotUnidentified))
+            }
+            Some(_) => {}
+        }
+        let existing: Option<String> =
+            sqlx::query_scalar("select id from connections where provider = 'snapinspect' and company_id = $1")
+                .bind(company.get())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(existing) = existing {
+            return Ok(Err(AssignRefusal::CompanyTaken { company, existing }));
+        }
+        sqlx::query(
+            "update connections set company_id = $2, status = 'active', name = $3, updated_at = $4 where id = $1",
+        )
+        .bind(id.as_str())
+        .bind(company.get())
+        .bind(format!("SnapInspect company {company}"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, now, actor, "assign_company", Some(id), &format!("SnapInspect company {company}"))
+            .await?;
+        let matched = super::events::match_unmatched(&mut tx, id, company, now).await?;
+        tx.commit().await?;
+        Ok(Ok(matched))
+    }
+}

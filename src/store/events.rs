@@ -111,6 +111,8 @@ pub struct EventFilter {
     pub kind: Option<String>,
     pub company: Option<CompanyId>,
     pub before: Option<i64>,
+    /// The other keyset cursor: events newer than this rowid (the "newer" page).
+    pub after: Option<i64>,
     pub since: Option<i64>,
 }
 
@@ -135,6 +137,9 @@ impl EventFilter {
         }
         if let Some(b) = self.before {
             push("id < ?", FilterArg::Int(b));
+        }
+        if let Some(a) = self.after {
+            push("id > ?", FilterArg::Int(a));
         }
         if let Some(s) = self.since {
             push("received_at >= ?", FilterArg::Int(s));
@@ -477,12 +482,51 @@ impl Store {
         Ok(count)
     }
 
-    /// Events matching the filter, newest first.
+    /// Events matching the filter, newest first: a keyset page. With `after`, the page just newer
+    /// than that rowid (read oldest first, then turned around).
     pub async fn events(&self, filter: &EventFilter, limit: i64) -> anyhow::Result<Vec<EventRow>> {
         let (clause, args) = filter.clause();
-        let sql = format!("select {EVENT_COLUMNS} from events {clause} order by id desc limit ${}", args.len() + 1);
+        let order = if filter.after.is_some() && filter.before.is_none() { "asc" } else { "desc" };
+        let sql = format!("select {EVENT_COLUMNS} from events {clause} order by id {order} limit ${}", args.len() + 1);
         let q = bind_args!(sqlx::query_as::<_, EventRow>(&sql), args).bind(limit);
-        Ok(q.fetch_all(&self.pool).await?)
+        let mut rows = q.fetch_all(&self.pool).await?;
+        if order == "asc" {
+            rows.reverse();
+        }
+        Ok(rows)
+    }
+
+    /// Whether any event matching the filter (without its cursors) lies beyond `rowid` in the
+    /// given direction: tells the console whether to offer an "older" / "newer" link.
+    pub async fn events_beyond(&self, filter: &EventFilter, rowid: i64, older: bool) -> anyhow::Result<bool> {
+        let f = EventFilter { before: older.then_some(rowid), after: (!older).then_some(rowid), ..filter.clone() };
+        let (clause, args) = f.clause();
+        let sql = format!("select exists (select 1 from events {clause})");
+        let q = bind_args!(sqlx::query_scalar::<_, bool>(&sql), args);
+        Ok(q.fetch_one(&self.pool).await?)
+    }
+
+    /// How many events match the filter.
+    pub async fn count_events(&self, filter: &EventFilter) -> anyhow::Result<i64> {
+        let (clause, args) = filter.clause();
+        let sql = format!("select count(*) from events {clause}");
+        Ok(bind_args!(sqlx::query_scalar::<_, i64>(&sql), args).fetch_one(&self.pool).await?)
+    }
+
+    /// How many events arrived since `since`, by state (the dashboard's last 24 hours).
+    pub async fn event_counts_since(&self, since: i64) -> anyhow::Result<Vec<(String, i64)>> {
+        Ok(sqlx::query_as("select state, count(*) from events where received_at >= $1 group by state order by state")
+            .bind(since)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    /// How many events are in one state (served by the (state, id) index).
+    pub async fn event_count_in(&self, state: EventState) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from events where state = $1")
+            .bind(state.as_str())
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     pub async fn event(&self, id: &EventId) -> anyhow::Result<Option<EventRow>> {

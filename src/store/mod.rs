@@ -1,6 +1,7 @@
 //! All SQL lives here. The store opens SQLite (WAL, foreign keys, a busy timeout, `synchronous=FULL`),
 //! applies migrations, and seals/opens every secret column with the key ring on the way in and out.
 
+mod admins;
 mod audit;
 mod connections;
 mod events;
@@ -16,8 +17,12 @@ use sqlx::{
     SqlitePool,
 };
 
+pub use admins::Admin;
 pub use audit::AuditEntry;
-pub use connections::{Connection, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink, StoredTokens};
+pub use connections::{
+    AssignRefusal, Connection, ConnectionFilter, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink,
+    StoredTokens,
+};
 pub use events::{
     Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, EventWriter, Inserted, NewAttempt, NewEvent,
     ReplayRefusal,

@@ -14,7 +14,7 @@ use std::{
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::{json, Value};
 
-use crate::helpers::spawn_app;
+use crate::helpers::{forwarding, spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD};
 
 const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -127,7 +127,22 @@ impl Browser {
     pub async fn click(&mut self, css: &str) {
         let el = self.find(css).await;
         self.cmd(reqwest::Method::POST, &format!("/element/{el}/click"), Some(json!({}))).await;
-        self.screenshot(&format!("after-click-{}", css.trim_start_matches('#'))).await;
+        let name: String = css.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        self.screenshot(&format!("after-click-{}", name.trim_matches('-'))).await;
+    }
+
+    pub async fn type_into(&mut self, css: &str, text: &str) {
+        let el = self.find(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({ "text": text }))).await;
+    }
+
+    /// Resize the window (e.g. to a phone's width) for the screenshots that follow.
+    pub async fn resize(&mut self, width: u32, height: u32) {
+        self.cmd(reqwest::Method::POST, "/window/rect", Some(json!({ "width": width, "height": height }))).await;
+    }
+
+    pub async fn refresh(&mut self) {
+        self.cmd(reqwest::Method::POST, "/refresh", Some(json!({}))).await;
     }
 
     pub async fn text(&self, css: &str) -> String {
@@ -192,4 +207,76 @@ async fn a_person_who_clicks_deny_is_told_nothing_was_connected_and_can_try_agai
     assert!(browser.current_url().await.starts_with(&app.fake_addr), "try again goes back to SnapInspect");
     browser.quit().await;
     assert_eq!(app.connection_count().await, 0);
+}
+
+#[tokio::test]
+async fn an_admin_exchanges_a_connection_and_replays_a_dead_event_in_a_real_browser() {
+    let app = spawn_app_with(|v| {
+        forwarding(v);
+        v.insert("WORKER_ENABLED".into(), "true".into());
+    })
+    .await;
+    let Some(mut b) = Browser::start("admin").await else { return };
+
+    // An end user connects in this browser.
+    b.goto(&format!("{}/", app.addr)).await;
+    b.click("#connect-snapinspect").await;
+    b.click("#allow").await;
+    assert!(b.text("#linked-company").await.contains("Harbour View Realty"));
+
+    // A webhook whose delivery keeps failing ends up dead.
+    for _ in 0..3 {
+        app.receiver.push_reply(connect_hub::fake::receiver::Reply::Status(500));
+    }
+    let event = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":77,"iCompanyID":6847}"#).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.event(&event).await.state != "dead" {
+        assert!(Instant::now() < deadline, "the event died");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The admin signs in.
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    b.goto(&format!("{}/admin", app.addr)).await;
+    assert!(b.current_url().await.contains("/admin/login"), "sent to sign in first");
+    b.type_into("#email", ADMIN_EMAIL).await;
+    b.type_into("#password", ADMIN_PASSWORD).await;
+    b.click("#sign-in").await;
+    assert_eq!(b.text("#dead-count").await, "1");
+
+    // Finds the connection the connect flow made, and exchanges it now.
+    b.click("a[href='/admin/connections']").await;
+    b.click("#connections tbody a").await;
+    assert_eq!(b.text("#last-exchange").await, "never");
+    b.click("#exchange-now").await;
+    assert!(b.text("#flash").await.contains("Exchanged"));
+    let last = b.text("#last-exchange").await;
+    assert_ne!(last, "never");
+    assert!(last.contains("UTC"), "{last}");
+    assert_eq!(app.fake.exchanges(), 1);
+
+    // Replays the dead event from the dashboard's link, and sees it processed.
+    b.click("a[href='/admin']").await;
+    b.click("a[href='/admin/events?status=dead']").await;
+    b.click("table.events tbody a").await;
+    assert_eq!(b.text("#event-status").await, "dead");
+    b.click("#replay").await;
+    assert!(b.text("#flash").await.contains("Queued again"));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        b.refresh().await;
+        if b.text("#event-status").await == "done" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replayed event was processed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    b.screenshot("replayed-done").await;
+    // The console on a phone.
+    b.resize(390, 844).await;
+    b.goto(&format!("{}/admin", app.addr)).await;
+    b.goto(&format!("{}/admin/events", app.addr)).await;
+    b.click("#sign-out").await;
+    assert!(b.current_url().await.contains("/admin/login"));
+    b.quit().await;
 }

@@ -284,3 +284,55 @@ impl TestApp {
         sqlx::query_scalar("select count(*) from connections").fetch_one(self.state.store.pool()).await.unwrap()
     }
 }
+
+pub const ADMIN_EMAIL: &str = "ops@example.com";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+
+/// The value of the first hidden `csrf` field on a page.
+pub fn csrf_from(html: &str) -> String {
+    let marker = "name=\"csrf\" value=\"";
+    let start = html.find(marker).expect("a CSRF field on the page") + marker.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+impl TestApp {
+    pub async fn create_admin(&self, email: &str, password: &str) {
+        let hash = connect_hub::auth::NewPassword::parse(secrecy::SecretString::from(password.to_owned()))
+            .unwrap()
+            .hash()
+            .unwrap();
+        self.state.store.upsert_admin(email, &hash, connect_hub::time::now_ms(), "test").await.unwrap();
+    }
+
+    /// Post the sign-in form from `client` (after loading the page for its CSRF token).
+    pub async fn try_sign_in(&self, client: &reqwest::Client, email: &str, password: &str) -> Response {
+        let page = client.get(format!("{}/admin/login", self.addr)).send().await.unwrap().text().await.unwrap();
+        client
+            .post(format!("{}/admin/login", self.addr))
+            .form(&[("email", email), ("password", password), ("csrf", &csrf_from(&page)), ("next", "/admin")])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Create the test admin and sign this app's client in; returns the session's CSRF token.
+    pub async fn sign_in(&self) -> String {
+        self.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        let res = self.try_sign_in(&self.client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        assert_eq!(res.status(), 303, "signed in");
+        assert_eq!(location(&res), "/admin");
+        let dashboard = self.get("/admin").await.text().await.unwrap();
+        csrf_from(&dashboard)
+    }
+
+    /// POST a console form with the given fields.
+    pub async fn admin_post(&self, path: &str, fields: &[(&str, &str)]) -> Response {
+        self.client.post(format!("{}{path}", self.addr)).form(fields).send().await.unwrap()
+    }
+
+    pub async fn page(&self, path: &str) -> String {
+        let res = self.get(path).await;
+        assert_eq!(res.status(), 200, "GET {path}");
+        res.text().await.unwrap()
+    }
+}

@@ -1,6 +1,7 @@
 //! Integration tests: the real binary's library on port 0, a fresh SQLite file per test, and the
 //! fake providers on their own ports, all over loopback HTTP.
 
+mod admin;
 mod browser;
 mod cli;
 mod connect;

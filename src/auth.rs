@@ -1,0 +1,215 @@
+//! Admin sign-in building blocks: email and password values, Argon2id hashing, the failed-login
+//! throttle (per account and per client address), and CSRF tokens derived from the session.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use argon2::{
+    password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
+    Argon2,
+};
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::domain::ParseError;
+
+/// An admin's email: trimmed, lower-case, plausibly an address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let e = s.trim().to_lowercase();
+        let ok = e.len() <= 254
+            && e.split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.starts_with('.'))
+            && !e.chars().any(char::is_whitespace);
+        if ok {
+            Ok(Self(e))
+        } else {
+            Err(ParseError(format!("`{}` is not an email address", s.trim().chars().take(60).collect::<String>())))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A new admin password: 12 to 1024 characters (long passphrases welcome, no composition rules,
+/// as NIST SP 800-63B advises).
+pub struct NewPassword(SecretString);
+
+impl NewPassword {
+    pub fn parse(s: SecretString) -> Result<Self, ParseError> {
+        let n = s.expose_secret().chars().count();
+        if n < 12 {
+            return Err(ParseError(format!(
+                "the password has {n} characters; use at least 12 (a few words make a good one)"
+            )));
+        }
+        if n > 1024 {
+            return Err(ParseError("the password is longer than 1024 characters".into()));
+        }
+        Ok(Self(s))
+    }
+
+    /// The Argon2id PHC string to store (OWASP's recommended parameters, a random salt).
+    pub fn hash(&self) -> anyhow::Result<String> {
+        let salt = SaltString::generate(&mut OsRng);
+        Argon2::default()
+            .hash_password(self.0.expose_secret().as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))
+    }
+}
+
+/// Check a password against a stored hash. With no hash (unknown account), a dummy verification
+/// runs anyway so the answer takes as long as for a real account.
+pub fn verify_password(password: &SecretString, stored: Option<&str>) -> bool {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let dummy = DUMMY.get_or_init(|| {
+        NewPassword(SecretString::from("not-a-real-password-0000".to_owned())).hash().expect("hashing a constant")
+    });
+    let phc = stored.unwrap_or(dummy);
+    let ok = PasswordHash::new(phc)
+        .map(|h| Argon2::default().verify_password(password.expose_secret().as_bytes(), &h).is_ok())
+        .unwrap_or(false);
+    ok && stored.is_some()
+}
+
+/// Failed sign-ins: after `limit` failures within `window` a key is locked, for a minute the
+/// first time and twice as long each time after (at most `max_lock`). Kept in memory: a restart
+/// forgives, which an attacker cannot cause from outside.
+pub struct Throttle {
+    limit: u32,
+    window: Duration,
+    max_lock: Duration,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+struct Entry {
+    failures: u32,
+    since: Instant,
+    locked_until: Option<Instant>,
+    lockouts: u32,
+}
+
+impl Throttle {
+    pub fn new(limit: u32, window: Duration, max_lock: Duration) -> Self {
+        Self { limit, window, max_lock, entries: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Err(wait)` while the key is locked.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        let entries = self.entries.lock().expect("throttle poisoned");
+        match entries.get(key).and_then(|e| e.locked_until) {
+            Some(until) if until > Instant::now() => Err(until - Instant::now()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a failure; returns the lock's length if this failure locked the key.
+    pub fn failure(&self, key: &str) -> Option<Duration> {
+        let now = Instant::now();
+        let mut entries = self.entries.lock().expect("throttle poisoned");
+        if entries.len() > 100_000 {
+            // Bounded memory under a spray of addresses: forget what is neither locked nor recent.
+            entries.retain(|_, e| e.locked_until.is_some_and(|u| u > now) || now - e.since < self.window);
+        }
+        let e =
+            entries.entry(key.to_owned()).or_insert(Entry { failures: 0, since: now, locked_until: None, lockouts: 0 });
+        if now - e.since > self.window {
+            e.failures = 0;
+            e.since = now;
+        }
+        e.failures += 1;
+        if e.failures < self.limit {
+            return None;
+        }
+        let lock = Duration::from_secs(60).saturating_mul(1 << e.lockouts.min(10)).min(self.max_lock);
+        e.lockouts += 1;
+        e.failures = 0;
+        e.since = now;
+        e.locked_until = Some(now + lock);
+        Some(lock)
+    }
+
+    pub fn success(&self, key: &str) {
+        self.entries.lock().expect("throttle poisoned").remove(key);
+    }
+}
+
+/// CSRF tokens: HMAC of a random per-session seed under a key derived from `SESSION_KEY`. The
+/// seed lives in the (server-side) session; without the key, a copy of the database does not
+/// yield the token.
+pub struct CsrfKey([u8; 32]);
+
+impl CsrfKey {
+    pub fn derive(session_key: &[u8]) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(session_key).expect("HMAC takes any key length");
+        mac.update(b"connect-hub csrf v1");
+        Self(mac.finalize().into_bytes().into())
+    }
+
+    pub fn token(&self, seed: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes any key length");
+        mac.update(seed.as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+
+    pub fn verify(&self, seed: &str, given: &str) -> bool {
+        bool::from(self.token(seed).as_bytes().ct_eq(given.as_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalised_and_checked() {
+        assert_eq!(Email::parse(" Admin@Example.COM ").unwrap().as_str(), "admin@example.com");
+        assert!(Email::parse("nobody").is_err());
+        assert!(Email::parse("a@b").is_err());
+        assert!(Email::parse("a b@c.de").is_err());
+    }
+
+    #[test]
+    fn passwords_hash_and_verify() {
+        let p = NewPassword::parse(SecretString::from("correct horse battery".to_owned())).unwrap();
+        let h = p.hash().unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password(&SecretString::from("correct horse battery".to_owned()), Some(&h)));
+        assert!(!verify_password(&SecretString::from("wrong horse battery".to_owned()), Some(&h)));
+        assert!(!verify_password(&SecretString::from("correct horse battery".to_owned()), None));
+        assert!(NewPassword::parse(SecretString::from("short".to_owned())).is_err());
+    }
+
+    #[test]
+    fn the_throttle_locks_after_the_limit_and_doubles() {
+        let t = Throttle::new(3, Duration::from_secs(900), Duration::from_secs(900));
+        assert!(t.failure("k").is_none());
+        assert!(t.failure("k").is_none());
+        assert_eq!(t.failure("k"), Some(Duration::from_secs(60)));
+        assert!(t.check("k").is_err());
+        assert!(t.check("other").is_ok());
+        t.success("k");
+        assert!(t.check("k").is_ok());
+    }
+
+    #[test]
+    fn csrf_tokens_belong_to_their_session() {
+        let k = CsrfKey::derive(&[9u8; 64]);
+        let t = k.token("seed-a");
+        assert!(k.verify("seed-a", &t));
+        assert!(!k.verify("seed-b", &t));
+        assert!(!k.verify("seed-a", "forged"));
+    }
+}

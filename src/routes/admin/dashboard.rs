@@ -1,0 +1,80 @@
+//! The dashboard: connections by status, events by status over the last 24 hours, dead and
+//! unmatched events, and the last refresh failures, each a link to the filtered list.
+
+use actix_web::{web, HttpResponse};
+use askama::Template;
+
+use super::{render, when, AdminUser, Nav};
+use crate::{
+    domain::{ConnectionStatus, EventState},
+    error::AppError,
+    startup::AppState,
+    time::now_ms,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("", web::get().to(dashboard)).route("/", web::get().to(dashboard));
+}
+
+pub struct Count {
+    pub label: String,
+    pub count: i64,
+    pub href: String,
+    pub class: String,
+}
+
+pub struct Failure {
+    pub at: String,
+    pub connection: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/dashboard.html")]
+struct DashboardPage {
+    nav: Nav,
+    connections: Vec<Count>,
+    events_24h: Vec<Count>,
+    dead: i64,
+    unmatched: i64,
+    failures: Vec<Failure>,
+}
+
+#[tracing::instrument(skip_all)]
+async fn dashboard(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let store = &state.store;
+    let by_status = store.connection_counts().await?;
+    let connections = ConnectionStatus::ALL
+        .iter()
+        .map(|s| Count {
+            label: s.as_str().replace('_', " "),
+            count: by_status.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n),
+            href: format!("/admin/connections?status={}", s.as_str()),
+            class: s.as_str().to_owned(),
+        })
+        .collect();
+    let recent = store.event_counts_since(now_ms() - 24 * 3600 * 1000).await?;
+    let events_24h = EventState::ALL
+        .iter()
+        .map(|s| Count {
+            label: s.as_str().to_owned(),
+            count: recent.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n),
+            href: format!("/admin/events?status={}", s.as_str()),
+            class: s.as_str().to_owned(),
+        })
+        .collect();
+    let failures = store
+        .recent_failures(10)
+        .await?
+        .into_iter()
+        .map(|a| Failure { at: when(Some(a.at)), connection: a.connection_id, detail: a.detail.unwrap_or_default() })
+        .collect();
+    render(DashboardPage {
+        nav: admin.nav("dashboard"),
+        connections,
+        events_24h,
+        dead: store.event_count_in(EventState::Dead).await?,
+        unmatched: store.event_count_in(EventState::Unmatched).await?,
+        failures,
+    })
+}

@@ -1,0 +1,242 @@
+//! Events in the console: the list filtered by status, type and company and paginated by keyset
+//! (fast on a million rows: every page is an index range), the detail page with the payload and
+//! every attempt, replay of one event, and replay of every dead event matching the filter.
+
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use serde::Deserialize;
+
+use super::{connections::EventRowView, redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
+use crate::{
+    domain::{CompanyId, EventId, EventState},
+    error::AppError,
+    startup::AppState,
+    store::{EventFilter, ReplayRefusal},
+    time::now_ms,
+};
+
+const PAGE: i64 = 50;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/events", web::get().to(list))
+        .route("/events/replay-dead", web::post().to(replay_dead))
+        .route("/events/{id}", web::get().to(detail))
+        .route("/events/{id}/replay", web::post().to(replay));
+}
+
+/// The filter as the form and the links carry it (all text, validated into an `EventFilter`).
+#[derive(Deserialize, Default, Clone)]
+struct FilterForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default, rename = "type")]
+    kind: String,
+    #[serde(default)]
+    company: String,
+    before: Option<i64>,
+    after: Option<i64>,
+}
+
+impl FilterForm {
+    fn parse(&self) -> Result<EventFilter, AppError> {
+        let state = match self.status.trim() {
+            "" => None,
+            s => Some(EventState::parse(s).map_err(|e| AppError::bad_request(e.to_string()))?),
+        };
+        let company = match self.company.trim() {
+            "" => None,
+            c => Some(CompanyId::parse(c).map_err(|e| AppError::bad_request(e.to_string()))?),
+        };
+        let kind = Some(self.kind.trim()).filter(|k| !k.is_empty()).map(str::to_owned);
+        Ok(EventFilter { state, kind, company, before: self.before, after: self.after, since: None })
+    }
+
+    /// The query string for a page link, keeping the filter.
+    fn link(&self, cursor: &str, rowid: i64) -> String {
+        let mut q = url::form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [("status", &self.status), ("type", &self.kind), ("company", &self.company)] {
+            if !v.trim().is_empty() {
+                q.append_pair(k, v.trim());
+            }
+        }
+        q.append_pair(cursor, &rowid.to_string());
+        format!("/admin/events?{}", q.finish())
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/events.html")]
+struct ListPage {
+    nav: Nav,
+    rows: Vec<EventRowView>,
+    status: String,
+    kind: String,
+    company: String,
+    statuses: Vec<&'static str>,
+    newer: Option<String>,
+    older: Option<String>,
+    dead_matching: i64,
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(
+    admin: AdminUser,
+    query: web::Query<FilterForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let form = query.into_inner();
+    let filter = form.parse()?;
+    let rows = state.store.events(&filter, PAGE).await?;
+    let base = EventFilter { before: None, after: None, ..filter.clone() };
+    let (newer, older) = match (rows.first(), rows.last()) {
+        (Some(first), Some(last)) => (
+            state.store.events_beyond(&base, first.rowid, false).await?.then(|| form.link("after", first.rowid)),
+            state.store.events_beyond(&base, last.rowid, true).await?.then(|| form.link("before", last.rowid)),
+        ),
+        _ => (None, None),
+    };
+    let dead_filter = EventFilter { state: Some(EventState::Dead), ..base };
+    let dead_matching = if filter.state.is_none() || filter.state == Some(EventState::Dead) {
+        state.store.count_events(&dead_filter).await?
+    } else {
+        0
+    };
+    render(ListPage {
+        nav: admin.nav("events"),
+        rows: rows.into_iter().map(EventRowView::from).collect(),
+        status: form.status.clone(),
+        kind: form.kind.clone(),
+        company: form.company.clone(),
+        statuses: EventState::ALL.iter().map(|s| s.as_str()).collect(),
+        newer,
+        older,
+        dead_matching,
+    })
+}
+
+pub struct AttemptView {
+    pub at: String,
+    pub duration_ms: i64,
+    pub outcome: String,
+    pub http_status: String,
+    pub error: String,
+}
+
+#[derive(Template)]
+#[template(path = "admin/event.html")]
+struct DetailPage {
+    nav: Nav,
+    e: EventRowView,
+    connection: Option<String>,
+    status_text: Option<String>,
+    inspection_id: Option<i64>,
+    review_id: Option<i64>,
+    duplicates: i64,
+    next_attempt: Option<String>,
+    completed: Option<String>,
+    payload: String,
+    inspection: Option<String>,
+    attempts: Vec<AttemptView>,
+    replayable: bool,
+}
+
+fn pretty(raw: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(raw)
+        .ok()
+        .and_then(|v| serde_json::to_string_pretty(&v).ok())
+        .unwrap_or_else(|| raw.to_owned())
+}
+
+fn parse_id(raw: &str) -> Result<EventId, AppError> {
+    EventId::parse(raw).map_err(|_| AppError::not_found("There is no event with that id."))
+}
+
+#[tracing::instrument(skip_all, fields(event_id = %id))]
+async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let e = state.store.event(&id).await?.ok_or_else(|| AppError::not_found("There is no event with that id."))?;
+    let attempts = state
+        .store
+        .event_attempts(e.rowid)
+        .await?
+        .into_iter()
+        .map(|a| AttemptView {
+            at: when(Some(a.started_at)),
+            duration_ms: a.duration_ms,
+            outcome: a.outcome,
+            http_status: a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
+            error: a.error.unwrap_or_default(),
+        })
+        .collect();
+    let waiting = matches!(e.state.as_str(), "pending" | "retrying");
+    let page = DetailPage {
+        nav: admin.nav("events"),
+        connection: e.connection_id.clone(),
+        status_text: e.status_text.clone(),
+        inspection_id: e.inspection_id,
+        review_id: e.review_id,
+        duplicates: e.duplicates,
+        next_attempt: waiting.then(|| when(Some(e.next_attempt_at))),
+        completed: e.completed_at.map(|t| when(Some(t))),
+        payload: pretty(&e.payload),
+        inspection: e.inspection.as_deref().map(pretty),
+        attempts,
+        replayable: matches!(e.state.as_str(), "dead" | "done" | "retrying" | "pending"),
+        e: EventRowView::from(e),
+    };
+    render(page)
+}
+
+#[tracing::instrument(skip_all, fields(event_id = %id))]
+async fn replay(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let id = parse_id(&id)?;
+    match state.store.replay_event(&id, now_ms(), &admin.actor()).await? {
+        Ok(previous) => {
+            state.worker.wake();
+            admin.flash(
+                FlashKind::Ok,
+                format!("Queued again (it was {previous}); the worker picks it up within a second."),
+            );
+        }
+        Err(ReplayRefusal::NotFound(_)) => return Err(AppError::not_found("There is no event with that id.")),
+        Err(refusal) => admin.flash(FlashKind::Bad, format!("Not replayed: {refusal}.")),
+    }
+    Ok(redirect(&format!("/admin/events/{id}")))
+}
+
+#[derive(Deserialize)]
+struct ReplayDeadForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(flatten)]
+    filter: FilterForm,
+}
+
+#[tracing::instrument(skip_all)]
+async fn replay_dead(
+    admin: AdminUser,
+    form: web::Form<ReplayDeadForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let filter = FilterForm { before: None, after: None, ..form.filter.clone() }.parse()?;
+    let n = state.store.replay_dead(&filter, now_ms(), &admin.actor()).await?;
+    if n > 0 {
+        state.worker.wake();
+    }
+    admin.flash(FlashKind::Ok, format!("{n} dead events are queued again."));
+    let back = FilterForm { status: "dead".into(), before: None, after: None, ..form.filter.clone() };
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in [("status", &back.status), ("type", &back.kind), ("company", &back.company)] {
+        if !v.trim().is_empty() {
+            q.append_pair(k, v.trim());
+        }
+    }
+    Ok(redirect(&format!("/admin/events?{}", q.finish())))
+}

@@ -1,0 +1,75 @@
+//! Admin accounts: create or reset (by email), look up for sign-in and for every request.
+
+use super::{audit::insert_audit, Store};
+
+/// An admin as the console needs it; the password hash stays in the store module's callers only
+/// for verification.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Admin {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+    pub session_epoch: i64,
+    pub last_login_at: Option<i64>,
+}
+
+impl Store {
+    /// Create the admin, or reset its password (which ends its sessions). Returns true if created.
+    pub async fn upsert_admin(&self, email: &str, password_hash: &str, now: i64, actor: &str) -> anyhow::Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let existing: Option<i64> =
+            sqlx::query_scalar("select id from admins where email = $1").bind(email).fetch_optional(&mut *tx).await?;
+        let created = existing.is_none();
+        if created {
+            sqlx::query("insert into admins (email, password_hash, created_at, updated_at) values ($1, $2, $3, $3)")
+                .bind(email)
+                .bind(password_hash)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+        } else {
+            sqlx::query(
+                "update admins set password_hash = $2, session_epoch = session_epoch + 1, updated_at = $3 where email = $1",
+            )
+            .bind(email)
+            .bind(password_hash)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let action = if created { "admin_created" } else { "admin_password_reset" };
+        insert_audit(&mut tx, now, actor, action, None, email).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    pub async fn admin_by_email(&self, email: &str) -> anyhow::Result<Option<Admin>> {
+        Ok(sqlx::query_as("select id, email, password_hash, session_epoch, last_login_at from admins where email = $1")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn admin_by_id(&self, id: i64) -> anyhow::Result<Option<Admin>> {
+        Ok(sqlx::query_as("select id, email, password_hash, session_epoch, last_login_at from admins where id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    pub async fn record_login(&self, admin: &Admin, now: i64, from: &str) -> anyhow::Result<()> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query("update admins set last_login_at = $2 where id = $1")
+            .bind(admin.id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        insert_audit(&mut tx, now, &format!("admin:{}", admin.email), "sign_in", None, &format!("from {from}")).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn admin_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("select count(*) from admins").fetch_one(&self.pool).await?)
+    }
+}

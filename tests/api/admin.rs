@@ -1,0 +1,505 @@
+//! The admin console over HTTP: every access rule, sign-in and its throttle, and each page and
+//! action.
+
+use connect_hub::{domain::ConnectionStatus, fake::receiver::Reply};
+
+use crate::helpers::{
+    browser_client, csrf_from, forwarding, location, spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD,
+};
+
+const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+
+#[tokio::test]
+async fn every_page_redirects_to_sign_in_without_a_session() {
+    let app = spawn_app().await;
+    for path in [
+        "/admin",
+        "/admin/connections",
+        "/admin/connections?status=active",
+        "/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa",
+        "/admin/events",
+        "/admin/events/evt_0000000000000000000000000a",
+        "/admin/audit",
+        "/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/disconnect",
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), 303, "{path}");
+        let to = location(&res);
+        assert!(to.starts_with("/admin/login?next="), "{path} -> {to}");
+    }
+    let res = app.get("/admin/connections?status=active").await;
+    assert_eq!(
+        location(&res),
+        "/admin/login?next=%2Fadmin%2Fconnections%3Fstatus%3Dactive",
+        "comes back after sign-in"
+    );
+}
+
+#[tokio::test]
+async fn every_action_answers_401_without_a_session() {
+    let app = spawn_app().await;
+    for path in [
+        "/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/exchange",
+        "/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/disconnect",
+        "/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/assign",
+        "/admin/events/evt_0000000000000000000000000a/replay",
+        "/admin/events/replay-dead",
+        "/admin/logout",
+    ] {
+        let res = app.admin_post(path, &[("csrf", "x")]).await;
+        assert_eq!(res.status(), 401, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn signing_in_gives_a_new_session_id_and_goes_where_the_admin_was_going() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let page = app.get("/admin/login?next=/admin/events").await;
+    let before =
+        page.headers().get("set-cookie").expect("the sign-in page starts a session").to_str().unwrap().to_owned();
+    assert!(before.contains("HttpOnly") && before.contains("SameSite=Lax"), "{before}");
+    assert!(!before.contains("Secure"), "plain http on loopback");
+    let csrf = csrf_from(&page.text().await.unwrap());
+    let res = app
+        .admin_post(
+            "/admin/login",
+            &[("email", " OPS@example.com "), ("password", ADMIN_PASSWORD), ("csrf", &csrf), ("next", "/admin/events")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/admin/events");
+    let after = res.headers().get("set-cookie").expect("a renewed session cookie").to_str().unwrap().to_owned();
+    assert_ne!(before.split(';').next(), after.split(';').next(), "the session id changed at sign-in");
+    assert_eq!(app.get("/admin").await.status(), 200);
+
+    // The pre-sign-in cookie is worth nothing now.
+    let old = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = old
+        .get(format!("{}/admin", app.addr))
+        .header("cookie", before.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+}
+
+#[tokio::test]
+async fn next_never_leaves_the_console() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let page = app.get("/admin/login").await.text().await.unwrap();
+    let res = app
+        .admin_post(
+            "/admin/login",
+            &[
+                ("email", ADMIN_EMAIL),
+                ("password", ADMIN_PASSWORD),
+                ("csrf", &csrf_from(&page)),
+                ("next", "//evil.example/admin"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/admin");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_recorded_without_the_password() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let res = app.try_sign_in(&app.client, ADMIN_EMAIL, "hunter2-wrong-password").await;
+    assert_eq!(res.status(), 401);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("do not match an admin account"));
+    assert!(!body.contains("hunter2"));
+    assert_eq!(app.get("/admin").await.status(), 303, "not signed in");
+    let audit = app.state.store.audit_entries(None, None, 10).await.unwrap();
+    let failed = audit.iter().find(|a| a.action == "sign_in_failed").expect("the failure is in the audit log");
+    assert!(failed.detail.as_deref().unwrap().contains(ADMIN_EMAIL));
+    assert!(audit.iter().all(|a| !a.detail.as_deref().unwrap_or("").contains("hunter2")));
+    // An unknown account gets the same answer.
+    let res = app.try_sign_in(&app.client, "nobody@example.com", ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_with_how_long_to_wait() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    for _ in 0..4 {
+        assert_eq!(app.try_sign_in(&app.client, ADMIN_EMAIL, "wrong password!!").await.status(), 401);
+    }
+    let res = app.try_sign_in(&app.client, ADMIN_EMAIL, "wrong password!!").await;
+    assert_eq!(res.status(), 429, "the fifth failure locks");
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((55..=60).contains(&wait), "{wait}");
+    assert!(res.text().await.unwrap().contains("Wait 60 seconds"));
+    // Locked even with the right password, and from another browser.
+    let other = browser_client();
+    assert_eq!(app.try_sign_in(&other, ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 429);
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_lock_it_for_every_account() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    for i in 0..5 {
+        let res = app.try_sign_in(&app.client, &format!("guess{i}@example.com"), "whatever-password").await;
+        assert_ne!(res.status(), 303);
+    }
+    let res = app.try_sign_in(&app.client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 429, "this address is locked");
+}
+
+#[tokio::test]
+async fn the_sign_in_form_needs_its_csrf_token() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    app.get("/admin/login").await;
+    let res = app
+        .admin_post("/admin/login", &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("csrf", "forged")])
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn an_action_with_a_wrong_csrf_token_is_refused_and_does_nothing() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    app.sign_in().await;
+    for csrf in ["", "forged"] {
+        let res = app.admin_post(&format!("/admin/connections/{id}/exchange"), &[("csrf", csrf)]).await;
+        assert_eq!(res.status(), 403);
+        assert!(res.text().await.unwrap().contains("did not come from this console"));
+    }
+    assert_eq!(app.fake.exchange_calls(), 0);
+    // Another admin session's token is not this one's.
+    let other = browser_client();
+    app.try_sign_in(&other, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let their_page = other.get(format!("{}/admin", app.addr)).send().await.unwrap().text().await.unwrap();
+    let res = app.admin_post(&format!("/admin/connections/{id}/exchange"), &[("csrf", &csrf_from(&their_page))]).await;
+    assert_eq!(res.status(), 403);
+}
+
+#[tokio::test]
+async fn an_expired_session_sends_the_admin_back_to_sign_in() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    sqlx::query("update sessions set expires_at = 0").execute(app.state.store.pool()).await.unwrap();
+    let res = app.get("/admin").await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with("/admin/login"));
+}
+
+#[tokio::test]
+async fn the_idle_timeout_is_the_session_lifetime_and_each_request_extends_it() {
+    let app = spawn_app_with(|v| {
+        v.insert("ADMIN_IDLE_TIMEOUT".into(), "10m".into());
+    })
+    .await;
+    app.sign_in().await;
+    let expires: i64 =
+        sqlx::query_scalar("select max(expires_at) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
+    let left = expires - connect_hub::time::now_ms();
+    assert!((590_000..=600_000).contains(&left), "{left}");
+}
+
+#[tokio::test]
+async fn resetting_the_password_ends_the_admins_sessions() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    app.create_admin(ADMIN_EMAIL, "a brand new passphrase").await;
+    assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn signing_out_purges_the_session() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let sessions_before: i64 =
+        sqlx::query_scalar("select count(*) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
+    let res = app.admin_post("/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/admin/login");
+    let sessions_after: i64 =
+        sqlx::query_scalar("select count(*) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
+    assert_eq!(sessions_after, sessions_before - 1, "the session row is gone");
+    assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_public_url_is_https() {
+    let app = spawn_app_with(|v| {
+        v.insert("PUBLIC_URL".into(), "https://hub.example.com".into());
+    })
+    .await;
+    let res = app.get("/admin/login").await;
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+}
+
+#[tokio::test]
+async fn the_dashboard_counts_connections_events_and_shows_failures() {
+    let app = spawn_app_with(forwarding).await;
+    app.connect_company(6847).await;
+    app.connect(None).await;
+    for _ in 0..3 {
+        app.receiver.push_reply(Reply::Status(500));
+    }
+    app.send_event(CREATE).await;
+    app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":5,"iCompanyID":9001}"#).await;
+    app.state.worker.drain().await.unwrap();
+    let id = app.connection_id_for(6847).await;
+    app.fake.push_exchange_fault(connect_hub::fake::snapinspect::Fault::Status(503));
+    let _ = app.state.tokens.refresh(&id, "test").await;
+
+    app.sign_in().await;
+    let page = app.page("/admin").await;
+    assert!(page.contains("href=\"/admin/connections?status=active\""));
+    assert!(page.contains("<span class=\"stat\" id=\"dead-count\">1</span>"), "one dead event");
+    assert!(page.contains("<span class=\"stat\" id=\"unmatched-count\">1</span>"), "one unmatched event");
+    assert!(page.contains("ExchangeToken answered HTTP 503"), "the refresh failure is listed");
+    assert!(page.contains(&format!("/admin/connections/{id}")));
+}
+
+#[tokio::test]
+async fn the_connection_list_searches_by_company_and_name_and_filters_by_status() {
+    let app = spawn_app().await;
+    app.connect_company(6847).await;
+    app.connect_company(7012).await;
+    app.sign_in().await;
+    let all = app.page("/admin/connections").await;
+    assert!(all.contains("Harbour View Realty") && all.contains("Northside Property Inspections"));
+    let by_id = app.page("/admin/connections?q=6847").await;
+    assert!(by_id.contains("Harbour View Realty") && !by_id.contains("Northside"));
+    let by_name = app.page("/admin/connections?q=northside").await;
+    assert!(by_name.contains("Northside") && !by_name.contains("Harbour View Realty"));
+    let none = app.page("/admin/connections?status=needs_reconnect").await;
+    assert!(none.contains("No connections match"));
+    assert_eq!(app.get("/admin/connections?status=bogus").await.status(), 400);
+}
+
+#[tokio::test]
+async fn the_connection_page_shows_token_state_but_never_a_token_and_exchange_now_works() {
+    let app = spawn_app().await;
+    let connected = app.connect(Some(6847)).await;
+    let id = app.connection_id_for(6847).await;
+    let csrf = app.sign_in().await;
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("fingerprint") && page.contains("version 1"));
+    assert!(page.contains("<dd id=\"last-exchange\">never</dd>"));
+    assert!(!page.contains(&connected.access_token) && !page.contains(&connected.refresh_token));
+
+    let res = app.admin_post(&format!("/admin/connections/{id}/exchange"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.fake.exchanges(), 1);
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("Exchanged: a new token pair is stored"), "a flash says what happened");
+    assert!(!page.contains("<dd id=\"last-exchange\">never</dd>"));
+    assert!(page.contains("version 2"));
+    assert!(page.contains(&format!("admin:{ADMIN_EMAIL}")), "the audit trail names the admin");
+    let stored = app.state.store.tokens(&id).await.unwrap().unwrap();
+    assert!(!page.contains(secrecy::ExposeSecret::expose_secret(stored.access.as_ref().unwrap())));
+    // The flash is shown once.
+    assert!(!app.page(&format!("/admin/connections/{id}")).await.contains("Exchanged:"));
+}
+
+#[tokio::test]
+async fn a_failed_exchange_is_explained_on_the_page() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let csrf = app.sign_in().await;
+    app.fake.push_exchange_fault(connect_hub::fake::snapinspect::Fault::Status(502));
+    app.admin_post(&format!("/admin/connections/{id}/exchange"), &[("csrf", &csrf)]).await;
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("The exchange did not happen") && page.contains("HTTP 502"), "{page}");
+}
+
+#[tokio::test]
+async fn disconnecting_takes_a_confirmation_and_deletes_the_tokens() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let csrf = app.sign_in().await;
+    let confirm = app.page(&format!("/admin/connections/{id}/disconnect")).await;
+    assert!(confirm.contains("cannot be recovered") && confirm.contains("Yes, disconnect"));
+    assert!(app.state.store.tokens(&id).await.unwrap().unwrap().access.is_some(), "nothing happens on GET");
+    let res = app.admin_post(&format!("/admin/connections/{id}/disconnect"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let tokens = app.state.store.tokens(&id).await.unwrap().unwrap();
+    assert!(tokens.access.is_none() && tokens.refresh.is_none(), "the tokens are deleted");
+    assert_eq!(tokens.status, ConnectionStatus::Disconnected);
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("no token stored") && page.contains("disconnect"));
+    // Events for a disconnected company wait; reconnecting brings the same connection back.
+    let ev = app.send_event(CREATE).await;
+    assert_eq!(app.event(&ev).await.state, "unmatched");
+    app.connect(Some(6847)).await;
+    assert_eq!(app.connection_id_for(6847).await, id);
+    assert_eq!(app.event(&ev).await.state, "pending");
+}
+
+#[tokio::test]
+async fn an_unidentified_connection_is_assigned_its_company_and_its_events_follow() {
+    let app = spawn_app().await;
+    app.connect(None).await;
+    app.connect_company(7012).await;
+    let unidentified =
+        app.state.store.connections().await.unwrap().into_iter().find(|c| c.company_id.is_none()).unwrap().id;
+    let waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":9001}"#).await;
+    let csrf = app.sign_in().await;
+    let page = app.page(&format!("/admin/connections/{unidentified}")).await;
+    assert!(page.contains("Assign SnapInspect company id"));
+
+    // A company that already has a connection is refused, with the reason.
+    app.admin_post(&format!("/admin/connections/{unidentified}/assign"), &[("csrf", &csrf), ("company_id", "7012")])
+        .await;
+    assert!(app.page(&format!("/admin/connections/{unidentified}")).await.contains("already has connection"));
+    // Garbage is refused too.
+    app.admin_post(&format!("/admin/connections/{unidentified}/assign"), &[("csrf", &csrf), ("company_id", "abc")])
+        .await;
+    assert!(app.page(&format!("/admin/connections/{unidentified}")).await.contains("Not assigned"));
+
+    app.admin_post(&format!("/admin/connections/{unidentified}/assign"), &[("csrf", &csrf), ("company_id", "9001")])
+        .await;
+    let page = app.page(&format!("/admin/connections/{unidentified}")).await;
+    assert!(page.contains("Assigned SnapInspect company 9001; 1 waiting events are now queued"), "{page}");
+    let c = app.state.store.connection(&unidentified).await.unwrap().unwrap();
+    assert_eq!(c.status, ConnectionStatus::Active);
+    assert_eq!(c.company_id.unwrap().get(), 9001);
+    assert_eq!(app.event(&waiting).await.state, "pending");
+}
+
+#[tokio::test]
+async fn the_event_list_pages_by_keyset_and_keeps_its_filter() {
+    let app = spawn_app().await;
+    for i in 0..120 {
+        let company = if i % 2 == 0 { 6847 } else { 7012 };
+        app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":{company}}}"#)).await;
+    }
+    app.sign_in().await;
+    let ids = |page: &str| -> Vec<String> {
+        page.match_indices("href=\"/admin/events/evt_").map(|(i, _)| page[i + 20..i + 50].to_owned()).collect()
+    };
+    let link = |page: &str, id: &str| -> Option<String> {
+        let marker = format!("id=\"{id}\"");
+        let end = page.find(&marker)?;
+        let start = page[..end].rfind("href=\"")? + 6;
+        // The page escapes `&` in attributes, as HTML wants; a browser unescapes it.
+        Some(page[start..].split('"').next().unwrap().replace("&#38;", "&").replace("&amp;", "&"))
+    };
+    let first = app.page("/admin/events").await;
+    let page1 = ids(&first);
+    assert_eq!(page1.len(), 50);
+    assert!(link(&first, "newer").is_none(), "nothing newer than the first page");
+    let second = app.page(&link(&first, "older").expect("an older page")).await;
+    let page2 = ids(&second);
+    assert_eq!(page2.len(), 50);
+    assert!(page1.last() > page2.first(), "newest first, no overlap");
+    let third = app.page(&link(&second, "older").unwrap()).await;
+    assert_eq!(ids(&third).len(), 20);
+    assert!(link(&third, "older").is_none(), "the end");
+    let back = app.page(&link(&third, "newer").unwrap()).await;
+    assert_eq!(ids(&back), page2, "newer goes back to the same page");
+
+    // Filtered by company, paging keeps the filter.
+    let filtered = app.page("/admin/events?company=7012").await;
+    assert_eq!(ids(&filtered).len(), 50);
+    let next = link(&filtered, "older").unwrap();
+    assert!(next.contains("company=7012"), "{next}");
+    assert_eq!(ids(&app.page(&next).await).len(), 10);
+    assert!(app.page("/admin/events?type=Nothing_Like_This").await.contains("No events match"));
+    assert_eq!(app.get("/admin/events?company=abc").await.status(), 400);
+    assert_eq!(app.get("/admin/events?before=abc").await.status(), 400);
+}
+
+#[tokio::test]
+async fn the_event_page_shows_the_payload_and_every_attempt_and_replays() {
+    let app = spawn_app_with(forwarding).await;
+    app.connect_company(6847).await;
+    for _ in 0..3 {
+        app.receiver.push_reply(Reply::Status(503));
+    }
+    let id = app.send_event(CREATE).await;
+    app.state.worker.drain().await.unwrap();
+    let csrf = app.sign_in().await;
+    let page = app.page(&format!("/admin/events/{id}")).await;
+    assert!(page.contains("&#34;sType&#34;: &#34;Create_Inspection&#34;"), "pretty-printed payload");
+    let attempts = &page[page.find("id=\"attempts\"").expect("the attempts table")..];
+    assert_eq!(attempts.matches("<td>503</td>").count(), 3, "every attempt, with its status");
+    assert!(page.contains("id=\"event-status\">dead"));
+
+    let res = app.admin_post(&format!("/admin/events/{id}/replay"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.event(&id).await.state, "pending");
+    app.state.worker.drain().await.unwrap();
+    let page = app.page(&format!("/admin/events/{id}")).await;
+    assert!(page.contains("id=\"event-status\">done"));
+    assert!(page.contains("iInspectionID"), "the inspection as read");
+    assert_eq!(app.get("/admin/events/evt_nonsense").await.status(), 404);
+}
+
+#[tokio::test]
+async fn replaying_all_dead_events_of_a_filter_from_the_console() {
+    let app = spawn_app_with(|v| {
+        forwarding(v);
+        v.insert("RETRY_SCHEDULE".into(), "0s".into());
+    })
+    .await;
+    app.connect_company(6847).await;
+    app.connect_company(7012).await;
+    for _ in 0..4 {
+        app.receiver.push_reply(Reply::Status(500));
+    }
+    let a = app.send_event(CREATE).await;
+    let b = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":7012}"#).await;
+    app.state.worker.drain().await.unwrap();
+    let csrf = app.sign_in().await;
+    let page = app.page("/admin/events?status=dead&company=7012").await;
+    assert!(page.contains("1 dead events match this filter"));
+    let res = app.admin_post("/admin/events/replay-dead", &[("csrf", &csrf), ("company", "7012"), ("type", "")]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.event(&a).await.state, "dead");
+    assert_eq!(app.event(&b).await.state, "pending");
+    let audit = app.page("/admin/audit").await;
+    assert!(audit.contains("1 dead events replayed"));
+}
+
+#[tokio::test]
+async fn the_audit_log_records_who_did_what() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let csrf = app.sign_in().await;
+    app.admin_post(&format!("/admin/connections/{id}/exchange"), &[("csrf", &csrf)]).await;
+    app.admin_post(&format!("/admin/connections/{id}/disconnect"), &[("csrf", &csrf)]).await;
+    let page = app.page("/admin/audit").await;
+    for needle in ["connect", "sign in", "exchange", "disconnect", "end-user", &format!("admin:{ADMIN_EMAIL}")] {
+        assert!(page.contains(needle), "{needle}");
+    }
+}
+
+#[tokio::test]
+async fn admin_create_from_the_shell_takes_the_password_on_stdin() {
+    use std::io::Write;
+    let app = spawn_app().await;
+    let run = |password: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"));
+        cmd.env_clear().envs(&app.vars).args(["admin", "create", "--email", "Shell@Example.com", "--password-stdin"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = run("short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12"));
+    let ok = run("a long enough passphrase");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("admin shell@example.com created"));
+    let res = app.try_sign_in(&app.client, "shell@example.com", "a long enough passphrase").await;
+    assert_eq!(res.status(), 303);
+    let again = run("another long passphrase");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("reset"));
+}
