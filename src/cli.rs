@@ -73,6 +73,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// API keys for /api/v1.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
     /// Print a fresh random key, base64-encoded, for ENCRYPTION_KEY (32 bytes) or SESSION_KEY (64 bytes).
     GenerateKey {
         #[arg(long, default_value_t = 32)]
@@ -87,10 +92,54 @@ enum Command {
 enum ConnectionsCommand {
     /// Every connection: id, provider, company / name, status, last refresh.
     List,
+    /// Add a client-credentials connection (the secret from --client-secret-stdin or CLIENT_SECRET).
+    Add {
+        /// snapdocs, smartdocumentor, signicat, docplanner or custom
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        client_id: String,
+        /// Space- (or comma-) separated scopes (Signicat; SmartDocumentor is always WebAPI).
+        #[arg(long)]
+        scope: Option<String>,
+        /// The API the token is for (Snapdocs; defaults per environment).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The country's domain for Docplanner, e.g. doctoralia.es.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Snapdocs: demo or production (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Required for custom; overrides a preset's (e.g. a sandbox). May hold {domain}.
+        #[arg(long)]
+        token_url: Option<String>,
+        /// basic, basic-raw (id and secret not form-encoded first) or post. Required for custom.
+        #[arg(long)]
+        auth: Option<String>,
+        /// Read the client secret from the first line of standard input.
+        #[arg(long)]
+        client_secret_stdin: bool,
+    },
     /// Print a valid access token (refreshing only if needed).
     Token { id: String },
     /// Force an exchange / a new token now, and print the new access token.
     Refresh { id: String },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// Create a key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a key by its id (key_…).
+    Revoke { id: String },
+    /// Every key: id, name, prefix, created, last used, revoked.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -184,6 +233,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Connections { command } => connections(command).await,
         Command::Events { command } => events(command).await,
+        Command::ApiKey { command } => api_key(command).await,
         Command::Admin { command: AdminCommand::Create { email, password_stdin } } => {
             admin_create(&email, password_stdin).await
         }
@@ -277,6 +327,59 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
                     );
                 }
             }
+            Ok(())
+        }
+        ConnectionsCommand::Add {
+            provider,
+            name,
+            client_id,
+            scope,
+            audience,
+            domain,
+            environment,
+            token_url,
+            auth,
+            client_secret_stdin,
+        } => {
+            use crate::client_credentials::{AuthStyle, CredentialsInput};
+            let provider = crate::domain::Provider::parse(&provider)?;
+            let input = CredentialsInput {
+                client_id,
+                scope,
+                audience,
+                domain,
+                environment,
+                token_url,
+                auth: auth.as_deref().map(AuthStyle::parse).transpose()?,
+            };
+            let settings = input.resolve(provider)?;
+            let secret = if client_secret_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                line.trim_end_matches(['\n', '\r']).to_owned()
+            } else {
+                std::env::var("CLIENT_SECRET").map_err(|_| {
+                    anyhow::anyhow!("no client secret: pipe it to --client-secret-stdin or set CLIENT_SECRET")
+                })?
+            };
+            anyhow::ensure!(!secret.is_empty(), "the client secret is empty");
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty(), "--name must not be empty");
+            let id = state
+                .store
+                .add_credentials_connection(
+                    name,
+                    &settings,
+                    &secrecy::SecretString::from(secret),
+                    crate::time::now_ms(),
+                    "cli",
+                )
+                .await?;
+            println!("{id}");
+            eprintln!(
+                "added {} connection {name}; `connect-hub connections token {id}` fetches a token",
+                provider.label()
+            );
             Ok(())
         }
         ConnectionsCommand::Token { id } => {
@@ -376,4 +479,43 @@ async fn admin_create(email: &str, password_stdin: bool) -> anyhow::Result<()> {
         println!("password of admin {} reset; its sessions have ended", email.as_str());
     }
     Ok(())
+}
+
+async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
+    use crate::api_keys::ApiKeys;
+    let store = open_store(&cli_settings()?).await?;
+    let keys = ApiKeys::new(store.clone());
+    let result = match command {
+        ApiKeyCommand::Create { name } => {
+            let (id, key) = keys.create(&name, "cli").await?;
+            println!("{}", key.expose_secret());
+            eprintln!("created API key {id} ({}); it is shown only now, so store it safely", name.trim());
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { id } => {
+            if keys.revoke(&id, "cli").await? {
+                println!("revoked {id}; running servers stop accepting it within 2 seconds");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("no active API key with id {id}"))
+            }
+        }
+        ApiKeyCommand::List => {
+            println!("{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  REVOKED", "ID", "NAME", "PREFIX", "CREATED", "LAST USED");
+            for k in keys.list().await? {
+                println!(
+                    "{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  {}",
+                    k.id,
+                    truncate(&k.name, 24),
+                    k.prefix,
+                    format_utc(k.created_at),
+                    k.last_used_at.map(format_utc).unwrap_or_else(|| "never".into()),
+                    k.revoked_at.map(format_utc).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
 }

@@ -69,6 +69,8 @@ pub struct Settings {
     pub dedupe_window_secs: u64,
     /// Done events older than this are purged.
     pub event_retention: Duration,
+    /// The lifetime assumed for a client-credentials token whose response has no `expires_in`.
+    pub token_default_lifetime: Duration,
     /// Admin sessions end after this long without a request.
     pub admin_idle_timeout: Duration,
     /// Group commit for webhook intake (off only to measure the baseline).
@@ -215,6 +217,8 @@ impl Settings {
             dedupe_window_secs: parse_u64("DEDUPE_WINDOW_SECS", get("DEDUPE_WINDOW_SECS"), 7200)?,
             event_retention: parse_duration(get("EVENT_RETENTION").unwrap_or("7d"))
                 .map_err(|p| bad("EVENT_RETENTION", p))?,
+            token_default_lifetime: parse_duration(get("TOKEN_DEFAULT_LIFETIME").unwrap_or("1h"))
+                .map_err(|p| bad("TOKEN_DEFAULT_LIFETIME", p))?,
             admin_idle_timeout: parse_duration(get("ADMIN_IDLE_TIMEOUT").unwrap_or("30m"))
                 .map_err(|p| bad("ADMIN_IDLE_TIMEOUT", p))?,
             group_commit: parse_bool("INGEST_GROUP_COMMIT", get("INGEST_GROUP_COMMIT"), true)?,

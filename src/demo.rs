@@ -8,11 +8,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     auth::NewPassword,
+    client_credentials::CredentialsInput,
     config::Settings,
     crypto::generate_key_b64,
+    domain::Provider,
     fake::{
         receiver::FakeReceiver,
         snapinspect::{FakeConfig, FakeSnapInspect},
+        token_server::FakeTokenServer,
     },
     startup::{Application, Mount},
     telemetry,
@@ -109,13 +112,20 @@ pub async fn run(bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
         )),
     });
     let receiver = FakeReceiver::new(Some(&secrets["FORWARD_SECRET"]));
+    let token_servers = demo_token_servers();
     let (configure, receive) = (fake.configure(), receiver.configure());
+    let servers: Vec<_> =
+        token_servers.iter().map(|(p, _, server)| (format!("/fake/{}", p.as_str()), server.configure())).collect();
     let mount: Mount = Arc::new(move |cfg| {
         cfg.service(actix_web::web::scope("/fake/snapinspect").configure(configure.clone()))
             .service(actix_web::web::scope("/fake/receiver").configure(receive.clone()));
+        for (prefix, server) in &servers {
+            cfg.service(actix_web::web::scope(prefix).configure(server.clone()));
+        }
     });
     let public = settings.public_url.as_str().trim_end_matches('/').to_owned();
     let app = Application::build(settings, Some(mount)).await?;
+    seed_credentials_connections(&app, &public, &token_servers).await?;
     // The demo admin, with the generated password (reset to it on every start).
     let password = NewPassword::parse(SecretString::from(secrets["ADMIN_PASSWORD"].clone()))?;
     app.state().store.upsert_admin(DEMO_ADMIN, &password.hash()?, crate::time::now_ms(), "demo").await?;
@@ -129,5 +139,76 @@ pub async fn run(bind: SocketAddr, data_dir: PathBuf) -> anyhow::Result<()> {
     println!("  Data and generated keys: {} (kept between runs)", data_dir.display());
     println!();
     app.run_until_stopped().await?;
+    Ok(())
+}
+
+/// The four client-credentials fakes, each with its demo credentials.
+fn demo_token_servers() -> Vec<(Provider, CredentialsInput, FakeTokenServer)> {
+    let secret = DEMO_CC_SECRET;
+    vec![
+        (
+            Provider::Snapdocs,
+            CredentialsInput {
+                client_id: "demo-snapdocs".into(),
+                environment: Some("demo".into()),
+                ..Default::default()
+            },
+            FakeTokenServer::snapdocs("demo-snapdocs", secret),
+        ),
+        (
+            Provider::SmartDocumentor,
+            CredentialsInput { client_id: "demo-smartdocumentor".into(), ..Default::default() },
+            FakeTokenServer::smartdocumentor("demo-smartdocumentor", secret),
+        ),
+        (
+            Provider::Signicat,
+            CredentialsInput {
+                client_id: "demo-signicat".into(),
+                scope: Some("document_read document_write".into()),
+                ..Default::default()
+            },
+            FakeTokenServer::signicat("demo-signicat", secret),
+        ),
+        (
+            Provider::Docplanner,
+            CredentialsInput {
+                client_id: "demo-docplanner".into(),
+                domain: Some("doctoralia.es".into()),
+                ..Default::default()
+            },
+            FakeTokenServer::docplanner("demo-docplanner", secret, "doctoralia.es"),
+        ),
+    ]
+}
+
+/// The fakes' credentials; a demo, so not a secret.
+const DEMO_CC_SECRET: &str = "demo-secret: not for production";
+
+/// On first start, one connection per client-credentials provider, pointed at its fake.
+async fn seed_credentials_connections(
+    app: &Application,
+    public: &str,
+    servers: &[(Provider, CredentialsInput, FakeTokenServer)],
+) -> anyhow::Result<()> {
+    let store = &app.state().store;
+    let existing = store.connections().await?;
+    for (provider, input, server) in servers {
+        if existing.iter().any(|c| c.provider == *provider) {
+            continue;
+        }
+        let url = format!("{public}/fake/{}{}", provider.as_str(), server.token_path());
+        let input = CredentialsInput { token_url: Some(url), ..input.clone() };
+        let settings = input.resolve(*provider)?;
+        let name = format!("{} (demo, fake)", provider.label());
+        store
+            .add_credentials_connection(
+                &name,
+                &settings,
+                &SecretString::from(DEMO_CC_SECRET.to_owned()),
+                crate::time::now_ms(),
+                "demo",
+            )
+            .await?;
+    }
     Ok(())
 }

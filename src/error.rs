@@ -197,6 +197,10 @@ impl ResponseError for ApiError {
         self.0.log_if_internal();
         let mut res = HttpResponse::build(self.status_code());
         res.insert_header((header::CACHE_CONTROL, "no-store"));
+        if self.status_code() == StatusCode::UNAUTHORIZED {
+            // RFC 6750 §3: say which scheme is expected.
+            res.insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"connect-hub\""));
+        }
         if let Some(secs) = self.0.retry_after() {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }

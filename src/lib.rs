@@ -2,8 +2,10 @@
 //! third-party platforms (SnapInspect first) and keeps their tokens encrypted and fresh.
 #![forbid(unsafe_code)]
 
+pub mod api_keys;
 pub mod auth;
 pub mod cli;
+pub mod client_credentials;
 pub mod config;
 pub mod crypto;
 pub mod demo;

@@ -9,6 +9,7 @@ use anyhow::Context;
 use tokio::sync::{watch, Notify};
 
 use crate::{
+    api_keys::ApiKeys,
     auth::{CsrfKey, Throttle},
     config::Settings,
     domain::CompanyId,
@@ -36,6 +37,7 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub ingestor: Ingestor,
     pub worker: Arc<Worker>,
+    pub api_keys: ApiKeys,
     pub csrf: CsrfKey,
     /// Failed admin sign-ins, per account and per client address.
     pub login_throttle: Throttle,
@@ -54,7 +56,12 @@ impl AppState {
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
         let http = crate::http_client::build();
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
-        let tokens = Arc::new(TokenManager::new(store.clone(), snapinspect.clone()));
+        let tokens = Arc::new(TokenManager::new(
+            store.clone(),
+            snapinspect.clone(),
+            http.clone(),
+            settings.token_default_lifetime,
+        ));
         let wake = Arc::new(Notify::new());
         let ingestor = Ingestor::spawn(
             store.clone(),
@@ -82,6 +89,7 @@ impl AppState {
         ));
         let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
         Ok(Self {
+            api_keys: ApiKeys::new(store.clone()),
             settings: Arc::new(settings),
             store,
             tokens,
@@ -98,6 +106,7 @@ impl AppState {
 
     /// Called after a SnapInspect company is (re)connected: its waiting events are queued now.
     pub async fn on_connected(&self, saved: &SavedLink, company: Option<CompanyId>) {
+        self.tokens.forget(&saved.id);
         if saved.matched_events > 0 {
             tracing::info!(connection_id = %saved.id, company_id = ?company, events = saved.matched_events, "queued the events that waited for this company");
             self.worker.wake();
@@ -141,6 +150,7 @@ impl Application {
                 .configure(routes::health::configure)
                 .configure(routes::assets::configure)
                 .configure(routes::webhooks::configure)
+                .configure(routes::api::configure)
                 .configure(move |cfg| {
                     if let Some(m) = &mount {
                         m(cfg)

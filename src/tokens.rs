@@ -1,7 +1,9 @@
-//! The token manager: hands out a connection's current access token, and exchanges SnapInspect
-//! refresh tokens on demand, one exchange at a time per connection (in this process by a per-
-//! connection lock that later callers join, across processes by a lease row), committing the new
-//! pair before anyone uses it, and backing off after failures so a broken provider is not hammered.
+//! The token manager: hands out a connection's valid access token. SnapInspect refresh tokens are
+//! exchanged on demand; client-credentials tokens are fetched when the cached one is near its
+//! expiry. Either way one request at a time per connection (in this process a per-connection lock
+//! that later callers join, across processes a lease row), the new token committed before anyone
+//! uses it, and a backoff after failures so a broken provider or a wrong secret is not hammered.
+//! Fresh tokens are also kept in memory, so handing out a cached token touches no database.
 
 use std::{
     collections::HashMap,
@@ -16,6 +18,7 @@ use rand::Rng;
 use secrecy::SecretString;
 
 use crate::{
+    client_credentials::{fetch_token, FetchError},
     domain::{base32, random_bytes, ConnectionId, ConnectionStatus, Provider},
     error::AppError,
     snapinspect::{ExchangeError, ExchangedTokens, SnapInspectClient},
@@ -34,8 +37,30 @@ const BACKOFF_CAP: Duration = Duration::from_secs(10 * 60);
 #[derive(Clone, Debug)]
 pub struct AccessToken {
     pub connection_id: ConnectionId,
+    pub provider: Provider,
     pub token: SecretString,
     pub version: i64,
+    /// When it expires; SnapInspect access tokens live until they are exchanged.
+    pub expires_at: Option<i64>,
+}
+
+/// A SnapInspect token may be exchanged by another process at any time, so it is trusted from
+/// memory only this long; a client-credentials token stays valid until its own expiry.
+const SNAPINSPECT_CACHE_MS: i64 = 1_000;
+/// How often `last_used_at` is written per connection, at most.
+const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Refresh a token this long before it expires: a tenth of its lifetime, between 5 s and 5 min,
+/// but never more than half of it, so even a short-lived token is reused.
+pub fn refresh_margin_ms(lifetime_ms: i64) -> i64 {
+    (lifetime_ms / 10).clamp(5_000, 300_000).min(lifetime_ms / 2)
+}
+
+#[derive(Clone)]
+struct Cached {
+    token: AccessToken,
+    /// Served from memory until then.
+    use_until: i64,
 }
 
 /// Why no token could be handed out. Cloneable, so every caller that joined one exchange gets its
@@ -95,20 +120,87 @@ struct Slot {
 pub struct TokenManager {
     store: Store,
     snapinspect: Option<SnapInspectClient>,
+    http: reqwest::Client,
+    /// The lifetime assumed when a token response has no `expires_in`.
+    default_lifetime: Duration,
     owner: String,
     slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
     /// Pairs SnapInspect issued that could not be stored yet: committed before any new exchange.
     unsaved: Mutex<HashMap<ConnectionId, ExchangedTokens>>,
+    cache: std::sync::RwLock<HashMap<ConnectionId, Cached>>,
+    touched: Mutex<HashMap<ConnectionId, i64>>,
+}
+
+/// What a single flight does.
+#[derive(Clone, Copy)]
+enum Op {
+    /// SnapInspect: exchange, unless the stored token is already newer than this version.
+    Exchange(Option<i64>),
+    /// Client credentials: fetch a new token (forced, or only if the stored one is not fresh).
+    Fetch { force: bool },
 }
 
 impl TokenManager {
-    pub fn new(store: Store, snapinspect: Option<SnapInspectClient>) -> Self {
+    pub fn new(
+        store: Store,
+        snapinspect: Option<SnapInspectClient>,
+        http: reqwest::Client,
+        default_lifetime: Duration,
+    ) -> Self {
         Self {
             store,
             snapinspect,
+            http,
+            default_lifetime,
             owner: format!("proc_{}", base32(&random_bytes::<10>())),
             slots: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(HashMap::new()),
+            cache: std::sync::RwLock::new(HashMap::new()),
+            touched: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Drop what memory holds for a connection (after a reconnect, an edit, a disconnect).
+    pub fn forget(&self, id: &ConnectionId) {
+        self.cache.write().expect("token cache poisoned").remove(id);
+    }
+
+    fn cached(&self, id: &ConnectionId, now: i64) -> Option<AccessToken> {
+        let cache = self.cache.read().expect("token cache poisoned");
+        cache.get(id).filter(|c| c.use_until > now).map(|c| c.token.clone())
+    }
+
+    fn remember(&self, token: &AccessToken, obtained_at: Option<i64>, now: i64) {
+        let use_until = match (token.provider, token.expires_at) {
+            (Provider::SnapInspect, _) | (_, None) => now + SNAPINSPECT_CACHE_MS,
+            (_, Some(exp)) => exp - refresh_margin_ms(exp - obtained_at.unwrap_or(now)),
+        };
+        if use_until > now {
+            self.cache
+                .write()
+                .expect("token cache poisoned")
+                .insert(token.connection_id.clone(), Cached { token: token.clone(), use_until });
+        }
+    }
+
+    /// Note the use, at most once a minute per connection, off the request's path.
+    fn touch(&self, id: &ConnectionId, now: i64) {
+        let due = {
+            let mut touched = self.touched.lock().expect("touch map poisoned");
+            let last = touched.entry(id.clone()).or_insert(0);
+            let due = now - *last >= TOUCH_EVERY_MS;
+            if due {
+                *last = now;
+            }
+            due
+        };
+        if due {
+            let (store, id) = (self.store.clone(), id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_last_used(&id, now).await {
+                    tracing::debug!(error.chain = %format!("{e:#}"), "recording last use failed");
+                }
+            });
         }
     }
 
@@ -125,21 +217,39 @@ impl TokenManager {
         slots.entry(id.clone()).or_default().clone()
     }
 
-    /// The connection's current access token. SnapInspect access tokens do not expire until they
-    /// are exchanged, so this never calls SnapInspect.
+    /// A valid access token. SnapInspect access tokens do not expire until they are exchanged, so
+    /// for them this never calls SnapInspect; a client-credentials token is fetched only when the
+    /// stored one is missing or near its expiry.
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn token(&self, id: &ConnectionId) -> Result<AccessToken, TokenError> {
+        let now = now_ms();
+        if let Some(t) = self.cached(id, now) {
+            self.touch(id, now);
+            return Ok(t);
+        }
         let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        let token = usable(id, &tokens)?;
-        self.store.touch_last_used(id, now_ms()).await?;
+        let token = match tokens.provider {
+            Provider::SnapInspect => usable(id, &tokens)?,
+            _ => match fresh_credentials_token(id, &tokens, now) {
+                Some(t) => t,
+                None => self.single_flight(id, Op::Fetch { force: false }, "token manager").await?,
+            },
+        };
+        self.remember(&token, tokens.obtained_at, now);
+        self.touch(id, now);
         Ok(token)
     }
 
-    /// Exchange now. Callers that arrive while an exchange for this connection is running wait for
-    /// it and share its outcome: 100 concurrent calls make one exchange at SnapInspect.
+    /// Exchange (SnapInspect) or fetch (client credentials) now. Callers that arrive while one is
+    /// running for this connection wait for it and share its outcome: 100 concurrent calls make
+    /// one request to the provider.
     #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
     pub async fn refresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
-        self.single_flight(id, None, actor).await
+        let op = match self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?.provider {
+            Provider::SnapInspect => Op::Exchange(None),
+            _ => Op::Fetch { force: true },
+        };
+        self.single_flight(id, op, actor).await
     }
 
     /// Exchange only if the stored token is still `stale_version` (the one that just got a 401);
@@ -151,15 +261,10 @@ impl TokenManager {
         stale_version: i64,
         actor: &str,
     ) -> Result<AccessToken, TokenError> {
-        self.single_flight(id, Some(stale_version), actor).await
+        self.single_flight(id, Op::Exchange(Some(stale_version)), actor).await
     }
 
-    async fn single_flight(
-        &self,
-        id: &ConnectionId,
-        stale_version: Option<i64>,
-        actor: &str,
-    ) -> Result<AccessToken, TokenError> {
+    async fn single_flight(&self, id: &ConnectionId, op: Op, actor: &str) -> Result<AccessToken, TokenError> {
         let slot = self.slot(id);
         let seen = slot.generation.load(Ordering::Acquire);
         let _guard = slot.lock.lock().await;
@@ -171,7 +276,16 @@ impl TokenManager {
             }
             return self.current(id).await;
         }
-        let outcome = self.exchange_locked(id, stale_version, actor).await;
+        let outcome = match op {
+            Op::Exchange(stale_version) => self.exchange_locked(id, stale_version, actor).await,
+            Op::Fetch { force } => self.fetch_locked(id, force, actor).await,
+        };
+        if let Ok(t) = &outcome {
+            let now = now_ms();
+            self.remember(t, Some(now), now);
+        } else {
+            self.forget(id);
+        }
         *slot.last.lock().expect("slot poisoned") = Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         slot.generation.fetch_add(1, Ordering::AcqRel);
         outcome
@@ -291,6 +405,102 @@ impl TokenManager {
         }
     }
 
+    /// Fetch a client-credentials token, with this process's slot lock held.
+    async fn fetch_locked(&self, id: &ConnectionId, force: bool, actor: &str) -> Result<AccessToken, TokenError> {
+        let now = now_ms();
+        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        if tokens.status == ConnectionStatus::Disconnected {
+            return Err(TokenError::Disconnected);
+        }
+        // Someone (another caller, another process) may have fetched while we waited.
+        let still_fresh = fresh_credentials_token(id, &tokens, now);
+        if let (false, Some(t)) = (force, &still_fresh) {
+            return Ok(t.clone());
+        }
+        if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
+            // Backing off: a token that has not expired yet is still better than none.
+            if let Some(t) = still_or_unexpired(id, &tokens, now) {
+                return Ok(t);
+            }
+            let last_error = self.store.connection(id).await?.and_then(|c| c.last_error).unwrap_or_default();
+            return Err(TokenError::BackingOff { retry_in: Duration::from_millis((until - now) as u64), last_error });
+        }
+        loop {
+            let now = now_ms();
+            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
+                LeaseOutcome::Acquired => break,
+                LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
+                LeaseOutcome::HeldElsewhere { until } => {
+                    let deadline = until.min(now + LEASE_MS);
+                    while now_ms() <= deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+                        if latest.version != tokens.version {
+                            if let Some(t) = fresh_credentials_token(id, &latest, now_ms()) {
+                                return Ok(t);
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let result = self.fetch_with_lease(id, &tokens, actor).await;
+        if result.is_err() {
+            let _ = self.store.release_exchange_lease(id, &self.owner).await;
+        }
+        result
+    }
+
+    async fn fetch_with_lease(
+        &self,
+        id: &ConnectionId,
+        tokens: &StoredTokens,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
+        let creds = self.store.credentials(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let started = now_ms();
+        match fetch_token(&self.http, &creds.settings, &creds.secret).await {
+            Ok(issued) => {
+                let mut lifetime = issued.expires_in.map(Duration::from_secs).unwrap_or(self.default_lifetime);
+                if let Some(max) = creds.settings.max_lifetime_secs() {
+                    lifetime = lifetime.min(Duration::from_secs(max));
+                }
+                let expires_at = started + lifetime.as_millis() as i64;
+                let version =
+                    self.store.store_issued_token(id, &issued.access_token, expires_at, now_ms(), actor).await?;
+                tracing::info!(version, lifetime_secs = lifetime.as_secs(), "fetched a new client-credentials token");
+                Ok(AccessToken {
+                    connection_id: id.clone(),
+                    provider: creds.settings.provider,
+                    token: issued.access_token,
+                    version,
+                    expires_at: Some(expires_at),
+                })
+            }
+            Err(e) => {
+                let hint = match &e {
+                    FetchError::Transient { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let failures = self.store.failure_count(id).await? + 1;
+                let wait = backoff(failures, hint);
+                let message = e.to_string();
+                tracing::warn!(%message, failures, retry_in_secs = wait.as_secs(), "client-credentials token request failed");
+                let failure = ExchangeFailure::Failing {
+                    message: message.clone(),
+                    retry_after: now_ms() + wait.as_millis() as i64,
+                };
+                self.store.record_exchange_failure(id, &failure, now_ms(), actor).await?;
+                // The old token, if it has not expired yet, still works.
+                if let Some(t) = still_or_unexpired(id, tokens, now_ms()) {
+                    return Ok(t);
+                }
+                Err(TokenError::Provider(message))
+            }
+        }
+    }
+
     /// Store a new pair before anyone sees it, retrying a failing store a few times; if it still
     /// fails, keep the pair in memory so the next call stores it rather than losing it.
     async fn commit(&self, id: &ConnectionId, pair: ExchangedTokens, actor: &str) -> Result<AccessToken, TokenError> {
@@ -300,7 +510,13 @@ impl TokenManager {
             match self.store.commit_exchange(id, &pair.access, pair.refresh.as_ref(), now_ms(), actor).await {
                 Ok(version) => {
                     tracing::info!(version, "exchanged and stored a new token pair");
-                    return Ok(AccessToken { connection_id: id.clone(), token: pair.access, version });
+                    return Ok(AccessToken {
+                        connection_id: id.clone(),
+                        provider: Provider::SnapInspect,
+                        token: pair.access,
+                        version,
+                        expires_at: None,
+                    });
                 }
                 Err(e) => {
                     tracing::error!(error.chain = %format!("{e:#}"), "storing the exchanged tokens failed; retrying");
@@ -331,7 +547,41 @@ fn check_status(tokens: &StoredTokens) -> Result<(), TokenError> {
 fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessToken, TokenError> {
     check_status(tokens)?;
     let token = tokens.access.clone().ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
-    Ok(AccessToken { connection_id: id.clone(), token, version: tokens.version })
+    Ok(AccessToken {
+        connection_id: id.clone(),
+        provider: tokens.provider,
+        token,
+        version: tokens.version,
+        expires_at: tokens.expires_at,
+    })
+}
+
+/// A stored client-credentials token that is still fresh (not within its refresh margin).
+fn fresh_credentials_token(id: &ConnectionId, tokens: &StoredTokens, now: i64) -> Option<AccessToken> {
+    let (access, expires_at) = (tokens.access.clone()?, tokens.expires_at?);
+    let lifetime = expires_at - tokens.obtained_at.unwrap_or(expires_at);
+    if tokens.status == ConnectionStatus::Disconnected || now >= expires_at - refresh_margin_ms(lifetime) {
+        return None;
+    }
+    Some(AccessToken {
+        connection_id: id.clone(),
+        provider: tokens.provider,
+        token: access,
+        version: tokens.version,
+        expires_at: Some(expires_at),
+    })
+}
+
+/// A stored client-credentials token that has not expired, even if it is within its margin.
+fn still_or_unexpired(id: &ConnectionId, tokens: &StoredTokens, now: i64) -> Option<AccessToken> {
+    let (access, expires_at) = (tokens.access.clone()?, tokens.expires_at?);
+    (expires_at > now + 1_000).then(|| AccessToken {
+        connection_id: id.clone(),
+        provider: tokens.provider,
+        token: access,
+        version: tokens.version,
+        expires_at: Some(expires_at),
+    })
 }
 
 /// Exponential backoff with ±20 % jitter: 2 s, 4 s, 8 s … capped at 10 min; a provider's
@@ -347,6 +597,14 @@ pub fn backoff(failures: i64, retry_after: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_refresh_margin_is_a_tenth_clamped_and_never_more_than_half() {
+        assert_eq!(refresh_margin_ms(3_600_000), 300_000, "an hour: five minutes");
+        assert_eq!(refresh_margin_ms(600_000), 60_000, "ten minutes: one");
+        assert_eq!(refresh_margin_ms(20_000), 5_000, "twenty seconds: the five-second floor");
+        assert_eq!(refresh_margin_ms(2_000), 1_000, "two seconds: half, so it is still reused");
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

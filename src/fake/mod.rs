@@ -3,6 +3,7 @@
 
 pub mod receiver;
 pub mod snapinspect;
+pub mod token_server;
 
 use std::net::TcpListener;
 

@@ -1,6 +1,7 @@
 //! HTTP route groups; each exposes `configure` and `startup` wires them together.
 
 pub mod admin;
+pub mod api;
 pub mod assets;
 pub mod connect;
 pub mod health;

@@ -31,6 +31,15 @@ pub struct Connection {
     pub last_error_at: Option<i64>,
     pub failure_count: i64,
     pub retry_after: Option<i64>,
+    /// Client-credentials settings (none of them secret; the client secret is never read here).
+    pub client_id: Option<String>,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub domain: Option<String>,
+    pub environment: Option<String>,
+    pub token_url: Option<String>,
+    pub auth_style: Option<String>,
+    pub token_expires_at: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -53,12 +62,21 @@ struct ConnectionRecord {
     last_error_at: Option<i64>,
     failure_count: i64,
     retry_after: Option<i64>,
+    client_id: Option<String>,
+    scope: Option<String>,
+    audience: Option<String>,
+    domain: Option<String>,
+    environment: Option<String>,
+    token_url: Option<String>,
+    auth_style: Option<String>,
+    token_expires_at: Option<i64>,
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
     (access_token is not null) as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
-    failure_count, retry_after";
+    failure_count, retry_after, client_id, scope, audience, domain, environment, token_url, auth_style, \
+    token_expires_at";
 
 impl TryFrom<ConnectionRecord> for Connection {
     type Error = anyhow::Error;
@@ -83,6 +101,14 @@ impl TryFrom<ConnectionRecord> for Connection {
             last_error_at: r.last_error_at,
             failure_count: r.failure_count,
             retry_after: r.retry_after,
+            client_id: r.client_id,
+            scope: r.scope,
+            audience: r.audience,
+            domain: r.domain,
+            environment: r.environment,
+            token_url: r.token_url,
+            auth_style: r.auth_style,
+            token_expires_at: r.token_expires_at,
         })
     }
 }
@@ -95,6 +121,8 @@ struct TokenRecord {
     refresh_token: Option<Vec<u8>>,
     token_version: i64,
     retry_after: Option<i64>,
+    token_expires_at: Option<i64>,
+    token_obtained_at: Option<i64>,
 }
 
 /// What the connect callback hands the store once SnapInspect has redirected back.
@@ -123,6 +151,9 @@ pub struct StoredTokens {
     pub refresh: Option<SecretString>,
     pub version: i64,
     pub retry_after: Option<i64>,
+    /// When the access token expires (client-credentials tokens; SnapInspect's do not).
+    pub expires_at: Option<i64>,
+    pub obtained_at: Option<i64>,
 }
 
 /// Whether this process may run the exchange now.
@@ -143,6 +174,9 @@ pub enum ExchangeFailure {
     Dead { message: String },
     /// The provider or the network failed: tokens stay, and no new try before `retry_after`.
     Transient { message: String, retry_after: i64 },
+    /// A client-credentials request was refused or failed: the connection is `failing` until a
+    /// token is issued again, and no new try before `retry_after`.
+    Failing { message: String, retry_after: i64 },
 }
 
 pub(super) fn aad<'a>(id: &'a str, column: &'a str) -> Aad<'a> {
@@ -254,7 +288,8 @@ impl Store {
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn tokens(&self, id: &ConnectionId) -> anyhow::Result<Option<StoredTokens>> {
         let row: Option<TokenRecord> = sqlx::query_as(
-            "select provider, status, access_token, refresh_token, token_version, retry_after from connections where id = $1",
+            "select provider, status, access_token, refresh_token, token_version, retry_after, token_expires_at, \
+             token_obtained_at from connections where id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -266,6 +301,8 @@ impl Store {
             refresh_token: refresh,
             token_version: version,
             retry_after,
+            token_expires_at: expires_at,
+            token_obtained_at: obtained_at,
         }) = row
         else {
             return Ok(None);
@@ -282,6 +319,8 @@ impl Store {
             refresh: open(refresh, "refresh_token")?,
             version,
             retry_after,
+            expires_at,
+            obtained_at,
         }))
     }
 
@@ -400,6 +439,20 @@ impl Store {
                     &format!("{message}; the connection needs to be reconnected"),
                 )
                 .await?;
+            }
+            ExchangeFailure::Failing { message, retry_after } => {
+                sqlx::query(
+                    "update connections set status = 'failing', last_error = $2, last_error_at = $3, updated_at = $3, \
+                     failure_count = failure_count + 1, retry_after = $4, exchange_lease_until = null, exchange_lease_owner = null \
+                     where id = $1",
+                )
+                .bind(id.as_str())
+                .bind(message)
+                .bind(now)
+                .bind(retry_after)
+                .execute(&mut *tx)
+                .await?;
+                insert_audit(&mut tx, now, actor, "token_failed", Some(id), message).await?;
             }
             ExchangeFailure::Transient { message, retry_after } => {
                 sqlx::query(

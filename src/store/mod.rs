@@ -2,8 +2,10 @@
 //! applies migrations, and seals/opens every secret column with the key ring on the way in and out.
 
 mod admins;
+mod api_keys;
 mod audit;
 mod connections;
+mod credentials;
 mod events;
 mod rotate;
 mod sessions;
@@ -18,11 +20,13 @@ use sqlx::{
 };
 
 pub use admins::Admin;
+pub use api_keys::ApiKey;
 pub use audit::AuditEntry;
 pub use connections::{
     AssignRefusal, Connection, ConnectionFilter, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink,
     StoredTokens,
 };
+pub use credentials::StoredCredentials;
 pub use events::{
     Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, EventWriter, Inserted, NewAttempt, NewEvent,
     ReplayRefusal,

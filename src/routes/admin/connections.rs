@@ -125,11 +125,24 @@ impl From<crate::store::EventRow> for EventRowView {
     }
 }
 
+/// A client-credentials connection's settings (nothing secret).
+pub struct CredentialsView {
+    pub client_id: String,
+    pub scope: String,
+    pub audience: String,
+    pub domain: String,
+    pub environment: String,
+    pub token_url: String,
+    pub auth: String,
+    pub token_expires: String,
+}
+
 #[derive(Template)]
 #[template(path = "admin/connection.html")]
 struct DetailPage {
     nav: Nav,
     c: Row,
+    credentials: Option<CredentialsView>,
     unidentified: bool,
     exchangeable: bool,
     disconnected: bool,
@@ -172,8 +185,19 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         None => 0,
     };
     let now = now_ms();
+    let credentials = (c.provider != Provider::SnapInspect).then(|| CredentialsView {
+        client_id: c.client_id.clone().unwrap_or_default(),
+        scope: c.scope.clone().unwrap_or_else(|| "—".into()),
+        audience: c.audience.clone().unwrap_or_else(|| "—".into()),
+        domain: c.domain.clone().unwrap_or_else(|| "—".into()),
+        environment: c.environment.clone().unwrap_or_else(|| "—".into()),
+        token_url: c.token_url.clone().unwrap_or_default(),
+        auth: c.auth_style.clone().unwrap_or_default(),
+        token_expires: when(c.token_expires_at).replace("never", "no token yet"),
+    });
     let page = DetailPage {
         nav: admin.nav("connections"),
+        credentials,
         unidentified: c.status == ConnectionStatus::Unidentified,
         exchangeable: c.provider == Provider::SnapInspect
             && c.has_tokens

@@ -2,8 +2,10 @@
 //! existing admin, renewed at sign-in, ended by idle timeout, sign-out or a password reset), CSRF
 //! on every form, flash messages, and the page groups in the submodules.
 
+mod api_keys;
 mod audit;
 mod connections;
+mod credentials;
 mod dashboard;
 mod events;
 mod login;
@@ -42,7 +44,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             }))
             .configure(login::configure)
             .configure(dashboard::configure)
+            // Before connections: `/connections/new` must not be taken for a connection id.
+            .configure(credentials::configure)
             .configure(connections::configure)
+            .configure(api_keys::configure)
             .configure(events::configure)
             .configure(audit::configure),
     );

@@ -1,0 +1,97 @@
+//! The OAuth 2.0 client-credentials grant (RFC 6749 §4.4): one generic client, and presets that
+//! encode what each provider's document demands.
+
+pub mod client;
+pub mod presets;
+
+pub use client::{fetch_token, FetchError, IssuedToken};
+pub use presets::{CredentialsInput, PresetError};
+
+use std::fmt;
+
+use url::Url;
+
+use crate::domain::{ParseError, Provider};
+
+/// How the client authenticates at the token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthStyle {
+    /// HTTP Basic with id and secret form-encoded first, as §2.3.1 says (`client_secret_basic`).
+    Basic,
+    /// HTTP Basic with id and secret as they are, for servers that do not decode them.
+    BasicRaw,
+    /// `client_id` and `client_secret` in the form body (`client_secret_post`).
+    Post,
+}
+
+impl AuthStyle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthStyle::Basic => "basic",
+            AuthStyle::BasicRaw => "basic-raw",
+            AuthStyle::Post => "post",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        match s.trim() {
+            "basic" => Ok(AuthStyle::Basic),
+            "basic-raw" => Ok(AuthStyle::BasicRaw),
+            "post" => Ok(AuthStyle::Post),
+            other => Err(ParseError(format!("unknown auth style `{other}`: use basic, basic-raw or post"))),
+        }
+    }
+}
+
+impl fmt::Display for AuthStyle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A client-credentials connection's settings, resolved from a preset and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub provider: Provider,
+    pub client_id: String,
+    /// May contain `{domain}`.
+    pub token_url: String,
+    pub auth: AuthStyle,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub domain: Option<String>,
+    pub environment: Option<String>,
+}
+
+impl Settings {
+    /// The token URL with `{domain}` filled in.
+    pub fn resolved_token_url(&self) -> Result<Url, PresetError> {
+        let raw = match &self.domain {
+            Some(d) => self.token_url.replace("{domain}", d),
+            None => self.token_url.clone(),
+        };
+        if raw.contains("{domain}") {
+            return Err(PresetError(
+                "the token URL holds {domain} but no domain is set (e.g. --domain doctoralia.es)".into(),
+            ));
+        }
+        Url::parse(&raw).map_err(|e| PresetError(format!("the token URL `{raw}` is not a URL: {e}")))
+    }
+
+    /// The form fields besides the credentials: `scope` and `audience` when set.
+    pub fn extra_fields(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.scope {
+            out.push(("scope", s.clone()));
+        }
+        if let Some(a) = &self.audience {
+            out.push(("audience", a.clone()));
+        }
+        out
+    }
+
+    /// The longest a token may be used, whatever `expires_in` says (Docplanner: 24 hours).
+    pub fn max_lifetime_secs(&self) -> Option<u64> {
+        (self.provider == Provider::Docplanner).then_some(24 * 3600)
+    }
+}

@@ -1,0 +1,215 @@
+//! Presets: what each provider's document demands, turned into [`Settings`].
+//!
+//! - Snapdocs: credentials in the form body, an `audience`, demo and production environments.
+//! - SmartDocumentor: credentials in the form body, `scope=WebAPI` always.
+//! - Signicat: HTTP Basic, a space-separated list of scopes.
+//! - Docplanner: HTTP Basic, `scope=integration`, a per-country token URL
+//!   `https://www.{domain}/oauth/v2/token`, HTTPS only, a token at most 24 hours old.
+//! - custom: any token URL and auth style.
+
+use super::{AuthStyle, Settings};
+use crate::domain::Provider;
+
+/// A setting that does not fit the provider; the message says what to change.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PresetError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, PresetError> {
+    Err(PresetError(msg.into()))
+}
+
+const SNAPDOCS_DEMO_URL: &str = "https://login.demo-eks.snpd.io/oauth/token";
+const SNAPDOCS_DEMO_AUDIENCE: &str = "https://api.*.snpd.io";
+const SNAPDOCS_PRODUCTION_URL: &str = "https://login.snapdocs.com/oauth/token/";
+const SNAPDOCS_PRODUCTION_AUDIENCE: &str = "https://api.snapdocs.com";
+const SMARTDOCUMENTOR_URL: &str = "https://cloud.smartdocumentor.net/connect/token";
+const SIGNICAT_URL: &str = "https://api.signicat.io/oauth/connect/token";
+const DOCPLANNER_URL: &str = "https://www.{domain}/oauth/v2/token";
+
+/// What an operator gives (CLI flags or the console form); empty strings count as not given.
+#[derive(Debug, Clone, Default)]
+pub struct CredentialsInput {
+    pub client_id: String,
+    pub scope: Option<String>,
+    pub audience: Option<String>,
+    pub domain: Option<String>,
+    pub environment: Option<String>,
+    pub token_url: Option<String>,
+    pub auth: Option<AuthStyle>,
+}
+
+fn given(v: &Option<String>) -> Option<String> {
+    v.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned)
+}
+
+/// A list of scopes as the wire wants it: space-separated (commas are accepted on input).
+fn scopes(v: &str) -> String {
+    v.split([' ', ',']).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+impl CredentialsInput {
+    /// Apply the provider's preset and check everything it requires.
+    pub fn resolve(&self, provider: Provider) -> Result<Settings, PresetError> {
+        let client_id = self.client_id.trim().to_owned();
+        if client_id.is_empty() {
+            return err("a client id is required");
+        }
+        if client_id.len() > 512 {
+            return err("the client id is longer than 512 characters");
+        }
+        let url_override = given(&self.token_url);
+        let scope = given(&self.scope).map(|s| scopes(&s));
+        let mut s = Settings {
+            provider,
+            client_id,
+            token_url: String::new(),
+            auth: AuthStyle::Post,
+            scope: None,
+            audience: given(&self.audience),
+            domain: None,
+            environment: None,
+        };
+        match provider {
+            Provider::SnapInspect => {
+                return err(
+                    "SnapInspect is connected through the Connect with SnapInspect button, not with client credentials",
+                )
+            }
+            Provider::Snapdocs => {
+                let env = given(&self.environment).unwrap_or_else(|| "production".into());
+                let (url, audience) = match env.as_str() {
+                    "demo" => (SNAPDOCS_DEMO_URL, SNAPDOCS_DEMO_AUDIENCE),
+                    "production" => (SNAPDOCS_PRODUCTION_URL, SNAPDOCS_PRODUCTION_AUDIENCE),
+                    other => return err(format!("Snapdocs has a demo and a production environment, not `{other}`")),
+                };
+                s.token_url = url_override.unwrap_or_else(|| url.into());
+                s.audience = s.audience.or_else(|| Some(audience.into()));
+                s.environment = Some(env);
+                s.auth = self.auth.unwrap_or(AuthStyle::Post);
+                s.scope = scope;
+            }
+            Provider::SmartDocumentor => {
+                if scope.as_deref().is_some_and(|sc| sc != "WebAPI") {
+                    return err("SmartDocumentor's scope is always WebAPI");
+                }
+                s.token_url = url_override.unwrap_or_else(|| SMARTDOCUMENTOR_URL.into());
+                s.scope = Some("WebAPI".into());
+                s.auth = self.auth.unwrap_or(AuthStyle::Post);
+            }
+            Provider::Signicat => {
+                let Some(scope) = scope else {
+                    return err("Signicat needs the scopes to ask for, e.g. --scope \"document_read document_write\"");
+                };
+                s.token_url = url_override.unwrap_or_else(|| SIGNICAT_URL.into());
+                s.scope = Some(scope);
+                s.auth = self.auth.unwrap_or(AuthStyle::Basic);
+            }
+            Provider::Docplanner => {
+                let Some(domain) = given(&self.domain).map(|d| d.trim_start_matches("www.").to_lowercase()) else {
+                    return err(
+                        "Docplanner needs the country's domain, e.g. --domain doctoralia.es or --domain znanylekarz.pl",
+                    );
+                };
+                if !domain.contains('.') || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+                    return err(format!("`{domain}` is not a domain like doctoralia.es"));
+                }
+                s.token_url = url_override.unwrap_or_else(|| DOCPLANNER_URL.into());
+                s.domain = Some(domain);
+                s.scope = Some(scope.unwrap_or_else(|| "integration".into()));
+                s.auth = self.auth.unwrap_or(AuthStyle::Basic);
+            }
+            Provider::Custom => {
+                let Some(url) = url_override else { return err("a custom provider needs --token-url") };
+                let Some(auth) = self.auth else {
+                    return err("a custom provider needs --auth basic, basic-raw or post");
+                };
+                s.token_url = url;
+                s.auth = auth;
+                s.scope = scope;
+                s.domain = given(&self.domain);
+            }
+        }
+        let url = s.resolved_token_url()?;
+        if url.scheme() != "https" && !crate::config::is_loopback(&url) {
+            return err(format!(
+                "the token URL must be https (only loopback may be plain http), got {}",
+                url.origin().ascii_serialization()
+            ));
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(client_id: &str) -> CredentialsInput {
+        CredentialsInput { client_id: client_id.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn snapdocs_picks_url_and_audience_by_environment() {
+        let s =
+            CredentialsInput { environment: Some("demo".into()), ..input("id") }.resolve(Provider::Snapdocs).unwrap();
+        assert_eq!(s.token_url, SNAPDOCS_DEMO_URL);
+        assert_eq!(s.audience.as_deref(), Some(SNAPDOCS_DEMO_AUDIENCE));
+        assert_eq!(s.auth, AuthStyle::Post);
+        let p = input("id").resolve(Provider::Snapdocs).unwrap();
+        assert_eq!(p.token_url, SNAPDOCS_PRODUCTION_URL);
+        assert!(CredentialsInput { environment: Some("staging".into()), ..input("id") }
+            .resolve(Provider::Snapdocs)
+            .is_err());
+    }
+
+    #[test]
+    fn smartdocumentor_always_asks_for_webapi() {
+        let s = input("id").resolve(Provider::SmartDocumentor).unwrap();
+        assert_eq!(s.scope.as_deref(), Some("WebAPI"));
+        assert!(CredentialsInput { scope: Some("Other".into()), ..input("id") }
+            .resolve(Provider::SmartDocumentor)
+            .is_err());
+    }
+
+    #[test]
+    fn signicat_needs_scopes_and_uses_basic() {
+        assert!(input("id").resolve(Provider::Signicat).is_err());
+        let s = CredentialsInput { scope: Some("document_read, identify".into()), ..input("id") }
+            .resolve(Provider::Signicat)
+            .unwrap();
+        assert_eq!(s.scope.as_deref(), Some("document_read identify"));
+        assert_eq!(s.auth, AuthStyle::Basic);
+    }
+
+    #[test]
+    fn docplanner_needs_a_domain_and_caps_the_token_at_a_day() {
+        assert!(input("id").resolve(Provider::Docplanner).is_err());
+        let s = CredentialsInput { domain: Some("www.Doctoralia.es".into()), ..input("id") }
+            .resolve(Provider::Docplanner)
+            .unwrap();
+        assert_eq!(s.resolved_token_url().unwrap().as_str(), "https://www.doctoralia.es/oauth/v2/token");
+        assert_eq!(s.scope.as_deref(), Some("integration"));
+        assert_eq!(s.max_lifetime_secs(), Some(86_400));
+        assert!(CredentialsInput { domain: Some("evil/path".into()), ..input("id") }
+            .resolve(Provider::Docplanner)
+            .is_err());
+    }
+
+    #[test]
+    fn custom_needs_url_and_auth_and_https() {
+        assert!(input("id").resolve(Provider::Custom).is_err());
+        let plain = CredentialsInput {
+            token_url: Some("http://auth.example.com/token".into()),
+            auth: Some(AuthStyle::Post),
+            ..input("id")
+        };
+        assert!(plain.resolve(Provider::Custom).unwrap_err().0.contains("must be https"));
+        let local = CredentialsInput {
+            token_url: Some("http://127.0.0.1:9/token".into()),
+            auth: Some(AuthStyle::Post),
+            ..input("id")
+        };
+        assert!(local.resolve(Provider::Custom).is_ok());
+    }
+}

@@ -1,0 +1,104 @@
+//! API keys in the console: the list, creating one (shown once, on the page that follows), and
+//! revoking one.
+
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+
+use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
+use crate::{error::AppError, startup::AppState};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api-keys", web::get().to(list))
+        .route("/api-keys", web::post().to(create))
+        .route("/api-keys/{id}/revoke", web::post().to(revoke));
+}
+
+pub struct Row {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub created: String,
+    pub last_used: String,
+    pub revoked: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin/api_keys.html")]
+struct ListPage {
+    nav: Nav,
+    rows: Vec<Row>,
+    /// A key just created: shown this once.
+    new_key: Option<(String, String)>,
+}
+
+async fn page(
+    admin: &AdminUser,
+    state: &AppState,
+    new_key: Option<(String, String)>,
+) -> Result<HttpResponse, AppError> {
+    let rows = state
+        .api_keys
+        .list()
+        .await?
+        .into_iter()
+        .map(|k| Row {
+            id: k.id,
+            name: k.name,
+            prefix: k.prefix,
+            created: when(Some(k.created_at)),
+            last_used: when(k.last_used_at),
+            revoked: k.revoked_at.map(|t| when(Some(t))),
+        })
+        .collect();
+    render(ListPage { nav: admin.nav("api-keys"), rows, new_key })
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    page(&admin, &state, None).await
+}
+
+#[derive(Deserialize)]
+struct CreateForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    name: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn create(
+    admin: AdminUser,
+    form: web::Form<CreateForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    if form.name.trim().is_empty() || form.name.trim().len() > 100 {
+        admin.flash(
+            FlashKind::Bad,
+            "Give the key a name of 1 to 100 characters, e.g. the application that will use it.",
+        );
+        return Ok(redirect("/admin/api-keys"));
+    }
+    let (id, key) = state.api_keys.create(&form.name, &admin.actor()).await?;
+    // Rendered on this response only (not stored, not redirected through the session), never cached.
+    page(&admin, &state, Some((id, key.expose_secret().to_owned()))).await
+}
+
+#[tracing::instrument(skip_all)]
+async fn revoke(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    if state.api_keys.revoke(&id, &admin.actor()).await? {
+        admin.flash(FlashKind::Ok, format!("Revoked {id}: it no longer opens the API."));
+    } else {
+        admin.flash(FlashKind::Bad, "That key does not exist or was already revoked.");
+    }
+    Ok(redirect("/admin/api-keys"))
+}

@@ -1,0 +1,307 @@
+//! Client-credentials connections in the console: add, edit (the secret is write-only: never shown
+//! back, left empty to keep it), delete after a confirmation, and "test connection" (fetch a token
+//! now and say what happened in plain words).
+
+use actix_web::{web, HttpResponse};
+use askama::Template;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
+use crate::{
+    client_credentials::{AuthStyle, CredentialsInput},
+    domain::{ConnectionId, Provider},
+    error::AppError,
+    startup::AppState,
+    time::now_ms,
+};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/connections/new", web::get().to(new_form))
+        .route("/connections/new", web::post().to(create))
+        .route("/connections/{id}/edit", web::get().to(edit_form))
+        .route("/connections/{id}/edit", web::post().to(update))
+        .route("/connections/{id}/delete", web::get().to(confirm_delete))
+        .route("/connections/{id}/delete", web::post().to(delete))
+        .route("/connections/{id}/test", web::post().to(test));
+}
+
+/// The form's fields; everything is text, validated by the provider's preset.
+#[derive(Deserialize, Default, Clone)]
+pub struct CredentialsForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    provider: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    client_id: String,
+    #[serde(default)]
+    client_secret: String,
+    #[serde(default)]
+    scope: String,
+    #[serde(default)]
+    audience: String,
+    #[serde(default)]
+    domain: String,
+    #[serde(default)]
+    environment: String,
+    #[serde(default)]
+    token_url: String,
+    #[serde(default)]
+    auth: String,
+}
+
+fn opt(s: &str) -> Option<String> {
+    Some(s.trim().to_owned()).filter(|s| !s.is_empty())
+}
+
+impl CredentialsForm {
+    fn input(&self) -> Result<(Provider, CredentialsInput), String> {
+        let provider = Provider::parse(&self.provider).map_err(|e| e.to_string())?;
+        let auth = match self.auth.trim() {
+            "" => None,
+            a => Some(AuthStyle::parse(a).map_err(|e| e.to_string())?),
+        };
+        Ok((
+            provider,
+            CredentialsInput {
+                client_id: self.client_id.clone(),
+                scope: opt(&self.scope),
+                audience: opt(&self.audience),
+                domain: opt(&self.domain),
+                environment: opt(&self.environment),
+                token_url: opt(&self.token_url),
+                auth,
+            },
+        ))
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/credentials_form.html")]
+struct FormPage {
+    nav: Nav,
+    title: String,
+    action: String,
+    editing: bool,
+    f: CredentialsForm,
+    error: Option<String>,
+    providers: Vec<(&'static str, &'static str)>,
+}
+
+fn providers() -> Vec<(&'static str, &'static str)> {
+    Provider::ALL.iter().filter(|p| **p != Provider::SnapInspect).map(|p| (p.as_str(), p.label())).collect()
+}
+
+#[tracing::instrument(skip_all)]
+async fn new_form(admin: AdminUser) -> Result<HttpResponse, AppError> {
+    render(FormPage {
+        nav: admin.nav("connections"),
+        title: "Add a client-credentials connection".into(),
+        action: "/admin/connections/new".into(),
+        editing: false,
+        f: CredentialsForm { provider: "snapdocs".into(), ..Default::default() },
+        error: None,
+        providers: providers(),
+    })
+}
+
+fn form_again(
+    admin: &AdminUser,
+    mut f: CredentialsForm,
+    action: String,
+    editing: bool,
+    error: String,
+) -> Result<HttpResponse, AppError> {
+    // The secret is never sent back, not even what was just typed.
+    f.client_secret.clear();
+    let mut res = render(FormPage {
+        nav: admin.nav("connections"),
+        title: if editing { "Edit the connection".into() } else { "Add a client-credentials connection".into() },
+        action,
+        editing,
+        f,
+        error: Some(error),
+        providers: providers(),
+    })?;
+    *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    Ok(res)
+}
+
+#[tracing::instrument(skip_all)]
+async fn create(
+    admin: AdminUser,
+    form: web::Form<CredentialsForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let f = form.into_inner();
+    let action = "/admin/connections/new".to_owned();
+    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => return form_again(&admin, f, action, false, e),
+    };
+    if f.name.trim().is_empty() {
+        return form_again(&admin, f, action, false, "give the connection a name".into());
+    }
+    if f.client_secret.is_empty() {
+        return form_again(&admin, f, action, false, "the client secret is required".into());
+    }
+    let secret = SecretString::from(f.client_secret.clone());
+    let id =
+        state.store.add_credentials_connection(f.name.trim(), &settings, &secret, now_ms(), &admin.actor()).await?;
+    admin.flash(FlashKind::Ok, "Added. Use \"Test connection\" to fetch a first token.");
+    Ok(redirect(&format!("/admin/connections/{id}")))
+}
+
+fn parse_id(raw: &str) -> Result<ConnectionId, AppError> {
+    ConnectionId::parse(raw).map_err(|_| AppError::not_found("There is no connection with that id."))
+}
+
+#[tracing::instrument(skip_all, fields(connection_id = %id))]
+async fn edit_form(
+    admin: AdminUser,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let c = state
+        .store
+        .connection(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    if c.provider == Provider::SnapInspect {
+        return Err(AppError::conflict(
+            "not_editable",
+            "SnapInspect connections are made by the Connect with SnapInspect button, not edited here.",
+        ));
+    }
+    let f = CredentialsForm {
+        provider: c.provider.as_str().into(),
+        name: c.name,
+        client_id: c.client_id.unwrap_or_default(),
+        scope: c.scope.unwrap_or_default(),
+        audience: c.audience.unwrap_or_default(),
+        domain: c.domain.unwrap_or_default(),
+        environment: c.environment.unwrap_or_default(),
+        token_url: c.token_url.unwrap_or_default(),
+        auth: c.auth_style.unwrap_or_default(),
+        ..Default::default()
+    };
+    render(FormPage {
+        nav: admin.nav("connections"),
+        title: "Edit the connection".into(),
+        action: format!("/admin/connections/{id}/edit"),
+        editing: true,
+        f,
+        error: None,
+        providers: providers(),
+    })
+}
+
+#[tracing::instrument(skip_all, fields(connection_id = %id))]
+async fn update(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CredentialsForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let id = parse_id(&id)?;
+    let c = state
+        .store
+        .connection(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    let mut f = form.into_inner();
+    // The provider is fixed once a connection exists.
+    f.provider = c.provider.as_str().into();
+    let action = format!("/admin/connections/{id}/edit");
+    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(|e| e.to_string())) {
+        Ok(s) => s,
+        Err(e) => return form_again(&admin, f, action, true, e),
+    };
+    if f.name.trim().is_empty() {
+        return form_again(&admin, f, action, true, "give the connection a name".into());
+    }
+    let secret = (!f.client_secret.is_empty()).then(|| SecretString::from(f.client_secret.clone()));
+    state
+        .store
+        .update_credentials_connection(&id, f.name.trim(), &settings, secret.as_ref(), now_ms(), &admin.actor())
+        .await?;
+    state.tokens.forget(&id);
+    admin.flash(FlashKind::Ok, "Saved. The next request fetches a token with the new settings.");
+    Ok(redirect(&format!("/admin/connections/{id}")))
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm_delete.html")]
+struct ConfirmPage {
+    nav: Nav,
+    id: String,
+    name: String,
+}
+
+#[tracing::instrument(skip_all, fields(connection_id = %id))]
+async fn confirm_delete(
+    admin: AdminUser,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let id = parse_id(&id)?;
+    let c = state
+        .store
+        .connection(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    render(ConfirmPage { nav: admin.nav("connections"), id: id.to_string(), name: c.name })
+}
+
+#[tracing::instrument(skip_all, fields(connection_id = %id))]
+async fn delete(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let id = parse_id(&id)?;
+    if state.store.delete_connection(&id, now_ms(), &admin.actor()).await? {
+        state.tokens.forget(&id);
+        admin.flash(FlashKind::Ok, "Deleted, with its secret and token.");
+        Ok(redirect("/admin/connections"))
+    } else {
+        Err(AppError::not_found("There is no connection with that id."))
+    }
+}
+
+#[tracing::instrument(skip_all, fields(connection_id = %id))]
+async fn test(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let id = parse_id(&id)?;
+    let c = state
+        .store
+        .connection(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    match state.tokens.refresh(&id, &admin.actor()).await {
+        Ok(t) => admin.flash(
+            FlashKind::Ok,
+            match t.expires_at {
+                Some(exp) => {
+                    format!("It works: {} issued a token, valid until {}.", c.provider.label(), when(Some(exp)))
+                }
+                None => format!("It works: {} issued a token.", c.provider.label()),
+            },
+        ),
+        Err(e) => admin.flash(FlashKind::Bad, format!("{} did not issue a token: {e}", c.provider.label())),
+    }
+    Ok(redirect(&format!("/admin/connections/{id}")))
+}

@@ -1,0 +1,179 @@
+//! `/api/v1` for the organisation's own applications: list connections, get a valid access token
+//! (refreshed only when needed, or forced), force a refresh. `Authorization: Bearer <api key>`;
+//! JSON errors with a stable `error` code; the OpenAPI document at `/api/v1/openapi.json`.
+
+use std::{future::Future, pin::Pin};
+
+use actix_web::{dev::Payload, http::header, web, FromRequest, HttpRequest, HttpResponse};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::{
+    api_keys::Caller,
+    domain::ConnectionId,
+    error::{ApiError, AppError},
+    startup::AppState,
+    time::{now_ms, rfc3339},
+    tokens::AccessToken,
+};
+
+const OPENAPI: &str = include_str!("../../static/openapi.json");
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                ApiError(AppError::BadRequest { code: "bad_query", title: "Bad query", message: e.to_string() }).into()
+            }))
+            .route("/openapi.json", web::get().to(openapi))
+            .route("/connections", web::get().to(list))
+            .route("/connections/{id}/token", web::get().to(token))
+            .route("/connections/{id}/refresh", web::post().to(refresh))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError(AppError::not_found("no such API route: see /api/v1/openapi.json")))
+            })),
+    );
+}
+
+/// The application calling, identified by its API key.
+pub struct ApiCaller(Caller);
+
+impl FromRequest for ApiCaller {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let presented = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| SecretString::from(key.trim().to_owned()));
+        let state = req.app_data::<web::Data<AppState>>().expect("app state is registered").clone();
+        Box::pin(async move {
+            let Some(key) = presented.filter(|k| !k.expose_secret().is_empty()) else {
+                return Err(ApiError(AppError::Unauthorized {
+                    code: "missing_api_key",
+                    message: "send an API key as `Authorization: Bearer <key>` (create one with `connect-hub api-key create`)".into(),
+                })
+                .into());
+            };
+            match state.api_keys.verify(&key).await.map_err(|e| ApiError(AppError::Internal(e)))? {
+                Some(caller) => Ok(ApiCaller(caller)),
+                None => Err(ApiError(AppError::Unauthorized {
+                    code: "invalid_api_key",
+                    message: "this API key is unknown or revoked".into(),
+                })
+                .into()),
+            }
+        })
+    }
+}
+
+impl ApiCaller {
+    fn actor(&self) -> String {
+        format!("api:{}", self.0.name)
+    }
+}
+
+async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+}
+
+fn iso(ms: Option<i64>) -> serde_json::Value {
+    ms.map_or(serde_json::Value::Null, |ms| json!(rfc3339(ms)))
+}
+
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id))]
+async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let connections: Vec<serde_json::Value> = state
+        .store
+        .connections()
+        .await?
+        .into_iter()
+        .map(|c| {
+            json!({
+                "id": c.id.as_str(),
+                "provider": c.provider.as_str(),
+                "name": c.name,
+                "company_id": c.company_id.map(|c| c.get()),
+                "status": c.status.as_str(),
+                "connected_at": iso(Some(c.connected_at)),
+                "last_refresh_at": iso(c.last_exchange_at),
+                "last_used_at": iso(c.last_used_at),
+                "token_expires_at": iso(c.token_expires_at),
+                "last_error": c.last_error,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "connections": connections })))
+}
+
+fn parse_id(raw: &str) -> Result<ConnectionId, ApiError> {
+    ConnectionId::parse(raw).map_err(|_| {
+        ApiError(AppError::NotFound { code: "connection_not_found", message: format!("no connection with id {raw}") })
+    })
+}
+
+fn token_response(t: &AccessToken) -> HttpResponse {
+    let expires_in = t.expires_at.map(|e| ((e - now_ms()) / 1000).max(0));
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(json!({
+            "connection_id": t.connection_id.as_str(),
+            "provider": t.provider.as_str(),
+            "access_token": t.token.expose_secret(),
+            "token_type": "Bearer",
+            "expires_at": iso(t.expires_at),
+            "expires_in": expires_in,
+        }))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    #[serde(default)]
+    force_refresh: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id, connection_id = %id))]
+async fn token(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    query: web::Query<TokenQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let force = match query.force_refresh.as_deref() {
+        None | Some("false" | "0" | "") => false,
+        Some("true" | "1") => true,
+        Some(other) => {
+            return Err(ApiError(AppError::BadRequest {
+                code: "bad_query",
+                title: "Bad query",
+                message: format!(
+                    "force_refresh must be true or false, got `{}`",
+                    other.chars().take(20).collect::<String>()
+                ),
+            }))
+        }
+    };
+    let t = if force { state.tokens.refresh(&id, &caller.actor()).await } else { state.tokens.token(&id).await }
+        .map_err(AppError::from)?;
+    Ok(token_response(&t))
+}
+
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id, connection_id = %id))]
+async fn refresh(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = parse_id(&id)?;
+    let t = state.tokens.refresh(&id, &caller.actor()).await.map_err(AppError::from)?;
+    Ok(token_response(&t))
+}
