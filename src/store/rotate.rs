@@ -7,8 +7,11 @@ use crate::crypto::Aad;
 
 /// Every sealed column: (table, primary-key column, secret column). A new secret column is added
 /// here, or `rotate-key` would leave it under an old key.
-pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] =
-    &[("connections", "id", "access_token"), ("connections", "id", "refresh_token")];
+pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("connections", "id", "access_token"),
+    ("connections", "id", "refresh_token"),
+    ("connections", "id", "client_secret"),
+];
 
 /// What `rotate-key` did.
 #[derive(Debug, Default, PartialEq, Eq)]

@@ -336,3 +336,51 @@ impl TestApp {
         res.text().await.unwrap()
     }
 }
+
+/// Run a fake token server on its own loopback port; returns its base URL (no trailing slash)
+/// once it answers.
+pub async fn spawn_token_server(server: &connect_hub::fake::token_server::FakeTokenServer) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(connect_hub::fake::serve(server.configure(), listener).unwrap());
+    // Any answer (a 404 here) means it is serving, even if the test then blocks its runtime.
+    reqwest::get(format!("{base}/ready")).await.unwrap();
+    base
+}
+
+impl TestApp {
+    /// Add a client-credentials connection through the store, as the CLI and console do.
+    pub async fn add_credentials(
+        &self,
+        provider: connect_hub::domain::Provider,
+        input: connect_hub::client_credentials::CredentialsInput,
+        secret: &str,
+    ) -> connect_hub::domain::ConnectionId {
+        let settings = input.resolve(provider).expect("valid settings");
+        self.state
+            .store
+            .add_credentials_connection(
+                &format!("{} test", provider.label()),
+                &settings,
+                &secrecy::SecretString::from(secret.to_owned()),
+                connect_hub::time::now_ms(),
+                "test",
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Create an API key; returns (id, key).
+    pub async fn api_key(&self, name: &str) -> (String, String) {
+        let (id, key) = self.state.api_keys.create(name, "test").await.unwrap();
+        (id, secrecy::ExposeSecret::expose_secret(&key).to_owned())
+    }
+
+    pub async fn api_get(&self, path: &str, key: Option<&str>) -> Response {
+        let mut req = reqwest::Client::new().get(format!("{}{path}", self.addr));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
+        req.send().await.unwrap()
+    }
+}

@@ -1,0 +1,354 @@
+//! `/api/v1`: keys (valid, revoked, missing), tokens for every kind of connection, forced refresh,
+//! the error codes, and the OpenAPI document; plus API keys and connections from the CLI and the
+//! console.
+
+use connect_hub::{client_credentials::CredentialsInput, domain::Provider, fake::token_server::FakeTokenServer};
+use serde_json::Value;
+
+use crate::helpers::{csrf_from, spawn_app, spawn_token_server, TestApp};
+
+async fn snapdocs(app: &TestApp) -> (FakeTokenServer, connect_hub::domain::ConnectionId) {
+    let fake = FakeTokenServer::snapdocs("sd", "sd-secret");
+    let url = format!("{}/oauth/token", spawn_token_server(&fake).await);
+    let input = CredentialsInput { client_id: "sd".into(), token_url: Some(url), ..Default::default() };
+    let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
+    (fake, id)
+}
+
+#[tokio::test]
+async fn a_valid_key_gets_a_token_and_it_is_cached() {
+    let app = spawn_app().await;
+    let (fake, id) = snapdocs(&app).await;
+    let (_, key) = app.api_key("billing").await;
+    let res = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["connection_id"], id.as_str());
+    assert_eq!(v["provider"], "snapdocs");
+    assert_eq!(v["token_type"], "Bearer");
+    assert!(fake.is_valid(v["access_token"].as_str().unwrap()));
+    assert!(v["expires_in"].as_i64().unwrap() > 3500);
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    let again: Value = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.json().await.unwrap();
+    assert_eq!(again["access_token"], v["access_token"]);
+    assert_eq!(fake.calls(), 1, "refreshed only when needed");
+
+    let forced: Value = app
+        .api_get(&format!("/api/v1/connections/{id}/token?force_refresh=true"), Some(&key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(forced["access_token"], v["access_token"]);
+    assert_eq!(fake.calls(), 2);
+    let posted = reqwest::Client::new()
+        .post(format!("{}/api/v1/connections/{id}/refresh", app.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    assert_eq!(fake.calls(), 3);
+    let audit = app.state.store.audit_entries(Some(&id), None, 10).await.unwrap();
+    assert!(audit.iter().any(|a| a.actor == "api:billing"), "the audit log names the key");
+}
+
+#[tokio::test]
+async fn a_missing_unknown_or_revoked_key_is_refused() {
+    let app = spawn_app().await;
+    let (fake, id) = snapdocs(&app).await;
+    let path = format!("/api/v1/connections/{id}/token");
+    let res = app.api_get(&path, None).await;
+    assert_eq!(res.status(), 401);
+    assert_eq!(res.headers()["www-authenticate"], "Bearer realm=\"connect-hub\"");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "missing_api_key");
+    let v: Value = app.api_get(&path, Some("chk_madeup")).await.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_api_key");
+
+    let (key_id, key) = app.api_key("temp").await;
+    assert_eq!(app.api_get(&path, Some(&key)).await.status(), 200);
+    assert!(app.state.api_keys.revoke(&key_id, "test").await.unwrap());
+    let res = app.api_get(&path, Some(&key)).await;
+    assert_eq!(res.status(), 401, "revoked at once in this process");
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_api_key");
+    assert_eq!(fake.calls(), 1, "refused keys never reach the provider");
+}
+
+#[tokio::test]
+async fn a_key_revoked_from_the_shell_stops_working_within_two_seconds() {
+    let app = spawn_app().await;
+    let (_, id) = snapdocs(&app).await;
+    let (key_id, key) = app.api_key("ci").await;
+    let path = format!("/api/v1/connections/{id}/token");
+    assert_eq!(app.api_get(&path, Some(&key)).await.status(), 200);
+    let out = crate::cli::hub(&app, &["api-key", "revoke", &key_id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while app.api_get(&path, Some(&key)).await.status() != 401 {
+        assert!(std::time::Instant::now() < deadline, "still accepted after 5 s");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn errors_have_stable_codes() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("errors").await;
+    let code = |v: Value| v["error"].as_str().unwrap().to_owned();
+    let res = app.api_get("/api/v1/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/token", Some(&key)).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(code(res.json().await.unwrap()), "connection_not_found");
+    let res = app.api_get("/api/v1/connections/nonsense/token", Some(&key)).await;
+    assert_eq!(res.status(), 404);
+    let res = app.api_get("/api/v1/nothing-here", Some(&key)).await;
+    assert_eq!(res.status(), 404);
+    assert_eq!(code(res.json().await.unwrap()), "not_found");
+
+    let (fake, id) = snapdocs(&app).await;
+    let res = app.api_get(&format!("/api/v1/connections/{id}/token?force_refresh=maybe"), Some(&key)).await;
+    assert_eq!(res.status(), 400);
+    assert_eq!(code(res.json().await.unwrap()), "bad_query");
+
+    fake.push_fault(503);
+    let res = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await;
+    assert_eq!(res.status(), 502);
+    assert_eq!(code(res.json().await.unwrap()), "provider_error");
+    let res = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await;
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(code(res.json().await.unwrap()), "backing_off");
+}
+
+#[tokio::test]
+async fn snapinspect_connections_are_served_too() {
+    let app = spawn_app().await;
+    let connected = app.connect(Some(6847)).await;
+    let id = app.connection_id_for(6847).await;
+    let (_, key) = app.api_key("inspections").await;
+    let v: Value = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.json().await.unwrap();
+    assert_eq!(v["access_token"], connected.access_token.as_str());
+    assert_eq!(v["provider"], "snapinspect");
+    assert!(v["expires_at"].is_null(), "SnapInspect tokens live until exchanged");
+    assert_eq!(app.fake.exchange_calls(), 0);
+    let forced: Value = app
+        .api_get(&format!("/api/v1/connections/{id}/token?force_refresh=true"), Some(&key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(forced["access_token"], v["access_token"]);
+    assert_eq!(app.fake.exchanges(), 1);
+
+    // A dead refresh token: 409 needs_reconnect.
+    app.fake.push_exchange_fault(connect_hub::fake::snapinspect::Fault::Status(400));
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/connections/{id}/refresh", app.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "needs_reconnect");
+}
+
+#[tokio::test]
+async fn the_list_shows_every_connection_without_secrets() {
+    let app = spawn_app().await;
+    let (_, sd) = snapdocs(&app).await;
+    app.connect_company(6847).await;
+    let (_, key) = app.api_key("list").await;
+    let res = app.api_get("/api/v1/connections", Some(&key)).await;
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    assert!(!text.contains("sd-secret") && !text.contains("access_token"));
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let all = v["connections"].as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert!(all.iter().any(|c| c["id"] == sd.as_str() && c["provider"] == "snapdocs"));
+    assert!(all.iter().any(|c| c["company_id"] == 6847 && c["status"] == "active"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_api() {
+    let app = spawn_app().await;
+    let res = app.api_get("/api/v1/openapi.json", None).await;
+    assert_eq!(res.status(), 200);
+    let v: Value = res.json().await.unwrap();
+    assert_eq!(v["openapi"], "3.1.0");
+    for path in ["/connections", "/connections/{id}/token", "/connections/{id}/refresh"] {
+        assert!(v["paths"][path].is_object(), "{path}");
+    }
+    assert_eq!(v["components"]["securitySchemes"]["apiKey"]["scheme"], "bearer");
+}
+
+#[tokio::test]
+async fn api_keys_and_client_credentials_connections_from_the_shell() {
+    let app = spawn_app().await;
+    let fake = FakeTokenServer::signicat("shell-id", "shell secret+1");
+    let url = format!("{}/oauth/connect/token", spawn_token_server(&fake).await);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .env_clear()
+        .envs(&app.vars)
+        .env("CLIENT_SECRET", "shell secret+1")
+        .args([
+            "connections",
+            "add",
+            "--provider",
+            "signicat",
+            "--name",
+            "Signicat prod",
+            "--client-id",
+            "shell-id",
+            "--scope",
+            "document_read",
+            "--token-url",
+            &url,
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let token = crate::cli::hub(&app, &["connections", "token", &id]);
+    assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
+    assert!(fake.is_valid(String::from_utf8_lossy(&token.stdout).trim()));
+    let list = String::from_utf8_lossy(&crate::cli::hub(&app, &["connections", "list"]).stdout).into_owned();
+    assert!(list.contains("signicat") && list.contains("Signicat prod"));
+
+    // Wrong input says what to fix.
+    let bad = crate::cli::hub(&app, &["connections", "add", "--provider", "custom", "--name", "x", "--client-id", "y"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs --token-url"));
+    let no_secret = crate::cli::hub(
+        &app,
+        &["connections", "add", "--provider", "smartdocumentor", "--name", "x", "--client-id", "y"],
+    );
+    assert!(String::from_utf8_lossy(&no_secret.stderr).contains("no client secret"));
+
+    let created = crate::cli::hub(&app, &["api-key", "create", "--name", "from the shell"]);
+    let key = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert!(key.starts_with("chk_"));
+    let res = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await;
+    assert_eq!(res.status(), 200);
+    let stored: Vec<Vec<u8>> =
+        sqlx::query_scalar("select key_hash from api_keys").fetch_all(app.state.store.pool()).await.unwrap();
+    assert!(stored.iter().all(|h| h.len() == 32 && h.as_slice() != key.as_bytes()), "only a hash is stored");
+    let listed = String::from_utf8_lossy(&crate::cli::hub(&app, &["api-key", "list"]).stdout).into_owned();
+    assert!(listed.contains("from the shell") && !listed.contains(&key));
+}
+
+#[tokio::test]
+async fn the_console_adds_tests_edits_and_deletes_a_client_credentials_connection() {
+    let app = spawn_app().await;
+    let fake = FakeTokenServer::smartdocumentor("console-id", "console-secret");
+    let url = format!("{}/connect/token", spawn_token_server(&fake).await);
+    let csrf = app.sign_in().await;
+    assert!(app.page("/admin/connections/new").await.contains("Add a client-credentials connection"));
+
+    // A form that breaks the preset is shown again with the reason, and without the secret.
+    let res = app
+        .admin_post(
+            "/admin/connections/new",
+            &[
+                ("csrf", &csrf),
+                ("provider", "smartdocumentor"),
+                ("name", "SD"),
+                ("client_id", "console-id"),
+                ("client_secret", "console-secret"),
+                ("scope", "Other"),
+                ("token_url", &url),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("always WebAPI") && !body.contains("console-secret"));
+
+    let res = app
+        .admin_post(
+            "/admin/connections/new",
+            &[
+                ("csrf", &csrf),
+                ("provider", "smartdocumentor"),
+                ("name", "SmartDocumentor"),
+                ("client_id", "console-id"),
+                ("client_secret", "console-secret"),
+                ("token_url", &url),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    let detail_path = crate::helpers::location(&res);
+    let id = detail_path.rsplit('/').next().unwrap().to_owned();
+    let page = app.page(&detail_path).await;
+    assert!(page.contains("console-id") && page.contains("WebAPI") && !page.contains("console-secret"));
+
+    app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    let page = app.page(&detail_path).await;
+    assert!(page.contains("It works: SmartDocumentor issued a token"), "{page}");
+    assert_eq!(fake.issued(), 1);
+
+    // Edit: the secret is write-only, an empty field keeps it.
+    let edit = app.page(&format!("/admin/connections/{id}/edit")).await;
+    assert!(!edit.contains("console-secret") && edit.contains("leave empty to keep"));
+    app.admin_post(
+        &format!("/admin/connections/{id}/edit"),
+        &[
+            ("csrf", &csrf),
+            ("name", "SmartDocumentor renamed"),
+            ("client_id", "console-id"),
+            ("client_secret", ""),
+            ("token_url", &url),
+        ],
+    )
+    .await;
+    app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    let page = app.page(&detail_path).await;
+    assert!(page.contains("SmartDocumentor renamed") && page.contains("It works"), "the kept secret still works");
+    // A wrong new secret: the test says so in plain words.
+    app.admin_post(
+        &format!("/admin/connections/{id}/edit"),
+        &[
+            ("csrf", &csrf),
+            ("name", "SD"),
+            ("client_id", "console-id"),
+            ("client_secret", "wrong"),
+            ("token_url", &url),
+        ],
+    )
+    .await;
+    app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    assert!(app
+        .page(&detail_path)
+        .await
+        .contains("did not issue a token: the client id or secret is wrong or expired"));
+
+    assert!(app.page(&format!("/admin/connections/{id}/delete")).await.contains("Yes, delete"));
+    let res = app.admin_post(&format!("/admin/connections/{id}/delete"), &[("csrf", &csrf)]).await;
+    assert_eq!(crate::helpers::location(&res), "/admin/connections");
+    assert_eq!(app.get(&detail_path).await.status(), 404);
+    assert!(app.page("/admin/audit").await.contains("connection deleted"));
+}
+
+#[tokio::test]
+async fn the_console_creates_shows_once_and_revokes_api_keys() {
+    let app = spawn_app().await;
+    let (_, id) = snapdocs(&app).await;
+    let csrf = app.sign_in().await;
+    let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", "warehouse")]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let page = res.text().await.unwrap();
+    let start = page.find("<pre id=\"new-key\">").unwrap() + "<pre id=\"new-key\">".len();
+    let key = page[start..].split('<').next().unwrap().to_owned();
+    assert!(key.starts_with("chk_"));
+    assert_eq!(app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.status(), 200);
+    let list = app.page("/admin/api-keys").await;
+    assert!(list.contains("warehouse") && !list.contains(&key), "shown once, never again");
+    let key_id = list.split("action=\"/admin/api-keys/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    app.admin_post(&format!("/admin/api-keys/{key_id}/revoke"), &[("csrf", &csrf_from(&list))]).await;
+    assert!(app.page("/admin/api-keys").await.contains("revoked"));
+    assert_eq!(app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.status(), 401);
+}
