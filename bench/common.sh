@@ -23,6 +23,8 @@ build_and_install() {
   fi
   echo "building release..." >&2
   (cd "$ROOT" && cargo build --release --quiet)
+  BENCH_ENCRYPTION_KEY="$("$BIN" generate-key)"
+  BENCH_SESSION_KEY="$("$BIN" generate-key --bytes 64)"
 }
 
 FAKE_PID=""
@@ -57,6 +59,13 @@ connect_company() {
   [ "$code" = 303 ] || { echo "connecting company $1 failed (HTTP $code)" >&2; exit 1; }
 }
 
+# hub_cli NAME ARGS...: the CLI against server NAME's database and keys.
+hub_cli() {
+  local name="$1"; shift
+  env -i PATH="$PATH" DATABASE_URL="sqlite://$WORK/$name/hub.db" ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" \
+    SESSION_KEY="$BENCH_SESSION_KEY" "$BIN" "$@"
+}
+
 SERVER_PID=""
 stop_server() {
   if [ -n "$SERVER_PID" ]; then
@@ -75,7 +84,7 @@ start_server() {
   env -i PATH="$PATH" HOME="${HOME:-/root}" \
     DATABASE_URL="sqlite://$WORK/$name/hub.db" \
     BIND_ADDR="127.0.0.1:$PORT" PUBLIC_URL="$BASE" \
-    ENCRYPTION_KEY="$("$BIN" generate-key)" SESSION_KEY="$("$BIN" generate-key --bytes 64)" \
+    ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" SESSION_KEY="$BENCH_SESSION_KEY" \
     WEBHOOK_SECRET=bench-secret RUST_LOG="${RUST_LOG:-warn}" \
     SNAPINSPECT_CLIENT_ID=bench-client SNAPINSPECT_CLIENT_SECRET=bench-client-secret \
     SNAPINSPECT_AUTHORIZE_URL="$FAKE/integration/SnapInspectConnect" \
