@@ -33,11 +33,16 @@ enum Command {
     /// Serve everything built in on http://127.0.0.1:8080: SQLite and generated keys under ./data,
     /// a fake SnapInspect in the same process.
     Demo {
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        bind: SocketAddr,
+        /// Default 127.0.0.1:8080, or 127.0.0.1:8443 with --tls.
+        #[arg(long)]
+        bind: Option<SocketAddr>,
         /// Where the demo keeps its database and generated keys (kept between runs).
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        /// Serve https with a self-signed certificate (made under the data directory), and
+        /// redirect http://127.0.0.1:8080 to it.
+        #[arg(long)]
+        tls: bool,
     },
     /// Run the fake SnapInspect alone, for developing against a separate `serve`.
     FakeSnapinspect {
@@ -56,6 +61,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Write a consistent copy of the database to PATH while the service runs.
+    Backup { path: PathBuf },
     /// Re-encrypt every stored secret under the current ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
     RotateKey,
     /// Manage admin accounts for the console.
@@ -193,7 +200,12 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve().await,
-        Command::Demo { bind, data_dir } => crate::demo::run(bind, data_dir).await,
+        Command::Demo { bind, data_dir, tls } => {
+            let default = if tls { "127.0.0.1:8443" } else { "127.0.0.1:8080" };
+            let bind = bind.unwrap_or_else(|| default.parse().expect("a valid address"));
+            let tls = tls.then(|| "127.0.0.1:8080".parse().expect("a valid address"));
+            crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls }).await
+        }
         Command::FakeSnapinspect { bind, client_id, client_secret, redirect_uri, webhook_url } => {
             telemetry::init(
                 &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -212,10 +224,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = cli_settings()?;
-            let pool = crate::store::connect_pool(&settings.database_url).await?;
+            let pool = crate::store::connect_pool(&settings.database_url, settings.sqlite_max_pages).await?;
             crate::store::migrate(&pool).await?;
             pool.close().await;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::Backup { path } => {
+            let store = open_store(&cli_settings()?).await?;
+            let bytes = store.backup(&path).await?;
+            store.close().await;
+            println!(
+                "backed up to {} ({} KiB); the tokens in it are still encrypted under ENCRYPTION_KEY",
+                path.display(),
+                bytes / 1024
+            );
             Ok(())
         }
         Command::RotateKey => {
@@ -250,7 +273,7 @@ fn cli_settings() -> anyhow::Result<Settings> {
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let keys = Arc::new(settings.keyring()?);
-    Store::open(&settings.database_url, keys).await
+    Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await
 }
 
 async fn serve() -> anyhow::Result<()> {

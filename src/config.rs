@@ -75,8 +75,32 @@ pub struct Settings {
     pub admin_idle_timeout: Duration,
     /// Group commit for webhook intake (off only to measure the baseline).
     pub group_commit: bool,
+    /// With TLS: a plain-http listener that only redirects to https.
+    pub http_redirect_addr: Option<SocketAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (none by default).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// When set, `/metrics` wants `Authorization: Bearer <this>`.
+    pub metrics_token: Option<SecretString>,
+    /// Total timeout of every outbound call (connect: at most 5 s).
+    pub outbound_timeout: Duration,
+    /// Extra root certificates (PEM) trusted for outbound calls, e.g. an internal CA.
+    pub outbound_ca_file: Option<PathBuf>,
+    /// A cap on the SQLite file, in pages (4 KiB): past it, writes fail cleanly instead of filling the disk.
+    pub sqlite_max_pages: Option<u64>,
+    pub rate_limits: RateLimits,
     pub rust_log: String,
     pub log_format: LogFormat,
+}
+
+/// Request rate limits (0 turns one off).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimits {
+    /// Per API key, per second (bursts of twice that).
+    pub api_per_second: u32,
+    /// Per client address, per minute: starting the connect flow.
+    pub connect_per_minute: u32,
+    /// Per client address, per minute: sign-in attempts.
+    pub sign_in_per_minute: u32,
 }
 
 pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,2h,6h,12h";
@@ -222,6 +246,32 @@ impl Settings {
             admin_idle_timeout: parse_duration(get("ADMIN_IDLE_TIMEOUT").unwrap_or("30m"))
                 .map_err(|p| bad("ADMIN_IDLE_TIMEOUT", p))?,
             group_commit: parse_bool("INGEST_GROUP_COMMIT", get("INGEST_GROUP_COMMIT"), true)?,
+            http_redirect_addr: get("HTTP_REDIRECT_ADDR")
+                .map(|a| {
+                    a.parse().map_err(|_| {
+                        bad("HTTP_REDIRECT_ADDR", format!("must be host:port with an IP address, got `{a}`"))
+                    })
+                })
+                .transpose()?,
+            trusted_proxies: get("TRUSTED_PROXIES")
+                .map(|v| {
+                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(|p| bad("TRUSTED_PROXIES", p))?
+                .unwrap_or_default(),
+            metrics_token: secret("METRICS_TOKEN"),
+            outbound_timeout: parse_duration(get("OUTBOUND_TIMEOUT").unwrap_or("20s"))
+                .map_err(|p| bad("OUTBOUND_TIMEOUT", p))?,
+            outbound_ca_file: get("OUTBOUND_CA_FILE").map(PathBuf::from),
+            sqlite_max_pages: get("SQLITE_MAX_PAGE_COUNT")
+                .map(|v| parse_u64("SQLITE_MAX_PAGE_COUNT", Some(v), 0))
+                .transpose()?,
+            rate_limits: RateLimits {
+                api_per_second: parse_u64("RATE_LIMIT_API", get("RATE_LIMIT_API"), 100)? as u32,
+                connect_per_minute: parse_u64("RATE_LIMIT_CONNECT", get("RATE_LIMIT_CONNECT"), 30)? as u32,
+                sign_in_per_minute: parse_u64("RATE_LIMIT_SIGN_IN", get("RATE_LIMIT_SIGN_IN"), 30)? as u32,
+            },
             rust_log: get("RUST_LOG").unwrap_or("info").to_owned(),
             log_format: match get("LOG_FORMAT").unwrap_or("pretty") {
                 "pretty" => LogFormat::Pretty,
@@ -264,6 +314,20 @@ impl Settings {
         require_https_unless_loopback("SNAPINSPECT_API_URL", &self.snapinspect.api_url)?;
         if let Some(u) = &self.forward_url {
             require_https_unless_loopback("FORWARD_URL", u)?;
+        }
+        if self.http_redirect_addr.is_some() && self.tls.is_none() {
+            return Err(bad(
+                "HTTP_REDIRECT_ADDR",
+                "only makes sense with TLS_CERT and TLS_KEY: it redirects plain http to the https listener",
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            crate::startup::tls::server_config(tls)
+                .map_err(|e| bad("TLS_CERT", format!("/ TLS_KEY cannot be used: {e:#}")))?;
+        }
+        if let Some(ca) = &self.outbound_ca_file {
+            crate::http_client::read_roots(ca)
+                .map_err(|e| bad("OUTBOUND_CA_FILE", format!("cannot be used: {e:#}")))?;
         }
         if self.snapinspect.client_id.is_some() != self.snapinspect.client_secret.is_some() {
             let missing = if self.snapinspect.client_id.is_none() {
@@ -311,6 +375,13 @@ pub fn is_loopback(url: &Url) -> bool {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
     }
+}
+
+/// An address or a network: `10.0.0.1`, `10.0.0.0/8`, `::1`.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{s}` is not an IP address or a network like 10.0.0.0/8"))
 }
 
 /// A Standard Webhooks secret: `whsec_` followed by base64 of 24 to 64 bytes.

@@ -13,6 +13,8 @@ pub mod domain;
 pub mod error;
 pub mod fake;
 pub mod http_client;
+pub mod limits;
+pub mod metrics;
 pub mod queue;
 pub mod routes;
 pub mod session;

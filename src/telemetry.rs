@@ -16,6 +16,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 use crate::{
     config::LogFormat,
     domain::{base32, unique_bytes},
+    startup::AppState,
 };
 
 /// Install the global subscriber, writing to stderr (stdout is for command output such as
@@ -58,10 +59,16 @@ pub async fn access_log(
     let request_id = base32(&unique_bytes::<8>());
     let span = tracing::info_span!("request", request_id = %request_id, method = %req.method());
     let started = Instant::now();
+    let metrics = req.app_data::<actix_web::web::Data<AppState>>().map(|s| s.metrics.clone());
     let mut res = next.call(req).instrument(span.clone()).await?;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let elapsed = started.elapsed().as_secs_f64();
+    let latency_ms = elapsed * 1000.0;
     let status = res.status().as_u16();
     let route = loggable_route(&res);
+    if let Some(m) = metrics {
+        // Only route patterns are labels: a raw path would let anyone grow the metrics without bound.
+        m.observe_request(res.request().match_pattern().as_deref().unwrap_or("unmatched"), status, elapsed);
+    }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }

@@ -21,6 +21,7 @@ use crate::{
     client_credentials::{fetch_token, FetchError},
     domain::{base32, random_bytes, ConnectionId, ConnectionStatus, Provider},
     error::AppError,
+    metrics::Metrics,
     snapinspect::{ExchangeError, ExchangedTokens, SnapInspectClient},
     store::{ExchangeFailure, LeaseOutcome, Store, StoredTokens},
     time::now_ms,
@@ -129,6 +130,7 @@ pub struct TokenManager {
     unsaved: Mutex<HashMap<ConnectionId, ExchangedTokens>>,
     cache: std::sync::RwLock<HashMap<ConnectionId, Cached>>,
     touched: Mutex<HashMap<ConnectionId, i64>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What a single flight does.
@@ -146,6 +148,7 @@ impl TokenManager {
         snapinspect: Option<SnapInspectClient>,
         http: reqwest::Client,
         default_lifetime: Duration,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
@@ -157,6 +160,7 @@ impl TokenManager {
             unsaved: Mutex::new(HashMap::new()),
             cache: std::sync::RwLock::new(HashMap::new()),
             touched: Mutex::new(HashMap::new()),
+            metrics,
         }
     }
 
@@ -377,7 +381,13 @@ impl TokenManager {
         let refresh =
             tokens.refresh.clone().ok_or_else(|| TokenError::NeedsReconnect("no refresh token is stored".into()))?;
 
-        match client.exchange(&refresh).await {
+        let result = client.exchange(&refresh).await;
+        self.metrics.exchanges.inc(match &result {
+            Ok(_) => "ok",
+            Err(ExchangeError::Rejected { .. }) => "refused",
+            Err(_) => "failed",
+        });
+        match result {
             Ok(pair) => self.commit(id, pair, actor).await,
             Err(ExchangeError::Rejected { status, detail }) => {
                 let message = format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
@@ -460,7 +470,9 @@ impl TokenManager {
     ) -> Result<AccessToken, TokenError> {
         let creds = self.store.credentials(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         let started = now_ms();
-        match fetch_token(&self.http, &creds.settings, &creds.secret).await {
+        let result = fetch_token(&self.http, &creds.settings, &creds.secret).await;
+        self.metrics.fetches.inc(if result.is_ok() { "ok" } else { "failed" });
+        match result {
             Ok(issued) => {
                 let mut lifetime = issued.expires_in.map(Duration::from_secs).unwrap_or(self.default_lifetime);
                 if let Some(max) = creds.settings.max_lifetime_secs() {

@@ -25,6 +25,10 @@ pub struct FakeConfig {
     pub webhook_url: Option<String>,
 }
 
+/// The fake's pages style themselves inline; they run no script, and anything may be the target
+/// of their forms (the redirect back goes to the hub).
+const FAKE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'";
+
 /// The demo companies the authorize page offers.
 pub const COMPANIES: &[(i64, &str)] =
     &[(6847, "Harbour View Realty"), (7012, "Northside Property Inspections"), (9001, "Coastal Strata Management")];
@@ -87,7 +91,12 @@ fn token(prefix: &str) -> String {
 
 impl FakeSnapInspect {
     pub fn new(config: FakeConfig) -> Self {
-        Self { config: Arc::new(config), state: Arc::default(), http: crate::http_client::build() }
+        Self::with_client(config, crate::http_client::build())
+    }
+
+    /// With the client its "fire a webhook" page posts with (e.g. one trusting a demo certificate).
+    pub fn with_client(config: FakeConfig, http: reqwest::Client) -> Self {
+        Self { config: Arc::new(config), state: Arc::default(), http }
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -205,6 +214,7 @@ struct RefusedPage<'a> {
 fn refused(reason: &str) -> HttpResponse {
     HttpResponse::BadRequest()
         .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, FAKE_CSP))
         .body(RefusedPage { reason }.render().unwrap_or_else(|_| reason.to_owned()))
 }
 
@@ -247,6 +257,7 @@ async fn authorize_page(req: HttpRequest, fake: web::Data<FakeSnapInspect>) -> H
     };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, FAKE_CSP))
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .body(page.render().unwrap_or_default())
 }
@@ -440,7 +451,10 @@ fn shown_target(fake: &FakeSnapInspect) -> Option<String> {
 
 async fn fire_webhook_page(fake: web::Data<FakeSnapInspect>) -> HttpResponse {
     let page = FirePage { target: shown_target(&fake), message: None, companies: COMPANIES };
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.render().unwrap_or_default())
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, FAKE_CSP))
+        .body(page.render().unwrap_or_default())
 }
 
 async fn fire_webhook_submit(body: web::Bytes, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
@@ -467,5 +481,8 @@ async fn fire_webhook_submit(body: web::Bytes, fake: web::Data<FakeSnapInspect>)
         },
     };
     let page = FirePage { target: shown_target(&fake), message: Some(message), companies: COMPANIES };
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(page.render().unwrap_or_default())
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((header::CONTENT_SECURITY_POLICY, FAKE_CSP))
+        .body(page.render().unwrap_or_default())
 }

@@ -18,6 +18,7 @@ use url::Url;
 use super::forward::{deliver, envelope, Delivery, Signer};
 use crate::{
     domain::{base32, random_bytes},
+    metrics::Metrics,
     snapinspect::ApiCallError,
     store::{AttemptOutcome, ClaimedEvent, NewAttempt},
     time::now_ms,
@@ -43,6 +44,7 @@ pub struct Worker {
     config: WorkerConfig,
     owner: String,
     wake: Arc<Notify>,
+    metrics: Arc<Metrics>,
 }
 
 /// Why an attempt failed.
@@ -62,8 +64,14 @@ impl Failure {
 }
 
 impl Worker {
-    pub fn new(tokens: Arc<TokenManager>, http: reqwest::Client, config: WorkerConfig, wake: Arc<Notify>) -> Self {
-        Self { tokens, http, config, owner: format!("worker_{}", base32(&random_bytes::<10>())), wake }
+    pub fn new(
+        tokens: Arc<TokenManager>,
+        http: reqwest::Client,
+        config: WorkerConfig,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self { tokens, http, config, owner: format!("worker_{}", base32(&random_bytes::<10>())), wake, metrics }
     }
 
     /// Wake the worker now (new events, or events matched on connect).
@@ -158,6 +166,7 @@ impl Worker {
                 )
             }
         };
+        self.metrics.attempts.inc(attempt.outcome.as_str());
         let inspection = inspection.map(|v| v.to_string());
         match self.tokens.store().finish_attempt(&event, &self.owner, &attempt, retry_at, inspection.as_deref()).await {
             Ok(true) => tracing::debug!(outcome = attempt.outcome.as_str(), "attempt recorded"),

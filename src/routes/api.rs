@@ -52,6 +52,7 @@ impl FromRequest for ApiCaller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, key)| SecretString::from(key.trim().to_owned()));
         let state = req.app_data::<web::Data<AppState>>().expect("app state is registered").clone();
+        let address = crate::routes::client_address(req);
         Box::pin(async move {
             let Some(key) = presented.filter(|k| !k.expose_secret().is_empty()) else {
                 return Err(ApiError(AppError::Unauthorized {
@@ -61,12 +62,34 @@ impl FromRequest for ApiCaller {
                 .into());
             };
             match state.api_keys.verify(&key).await.map_err(|e| ApiError(AppError::Internal(e)))? {
-                Some(caller) => Ok(ApiCaller(caller)),
-                None => Err(ApiError(AppError::Unauthorized {
-                    code: "invalid_api_key",
-                    message: "this API key is unknown or revoked".into(),
-                })
-                .into()),
+                Some(caller) => match state.limits.api.check(&caller.key_id) {
+                    Ok(()) => Ok(ApiCaller(caller)),
+                    Err(wait) => {
+                        state.metrics.rate_limited.inc("api");
+                        Err(ApiError(crate::routes::too_many(
+                            "rate_limited",
+                            "This API key is over its rate limit",
+                            wait,
+                        ))
+                        .into())
+                    }
+                },
+                None => {
+                    if let Err(wait) = state.limits.api_guessing.check(&address) {
+                        state.metrics.rate_limited.inc("api_key_guessing");
+                        return Err(ApiError(crate::routes::too_many(
+                            "rate_limited",
+                            "Too many requests with unknown API keys",
+                            wait,
+                        ))
+                        .into());
+                    }
+                    Err(ApiError(AppError::Unauthorized {
+                        code: "invalid_api_key",
+                        message: "this API key is unknown or revoked".into(),
+                    })
+                    .into())
+                }
             }
         })
     }

@@ -79,8 +79,12 @@ fn browser_id(session: &Session) -> Result<String, AppError> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn start(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+async fn start(req: HttpRequest, state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
+    if let Err(wait) = state.limits.connect.check(&crate::routes::client_address(&req)) {
+        state.metrics.rate_limited.inc("connect");
+        return Err(crate::routes::too_many("rate_limited", "Too many connection attempts from your address", wait));
+    }
     let browser = browser_id(&session)?;
     let oauth_state = State::generate();
     let now = now_ms();

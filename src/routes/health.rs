@@ -1,5 +1,5 @@
-//! Liveness and readiness: `/healthz` answers while the process runs, `/readyz` only when the
-//! database answers and every migration is applied.
+//! Liveness, readiness and metrics: `/healthz` answers while the process runs, `/readyz` only when
+//! the database answers and every migration is applied, `/metrics` in the Prometheus text format.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -7,7 +7,34 @@ use serde_json::json;
 use crate::startup::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz)).route("/readyz", web::get().to(readyz));
+    cfg.route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Prometheus text. With `METRICS_TOKEN` set, only for `Authorization: Bearer <token>`.
+async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> HttpResponse {
+    if let Some(token) = &state.settings.metrics_token {
+        let given =
+            req.headers().get(actix_web::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let expected = format!("Bearer {}", secrecy::ExposeSecret::expose_secret(token));
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes())) {
+            return HttpResponse::Unauthorized()
+                .insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\""))
+                .body("metrics need the METRICS_TOKEN\n");
+        }
+    }
+    let queue = state.store.event_counts().await;
+    let connections = state.store.connection_counts().await;
+    match (queue, connections) {
+        (Ok(q), Ok(c)) => HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(state.metrics.render(&q, &c)),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error.chain = %format!("{e:#}"), "metrics: the store did not answer");
+            HttpResponse::ServiceUnavailable().body("the database does not answer\n")
+        }
+    }
 }
 
 async fn healthz() -> HttpResponse {

@@ -51,6 +51,7 @@ async fn intake(
 ) -> Result<HttpResponse, ApiError> {
     let secret = req.path().strip_prefix(PREFIX).and_then(|s| s.strip_prefix('/')).unwrap_or_default();
     if secret.is_empty() || secret.contains('/') || !secret_matches(&state, secret) {
+        state.metrics.webhooks_rejected.inc("secret");
         return Ok(crate::routes::not_found().error_response());
     }
     if req.method() != actix_web::http::Method::POST {
@@ -62,33 +63,41 @@ async fn intake(
     }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
     if declared.is_some_and(|n| n > MAX_BODY) {
+        state.metrics.webhooks_rejected.inc("too_large");
         return Err(too_large());
     }
     let mut body = web::BytesMut::with_capacity(declared.unwrap_or(512).min(MAX_BODY));
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| ApiError(AppError::bad_request(format!("the body could not be read: {e}"))))?;
         if body.len() + chunk.len() > MAX_BODY {
+            state.metrics.webhooks_rejected.inc("too_large");
             return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
     let parsed = parse_payload(&body).map_err(|e| {
+        state.metrics.webhooks_rejected.inc("invalid");
         ApiError(AppError::BadRequest { code: "invalid_payload", title: "Invalid webhook", message: e.to_string() })
     })?;
     let company = parsed.company_id;
     match state.ingestor.submit(parsed).await {
         Ok(Inserted::Stored(id)) => {
+            state.metrics.webhooks_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::debug!(event_id = %id, company_id = ?company, "webhook stored");
             Ok(HttpResponse::Ok().json(json!({ "received": true, "id": id.as_str() })))
         }
         Ok(Inserted::Duplicate(id)) => {
+            state.metrics.webhooks_duplicate.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::info!(event_id = %id, company_id = ?company, "duplicate webhook: counted, not queued again");
             Ok(HttpResponse::Ok().json(json!({ "received": true, "id": id.as_str(), "duplicate": true })))
         }
-        Err(e) => Err(ApiError(AppError::Unavailable {
-            code: "store_unavailable",
-            message: format!("{e}; the event was not stored, please retry"),
-            retry_after_secs: Some(5),
-        })),
+        Err(e) => Err({
+            state.metrics.webhooks_rejected.inc("unavailable");
+            ApiError(AppError::Unavailable {
+                code: "store_unavailable",
+                message: format!("{e}; the event was not stored, please retry"),
+                retry_after_secs: Some(5),
+            })
+        }),
     }
 }

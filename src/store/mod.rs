@@ -52,7 +52,10 @@ impl std::fmt::Debug for Store {
 }
 
 /// Open the pool for `DATABASE_URL`, creating the SQLite file (and its directory) if needed.
-pub async fn connect_pool(database_url: &str) -> anyhow::Result<SqlitePool> {
+///
+/// `max_pages` caps the file (SQLite's `max_page_count`): past it writes fail cleanly ("database or
+/// disk is full") instead of filling the disk.
+pub async fn connect_pool(database_url: &str, max_pages: Option<u64>) -> anyhow::Result<SqlitePool> {
     if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
         bail!("DATABASE_URL: this build stores data in SQLite only; the PostgreSQL store is not available yet (use sqlite://PATH)");
     }
@@ -70,6 +73,10 @@ pub async fn connect_pool(database_url: &str) -> anyhow::Result<SqlitePool> {
         // Read pages through a memory map (no read syscall per page) and keep more of them cached.
         .pragma("mmap_size", "268435456")
         .pragma("cache_size", "-16384");
+    let options = match max_pages {
+        Some(n) => options.pragma("max_page_count", n.to_string()),
+        None => options,
+    };
     let file = options.get_filename().to_path_buf();
     if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         if file.as_path() != Path::new(":memory:") {
@@ -105,8 +112,8 @@ impl Store {
     }
 
     /// Open, migrate and wrap: what `serve` and every CLI command do first.
-    pub async fn open(database_url: &str, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
-        let pool = connect_pool(database_url).await?;
+    pub async fn open(database_url: &str, max_pages: Option<u64>, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
+        let pool = connect_pool(database_url, max_pages).await?;
         migrate(&pool).await?;
         Ok(Self::new(pool, keys))
     }
@@ -146,6 +153,16 @@ impl Store {
             .await?
             .rows_affected();
         Ok(states + sessions)
+    }
+
+    /// A consistent copy of the whole database, taken online (`VACUUM INTO`: one read transaction,
+    /// so writers carry on). The target must not exist yet.
+    #[tracing::instrument(skip_all)]
+    pub async fn backup(&self, target: &Path) -> anyhow::Result<u64> {
+        anyhow::ensure!(!target.exists(), "{} already exists; choose a new file", target.display());
+        let path = target.to_str().ok_or_else(|| anyhow::anyhow!("the backup path must be UTF-8"))?;
+        sqlx::query("vacuum into $1").bind(path).execute(&self.pool).await.context("copying the database")?;
+        Ok(std::fs::metadata(target)?.len())
     }
 
     /// Flush and close the pool (checkpointing the WAL).

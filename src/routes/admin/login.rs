@@ -89,7 +89,11 @@ async fn login(
     session: Session,
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
-    let address = super::client_address(&req);
+    let address = crate::routes::client_address(&req);
+    if let Err(wait) = state.limits.sign_in.check(&address) {
+        state.metrics.rate_limited.inc("sign_in");
+        return Err(crate::routes::too_many("rate_limited", "Too many sign-in attempts from your address", wait));
+    }
     let seed = session.get::<String>(CSRF_SEED).ok().flatten().unwrap_or_default();
     if seed.is_empty() || !state.csrf.verify(&seed, &form.csrf) {
         return Err(AppError::Forbidden {

@@ -220,11 +220,6 @@ pub fn redirect(to: &str) -> HttpResponse {
     HttpResponse::SeeOther().insert_header((header::LOCATION, to)).finish()
 }
 
-/// The client address used for throttling and logs: the TCP peer.
-pub fn client_address(req: &HttpRequest) -> String {
-    req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into())
-}
-
 /// A form that only carries the CSRF token.
 #[derive(Deserialize)]
 pub struct CsrfForm {

@@ -1,5 +1,8 @@
 //! Building the application: the shared state, the HTTP server with its middleware and route
-//! groups, and the background tasks that run beside it.
+//! groups (over TLS when configured), and the background tasks that run beside it.
+
+pub mod headers;
+pub mod tls;
 
 use std::{net::SocketAddr, net::TcpListener, sync::Arc, time::Duration};
 
@@ -14,6 +17,8 @@ use crate::{
     config::Settings,
     domain::CompanyId,
     error::AppError,
+    limits::RateLimiter,
+    metrics::Metrics,
     queue::{
         forward::Signer,
         ingest::{IngestOptions, Ingestor},
@@ -41,26 +46,58 @@ pub struct AppState {
     pub csrf: CsrfKey,
     /// Failed admin sign-ins, per account and per client address.
     pub login_throttle: Throttle,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The request rate limits (see `RateLimits` in the configuration).
+pub struct Limits {
+    /// Per API key.
+    pub api: RateLimiter,
+    /// Per client address: requests with an unknown API key.
+    pub api_guessing: RateLimiter,
+    /// Per client address: starting the connect flow.
+    pub connect: RateLimiter,
+    /// Per client address: sign-in attempts.
+    pub sign_in: RateLimiter,
+}
+
+impl Limits {
+    fn new(r: &crate::config::RateLimits) -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            api: RateLimiter::new(r.api_per_second, Duration::from_secs(1), r.api_per_second.saturating_mul(2)),
+            api_guessing: RateLimiter::new(30, minute, 30),
+            connect: RateLimiter::new(r.connect_per_minute, minute, r.connect_per_minute),
+            sign_in: RateLimiter::new(r.sign_in_per_minute, minute, r.sign_in_per_minute),
+        }
+    }
 }
 
 impl AppState {
     /// Open (and migrate) the store and build the clients from the settings.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let keys = Arc::new(settings.keyring()?);
-        let store = Store::open(&settings.database_url, keys).await?;
+        let store = Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await?;
         Self::with_store(settings, store)
     }
 
     /// Build the clients, the token manager, the intake writer and the worker (which runs only
     /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
-        let http = crate::http_client::build();
+        let roots = match &settings.outbound_ca_file {
+            Some(path) => crate::http_client::read_roots(path)?,
+            None => Vec::new(),
+        };
+        let http = crate::http_client::build_with(settings.outbound_timeout, &roots)?;
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
+        let metrics = Arc::new(Metrics::default());
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             snapinspect.clone(),
             http.clone(),
             settings.token_default_lifetime,
+            metrics.clone(),
         ));
         let wake = Arc::new(Notify::new());
         let ingestor = Ingestor::spawn(
@@ -86,8 +123,10 @@ impl AppState {
                 forward,
             },
             wake,
+            metrics.clone(),
         ));
         let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
+        let settings_limits = settings.rate_limits;
         Ok(Self {
             api_keys: ApiKeys::new(store.clone()),
             settings: Arc::new(settings),
@@ -101,6 +140,8 @@ impl AppState {
             // Five failures within 15 minutes lock an account (or address) for a minute, doubling
             // with each lock up to 15 minutes.
             login_throttle: Throttle::new(5, Duration::from_secs(900), Duration::from_secs(900)),
+            limits: Limits::new(&settings_limits),
+            metrics,
         })
     }
 
@@ -122,15 +163,30 @@ pub struct Application {
     server: Server,
     addr: SocketAddr,
     state: web::Data<AppState>,
+    /// The plain-http listener that redirects to https, when configured.
+    redirect: Option<Server>,
 }
+
+/// The largest request body any route accepts.
+pub const BODY_LIMIT: usize = 64 * 1024;
 
 impl Application {
     /// Bind `BIND_ADDR` (port 0 picks a free port) and build the server.
     pub async fn build(settings: Settings, mount: Option<Mount>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(settings.bind_addr)
             .with_context(|| format!("cannot listen on {} (BIND_ADDR)", settings.bind_addr))?;
+        let redirect = match settings.http_redirect_addr {
+            Some(addr) => {
+                let l =
+                    TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} (HTTP_REDIRECT_ADDR)"))?;
+                Some(headers::redirect_server(l, settings.public_url.clone())?)
+            }
+            None => None,
+        };
         let state = AppState::new(settings).await?;
-        Self::from_parts(listener, state, mount)
+        let mut app = Self::from_parts(listener, state, mount)?;
+        app.redirect = redirect;
+        Ok(app)
     }
 
     pub fn from_parts(listener: TcpListener, state: AppState, mount: Option<Mount>) -> anyhow::Result<Self> {
@@ -145,6 +201,11 @@ impl Application {
             let session = crate::session::middleware(data.store.clone(), &session_key, secure, idle);
             App::new()
                 .app_data(data.clone())
+                // Every body is small: 64 KiB at most, for any route and extractor.
+                .app_data(web::PayloadConfig::new(BODY_LIMIT))
+                .app_data(web::FormConfig::default().limit(BODY_LIMIT))
+                .app_data(web::JsonConfig::default().limit(BODY_LIMIT))
+                .wrap(headers::security(secure))
                 .wrap(from_fn(telemetry::access_log))
                 // Machine routes first: no session, no cookies.
                 .configure(routes::health::configure)
@@ -167,9 +228,14 @@ impl Application {
                 )
         })
         .shutdown_timeout(10)
-        .listen(listener)?
+        // A slow client gets 10 s to send its request head, then 408.
+        .client_request_timeout(Duration::from_secs(10));
+        let server = match &state.settings.tls {
+            Some(files) => server.listen_rustls_0_23(listener, tls::server_config(files)?)?,
+            None => server.listen(listener)?,
+        }
         .run();
-        Ok(Self { server, addr, state })
+        Ok(Self { server, addr, state, redirect: None })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -192,7 +258,15 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let worker = settings.worker_enabled.then(|| tokio::spawn(self.state.worker.clone().run(stopped)));
         let janitor = tokio::spawn(janitor(self.state.store.clone(), settings.event_retention));
+        let redirect = self.redirect.map(|r| {
+            let handle = r.handle();
+            tokio::spawn(r);
+            handle
+        });
         let result = self.server.await;
+        if let Some(r) = redirect {
+            r.stop(true).await;
+        }
         let _ = stop.send(true);
         if let Some(w) = worker {
             if tokio::time::timeout(Duration::from_secs(15), w).await.is_err() {

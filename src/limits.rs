@@ -1,0 +1,70 @@
+//! Request rate limits: a token bucket per key (an API key, a client address), refilled steadily;
+//! a request that finds the bucket empty is told how long to wait.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+/// At most `rate` requests per `per`, in bursts of up to `burst`. A rate of 0 turns it off.
+pub struct RateLimiter {
+    rate: u32,
+    per: Duration,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(rate: u32, per: Duration, burst: u32) -> Self {
+        Self { rate, per, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Err(wait)` when `key` has used its allowance.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        let per_token = self.per.as_secs_f64() / f64::from(self.rate);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
+        if buckets.len() > 100_000 {
+            // Forget full buckets, so a spray of keys cannot grow this without bound.
+            let burst = self.burst;
+            buckets.retain(|_, (tokens, at)| *tokens + now.duration_since(*at).as_secs_f64() / per_token < burst);
+        }
+        let (tokens, at) = buckets.entry(key.to_owned()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() / per_token).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - *tokens) * per_token))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_a_burst_then_asks_to_wait() {
+        let l = RateLimiter::new(60, Duration::from_secs(60), 3);
+        for _ in 0..3 {
+            assert!(l.check("a").is_ok());
+        }
+        let wait = l.check("a").unwrap_err();
+        assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900), "{wait:?}");
+        assert!(l.check("b").is_ok(), "keys are separate");
+    }
+
+    #[test]
+    fn zero_is_off() {
+        let l = RateLimiter::new(0, Duration::from_secs(1), 1);
+        for _ in 0..1000 {
+            assert!(l.check("a").is_ok());
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Counters and histograms for `/metrics`, in the Prometheus text format: webhooks received,
+//! duplicate and rejected; processing attempts by outcome; exchanges and client-credentials fetches
+//! by outcome; requests by route and status, with latency histograms by route. Plain atomics: no
+//! lock on the hot path once a route has been seen.
+
+use std::{
+    collections::HashMap,
+    fmt::Write,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        RwLock,
+    },
+};
+
+/// Latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// A counter family with one label, over a fixed set of values.
+pub struct Family {
+    name: &'static str,
+    help: &'static str,
+    label: &'static str,
+    values: &'static [&'static str],
+    counts: Vec<AtomicU64>,
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str, label: &'static str, values: &'static [&'static str]) -> Self {
+        Self { name, help, label, values, counts: values.iter().map(|_| AtomicU64::new(0)).collect() }
+    }
+
+    /// Count one under `value` (which must be one of the family's values).
+    pub fn inc(&self, value: &str) {
+        if let Some(i) = self.values.iter().position(|v| *v == value) {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self, value: &str) -> u64 {
+        self.values.iter().position(|v| *v == value).map_or(0, |i| self.counts[i].load(Ordering::Relaxed))
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(out, "# HELP {} {}\n# TYPE {} counter", self.name, self.help, self.name);
+        for (v, c) in self.values.iter().zip(&self.counts) {
+            let _ = writeln!(out, "{}{{{}=\"{v}\"}} {}", self.name, self.label, c.load(Ordering::Relaxed));
+        }
+    }
+}
+
+pub struct Metrics {
+    pub webhooks_received: AtomicU64,
+    pub webhooks_duplicate: AtomicU64,
+    pub webhooks_rejected: Family,
+    pub attempts: Family,
+    pub exchanges: Family,
+    pub fetches: Family,
+    pub rate_limited: Family,
+    requests: RwLock<HashMap<(String, u16), AtomicU64>>,
+    latency: RwLock<HashMap<String, Histogram>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            webhooks_received: AtomicU64::new(0),
+            webhooks_duplicate: AtomicU64::new(0),
+            webhooks_rejected: Family::new(
+                "connect_hub_webhooks_rejected_total",
+                "Webhook deliveries refused, by reason.",
+                "reason",
+                &["secret", "too_large", "invalid", "unavailable"],
+            ),
+            attempts: Family::new(
+                "connect_hub_event_attempts_total",
+                "Event processing attempts, by outcome.",
+                "outcome",
+                &["done", "retry", "dead"],
+            ),
+            exchanges: Family::new(
+                "connect_hub_exchanges_total",
+                "SnapInspect token exchanges, by outcome.",
+                "outcome",
+                &["ok", "refused", "failed"],
+            ),
+            fetches: Family::new(
+                "connect_hub_client_credentials_fetches_total",
+                "Client-credentials token requests, by outcome.",
+                "outcome",
+                &["ok", "failed"],
+            ),
+            rate_limited: Family::new(
+                "connect_hub_rate_limited_total",
+                "Requests answered 429, by limit.",
+                "limit",
+                &["api", "api_key_guessing", "connect", "sign_in"],
+            ),
+            requests: RwLock::new(HashMap::new()),
+            latency: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    /// Record one finished request. `route` is a route pattern (a bounded set), never a raw path.
+    pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
+        let key = (route.to_owned(), status);
+        let counted =
+            self.requests.read().expect("metrics poisoned").get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed));
+        if counted.is_none() {
+            self.requests.write().expect("metrics poisoned").entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+        }
+        let observe = |h: &Histogram| {
+            for (i, le) in BUCKETS.iter().enumerate() {
+                if seconds <= *le {
+                    h.buckets[i].fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            h.count.fetch_add(1, Ordering::Relaxed);
+            h.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        };
+        if let Some(h) = self.latency.read().expect("metrics poisoned").get(route) {
+            observe(h);
+            return;
+        }
+        observe(self.latency.write().expect("metrics poisoned").entry(route.to_owned()).or_default());
+    }
+
+    /// The text exposition, with the queue and connection gauges read from the store by the caller.
+    pub fn render(&self, queue: &[(String, i64)], connections: &[(String, i64)]) -> String {
+        let mut out = String::with_capacity(8192);
+        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        };
+        counter(
+            &mut out,
+            "connect_hub_webhooks_received_total",
+            "Webhook events stored (answered 200, not duplicates).",
+            self.webhooks_received.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "connect_hub_webhooks_duplicate_total",
+            "Webhook deliveries answered 200 as duplicates of a stored event.",
+            self.webhooks_duplicate.load(Ordering::Relaxed),
+        );
+        for f in [&self.webhooks_rejected, &self.attempts, &self.exchanges, &self.fetches, &self.rate_limited] {
+            f.render(&mut out);
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, label: &str, rows: &[(String, i64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for (k, v) in rows {
+                let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
+            }
+        };
+        gauge(&mut out, "connect_hub_events", "Events in the queue, by status.", "status", queue);
+        gauge(&mut out, "connect_hub_connections", "Connections, by status.", "status", connections);
+
+        let _ = writeln!(out, "# HELP connect_hub_http_requests_total HTTP requests, by route and status.\n# TYPE connect_hub_http_requests_total counter");
+        let requests = self.requests.read().expect("metrics poisoned");
+        let mut keys: Vec<_> = requests.keys().collect();
+        keys.sort();
+        for k in keys {
+            let _ = writeln!(
+                out,
+                "connect_hub_http_requests_total{{route=\"{}\",status=\"{}\"}} {}",
+                k.0,
+                k.1,
+                requests[k].load(Ordering::Relaxed)
+            );
+        }
+        let name = "connect_hub_http_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} HTTP request latency, by route.\n# TYPE {name} histogram");
+        let latency = self.latency.read().expect("metrics poisoned");
+        let mut routes: Vec<_> = latency.keys().collect();
+        routes.sort();
+        for route in routes {
+            let h = &latency[route];
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {}",
+                    h.buckets[i].load(Ordering::Relaxed)
+                );
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}");
+            let _ =
+                writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+            let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_gauges_and_cumulative_histograms() {
+        let m = Metrics::default();
+        m.webhooks_received.fetch_add(3, Ordering::Relaxed);
+        m.attempts.inc("dead");
+        m.attempts.inc("not-a-value");
+        m.observe_request("/healthz", 200, 0.0007);
+        m.observe_request("/healthz", 200, 0.02);
+        let text = m.render(&[("pending".into(), 4)], &[("active".into(), 1)]);
+        assert!(text.contains("connect_hub_webhooks_received_total 3"));
+        assert!(text.contains("connect_hub_event_attempts_total{outcome=\"dead\"} 1"));
+        assert!(text.contains("connect_hub_events{status=\"pending\"} 4"));
+        assert!(text.contains("connect_hub_http_requests_total{route=\"/healthz\",status=\"200\"} 2"));
+        assert!(text.contains("connect_hub_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"0.001\"} 1"));
+        assert!(text.contains("connect_hub_http_request_duration_seconds_bucket{route=\"/healthz\",le=\"0.025\"} 2"));
+        assert!(text.contains("connect_hub_http_request_duration_seconds_count{route=\"/healthz\"} 2"));
+    }
+}
