@@ -247,4 +247,66 @@ mod tests {
         assert!(err.to_string().contains("generate-key"));
         assert_eq!(decode_key("not base64!", 32), Err(KeyError::NotBase64));
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn ring() -> KeyRing {
+            KeyRing::new(&[42u8; 32], &[])
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn sealing_round_trips(plain in proptest::collection::vec(any::<u8>(), 0..2048), row in "[a-z0-9_]{1,30}") {
+                let r = ring();
+                let aad = Aad { table: "connections", column: "access_token", row: &row };
+                prop_assert_eq!(r.open(&r.seal(&plain, aad), aad).unwrap(), plain);
+            }
+
+            #[test]
+            fn any_flipped_byte_is_refused(plain in proptest::collection::vec(any::<u8>(), 0..256), at in any::<prop::sample::Index>(), bit in 0u8..8) {
+                let r = ring();
+                let aad = Aad { table: "connections", column: "refresh_token", row: "con_x" };
+                let mut sealed = r.seal(&plain, aad);
+                let i = at.index(sealed.len());
+                sealed[i] ^= 1 << bit;
+                prop_assert!(r.open(&sealed, aad).is_err());
+            }
+
+            #[test]
+            fn another_rows_or_columns_associated_data_is_refused(plain in proptest::collection::vec(any::<u8>(), 0..256), a in "[a-z]{1,12}", b in "[a-z]{1,12}") {
+                prop_assume!(a != b);
+                let r = ring();
+                let sealed = r.seal(&plain, Aad { table: "connections", column: "access_token", row: &a });
+                let other_row = Aad { table: "connections", column: "access_token", row: &b };
+                let other_column = Aad { table: "connections", column: &b, row: &a };
+                let other_table = Aad { table: &b, column: "access_token", row: &a };
+                for aad in [other_row, other_column, other_table] {
+                    let opened = r.open(&sealed, aad);
+                    prop_assert!(opened.is_err());
+                }
+            }
+
+            #[test]
+            fn another_key_is_refused(plain in proptest::collection::vec(any::<u8>(), 0..256), k in proptest::array::uniform32(any::<u8>())) {
+                prop_assume!(k != [42u8; 32]);
+                let aad = Aad { table: "t", column: "c", row: "r" };
+                let sealed = ring().seal(&plain, aad);
+                prop_assert!(KeyRing::new(&k, &[]).open(&sealed, aad).is_err());
+                // But listed as an old key beside another current one, the sealing key still opens it.
+                prop_assert_eq!(KeyRing::new(&k, &[vec![42u8; 32]]).open(&sealed, aad).unwrap(), plain);
+            }
+
+            #[test]
+            fn arbitrary_bytes_never_open_and_never_panic(blob in proptest::collection::vec(any::<u8>(), 0..128)) {
+                let aad = Aad { table: "t", column: "c", row: "r" };
+                let opened = ring().open(&blob, aad);
+                prop_assert!(opened.is_err());
+            }
+        }
+    }
 }

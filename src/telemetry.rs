@@ -29,8 +29,10 @@ pub fn init(rust_log: &str, format: LogFormat) {
             .json()
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
-            .with_current_span(true)
-            .with_span_list(false)
+            // Every span around the event, outermost first: a line logged while handling a request
+            // carries the request span's id, however deep the code that logged it.
+            .with_current_span(false)
+            .with_span_list(true)
             .flatten_event(true)
             .try_init(),
     };

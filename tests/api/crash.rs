@@ -23,17 +23,20 @@ use serde_json::Value;
 
 use crate::helpers::{browser_client, location, CLIENT_ID, CLIENT_SECRET, FORWARD_SECRET, WEBHOOK_SECRET};
 
-struct Hub {
-    env: BTreeMap<String, String>,
-    base: String,
-    fake: FakeSnapInspect,
-    receiver: FakeReceiver,
-    dir: tempfile::TempDir,
+/// The real binary, configured against fakes running in the test process.
+pub struct Hub {
+    pub env: BTreeMap<String, String>,
+    pub base: String,
+    pub fake: FakeSnapInspect,
+    pub receiver: FakeReceiver,
+    pub dir: tempfile::TempDir,
+    /// Where the binary's stderr goes (nowhere if unset).
+    pub log: Option<std::path::PathBuf>,
 }
 
 impl Hub {
     /// A configuration for the real binary, with the fakes running in this test process.
-    fn new() -> Hub {
+    pub fn new() -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
@@ -73,19 +76,23 @@ impl Hub {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
-        Hub { env, base, fake, receiver, dir }
+        Hub { env, base, fake, receiver, dir, log: None }
     }
 
     // The caller owns the child and waits for it; clippy cannot see that across the return.
     #[allow(clippy::zombie_processes)]
-    async fn start(&self) -> Child {
+    pub async fn start(&self) -> Child {
+        let stderr = match &self.log {
+            Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap()),
+            None => Stdio::null(),
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
             .arg("serve")
             .env_clear()
             .envs(&self.env)
             .current_dir(self.dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let client = reqwest::Client::new();
@@ -104,7 +111,8 @@ impl Hub {
     }
 
     /// Link company 6847 through the real connect flow.
-    async fn connect(&self) {
+    /// Returns the callback URL SnapInspect sent the browser to (it carries the tokens).
+    pub async fn connect(&self) -> String {
         let browser = browser_client();
         let res = browser.get(format!("{}/connect/snapinspect", self.base)).send().await.unwrap();
         let authorize = url::Url::parse(&location(&res)).unwrap();
@@ -124,11 +132,13 @@ impl Hub {
             .send()
             .await
             .unwrap();
-        let res = browser.get(location(&back)).send().await.unwrap();
+        let callback = location(&back);
+        let res = browser.get(&callback).send().await.unwrap();
         assert_eq!(res.status(), 303, "connected");
+        callback
     }
 
-    async fn store(&self) -> sqlx::SqlitePool {
+    pub async fn store(&self) -> sqlx::SqlitePool {
         sqlx::SqlitePool::connect(&self.env["DATABASE_URL"]).await.unwrap()
     }
 }

@@ -34,11 +34,12 @@ const ABSOLUTE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
-            .app_data(
-                web::FormConfig::default()
-                    .limit(64 * 1024)
-                    .error_handler(|e, _| AppError::bad_request(format!("The form could not be read: {e}")).into()),
-            )
+            .app_data(web::FormConfig::default().limit(crate::startup::BODY_LIMIT).error_handler(|e, _| match e {
+                actix_web::error::UrlencodedError::Overflow { .. } => {
+                    AppError::PayloadTooLarge { message: "The form is larger than any form here can be.".into() }.into()
+                }
+                e => AppError::bad_request(format!("The form could not be read: {e}")).into(),
+            }))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 AppError::bad_request(format!("The address has a parameter that could not be read: {e}")).into()
             }))
