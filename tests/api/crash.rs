@@ -36,6 +36,8 @@ pub struct Hub {
 
 impl Hub {
     /// A configuration for the real binary, with the fakes running in this test process.
+    // Not `Default`: it starts servers.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> Hub {
         let dir = tempfile::tempdir().unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
