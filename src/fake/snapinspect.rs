@@ -75,6 +75,8 @@ struct State {
     user_shape: Option<UserShape>,
     /// Status codes the next inspection reads answer with (e.g. 500, 401).
     inspection_faults: VecDeque<u16>,
+    /// How long the next inspection reads take before answering.
+    inspection_delays: VecDeque<Duration>,
 }
 
 /// A handle on one fake SnapInspect: mount it, steer it, read its counters.
@@ -144,6 +146,11 @@ impl FakeSnapInspect {
 
     pub fn push_inspection_fault(&self, status: u16) {
         self.state().inspection_faults.push_back(status);
+    }
+
+    /// Make the next inspection read take this long (to outlast a client's timeout).
+    pub fn push_inspection_delay(&self, delay: Duration) {
+        self.state().inspection_delays.push_back(delay);
     }
 
     /// Whether this access token is currently valid (not rotated away).
@@ -406,11 +413,14 @@ async fn user(req: HttpRequest, fake: web::Data<FakeSnapInspect>) -> HttpRespons
 }
 
 async fn inspection(req: HttpRequest, path: web::Path<String>, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
-    let fault = {
+    let (fault, delay) = {
         let mut s = fake.state();
         s.inspection_calls += 1;
-        s.inspection_faults.pop_front()
+        (s.inspection_faults.pop_front(), s.inspection_delays.pop_front())
     };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     if let Some(code) = fault {
         return HttpResponse::build(
             actix_web::http::StatusCode::from_u16(code).unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),

@@ -8,20 +8,21 @@ use connect_hub::{crypto::KeyRing, domain::ConnectionId, fake::token_server::Fak
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
-use crate::{crash::Hub, helpers::spawn_token_server};
+use crate::helpers::spawn_token_server;
 
 #[tokio::test]
 async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
-    let mut hub = Hub::new();
-    let log = hub.dir.path().join("hub.log");
+    let dir = tempfile::tempdir().unwrap();
+    let mut hub = crate::crash::hub(dir.path());
+    let log = dir.path().join("hub.log");
     hub.log = Some(log.clone());
     hub.env.insert("LOG_FORMAT".into(), "json".into());
     hub.env.insert("RUST_LOG".into(), "debug".into());
     hub.env.insert("WORKER_ENABLED".into(), "true".into());
-    let mut child = hub.start().await;
+    let mut child = hub.start().await.unwrap();
 
     // Connect: the callback URL carries both tokens.
-    let callback = hub.connect().await;
+    let callback = hub.connect(6847).await.unwrap();
     let q: std::collections::BTreeMap<String, String> =
         url::Url::parse(&callback).unwrap().query_pairs().into_owned().collect();
     let mut secrets: Vec<String> = vec![q["access_token"].clone(), q["refresh_token"].clone()];
@@ -29,7 +30,7 @@ async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
     // An API key, and an exchange through the API.
     let cli = |args: &[&str], stdin_env: Option<(&str, &str)>| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"));
-        cmd.env_clear().envs(&hub.env).current_dir(hub.dir.path()).args(args);
+        cmd.env_clear().envs(&hub.env).current_dir(&hub.dir).args(args);
         if let Some((k, v)) = stdin_env {
             cmd.env(k, v);
         }
@@ -39,7 +40,7 @@ async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
     };
     let key = cli(&["api-key", "create", "--name", "logs"], None);
     secrets.push(key.clone());
-    let pool = hub.store().await;
+    let pool = hub.pool().await.unwrap();
     let conn: String =
         sqlx::query_scalar("select id from connections where company_id = 6847").fetch_one(&pool).await.unwrap();
     let client = reqwest::Client::new();
