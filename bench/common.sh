@@ -3,7 +3,7 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-BIN="$ROOT/target/release/connect-hub"
+BIN="${BIN:-$ROOT/target/release/connect-hub}"
 CONNS="${CONNS:-64}"
 RUNS="${RUNS:-3}"
 FAKE_PORT="${FAKE_PORT:-18090}"

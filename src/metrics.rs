@@ -15,11 +15,41 @@ use std::{
 /// Latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
-#[derive(Default)]
-struct Histogram {
+/// Status codes 100 to 599, one counter each.
+const STATUSES: usize = 500;
+
+/// One route's request counts by status, and its latency histogram.
+struct RouteStats {
+    statuses: Vec<AtomicU64>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+}
+
+impl Default for RouteStats {
+    fn default() -> Self {
+        Self {
+            statuses: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
+            buckets: Default::default(),
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RouteStats {
+    fn observe(&self, status: u16, seconds: f64) {
+        if let Some(c) = (status as usize).checked_sub(100).and_then(|i| self.statuses.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if seconds <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+    }
 }
 
 /// A counter family with one label, over a fixed set of values.
@@ -63,8 +93,8 @@ pub struct Metrics {
     pub exchanges: Family,
     pub fetches: Family,
     pub rate_limited: Family,
-    requests: RwLock<HashMap<(String, u16), AtomicU64>>,
-    latency: RwLock<HashMap<String, Histogram>>,
+    /// By route pattern; read-locked on the hot path (a write only the first time a route is seen).
+    routes: RwLock<HashMap<String, RouteStats>>,
 }
 
 impl Default for Metrics {
@@ -102,8 +132,7 @@ impl Default for Metrics {
                 "limit",
                 &["api", "api_key_guessing", "connect", "sign_in"],
             ),
-            requests: RwLock::new(HashMap::new()),
-            latency: RwLock::new(HashMap::new()),
+            routes: RwLock::new(HashMap::new()),
         }
     }
 }
@@ -111,26 +140,11 @@ impl Default for Metrics {
 impl Metrics {
     /// Record one finished request. `route` is a route pattern (a bounded set), never a raw path.
     pub fn observe_request(&self, route: &str, status: u16, seconds: f64) {
-        let key = (route.to_owned(), status);
-        let counted =
-            self.requests.read().expect("metrics poisoned").get(&key).map(|c| c.fetch_add(1, Ordering::Relaxed));
-        if counted.is_none() {
-            self.requests.write().expect("metrics poisoned").entry(key).or_default().fetch_add(1, Ordering::Relaxed);
-        }
-        let observe = |h: &Histogram| {
-            for (i, le) in BUCKETS.iter().enumerate() {
-                if seconds <= *le {
-                    h.buckets[i].fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            h.count.fetch_add(1, Ordering::Relaxed);
-            h.sum_micros.fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
-        };
-        if let Some(h) = self.latency.read().expect("metrics poisoned").get(route) {
-            observe(h);
+        if let Some(stats) = self.routes.read().expect("metrics poisoned").get(route) {
+            stats.observe(status, seconds);
             return;
         }
-        observe(self.latency.write().expect("metrics poisoned").entry(route.to_owned()).or_default());
+        self.routes.write().expect("metrics poisoned").entry(route.to_owned()).or_default().observe(status, seconds);
     }
 
     /// The text exposition, with the queue and connection gauges read from the store by the caller.
@@ -163,26 +177,26 @@ impl Metrics {
         gauge(&mut out, "connect_hub_events", "Events in the queue, by status.", "status", queue);
         gauge(&mut out, "connect_hub_connections", "Connections, by status.", "status", connections);
 
+        let routes = self.routes.read().expect("metrics poisoned");
+        let mut names: Vec<&String> = routes.keys().collect();
+        names.sort();
         let _ = writeln!(out, "# HELP connect_hub_http_requests_total HTTP requests, by route and status.\n# TYPE connect_hub_http_requests_total counter");
-        let requests = self.requests.read().expect("metrics poisoned");
-        let mut keys: Vec<_> = requests.keys().collect();
-        keys.sort();
-        for k in keys {
-            let _ = writeln!(
-                out,
-                "connect_hub_http_requests_total{{route=\"{}\",status=\"{}\"}} {}",
-                k.0,
-                k.1,
-                requests[k].load(Ordering::Relaxed)
-            );
+        for route in &names {
+            for (i, c) in routes[*route].statuses.iter().enumerate() {
+                let n = c.load(Ordering::Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "connect_hub_http_requests_total{{route=\"{route}\",status=\"{}\"}} {n}",
+                        i + 100
+                    );
+                }
+            }
         }
         let name = "connect_hub_http_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} HTTP request latency, by route.\n# TYPE {name} histogram");
-        let latency = self.latency.read().expect("metrics poisoned");
-        let mut routes: Vec<_> = latency.keys().collect();
-        routes.sort();
-        for route in routes {
-            let h = &latency[route];
+        for route in &names {
+            let h = &routes[*route];
             for (i, le) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(
                     out,

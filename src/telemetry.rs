@@ -41,9 +41,9 @@ pub fn init(rust_log: &str, format: LogFormat) {
 
 /// Where a request went, safe to log: the matched route pattern (`/webhooks/snapinspect/{secret}`),
 /// or for unrouted requests only the first path segment.
-fn loggable_route<B>(res: &ServiceResponse<B>) -> String {
-    if let Some(pattern) = res.request().match_pattern() {
-        return pattern;
+fn loggable_route<B>(res: &ServiceResponse<B>, pattern: Option<&str>) -> String {
+    if let Some(pattern) = pattern {
+        return pattern.to_owned();
     }
     let path = res.request().path();
     match path.trim_start_matches('/').split_once('/') {
@@ -66,19 +66,19 @@ pub async fn access_log(
     let elapsed = started.elapsed().as_secs_f64();
     let latency_ms = elapsed * 1000.0;
     let status = res.status().as_u16();
-    let route = loggable_route(&res);
+    let pattern = res.request().match_pattern();
     if let Some(m) = metrics {
         // Only route patterns are labels: a raw path would let anyone grow the metrics without bound.
-        m.observe_request(res.request().match_pattern().as_deref().unwrap_or("unmatched"), status, elapsed);
+        m.observe_request(pattern.as_deref().unwrap_or("unmatched"), status, elapsed);
     }
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
     span.in_scope(|| {
         if status >= 500 {
-            tracing::warn!(status, route = %route, latency_ms, "request");
-        } else {
-            tracing::info!(status, route = %route, latency_ms, "request");
+            tracing::warn!(status, route = %loggable_route(&res, pattern.as_deref()), latency_ms, "request");
+        } else if tracing::enabled!(tracing::Level::INFO) {
+            tracing::info!(status, route = %loggable_route(&res, pattern.as_deref()), latency_ms, "request");
         }
     });
     Ok(res)
