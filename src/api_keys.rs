@@ -2,15 +2,13 @@
 //! memory on the hot path. A check is trusted for two seconds, so a key revoked by another process
 //! (the CLI) stops working within two seconds; one revoked in this process stops at once.
 
-use std::{
-    collections::HashMap,
-    sync::{Mutex, RwLock},
-};
+use std::{collections::HashMap, sync::RwLock};
 
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
     domain::{base32, random_bytes, sha256},
+    limits::AtMostEvery,
     store::{ApiKey, Store},
     time::now_ms,
 };
@@ -35,12 +33,16 @@ struct Checked {
 pub struct ApiKeys {
     store: Store,
     checked: RwLock<HashMap<Vec<u8>, Checked>>,
-    touched: Mutex<HashMap<String, i64>>,
+    touched: AtMostEvery,
 }
 
 impl ApiKeys {
     pub fn new(store: Store) -> Self {
-        Self { store, checked: RwLock::new(HashMap::new()), touched: Mutex::new(HashMap::new()) }
+        Self {
+            store,
+            checked: RwLock::new(HashMap::new()),
+            touched: AtMostEvery::new(std::time::Duration::from_millis(TOUCH_EVERY_MS as u64)),
+        }
     }
 
     /// Make a key: returns its record and the key itself, which is never shown again.
@@ -93,16 +95,7 @@ impl ApiKeys {
     }
 
     fn touch(&self, id: &str, now: i64) {
-        let due = {
-            let mut touched = self.touched.lock().expect("touch map poisoned");
-            let last = touched.entry(id.to_owned()).or_insert(0);
-            let due = now - *last >= TOUCH_EVERY_MS;
-            if due {
-                *last = now;
-            }
-            due
-        };
-        if due {
+        if self.touched.due(id, now) {
             let (store, id) = (self.store.clone(), id.to_owned());
             tokio::spawn(async move {
                 let _ = store.touch_api_key(&id, now).await;

@@ -377,9 +377,7 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
             };
             let settings = input.resolve(provider)?;
             let secret = if client_secret_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line)?;
-                line.trim_end_matches(['\n', '\r']).to_owned()
+                first_line_of_stdin()?
             } else {
                 std::env::var("CLIENT_SECRET").map_err(|_| {
                     anyhow::anyhow!("no client secret: pipe it to --client-secret-stdin or set CLIENT_SECRET")
@@ -420,6 +418,13 @@ async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
     };
     state.store.close().await;
     result
+}
+
+/// A secret piped in: the first line of standard input, without its line ending.
+fn first_line_of_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn truncate(s: &str, n: usize) -> String {
@@ -483,9 +488,7 @@ async fn admin_create(email: &str, password_stdin: bool) -> anyhow::Result<()> {
     use crate::auth::{Email, NewPassword};
     let email = Email::parse(email)?;
     let password = if password_stdin {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        SecretString::from(line.trim_end_matches(['\n', '\r']).to_owned())
+        SecretString::from(first_line_of_stdin()?)
     } else {
         let first = rpassword::prompt_password(format!("Password for {}: ", email.as_str()))?;
         let again = rpassword::prompt_password("Again: ")?;

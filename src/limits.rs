@@ -45,6 +45,35 @@ impl RateLimiter {
     }
 }
 
+/// Yes at most once per period for each key: for writes that only need to happen now and then,
+/// such as a "last used" time, so that a hot path does not write on every call.
+pub struct AtMostEvery {
+    period_ms: i64,
+    last: Mutex<HashMap<String, i64>>,
+}
+
+impl AtMostEvery {
+    pub fn new(period: Duration) -> Self {
+        Self { period_ms: period.as_millis() as i64, last: Mutex::new(HashMap::new()) }
+    }
+
+    /// Whether `key` is due at `now` (unix ms); if so, the next one is a period away.
+    pub fn due(&self, key: &str, now: i64) -> bool {
+        let mut last = self.last.lock().expect("AtMostEvery poisoned");
+        match last.get_mut(key) {
+            Some(at) if now - *at < self.period_ms => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                last.insert(key.to_owned(), now);
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -58,6 +87,15 @@ mod tests {
         let wait = l.check("a").unwrap_err();
         assert!(wait <= Duration::from_secs(1) && wait > Duration::from_millis(900), "{wait:?}");
         assert!(l.check("b").is_ok(), "keys are separate");
+    }
+
+    #[test]
+    fn at_most_every_says_yes_once_per_period() {
+        let e = AtMostEvery::new(Duration::from_secs(60));
+        assert!(e.due("a", 0));
+        assert!(!e.due("a", 59_999));
+        assert!(e.due("b", 1));
+        assert!(e.due("a", 60_000));
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::{
     client_credentials::{fetch_token, FetchError},
     domain::{base32, random_bytes, ConnectionId, ConnectionStatus, Provider},
     error::AppError,
+    limits::AtMostEvery,
     metrics::Metrics,
     snapinspect::{ExchangeError, ExchangedTokens, SnapInspectClient},
     store::{ExchangeFailure, LeaseOutcome, Store, StoredTokens},
@@ -129,7 +130,7 @@ pub struct TokenManager {
     /// Pairs SnapInspect issued that could not be stored yet: committed before any new exchange.
     unsaved: Mutex<HashMap<ConnectionId, ExchangedTokens>>,
     cache: std::sync::RwLock<HashMap<ConnectionId, Cached>>,
-    touched: Mutex<HashMap<ConnectionId, i64>>,
+    touched: AtMostEvery,
     metrics: Arc<Metrics>,
 }
 
@@ -159,7 +160,7 @@ impl TokenManager {
             slots: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(HashMap::new()),
             cache: std::sync::RwLock::new(HashMap::new()),
-            touched: Mutex::new(HashMap::new()),
+            touched: AtMostEvery::new(Duration::from_millis(TOUCH_EVERY_MS as u64)),
             metrics,
         }
     }
@@ -189,16 +190,7 @@ impl TokenManager {
 
     /// Note the use, at most once a minute per connection, off the request's path.
     fn touch(&self, id: &ConnectionId, now: i64) {
-        let due = {
-            let mut touched = self.touched.lock().expect("touch map poisoned");
-            let last = touched.entry(id.clone()).or_insert(0);
-            let due = now - *last >= TOUCH_EVERY_MS;
-            if due {
-                *last = now;
-            }
-            due
-        };
-        if due {
+        if self.touched.due(id.as_str(), now) {
             let (store, id) = (self.store.clone(), id.clone());
             tokio::spawn(async move {
                 if let Err(e) = store.touch_last_used(&id, now).await {
@@ -323,24 +315,9 @@ impl TokenManager {
         }
 
         // Across processes: take the lease, or wait for the holder and use what it stored.
-        loop {
-            let now = now_ms();
-            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
-                LeaseOutcome::Acquired => break,
-                LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
-                LeaseOutcome::HeldElsewhere { until } => {
-                    tracing::info!("another process is exchanging this connection; waiting for it");
-                    let deadline = until.min(now + LEASE_MS);
-                    while now_ms() <= deadline {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-                        if latest.version != tokens.version || latest.status != tokens.status {
-                            check_status(&latest)?;
-                            return usable(id, &latest);
-                        }
-                    }
-                }
-            }
+        if let Some(latest) = self.lease_or_latest(id, &tokens).await? {
+            check_status(&latest)?;
+            return usable(id, &latest);
         }
         // We hold the lease: from here every path releases it (commit and failure do so themselves).
         let result = self.exchange_with_lease(client, id, &mut tokens, actor).await;
@@ -417,41 +394,35 @@ impl TokenManager {
 
     /// Fetch a client-credentials token, with this process's slot lock held.
     async fn fetch_locked(&self, id: &ConnectionId, force: bool, actor: &str) -> Result<AccessToken, TokenError> {
-        let now = now_ms();
-        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        if tokens.status == ConnectionStatus::Disconnected {
-            return Err(TokenError::Disconnected);
-        }
-        // Someone (another caller, another process) may have fetched while we waited.
-        let still_fresh = fresh_credentials_token(id, &tokens, now);
-        if let (false, Some(t)) = (force, &still_fresh) {
-            return Ok(t.clone());
-        }
-        if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
-            // Backing off: a token that has not expired yet is still better than none.
-            if let Some(t) = still_or_unexpired(id, &tokens, now) {
-                return Ok(t);
-            }
-            let last_error = self.store.connection(id).await?.and_then(|c| c.last_error).unwrap_or_default();
-            return Err(TokenError::BackingOff { retry_in: Duration::from_millis((until - now) as u64), last_error });
-        }
+        let mut tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let mut force = force;
         loop {
             let now = now_ms();
-            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
-                LeaseOutcome::Acquired => break,
-                LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
-                LeaseOutcome::HeldElsewhere { until } => {
-                    let deadline = until.min(now + LEASE_MS);
-                    while now_ms() <= deadline {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-                        if latest.version != tokens.version {
-                            if let Some(t) = fresh_credentials_token(id, &latest, now_ms()) {
-                                return Ok(t);
-                            }
-                            break;
-                        }
-                    }
+            if tokens.status == ConnectionStatus::Disconnected {
+                return Err(TokenError::Disconnected);
+            }
+            // Someone (another caller, another process) may have fetched while we waited.
+            if let (false, Some(t)) = (force, fresh_credentials_token(id, &tokens, now)) {
+                return Ok(t);
+            }
+            if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
+                // Backing off: a token that has not expired yet is still better than none.
+                if let Some(t) = still_or_unexpired(id, &tokens, now) {
+                    return Ok(t);
+                }
+                let last_error = self.store.connection(id).await?.and_then(|c| c.last_error).unwrap_or_default();
+                return Err(TokenError::BackingOff {
+                    retry_in: Duration::from_millis((until - now) as u64),
+                    last_error,
+                });
+            }
+            match self.lease_or_latest(id, &tokens).await? {
+                None => break,
+                // Another process got there first: judge what it stored as if we had just read it
+                // (a forced refresh is satisfied by its new token too).
+                Some(latest) => {
+                    tokens = latest;
+                    force = false;
                 }
             }
         }
@@ -509,6 +480,34 @@ impl TokenManager {
                     return Ok(t);
                 }
                 Err(TokenError::Provider(message))
+            }
+        }
+    }
+
+    /// Take the connection's lease (`None`: it is ours now), or wait while another process holds
+    /// it and return what that process stored (`Some`: the version or status changed). A lease
+    /// that runs out without a change is taken over.
+    async fn lease_or_latest(
+        &self,
+        id: &ConnectionId,
+        seen: &StoredTokens,
+    ) -> Result<Option<StoredTokens>, TokenError> {
+        loop {
+            let now = now_ms();
+            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
+                LeaseOutcome::Acquired => return Ok(None),
+                LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
+                LeaseOutcome::HeldElsewhere { until } => {
+                    tracing::info!("another process is refreshing this connection; waiting for it");
+                    let deadline = until.min(now + LEASE_MS);
+                    while now_ms() <= deadline {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+                        if latest.version != seen.version || latest.status != seen.status {
+                            return Ok(Some(latest));
+                        }
+                    }
+                }
             }
         }
     }

@@ -92,12 +92,16 @@ async fn list(
     })
 }
 
-fn parse_id(raw: &str) -> Result<ConnectionId, AppError> {
-    ConnectionId::parse(raw).map_err(|_| AppError::not_found("There is no connection with that id."))
+fn no_such_connection() -> AppError {
+    AppError::not_found("There is no connection with that id.")
 }
 
-async fn load(state: &AppState, id: &ConnectionId) -> Result<Connection, AppError> {
-    state.store.connection(id).await?.ok_or_else(|| AppError::not_found("There is no connection with that id."))
+pub(super) fn parse_id(raw: &str) -> Result<ConnectionId, AppError> {
+    ConnectionId::parse(raw).map_err(|_| no_such_connection())
+}
+
+pub(super) async fn load(state: &AppState, id: &ConnectionId) -> Result<Connection, AppError> {
+    state.store.connection(id).await?.ok_or_else(no_such_connection)
 }
 
 /// An event as a row of a list.
@@ -308,7 +312,7 @@ async fn assign(
                 format!("Assigned SnapInspect company {company}; {queued} waiting events are now queued."),
             );
         }
-        Err(AssignRefusal::NotFound) => return Err(AppError::not_found("There is no connection with that id.")),
+        Err(AssignRefusal::NotFound) => return Err(no_such_connection()),
         Err(refusal) => admin.flash(FlashKind::Bad, format!("Not assigned: {refusal}.")),
     }
     Ok(redirect(&format!("/admin/connections/{id}")))

@@ -7,10 +7,13 @@ use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
+use super::{
+    connections::{load, parse_id},
+    redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav,
+};
 use crate::{
     client_credentials::{AuthStyle, CredentialsInput},
-    domain::{ConnectionId, Provider},
+    domain::Provider,
     error::AppError,
     startup::AppState,
     time::now_ms,
@@ -156,10 +159,6 @@ async fn create(
     Ok(redirect(&format!("/admin/connections/{id}")))
 }
 
-fn parse_id(raw: &str) -> Result<ConnectionId, AppError> {
-    ConnectionId::parse(raw).map_err(|_| AppError::not_found("There is no connection with that id."))
-}
-
 #[tracing::instrument(skip_all, fields(connection_id = %id))]
 async fn edit_form(
     admin: AdminUser,
@@ -167,11 +166,7 @@ async fn edit_form(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
-    let c = state
-        .store
-        .connection(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    let c = load(&state, &id).await?;
     if c.provider == Provider::SnapInspect {
         return Err(AppError::conflict(
             "not_editable",
@@ -210,11 +205,7 @@ async fn update(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
-    let c = state
-        .store
-        .connection(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    let c = load(&state, &id).await?;
     let mut f = form.into_inner();
     // The provider is fixed once a connection exists.
     f.provider = c.provider.as_str().into();
@@ -251,11 +242,7 @@ async fn confirm_delete(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
-    let c = state
-        .store
-        .connection(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    let c = load(&state, &id).await?;
     render(ConfirmPage { nav: admin.nav("connections"), id: id.to_string(), name: c.name })
 }
 
@@ -273,7 +260,7 @@ async fn delete(
         admin.flash(FlashKind::Ok, "Deleted, with its secret and token.");
         Ok(redirect("/admin/connections"))
     } else {
-        Err(AppError::not_found("There is no connection with that id."))
+        Err(AppError::not_found("There is no connection with that id; was it already deleted?"))
     }
 }
 
@@ -286,11 +273,7 @@ async fn test(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
-    let c = state
-        .store
-        .connection(&id)
-        .await?
-        .ok_or_else(|| AppError::not_found("There is no connection with that id."))?;
+    let c = load(&state, &id).await?;
     match state.tokens.refresh(&id, &admin.actor()).await {
         Ok(t) => admin.flash(
             FlashKind::Ok,
