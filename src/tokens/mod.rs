@@ -5,6 +5,12 @@
 //! uses it, and a backoff after failures so a broken provider or a wrong secret is not hammered.
 //! Fresh tokens are also kept in memory, so handing out a cached token touches no database.
 
+mod credentials;
+mod exchange;
+
+use credentials::fresh_credentials_token;
+use exchange::usable;
+
 use std::{
     collections::HashMap,
     sync::{
@@ -18,13 +24,12 @@ use rand::Rng;
 use secrecy::SecretString;
 
 use crate::{
-    client_credentials::{fetch_token, FetchError},
-    domain::{base32, random_bytes, ConnectionId, ConnectionStatus, Provider},
+    domain::{base32, random_bytes, ConnectionId, Provider},
     error::AppError,
     limits::AtMostEvery,
     metrics::Metrics,
-    snapinspect::{ExchangeError, ExchangedTokens, SnapInspectClient},
-    store::{ExchangeFailure, LeaseOutcome, Store, StoredTokens},
+    snapinspect::{ExchangedTokens, SnapInspectClient},
+    store::{LeaseOutcome, Store, StoredTokens},
     time::now_ms,
 };
 
@@ -292,198 +297,6 @@ impl TokenManager {
         usable(id, &tokens)
     }
 
-    /// The exchange itself, with this process's slot lock held.
-    async fn exchange_locked(
-        &self,
-        id: &ConnectionId,
-        stale_version: Option<i64>,
-        actor: &str,
-    ) -> Result<AccessToken, TokenError> {
-        let client = self.snapinspect.as_ref().ok_or(TokenError::NotConfigured)?;
-        let mut tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        if tokens.provider != Provider::SnapInspect {
-            return Err(TokenError::Provider(format!(
-                "{} connections are not exchanged with SnapInspect",
-                tokens.provider.label()
-            )));
-        }
-        check_status(&tokens)?;
-        if let Some(v) = stale_version {
-            if tokens.version > v {
-                return usable(id, &tokens);
-            }
-        }
-
-        // Across processes: take the lease, or wait for the holder and use what it stored.
-        if let Some(latest) = self.lease_or_latest(id, &tokens).await? {
-            check_status(&latest)?;
-            return usable(id, &latest);
-        }
-        // We hold the lease: from here every path releases it (commit and failure do so themselves).
-        let result = self.exchange_with_lease(client, id, &mut tokens, actor).await;
-        if result.is_err() {
-            let _ = self.store.release_exchange_lease(id, &self.owner).await;
-        }
-        result
-    }
-
-    async fn exchange_with_lease(
-        &self,
-        client: &SnapInspectClient,
-        id: &ConnectionId,
-        tokens: &mut StoredTokens,
-        actor: &str,
-    ) -> Result<AccessToken, TokenError> {
-        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        if latest.version != tokens.version {
-            // Another process exchanged between our read and our lease.
-            self.store.release_exchange_lease(id, &self.owner).await?;
-            check_status(&latest)?;
-            return usable(id, &latest);
-        }
-        *tokens = latest;
-
-        // A pair SnapInspect already issued but we failed to store: store it instead of exchanging
-        // again (the old refresh token is already dead at SnapInspect).
-        let pending = self.unsaved.lock().expect("unsaved poisoned").remove(id);
-        if let Some(pair) = pending {
-            return self.commit(id, pair, actor).await;
-        }
-
-        let now = now_ms();
-        if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
-            let last_error = self.store.connection(id).await?.and_then(|c| c.last_error).unwrap_or_default();
-            return Err(TokenError::BackingOff { retry_in: Duration::from_millis((until - now) as u64), last_error });
-        }
-        let refresh =
-            tokens.refresh.clone().ok_or_else(|| TokenError::NeedsReconnect("no refresh token is stored".into()))?;
-
-        let result = client.exchange(&refresh).await;
-        self.metrics.exchanges.inc(match &result {
-            Ok(_) => "ok",
-            Err(ExchangeError::Rejected { .. }) => "refused",
-            Err(_) => "failed",
-        });
-        match result {
-            Ok(pair) => self.commit(id, pair, actor).await,
-            Err(ExchangeError::Rejected { status, detail }) => {
-                let message = format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
-                tracing::warn!(%message, "exchange refused: connection needs reconnecting");
-                self.store
-                    .record_exchange_failure(id, &ExchangeFailure::Dead { message: message.clone() }, now_ms(), actor)
-                    .await?;
-                Err(TokenError::NeedsReconnect(message))
-            }
-            Err(e) => {
-                let (message, hint) = match &e {
-                    ExchangeError::Transient { retry_after, .. } => (e.to_string(), *retry_after),
-                    _ => (e.to_string(), None),
-                };
-                let failures = self.store.failure_count(id).await? + 1;
-                let wait = backoff(failures, hint);
-                tracing::warn!(%message, failures, retry_in_secs = wait.as_secs(), "exchange failed; tokens unchanged");
-                let failure = ExchangeFailure::Transient {
-                    message: message.clone(),
-                    retry_after: now_ms() + wait.as_millis() as i64,
-                };
-                self.store.record_exchange_failure(id, &failure, now_ms(), actor).await?;
-                Err(TokenError::Provider(message))
-            }
-        }
-    }
-
-    /// Fetch a client-credentials token, with this process's slot lock held.
-    async fn fetch_locked(&self, id: &ConnectionId, force: bool, actor: &str) -> Result<AccessToken, TokenError> {
-        let mut tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        let mut force = force;
-        loop {
-            let now = now_ms();
-            if tokens.status == ConnectionStatus::Disconnected {
-                return Err(TokenError::Disconnected);
-            }
-            // Someone (another caller, another process) may have fetched while we waited.
-            if let (false, Some(t)) = (force, fresh_credentials_token(id, &tokens, now)) {
-                return Ok(t);
-            }
-            if let Some(until) = tokens.retry_after.filter(|t| *t > now) {
-                // Backing off: a token that has not expired yet is still better than none.
-                if let Some(t) = still_or_unexpired(id, &tokens, now) {
-                    return Ok(t);
-                }
-                let last_error = self.store.connection(id).await?.and_then(|c| c.last_error).unwrap_or_default();
-                return Err(TokenError::BackingOff {
-                    retry_in: Duration::from_millis((until - now) as u64),
-                    last_error,
-                });
-            }
-            match self.lease_or_latest(id, &tokens).await? {
-                None => break,
-                // Another process got there first: judge what it stored as if we had just read it
-                // (a forced refresh is satisfied by its new token too).
-                Some(latest) => {
-                    tokens = latest;
-                    force = false;
-                }
-            }
-        }
-        let result = self.fetch_with_lease(id, &tokens, actor).await;
-        if result.is_err() {
-            let _ = self.store.release_exchange_lease(id, &self.owner).await;
-        }
-        result
-    }
-
-    async fn fetch_with_lease(
-        &self,
-        id: &ConnectionId,
-        tokens: &StoredTokens,
-        actor: &str,
-    ) -> Result<AccessToken, TokenError> {
-        let creds = self.store.credentials(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        let started = now_ms();
-        let result = fetch_token(&self.http, &creds.settings, &creds.secret).await;
-        self.metrics.fetches.inc(if result.is_ok() { "ok" } else { "failed" });
-        match result {
-            Ok(issued) => {
-                let mut lifetime = issued.expires_in.map(Duration::from_secs).unwrap_or(self.default_lifetime);
-                if let Some(max) = creds.settings.max_lifetime_secs() {
-                    lifetime = lifetime.min(Duration::from_secs(max));
-                }
-                let expires_at = started + lifetime.as_millis() as i64;
-                let version =
-                    self.store.store_issued_token(id, &issued.access_token, expires_at, now_ms(), actor).await?;
-                tracing::info!(version, lifetime_secs = lifetime.as_secs(), "fetched a new client-credentials token");
-                Ok(AccessToken {
-                    connection_id: id.clone(),
-                    provider: creds.settings.provider,
-                    token: issued.access_token,
-                    version,
-                    expires_at: Some(expires_at),
-                })
-            }
-            Err(e) => {
-                let hint = match &e {
-                    FetchError::Transient { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let failures = self.store.failure_count(id).await? + 1;
-                let wait = backoff(failures, hint);
-                let message = e.to_string();
-                tracing::warn!(%message, failures, retry_in_secs = wait.as_secs(), "client-credentials token request failed");
-                let failure = ExchangeFailure::Failing {
-                    message: message.clone(),
-                    retry_after: now_ms() + wait.as_millis() as i64,
-                };
-                self.store.record_exchange_failure(id, &failure, now_ms(), actor).await?;
-                // The old token, if it has not expired yet, still works.
-                if let Some(t) = still_or_unexpired(id, tokens, now_ms()) {
-                    return Ok(t);
-                }
-                Err(TokenError::Provider(message))
-            }
-        }
-    }
-
     /// Take the connection's lease (`None`: it is ours now), or wait while another process holds
     /// it and return what that process stored (`Some`: the version or status changed). A lease
     /// that runs out without a change is taken over.
@@ -511,88 +324,6 @@ impl TokenManager {
             }
         }
     }
-
-    /// Store a new pair before anyone sees it, retrying a failing store a few times; if it still
-    /// fails, keep the pair in memory so the next call stores it rather than losing it.
-    async fn commit(&self, id: &ConnectionId, pair: ExchangedTokens, actor: &str) -> Result<AccessToken, TokenError> {
-        let mut delay = Duration::from_millis(100);
-        let mut last_err = None;
-        for _ in 0..5 {
-            match self.store.commit_exchange(id, &pair.access, pair.refresh.as_ref(), now_ms(), actor).await {
-                Ok(version) => {
-                    tracing::info!(version, "exchanged and stored a new token pair");
-                    return Ok(AccessToken {
-                        connection_id: id.clone(),
-                        provider: Provider::SnapInspect,
-                        token: pair.access,
-                        version,
-                        expires_at: None,
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(error.chain = %format!("{e:#}"), "storing the exchanged tokens failed; retrying");
-                    last_err = Some(e);
-                    tokio::time::sleep(delay).await;
-                    delay *= 3;
-                }
-            }
-        }
-        self.unsaved.lock().expect("unsaved poisoned").insert(id.clone(), pair);
-        let e = last_err.expect("at least one attempt");
-        Err(TokenError::Internal(Arc::new(
-            e.context("the exchanged tokens could not be stored; they are kept in memory and stored on the next try"),
-        )))
-    }
-}
-
-fn check_status(tokens: &StoredTokens) -> Result<(), TokenError> {
-    match tokens.status {
-        ConnectionStatus::NeedsReconnect => Err(TokenError::NeedsReconnect(
-            "SnapInspect refused the last refresh token; an end user has to connect again".into(),
-        )),
-        ConnectionStatus::Disconnected => Err(TokenError::Disconnected),
-        _ => Ok(()),
-    }
-}
-
-fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessToken, TokenError> {
-    check_status(tokens)?;
-    let token = tokens.access.clone().ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
-    Ok(AccessToken {
-        connection_id: id.clone(),
-        provider: tokens.provider,
-        token,
-        version: tokens.version,
-        expires_at: tokens.expires_at,
-    })
-}
-
-/// A stored client-credentials token that is still fresh (not within its refresh margin).
-fn fresh_credentials_token(id: &ConnectionId, tokens: &StoredTokens, now: i64) -> Option<AccessToken> {
-    let (access, expires_at) = (tokens.access.clone()?, tokens.expires_at?);
-    let lifetime = expires_at - tokens.obtained_at.unwrap_or(expires_at);
-    if tokens.status == ConnectionStatus::Disconnected || now >= expires_at - refresh_margin_ms(lifetime) {
-        return None;
-    }
-    Some(AccessToken {
-        connection_id: id.clone(),
-        provider: tokens.provider,
-        token: access,
-        version: tokens.version,
-        expires_at: Some(expires_at),
-    })
-}
-
-/// A stored client-credentials token that has not expired, even if it is within its margin.
-fn still_or_unexpired(id: &ConnectionId, tokens: &StoredTokens, now: i64) -> Option<AccessToken> {
-    let (access, expires_at) = (tokens.access.clone()?, tokens.expires_at?);
-    (expires_at > now + 1_000).then(|| AccessToken {
-        connection_id: id.clone(),
-        provider: tokens.provider,
-        token: access,
-        version: tokens.version,
-        expires_at: Some(expires_at),
-    })
 }
 
 /// Exponential backoff with ±20 % jitter: 2 s, 4 s, 8 s … capped at 10 min; a provider's
