@@ -7,7 +7,9 @@ mod audit;
 mod connections;
 mod credentials;
 mod events;
+mod links;
 mod rotate;
+mod secrets;
 mod sessions;
 mod states;
 
@@ -22,16 +24,15 @@ use sqlx::{
 pub use admins::Admin;
 pub use api_keys::ApiKey;
 pub use audit::AuditEntry;
-pub use connections::{
-    AssignRefusal, Connection, ConnectionFilter, ExchangeFailure, LeaseOutcome, NewSnapInspectLink, SavedLink,
-    StoredTokens,
-};
+pub use connections::{Connection, ConnectionFilter};
 pub use credentials::StoredCredentials;
 pub use events::{
     Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, EventWriter, Inserted, NewAttempt, NewEvent,
     ReplayRefusal,
 };
+pub use links::{AssignRefusal, NewSnapInspectLink, SavedLink};
 pub use rotate::RotationReport;
+pub use secrets::{ExchangeFailure, LeaseOutcome, StoredTokens};
 pub use states::StateRejection;
 
 use crate::crypto::KeyRing;

@@ -1,0 +1,170 @@
+//! Linking SnapInspect companies: the callback's link (a new connection, or the company's existing
+//! one with its tokens replaced, same id and history), and giving an unidentified connection its
+//! company. Either way the company's waiting events are queued in the same transaction.
+
+use secrecy::SecretString;
+
+use super::{
+    audit::insert_audit,
+    connections::{aad, fingerprint},
+    is_unique_violation, Store,
+};
+use crate::domain::{CompanyId, ConnectionId, ConnectionStatus};
+
+/// What the connect callback hands the store once SnapInspect has redirected back.
+pub struct NewSnapInspectLink {
+    pub company_id: Option<CompanyId>,
+    pub name: String,
+    pub user_info: Option<String>,
+    pub access_token: SecretString,
+    pub refresh_token: SecretString,
+}
+
+/// The outcome of linking: which connection, and whether it already existed.
+#[derive(Debug, Clone)]
+pub struct SavedLink {
+    pub id: ConnectionId,
+    pub reconnected: bool,
+    /// Events that waited for this company and are now queued.
+    pub matched_events: u64,
+}
+
+/// Why a company cannot be assigned to an unidentified connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AssignRefusal {
+    #[error("no such connection")]
+    NotFound,
+    #[error("only an unidentified SnapInspect connection can be assigned a company")]
+    NotUnidentified,
+    #[error("SnapInspect company {company} already has connection {existing}; disconnect that one first if this one replaces it")]
+    CompanyTaken { company: CompanyId, existing: String },
+}
+
+impl Store {
+    /// Link a SnapInspect company: a new row, or the company's existing row with its tokens
+    /// replaced (same id, same history). Without a company, always a new `unidentified` row.
+    #[tracing::instrument(skip_all, fields(company_id = ?link.company_id))]
+    pub async fn save_snapinspect_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
+        // Two callbacks for the same company may race; the loser of the insert retries as an update.
+        match self.try_save_link(link, now).await {
+            Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(is_unique_violation) => {
+                self.try_save_link(link, now).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_save_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
+        let mut tx = self.write_tx().await?;
+        let existing: Option<String> = match link.company_id {
+            Some(c) => {
+                sqlx::query_scalar("select id from connections where provider = 'snapinspect' and company_id = $1")
+                    .bind(c.get())
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => None,
+        };
+        let (id, reconnected) = match existing {
+            Some(id) => (ConnectionId::parse(&id)?, true),
+            None => (ConnectionId::generate(), false),
+        };
+        let access = self.keys.seal_str(&link.access_token, aad(id.as_str(), "access_token"));
+        let refresh = self.keys.seal_str(&link.refresh_token, aad(id.as_str(), "refresh_token"));
+        let status = if link.company_id.is_some() { ConnectionStatus::Active } else { ConnectionStatus::Unidentified };
+        let fp = fingerprint(&link.access_token);
+        if reconnected {
+            sqlx::query(
+                "update connections set name = $2, status = $3, access_token = $4, refresh_token = $5, \
+                 token_fingerprint = $6, token_version = token_version + 1, token_obtained_at = $7, user_info = $8, \
+                 updated_at = $7, connected_at = $7, last_error = null, last_error_at = null, failure_count = 0, \
+                 retry_after = null, exchange_lease_until = null, exchange_lease_owner = null where id = $1",
+            )
+            .bind(id.as_str())
+            .bind(&link.name)
+            .bind(status.as_str())
+            .bind(access)
+            .bind(refresh)
+            .bind(fp)
+            .bind(now)
+            .bind(&link.user_info)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "insert into connections (id, provider, name, company_id, status, access_token, refresh_token, \
+                 token_fingerprint, token_version, token_obtained_at, user_info, created_at, updated_at, connected_at) \
+                 values ($1, 'snapinspect', $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $8, $8)",
+            )
+            .bind(id.as_str())
+            .bind(&link.name)
+            .bind(link.company_id.map(CompanyId::get))
+            .bind(status.as_str())
+            .bind(access)
+            .bind(refresh)
+            .bind(fp)
+            .bind(now)
+            .bind(&link.user_info)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let action = if reconnected { "reconnect" } else { "connect" };
+        let detail = match link.company_id {
+            Some(c) => format!("SnapInspect company {c} ({})", link.name),
+            None => "SnapInspect did not say which company: waiting for an admin to assign it".to_owned(),
+        };
+        insert_audit(&mut tx, now, "end-user", action, Some(&id), &detail).await?;
+        let matched_events = match link.company_id {
+            Some(c) => super::events::match_unmatched(&mut tx, &id, c, now).await?,
+            None => 0,
+        };
+        tx.commit().await?;
+        Ok(SavedLink { id, reconnected, matched_events })
+    }
+
+    /// Give an unidentified SnapInspect connection its company; the company's waiting events are
+    /// queued in the same transaction. Returns how many were.
+    #[tracing::instrument(skip_all, fields(connection_id = %id, company_id = %company))]
+    pub async fn assign_company(
+        &self,
+        id: &ConnectionId,
+        company: CompanyId,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<Result<u64, AssignRefusal>> {
+        let mut tx = self.write_tx().await?;
+        let row: Option<(String, String)> = sqlx::query_as("select provider, status from connections where id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        match row {
+            None => return Ok(Err(AssignRefusal::NotFound)),
+            Some((p, s)) if p != "snapinspect" || s != "unidentified" => {
+                return Ok(Err(AssignRefusal::NotUnidentified))
+            }
+            Some(_) => {}
+        }
+        let existing: Option<String> =
+            sqlx::query_scalar("select id from connections where provider = 'snapinspect' and company_id = $1")
+                .bind(company.get())
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(existing) = existing {
+            return Ok(Err(AssignRefusal::CompanyTaken { company, existing }));
+        }
+        sqlx::query(
+            "update connections set company_id = $2, status = 'active', name = $3, updated_at = $4 where id = $1",
+        )
+        .bind(id.as_str())
+        .bind(company.get())
+        .bind(format!("SnapInspect company {company}"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        insert_audit(&mut tx, now, actor, "assign_company", Some(id), &format!("SnapInspect company {company}"))
+            .await?;
+        let matched = super::events::match_unmatched(&mut tx, id, company, now).await?;
+        tx.commit().await?;
+        Ok(Ok(matched))
+    }
+}
