@@ -3,10 +3,12 @@
 
 mod admins;
 mod api_keys;
+mod attempts;
 mod audit;
 mod connections;
 mod credentials;
 mod events;
+mod intake;
 mod links;
 mod rotate;
 mod secrets;
@@ -23,13 +25,12 @@ use sqlx::{
 
 pub use admins::Admin;
 pub use api_keys::ApiKey;
+pub use attempts::{Attempt, AttemptOutcome, ClaimedEvent, NewAttempt};
 pub use audit::AuditEntry;
 pub use connections::{Connection, ConnectionFilter};
 pub use credentials::StoredCredentials;
-pub use events::{
-    Attempt, AttemptOutcome, ClaimedEvent, EventFilter, EventRow, EventWriter, Inserted, NewAttempt, NewEvent,
-    ReplayRefusal,
-};
+pub use events::{EventFilter, EventRow, ReplayRefusal};
+pub use intake::{EventWriter, Inserted, NewEvent};
 pub use links::{AssignRefusal, NewSnapInspectLink, SavedLink};
 pub use rotate::RotationReport;
 pub use secrets::{ExchangeFailure, LeaseOutcome, StoredTokens};
