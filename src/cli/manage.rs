@@ -1,0 +1,294 @@
+//! The management commands: connections, events, API keys and admins, each a thin layer over the
+//! store and the token manager.
+
+use clap::Subcommand;
+use secrecy::ExposeSecret;
+
+use super::{cli_settings, first_line_of_stdin, open_store, truncate};
+use crate::{domain::ConnectionId, startup::AppState, time::format_utc};
+
+#[derive(Subcommand)]
+pub enum ConnectionsCommand {
+    /// Every connection: id, provider, company / name, status, last refresh.
+    List,
+    /// Add a client-credentials connection (the secret from --client-secret-stdin or CLIENT_SECRET).
+    Add {
+        /// snapdocs, smartdocumentor, signicat, docplanner or custom
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        client_id: String,
+        /// Space- (or comma-) separated scopes (Signicat; SmartDocumentor is always WebAPI).
+        #[arg(long)]
+        scope: Option<String>,
+        /// The API the token is for (Snapdocs; defaults per environment).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The country's domain for Docplanner, e.g. doctoralia.es.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Snapdocs: demo or production (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Required for custom; overrides a preset's (e.g. a sandbox). May hold {domain}.
+        #[arg(long)]
+        token_url: Option<String>,
+        /// basic, basic-raw (id and secret not form-encoded first) or post. Required for custom.
+        #[arg(long)]
+        auth: Option<String>,
+        /// Read the client secret from the first line of standard input.
+        #[arg(long)]
+        client_secret_stdin: bool,
+    },
+    /// Print a valid access token (refreshing only if needed).
+    Token { id: String },
+    /// Force an exchange / a new token now, and print the new access token.
+    Refresh { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum ApiKeyCommand {
+    /// Create a key; it is printed once and stored only as a hash.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a key by its id (key_…).
+    Revoke { id: String },
+    /// Every key: id, name, prefix, created, last used, revoked.
+    List,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin, or reset its password (which signs it out everywhere).
+    Create {
+        #[arg(long)]
+        email: String,
+        /// Read the password from the first line of standard input instead of prompting.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// The most recent events, newest first.
+    List {
+        /// Only events in this status: pending, processing, retrying, done, dead or unmatched.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// Put an event back to be processed now (a dead, done or retrying one), with a fresh schedule.
+    Replay { id: String },
+}
+
+pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
+    let settings = cli_settings()?;
+    let state = AppState::new(settings).await?;
+    let result = match command {
+        ConnectionsCommand::List => {
+            let all = state.store.connections().await?;
+            if all.is_empty() {
+                println!("no connections yet");
+            } else {
+                println!("{:<30}  {:<15}  {:<40}  {:<15}  LAST REFRESH", "ID", "PROVIDER", "COMPANY / NAME", "STATUS");
+                for c in all {
+                    let who = match c.company_id {
+                        Some(id) => format!("{id} {}", c.name),
+                        None => c.name.clone(),
+                    };
+                    let last = c.last_exchange_at.map(format_utc).unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<30}  {:<15}  {:<40}  {:<15}  {last}",
+                        c.id,
+                        c.provider.as_str(),
+                        truncate(&who, 40),
+                        c.status.as_str()
+                    );
+                }
+            }
+            Ok(())
+        }
+        ConnectionsCommand::Add {
+            provider,
+            name,
+            client_id,
+            scope,
+            audience,
+            domain,
+            environment,
+            token_url,
+            auth,
+            client_secret_stdin,
+        } => {
+            use crate::client_credentials::{AuthStyle, CredentialsInput};
+            let provider = crate::domain::Provider::parse(&provider)?;
+            let input = CredentialsInput {
+                client_id,
+                scope,
+                audience,
+                domain,
+                environment,
+                token_url,
+                auth: auth.as_deref().map(AuthStyle::parse).transpose()?,
+            };
+            let settings = input.resolve(provider)?;
+            let secret = if client_secret_stdin {
+                first_line_of_stdin()?
+            } else {
+                std::env::var("CLIENT_SECRET").map_err(|_| {
+                    anyhow::anyhow!("no client secret: pipe it to --client-secret-stdin or set CLIENT_SECRET")
+                })?
+            };
+            anyhow::ensure!(!secret.is_empty(), "the client secret is empty");
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty(), "--name must not be empty");
+            let id = state
+                .store
+                .add_credentials_connection(
+                    name,
+                    &settings,
+                    &secrecy::SecretString::from(secret),
+                    crate::time::now_ms(),
+                    "cli",
+                )
+                .await?;
+            println!("{id}");
+            eprintln!(
+                "added {} connection {name}; `connect-hub connections token {id}` fetches a token",
+                provider.label()
+            );
+            Ok(())
+        }
+        ConnectionsCommand::Token { id } => {
+            let id = ConnectionId::parse(&id)?;
+            let token = state.tokens.token(&id).await?;
+            println!("{}", token.token.expose_secret());
+            Ok(())
+        }
+        ConnectionsCommand::Refresh { id } => {
+            let id = ConnectionId::parse(&id)?;
+            let token = state.tokens.refresh(&id, "cli").await?;
+            println!("{}", token.token.expose_secret());
+            Ok(())
+        }
+    };
+    state.store.close().await;
+    result
+}
+
+pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
+    use crate::{
+        domain::{EventId, EventState},
+        store::EventFilter,
+    };
+    let store = open_store(&cli_settings()?).await?;
+    let result = match command {
+        EventsCommand::List { status, limit } => {
+            let state = status.as_deref().map(EventState::parse).transpose()?;
+            let rows = store.events(&EventFilter { state, ..Default::default() }, limit.clamp(1, 10_000)).await?;
+            if rows.is_empty() {
+                println!("no events");
+            } else {
+                println!(
+                    "{:<30}  {:<23}  {:<24}  {:>8}  {:<10}  {:>8}  LAST ERROR",
+                    "ID", "RECEIVED", "TYPE", "COMPANY", "STATUS", "ATTEMPTS"
+                );
+                for e in rows {
+                    println!(
+                        "{:<30}  {:<23}  {:<24}  {:>8}  {:<10}  {:>8}  {}",
+                        e.public_id,
+                        format_utc(e.received_at),
+                        truncate(e.event_type.as_deref().unwrap_or("-"), 24),
+                        e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        e.state,
+                        e.attempts,
+                        truncate(e.last_error.as_deref().unwrap_or(""), 80)
+                    );
+                }
+            }
+            Ok(())
+        }
+        EventsCommand::Replay { id } => {
+            let id = EventId::parse(&id)?;
+            match store.replay_event(&id, crate::time::now_ms(), "cli").await? {
+                Ok(previous) => {
+                    println!("event {id} ({previous}) is queued again; a running worker picks it up within a second");
+                    Ok(())
+                }
+                Err(refusal) => Err(anyhow::anyhow!("{refusal}")),
+            }
+        }
+    };
+    store.close().await;
+    result
+}
+
+pub(super) async fn admin_create(email: &str, password_stdin: bool) -> anyhow::Result<()> {
+    use secrecy::SecretString;
+
+    use crate::auth::{Email, NewPassword};
+    let email = Email::parse(email)?;
+    let password = if password_stdin {
+        SecretString::from(first_line_of_stdin()?)
+    } else {
+        let first = rpassword::prompt_password(format!("Password for {}: ", email.as_str()))?;
+        let again = rpassword::prompt_password("Again: ")?;
+        anyhow::ensure!(first == again, "the two passwords differ; nothing was changed");
+        SecretString::from(first)
+    };
+    let hash = NewPassword::parse(password)?.hash()?;
+    let store = open_store(&cli_settings()?).await?;
+    let created = store.upsert_admin(email.as_str(), &hash, crate::time::now_ms(), "cli").await?;
+    store.close().await;
+    if created {
+        println!("admin {} created; sign in at PUBLIC_URL/admin", email.as_str());
+    } else {
+        println!("password of admin {} reset; its sessions have ended", email.as_str());
+    }
+    Ok(())
+}
+
+pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
+    use crate::api_keys::ApiKeys;
+    let store = open_store(&cli_settings()?).await?;
+    let keys = ApiKeys::new(store.clone());
+    let result = match command {
+        ApiKeyCommand::Create { name } => {
+            let (id, key) = keys.create(&name, "cli").await?;
+            println!("{}", key.expose_secret());
+            eprintln!("created API key {id} ({}); it is shown only now, so store it safely", name.trim());
+            Ok(())
+        }
+        ApiKeyCommand::Revoke { id } => {
+            if keys.revoke(&id, "cli").await? {
+                println!("revoked {id}; running servers stop accepting it within 2 seconds");
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("no active API key with id {id}"))
+            }
+        }
+        ApiKeyCommand::List => {
+            println!("{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  REVOKED", "ID", "NAME", "PREFIX", "CREATED", "LAST USED");
+            for k in keys.list().await? {
+                println!(
+                    "{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  {}",
+                    k.id,
+                    truncate(&k.name, 24),
+                    k.prefix,
+                    format_utc(k.created_at),
+                    k.last_used_at.map(format_utc).unwrap_or_else(|| "never".into()),
+                    k.revoked_at.map(format_utc).unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}

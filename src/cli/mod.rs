@@ -1,0 +1,263 @@
+//! The command line (clap): parse, load configuration, set up logging, run the command. Every
+//! command has `--help`; failures print one line that says what to fix and exit non-zero.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
+
+mod manage;
+
+use clap::{Parser, Subcommand};
+use manage::{
+    admin_create, api_key, connections, events, AdminCommand, ApiKeyCommand, ConnectionsCommand, EventsCommand,
+};
+
+use crate::{
+    config::{ConfigError, Settings},
+    startup::Application,
+    store::Store,
+    telemetry,
+};
+
+#[derive(Parser)]
+#[command(
+    name = "connect-hub",
+    version,
+    about = "Links an organisation's SnapInspect, Snapdocs, SmartDocumentor, Signicat and Docplanner accounts and keeps their tokens encrypted and fresh."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve with the configuration from the environment / connect-hub.toml (the default command).
+    Serve,
+    /// Serve everything built in on http://127.0.0.1:8080: SQLite and generated keys under ./data,
+    /// a fake SnapInspect in the same process.
+    Demo {
+        /// Default 127.0.0.1:8080, or 127.0.0.1:8443 with --tls.
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+        /// Where the demo keeps its database and generated keys (kept between runs).
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Serve https with a self-signed certificate (made under the data directory), and
+        /// redirect http://127.0.0.1:8080 to it.
+        #[arg(long)]
+        tls: bool,
+    },
+    /// Run the fake SnapInspect alone, for developing against a separate `serve`.
+    FakeSnapinspect {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        bind: SocketAddr,
+        #[arg(long, default_value = "connect-hub-dev")]
+        client_id: String,
+        #[arg(long, env = "FAKE_SNAPINSPECT_CLIENT_SECRET", default_value = "dev-secret", hide_env_values = true)]
+        client_secret: String,
+        /// The redirect URL the fake accepts (the hub's PUBLIC_URL + /connect/snapinspect/callback).
+        #[arg(long, default_value = "http://127.0.0.1:8080/connect/snapinspect/callback")]
+        redirect_uri: String,
+        /// The hub's webhook URL, for the fake's "fire a webhook" page.
+        #[arg(long)]
+        webhook_url: Option<String>,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Write a consistent copy of the database to PATH while the service runs.
+    Backup { path: PathBuf },
+    /// Re-encrypt every stored secret under the current ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
+    RotateKey,
+    /// Manage admin accounts for the console.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Inspect and drive connections.
+    Connections {
+        #[command(subcommand)]
+        command: ConnectionsCommand,
+    },
+    /// Inspect the webhook queue and put events back to be processed.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// API keys for /api/v1.
+    ApiKey {
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+    /// Print a fresh random key, base64-encoded, for ENCRYPTION_KEY (32 bytes) or SESSION_KEY (64 bytes).
+    GenerateKey {
+        #[arg(long, default_value_t = 32)]
+        bytes: usize,
+        /// Print a Standard Webhooks secret (`whsec_…`) for FORWARD_SECRET instead.
+        #[arg(long)]
+        webhook: bool,
+    },
+}
+
+/// Run the command line; the process exit code says whether it worked.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("connect-hub: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command.unwrap_or(Command::Serve))) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<ConfigError>() {
+                Some(c) => eprintln!("connect-hub: {c}"),
+                None => eprintln!("connect-hub: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve => serve().await,
+        Command::Demo { bind, data_dir, tls } => {
+            let default = if tls { "127.0.0.1:8443" } else { "127.0.0.1:8080" };
+            let bind = bind.unwrap_or_else(|| default.parse().expect("a valid address"));
+            let tls = tls.then(|| "127.0.0.1:8080".parse().expect("a valid address"));
+            crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls }).await
+        }
+        Command::FakeSnapinspect { bind, client_id, client_secret, redirect_uri, webhook_url } => {
+            telemetry::init(
+                &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                crate::config::LogFormat::Pretty,
+            );
+            fake_snapinspect(bind, client_id, client_secret, redirect_uri, webhook_url).await
+        }
+        Command::GenerateKey { bytes, webhook } => {
+            if webhook {
+                println!("whsec_{}", crate::crypto::generate_key_b64(32));
+            } else {
+                anyhow::ensure!((16..=128).contains(&bytes), "--bytes must be between 16 and 128");
+                println!("{}", crate::crypto::generate_key_b64(bytes));
+            }
+            Ok(())
+        }
+        Command::Migrate => {
+            let settings = cli_settings()?;
+            let pool = crate::store::connect_pool(&settings.database_url, settings.sqlite_max_pages).await?;
+            crate::store::migrate(&pool).await?;
+            pool.close().await;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Backup { path } => {
+            let store = open_store(&cli_settings()?).await?;
+            let bytes = store.backup(&path).await?;
+            store.close().await;
+            println!(
+                "backed up to {} ({} KiB); the tokens in it are still encrypted under ENCRYPTION_KEY",
+                path.display(),
+                bytes / 1024
+            );
+            Ok(())
+        }
+        Command::RotateKey => {
+            let store = open_store(&cli_settings()?).await?;
+            let report = store.rotate_keys().await?;
+            println!(
+                "re-encrypted {} values under key {}; {} were already under it",
+                report.resealed,
+                store.keys().current_key_id(),
+                report.already_current
+            );
+            println!("once every instance runs with the new ENCRYPTION_KEY, the old key can be removed from ENCRYPTION_KEYS_OLD");
+            store.close().await;
+            Ok(())
+        }
+        Command::Connections { command } => connections(command).await,
+        Command::Events { command } => events(command).await,
+        Command::ApiKey { command } => api_key(command).await,
+        Command::Admin { command: AdminCommand::Create { email, password_stdin } } => {
+            admin_create(&email, password_stdin).await
+        }
+    }
+}
+
+/// Settings for a one-shot CLI command: logs go to stderr at `warn` unless RUST_LOG says otherwise.
+fn cli_settings() -> anyhow::Result<Settings> {
+    let settings = Settings::load()?;
+    let level = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+    telemetry::init(&level, settings.log_format);
+    Ok(settings)
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let keys = Arc::new(settings.keyring()?);
+    Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    settings.check_serve()?;
+    telemetry::init(&settings.rust_log, settings.log_format);
+    if settings.snapinspect.client_id.is_none() {
+        tracing::warn!("SNAPINSPECT_CLIENT_ID is not set: the Connect with SnapInspect button is disabled");
+    }
+    let app = Application::build(settings, None).await?;
+    tracing::info!(addr = %app.addr(), "connect-hub is serving");
+    app.run_until_stopped().await?;
+    tracing::info!("connect-hub stopped");
+    Ok(())
+}
+
+async fn fake_snapinspect(
+    bind: SocketAddr,
+    client_id: String,
+    client_secret: String,
+    redirect_uri: String,
+    webhook_url: Option<String>,
+) -> anyhow::Result<()> {
+    use crate::fake::snapinspect::{FakeConfig, FakeSnapInspect};
+    let fake = FakeSnapInspect::new(FakeConfig {
+        client_id: client_id.clone(),
+        client_secret,
+        redirect_uri: redirect_uri.clone(),
+        webhook_url,
+    });
+    let listener = std::net::TcpListener::bind(bind)?;
+    let base = format!("http://{}", listener.local_addr()?);
+    println!("fake SnapInspect on {base}");
+    println!("  SNAPINSPECT_AUTHORIZE_URL={base}/integration/SnapInspectConnect");
+    println!("  SNAPINSPECT_EXCHANGE_URL={base}/integration/ExchangeToken");
+    println!("  SNAPINSPECT_API_URL={base}/");
+    println!("  SNAPINSPECT_CLIENT_ID={client_id}  (secret from --client-secret / FAKE_SNAPINSPECT_CLIENT_SECRET)");
+    println!("  registered redirect_uri: {redirect_uri}");
+    println!("  fire webhooks at {base}/fire-webhook");
+    // The standalone fake handles SIGINT/SIGTERM itself.
+    let server = actix_web::HttpServer::new({
+        let configure = fake.configure();
+        move || actix_web::App::new().configure(configure.clone())
+    })
+    .workers(1)
+    .listen(listener)?
+    .run();
+    server.await?;
+    Ok(())
+}
+
+/// A secret piped in: the first line of standard input, without its line ending.
+fn first_line_of_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        format!("{}…", s.chars().take(n - 1).collect::<String>())
+    }
+}
