@@ -6,6 +6,13 @@ use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf, time::Duration}
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use parse::{crate_standard_secret, parse_bool, parse_net, parse_toml, parse_u64};
+pub use parse::{is_loopback, parse_duration, parse_schedule, require_https_unless_loopback};
+
 use crate::crypto::{self, KeyRing};
 
 /// A configuration value that is missing or malformed; the message names it and says how to fix it.
@@ -16,7 +23,7 @@ pub struct ConfigError {
     pub problem: String,
 }
 
-fn bad(name: &'static str, problem: impl Into<String>) -> ConfigError {
+pub(crate) fn bad(name: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { name, problem: problem.into() }
 }
 
@@ -107,7 +114,7 @@ pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,2h,6h,12h";
 /// Assumed, because nothing public documents SnapInspect's inspection endpoint (see the README).
 pub const DEFAULT_INSPECTION_PATH: &str = "inspections/{id}";
 
-type Vars = BTreeMap<String, String>;
+pub(crate) type Vars = BTreeMap<String, String>;
 
 impl Settings {
     /// Read `connect-hub.toml` (or the file named by `CONNECT_HUB_CONFIG`) if present, then the
@@ -351,172 +358,5 @@ impl Settings {
     /// Whether cookies must be `Secure`.
     pub fn is_https(&self) -> bool {
         self.public_url.scheme() == "https"
-    }
-}
-
-/// `http://` is refused unless the host is a loopback address (tests and `demo`).
-pub fn require_https_unless_loopback(name: &'static str, url: &Url) -> Result<(), ConfigError> {
-    if url.scheme() == "https" || is_loopback(url) {
-        return Ok(());
-    }
-    Err(bad(
-        name,
-        format!(
-            "must be an https URL (plain http is only allowed on loopback), got `{}`",
-            url.origin().ascii_serialization()
-        ),
-    ))
-}
-
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-/// An address or a network: `10.0.0.1`, `10.0.0.0/8`, `::1`.
-fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
-    s.parse::<ipnet::IpNet>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-        .map_err(|_| format!("`{s}` is not an IP address or a network like 10.0.0.0/8"))
-}
-
-/// A Standard Webhooks secret: `whsec_` followed by base64 of 24 to 64 bytes.
-fn crate_standard_secret(s: &str) -> Result<(), String> {
-    use base64::{engine::general_purpose::STANDARD, Engine as _};
-    let body = s.strip_prefix("whsec_").ok_or("must start with `whsec_` (Standard Webhooks)")?;
-    match STANDARD.decode(body) {
-        Ok(b) if (24..=64).contains(&b.len()) => Ok(()),
-        _ => Err("must be `whsec_` followed by base64 of 24 to 64 random bytes (`connect-hub generate-key --webhook` prints one)".into()),
-    }
-}
-
-fn parse_toml(text: &str) -> Result<Vars, ConfigError> {
-    let table: toml::Table = text.parse().map_err(|e| bad("CONNECT_HUB_CONFIG", format!("is not valid TOML: {e}")))?;
-    let mut vars = Vars::new();
-    for (k, v) in table {
-        let value = match v {
-            toml::Value::String(s) => s,
-            toml::Value::Integer(i) => i.to_string(),
-            toml::Value::Boolean(b) => b.to_string(),
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
-                .collect::<Vec<_>>()
-                .join(","),
-            _ => return Err(bad("CONNECT_HUB_CONFIG", format!("key `{k}` must be a string, number, boolean or list"))),
-        };
-        vars.insert(k.to_ascii_uppercase(), value);
-    }
-    Ok(vars)
-}
-
-fn parse_bool(name: &'static str, v: Option<&str>, default: bool) -> Result<bool, ConfigError> {
-    match v.map(str::to_ascii_lowercase).as_deref() {
-        None => Ok(default),
-        Some("true" | "1" | "yes" | "on") => Ok(true),
-        Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(other) => Err(bad(name, format!("must be true or false, got `{other}`"))),
-    }
-}
-
-fn parse_u64(name: &'static str, v: Option<&str>, default: u64) -> Result<u64, ConfigError> {
-    v.map_or(Ok(default), |s| s.parse().map_err(|_| bad(name, format!("must be a whole number, got `{s}`"))))
-}
-
-/// A duration like `5s`, `2m`, `1h`, `1d` or `250ms`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 5s, 2m or 1h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n * 1000,
-        "m" => n * 60_000,
-        "h" => n * 3_600_000,
-        "d" => n * 86_400_000,
-        _ => return Err(format!("`{s}` has an unknown unit (use ms, s, m, h or d)")),
-    };
-    Ok(Duration::from_millis(ms))
-}
-
-/// A comma-separated list of durations; at least one.
-pub fn parse_schedule(s: &str) -> Result<Vec<Duration>, String> {
-    let items = s.split(',').filter(|p| !p.trim().is_empty()).map(parse_duration).collect::<Result<Vec<_>, _>>()?;
-    if items.is_empty() {
-        return Err("must list at least one delay, e.g. 5s,30s,2m".into());
-    }
-    Ok(items)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> Vars {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
-
-    #[test]
-    fn defaults_match_the_product_contract() {
-        let s = Settings::from_vars(&Vars::new()).unwrap();
-        assert_eq!(s.database_url, "sqlite://data/connect-hub.db");
-        assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8080");
-        assert_eq!(s.redirect_uri(), "http://127.0.0.1:8080/connect/snapinspect/callback");
-        assert_eq!(s.snapinspect.api_url.as_str(), "https://api-v3.snapinspect.com/");
-        assert_eq!(s.retry_schedule.len(), 9);
-        let total: u64 = s.retry_schedule.iter().map(|d| d.as_secs()).sum();
-        assert!((20 * 3600..=26 * 3600).contains(&total), "about a day in all: {total}s");
-        assert_eq!(s.lease_secs, 60);
-        assert_eq!(s.dedupe_window_secs, 7200);
-        assert!(s.worker_enabled);
-    }
-
-    #[test]
-    fn a_missing_key_stops_serve_with_a_hint() {
-        let s = Settings::from_vars(&Vars::new()).unwrap();
-        let err = s.check_serve().unwrap_err().to_string();
-        assert!(err.starts_with("ENCRYPTION_KEY is missing"), "{err}");
-        assert!(err.contains("generate-key"), "{err}");
-    }
-
-    #[test]
-    fn a_malformed_key_is_named() {
-        let err = Settings::from_vars(&vars(&[("SESSION_KEY", "c2hvcnQ=")])).unwrap_err().to_string();
-        assert!(err.starts_with("SESSION_KEY decodes to 5 bytes"), "{err}");
-    }
-
-    #[test]
-    fn plain_http_is_only_allowed_on_loopback() {
-        let k32 = crypto::generate_key_b64(32);
-        let k64 = crypto::generate_key_b64(64);
-        let mut v = vars(&[("ENCRYPTION_KEY", &k32), ("SESSION_KEY", &k64), ("PUBLIC_URL", "http://hub.example.com")]);
-        let err = Settings::from_vars(&v).unwrap().check_serve().unwrap_err().to_string();
-        assert!(err.starts_with("PUBLIC_URL must be an https URL"), "{err}");
-        v.insert("PUBLIC_URL".into(), "https://hub.example.com/".into());
-        let s = Settings::from_vars(&v).unwrap();
-        s.check_serve().unwrap();
-        assert_eq!(s.redirect_uri(), "https://hub.example.com/connect/snapinspect/callback");
-    }
-
-    #[test]
-    fn toml_keys_are_read_lower_case() {
-        let v = parse_toml("bind_addr = \"0.0.0.0:9000\"\nlease_secs = 30\nworker_enabled = false\n").unwrap();
-        let s = Settings::from_vars(&v).unwrap();
-        assert_eq!(s.bind_addr.port(), 9000);
-        assert_eq!(s.lease_secs, 30);
-        assert!(!s.worker_enabled);
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("2 weeks").is_err());
-        assert!(parse_schedule("").is_err());
     }
 }

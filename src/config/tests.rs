@@ -1,0 +1,66 @@
+//! The configuration's parsing, against the names and defaults PRODUCT.md gives.
+
+use super::{parse::parse_toml, *};
+
+fn vars(pairs: &[(&str, &str)]) -> Vars {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+#[test]
+fn defaults_match_the_product_contract() {
+    let s = Settings::from_vars(&Vars::new()).unwrap();
+    assert_eq!(s.database_url, "sqlite://data/connect-hub.db");
+    assert_eq!(s.bind_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(s.redirect_uri(), "http://127.0.0.1:8080/connect/snapinspect/callback");
+    assert_eq!(s.snapinspect.api_url.as_str(), "https://api-v3.snapinspect.com/");
+    assert_eq!(s.retry_schedule.len(), 9);
+    let total: u64 = s.retry_schedule.iter().map(|d| d.as_secs()).sum();
+    assert!((20 * 3600..=26 * 3600).contains(&total), "about a day in all: {total}s");
+    assert_eq!(s.lease_secs, 60);
+    assert_eq!(s.dedupe_window_secs, 7200);
+    assert!(s.worker_enabled);
+}
+
+#[test]
+fn a_missing_key_stops_serve_with_a_hint() {
+    let s = Settings::from_vars(&Vars::new()).unwrap();
+    let err = s.check_serve().unwrap_err().to_string();
+    assert!(err.starts_with("ENCRYPTION_KEY is missing"), "{err}");
+    assert!(err.contains("generate-key"), "{err}");
+}
+
+#[test]
+fn a_malformed_key_is_named() {
+    let err = Settings::from_vars(&vars(&[("SESSION_KEY", "c2hvcnQ=")])).unwrap_err().to_string();
+    assert!(err.starts_with("SESSION_KEY decodes to 5 bytes"), "{err}");
+}
+
+#[test]
+fn plain_http_is_only_allowed_on_loopback() {
+    let k32 = crypto::generate_key_b64(32);
+    let k64 = crypto::generate_key_b64(64);
+    let mut v = vars(&[("ENCRYPTION_KEY", &k32), ("SESSION_KEY", &k64), ("PUBLIC_URL", "http://hub.example.com")]);
+    let err = Settings::from_vars(&v).unwrap().check_serve().unwrap_err().to_string();
+    assert!(err.starts_with("PUBLIC_URL must be an https URL"), "{err}");
+    v.insert("PUBLIC_URL".into(), "https://hub.example.com/".into());
+    let s = Settings::from_vars(&v).unwrap();
+    s.check_serve().unwrap();
+    assert_eq!(s.redirect_uri(), "https://hub.example.com/connect/snapinspect/callback");
+}
+
+#[test]
+fn toml_keys_are_read_lower_case() {
+    let v = parse_toml("bind_addr = \"0.0.0.0:9000\"\nlease_secs = 30\nworker_enabled = false\n").unwrap();
+    let s = Settings::from_vars(&v).unwrap();
+    assert_eq!(s.bind_addr.port(), 9000);
+    assert_eq!(s.lease_secs, 30);
+    assert!(!s.worker_enabled);
+}
+
+#[test]
+fn durations_parse_with_units() {
+    assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+    assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    assert!(parse_duration("2 weeks").is_err());
+    assert!(parse_schedule("").is_err());
+}
