@@ -120,9 +120,14 @@ run_wrk() {
   echo "$rps $p50 $p99 ${bad:-0}"
 }
 
-# median_of FILE: the line whose first field (requests/s) is the median of the runs.
+# median_of FILE: each column's median over the runs (requests/s, p50, p99), and the most non-2xx of any run.
 median_of() {
-  sort -n -k1,1 "$1" | awk '{ l[NR] = $0 } END { print l[int((NR + 1) / 2)] }'
+  local out="" col
+  for col in 1 2 3; do
+    out+="$(sort -n -k"$col,$col" "$1" | awk -v c="$col" '{ v[NR] = $c } END { print v[int((NR + 1) / 2)] }') "
+  done
+  out+="$(awk 'BEGIN { m = 0 } $4 > m { m = $4 } END { print m }' "$1")"
+  echo "$out"
 }
 
 # A row of the results table.
