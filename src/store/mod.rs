@@ -80,10 +80,15 @@ pub async fn connect_pool(database_url: &str, max_pages: Option<u64>) -> anyhow:
         None => options,
     };
     let file = options.get_filename().to_path_buf();
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if file.as_path() != Path::new(":memory:") {
+    if file.as_path() != Path::new(":memory:") {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
+        }
+        // A new database is readable by this user only; SQLite gives its -wal and -shm files the
+        // same mode. An existing one keeps the mode its operator chose, with a warning if it is open.
+        if !create_private(&file).with_context(|| format!("cannot create the database at {}", file.display()))? {
+            warn_if_shared(&file);
         }
     }
     SqlitePoolOptions::new()
@@ -92,6 +97,34 @@ pub async fn connect_pool(database_url: &str, max_pages: Option<u64>) -> anyhow:
         .connect_with(options)
         .await
         .with_context(|| format!("cannot open the database at {}", file.display()))
+}
+
+/// Create an empty file that only this user can read and write; `false` if it already exists.
+pub fn create_private(path: &Path) -> std::io::Result<bool> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Say so when the database file can be read by other users of the machine.
+fn warn_if_shared(file: &Path) {
+    #[cfg(unix)]
+    if let Ok(meta) = std::fs::metadata(file) {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %file.display(),
+                mode = format!("{:o}", mode & 0o777),
+                "the database file is readable by other users; `chmod 600` it (and its -wal and -shm files)"
+            );
+        }
+    }
 }
 
 /// Apply every migration not yet applied (forward only).
@@ -161,9 +194,18 @@ impl Store {
     /// so writers carry on). The target must not exist yet.
     #[tracing::instrument(skip_all)]
     pub async fn backup(&self, target: &Path) -> anyhow::Result<u64> {
-        anyhow::ensure!(!target.exists(), "{} already exists; choose a new file", target.display());
         let path = target.to_str().ok_or_else(|| anyhow::anyhow!("the backup path must be UTF-8"))?;
-        sqlx::query("vacuum into $1").bind(path).execute(&self.pool).await.context("copying the database")?;
+        // `VACUUM INTO` fills an empty file: made here first, so the copy is private like the
+        // database, and so an existing file is never touched.
+        anyhow::ensure!(
+            create_private(target).with_context(|| format!("cannot create {}", target.display()))?,
+            "{} already exists; choose a new file",
+            target.display()
+        );
+        if let Err(e) = sqlx::query("vacuum into $1").bind(path).execute(&self.pool).await {
+            let _ = std::fs::remove_file(target);
+            return Err(anyhow::Error::new(e).context("copying the database"));
+        }
         Ok(std::fs::metadata(target)?.len())
     }
 

@@ -226,6 +226,12 @@ async fn backup_makes_a_consistent_copy_while_serving() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("backed up to"));
     let again = crate::cli::hub(&app, &["backup", target.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "never overwrites");
+    // The database, its WAL and the copy are readable by this user only.
+    let wal = app.db_path.with_extension("db-wal");
+    for file in [&app.db_path, &wal, &target] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{} has mode {:o}", file.display(), mode & 0o777);
+    }
 
     let pool = connect_hub::store::connect_pool(&format!("sqlite://{}", target.display()), None).await.unwrap();
     let keys = connect_hub::crypto::KeyRing::from_base64(
