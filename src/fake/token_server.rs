@@ -244,20 +244,13 @@ async fn token(req: HttpRequest, body: web::Bytes, fake: web::Data<FakeTokenServ
             return HttpResponse::NotFound().finish();
         }
     }
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    if !super::is_form(&req) {
         return error(400, "invalid_request", Some("the body must be application/x-www-form-urlencoded"));
     }
-    let mut fields = std::collections::HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(&body) {
-        if fields.insert(k.to_string(), v.into_owned()).is_some() {
-            return error(400, "invalid_request", Some("a parameter is repeated"));
-        }
-    }
+    let fields = match super::fields(&body) {
+        Ok(f) => f,
+        Err(e) => return error(400, "invalid_request", Some(&e)),
+    };
     if fields.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return error(400, "unsupported_grant_type", Some("grant_type must be client_credentials"));
     }

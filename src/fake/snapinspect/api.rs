@@ -4,7 +4,8 @@
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::{fields, token, FakeSnapInspect, Fault, Grant, UserShape, COMPANIES};
+use super::{token, FakeSnapInspect, Fault, Grant, UserShape, COMPANIES};
+use crate::fake::{fields, is_form};
 
 fn oauth_error(status: u16, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(
@@ -29,12 +30,7 @@ pub(super) async fn exchange_token(
         Some(Fault::NoRefreshToken) | None => {}
     }
     let keep_refresh = matches!(fault, Some(Fault::NoRefreshToken));
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !is_form {
+    if !is_form(&req) {
         return oauth_error(400, "invalid_request", "the body must be application/x-www-form-urlencoded");
     }
     let p = match fields(&body) {

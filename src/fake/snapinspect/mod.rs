@@ -194,14 +194,3 @@ impl FakeSnapInspect {
         }
     }
 }
-
-/// Parse a form or query, refusing repeated fields (a real server might take either copy).
-pub(super) fn fields(raw: &[u8]) -> Result<HashMap<String, String>, String> {
-    let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(raw) {
-        if out.insert(k.to_string(), v.into_owned()).is_some() {
-            return Err(format!("parameter `{k}` is repeated"));
-        }
-    }
-    Ok(out)
-}

@@ -7,7 +7,8 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use askama::Template;
 use serde_json::json;
 
-use super::{fields, FakeSnapInspect, COMPANIES, FAKE_CSP};
+use super::{FakeSnapInspect, COMPANIES, FAKE_CSP};
+use crate::fake::fields;
 
 #[derive(Template)]
 #[template(path = "fake/authorize.html")]
