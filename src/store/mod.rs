@@ -80,7 +80,9 @@ pub async fn connect_pool(database_url: &str, max_pages: Option<u64>) -> anyhow:
         None => options,
     };
     let file = options.get_filename().to_path_buf();
-    if file.as_path() != Path::new(":memory:") {
+    // An in-memory database (`sqlite::memory:`, `?mode=memory`) has no file to prepare.
+    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
+    if !in_memory {
         if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
@@ -218,4 +220,18 @@ impl Store {
 /// Whether an sqlx error is a unique-constraint violation (a concurrent insert won the race).
 pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn an_in_memory_database_leaves_no_file_behind() {
+        let pool = super::connect_pool("sqlite::memory:", None).await.unwrap();
+        sqlx::query("create table t (x integer)").execute(&pool).await.unwrap();
+        let stray = std::fs::read_dir(".")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("file:sqlx-in-memory"));
+        assert!(!stray, "a file named after the in-memory database was created");
+    }
 }
