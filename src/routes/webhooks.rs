@@ -4,12 +4,12 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
-use secrecy::ExposeSecret;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::{
-    domain::sha256,
     error::{ApiError, AppError},
     snapinspect::webhook::{parse_payload, MAX_BODY},
     startup::AppState,
@@ -24,17 +24,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope(PREFIX).default_service(web::to(intake)));
 }
 
-/// Whether `given` is the configured secret or the older one still accepted while rotating. Both
-/// are always compared, as hashes of equal length, so timing says nothing about either.
-fn secret_matches(state: &AppState, given: &str) -> bool {
-    let given = sha256(given.as_bytes());
-    let check = |s: Option<&secrecy::SecretString>| -> subtle::Choice {
-        match s {
-            Some(s) => sha256(s.expose_secret().as_bytes()).ct_eq(&given),
-            None => subtle::Choice::from(0),
-        }
-    };
-    bool::from(check(state.settings.webhook_secret.as_ref()) | check(state.settings.webhook_secret_old.as_ref()))
+/// The webhook URL's secret and the older one still accepted while rotating, kept as SHA-256 so
+/// a request hashes only what it brought.
+pub struct WebhookSecrets {
+    current: Option<[u8; 32]>,
+    old: Option<[u8; 32]>,
+}
+
+impl WebhookSecrets {
+    pub fn new(current: Option<&SecretString>, old: Option<&SecretString>) -> Self {
+        let hash = |s: &SecretString| -> [u8; 32] { Sha256::digest(s.expose_secret().as_bytes()).into() };
+        Self { current: current.map(hash), old: old.map(hash) }
+    }
+
+    /// Whether `given` is either secret. Both are always compared, as hashes of equal length, so
+    /// timing says nothing about either.
+    fn matches(&self, given: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let check = |s: &Option<[u8; 32]>| s.as_ref().map_or(subtle::Choice::from(0), |s| s.ct_eq(&given));
+        bool::from(check(&self.current) | check(&self.old))
+    }
 }
 
 fn too_large() -> ApiError {
@@ -50,7 +59,7 @@ async fn intake(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let secret = req.path().strip_prefix(PREFIX).and_then(|s| s.strip_prefix('/')).unwrap_or_default();
-    if secret.is_empty() || secret.contains('/') || !secret_matches(&state, secret) {
+    if secret.is_empty() || secret.contains('/') || !state.webhook_secrets.matches(secret) {
         state.metrics.webhooks_rejected.inc("secret");
         return Ok(crate::routes::not_found().error_response());
     }

@@ -48,6 +48,7 @@ pub struct AppState {
     pub login_throttle: Throttle,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
+    pub webhook_secrets: crate::routes::webhooks::WebhookSecrets,
 }
 
 /// The request rate limits (see `RateLimits` in the configuration).
@@ -127,7 +128,12 @@ impl AppState {
         ));
         let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
         let settings_limits = settings.rate_limits;
+        let webhook_secrets = crate::routes::webhooks::WebhookSecrets::new(
+            settings.webhook_secret.as_ref(),
+            settings.webhook_secret_old.as_ref(),
+        );
         Ok(Self {
+            webhook_secrets,
             api_keys: ApiKeys::new(store.clone()),
             settings: Arc::new(settings),
             store,
