@@ -86,8 +86,9 @@ impl HubProcess {
         Ok(Self { bin, env, base, dir: dir.to_owned(), fake, receiver, log: None })
     }
 
-    /// Start `serve` and wait (up to 20 s) until it is ready. The caller owns the child.
-    pub async fn start(&self) -> anyhow::Result<Child> {
+    /// Start `serve` and wait (up to 20 s) until it is ready. The caller owns the child, which is
+    /// killed when dropped: a failing test leaves no server behind.
+    pub async fn start(&self) -> anyhow::Result<ServeChild> {
         let stderr = match &self.log {
             Some(path) => Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path)?),
             None => Stdio::null(),
@@ -100,6 +101,7 @@ impl HubProcess {
             .stdout(Stdio::null())
             .stderr(stderr)
             .spawn()
+            .map(ServeChild)
             .with_context(|| format!("starting {}", self.bin.display()))?;
         let client = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -108,8 +110,7 @@ impl HubProcess {
                 return Ok(child);
             }
             if Instant::now() > deadline || child.try_wait()?.is_some() {
-                let _ = child.kill();
-                let _ = child.wait();
+                // Dropping `child` kills and reaps it.
                 bail!("the hub did not become ready");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -162,6 +163,32 @@ impl HubProcess {
     pub fn terminate(child: &mut Child) -> anyhow::Result<bool> {
         Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
         Ok(child.wait()?.success())
+    }
+}
+
+/// A `serve` process that is killed (and reaped) when dropped, on every path: a test that fails or
+/// panics half-way must not leave servers running into the next run.
+pub struct ServeChild(Child);
+
+impl std::ops::Deref for ServeChild {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for ServeChild {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! `.ci/run`), where a missing browser is a failure.
 
 use std::{
+    os::unix::process::CommandExt,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -47,6 +48,8 @@ impl Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
+            // Its own process group, so that dropping the browser ends chromium's processes too.
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -163,16 +166,25 @@ impl Browser {
         }
     }
 
-    pub async fn quit(mut self) {
+    /// The process group of chromedriver and the chromium it started.
+    pub fn process_group(&self) -> u32 {
+        self.driver.id()
+    }
+
+    pub async fn quit(self) {
         let _ = self.http.delete(&self.session).send().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop ends the processes.
     }
 }
 
+/// On every path (a passing test, a failed assert, a panic), chromedriver and every chromium
+/// process it started are killed: they share chromedriver's process group.
 impl Drop for Browser {
     fn drop(&mut self) {
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
     }
 }
 
