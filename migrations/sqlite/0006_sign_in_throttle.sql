@@ -6,6 +6,7 @@
 create table sign_in_throttle (
     key_hash     blob primary key,
     account_hash blob,                                  -- sha256 of the email, on pair rows only
+    address_hash blob,                                  -- the address row's key_hash, on pair rows only
     failures     integer not null,                      -- attempts counted in the current window
     window_start integer not null,
     locked_until integer not null,                      -- 0 when not locked

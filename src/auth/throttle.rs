@@ -76,12 +76,14 @@ impl Policy {
 pub fn keys(account: &str, address: &str) -> [ThrottleKey; 2] {
     let account: String = account.chars().take(254).collect();
     let address: String = address.chars().take(64).collect();
+    let address_hash = sha256(format!("address:{address}").as_bytes());
     [
         ThrottleKey {
             key_hash: sha256(format!("pair:{account}|{address}").as_bytes()),
             account_hash: Some(account_hash(&account)),
+            address_hash: Some(address_hash.clone()),
         },
-        ThrottleKey { key_hash: sha256(format!("address:{address}").as_bytes()), account_hash: None },
+        ThrottleKey { key_hash: address_hash, account_hash: None, address_hash: None },
     ]
 }
 
@@ -174,7 +176,6 @@ impl HashGate {
         let m = &self.metrics;
         let now = m.hashing_in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         m.hashing_max_in_flight.fetch_max(now, Ordering::SeqCst);
-        m.hashing_total.fetch_add(1, Ordering::Relaxed);
         Some(HashPermit { _permit: permit, metrics: self.metrics.clone() })
     }
 
@@ -238,8 +239,9 @@ mod tests {
         let [pair, addr] = keys("a@example.com", "127.0.0.1");
         assert_eq!(pair.key_hash, sha256(b"pair:a@example.com|127.0.0.1"));
         assert_eq!(pair.account_hash, Some(account_hash("a@example.com")));
+        assert_eq!(pair.address_hash.as_ref(), Some(&addr.key_hash));
         assert_eq!(addr.key_hash, sha256(b"address:127.0.0.1"));
-        assert_eq!(addr.account_hash, None);
+        assert_eq!((addr.account_hash, addr.address_hash), (None, None));
         let long = "x".repeat(10_000);
         let [p1, _] = keys(&long, "1");
         let [p2, _] = keys(&long[..254], "1");
@@ -256,7 +258,7 @@ mod tests {
         let b = gate.try_enter().unwrap();
         assert!(gate.try_enter().is_none(), "a third is turned away");
         assert_eq!((load(&m.hashing_in_flight), load(&m.hashing_max_in_flight)), (2, 2));
-        assert_eq!((load(&m.hashing_total), load(&m.hashing_refused)), (2, 1));
+        assert_eq!(load(&m.hashing_refused), 1);
         drop(a);
         assert_eq!(load(&m.hashing_in_flight), 1);
         let _c = gate.try_enter().unwrap();

@@ -14,10 +14,12 @@ pub struct ThrottleRow {
     pub expires_at: i64,
 }
 
-/// A key to reserve an attempt on: its hash, and for per-account keys the account's hash.
+/// A key to reserve an attempt on: its hash, and for per-account keys the account's hash and
+/// the key hash of the address it came from (so a password reset can lift that address too).
 pub struct ThrottleKey {
     pub key_hash: Vec<u8>,
     pub account_hash: Option<Vec<u8>>,
+    pub address_hash: Option<Vec<u8>>,
 }
 
 /// The hash an account's throttle rows carry, so a password reset can find them.
@@ -50,13 +52,15 @@ impl Store {
         }
         for (key, row) in keys.iter().zip(rows) {
             sqlx::query(
-                "insert into sign_in_throttle (key_hash, account_hash, failures, window_start, locked_until, lockouts, expires_at)
-                 values ($1, $2, $3, $4, $5, $6, $7)
-                 on conflict (key_hash) do update set failures = $3, window_start = $4, locked_until = $5,
-                     lockouts = $6, expires_at = $7",
+                "insert into sign_in_throttle
+                     (key_hash, account_hash, address_hash, failures, window_start, locked_until, lockouts, expires_at)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8)
+                 on conflict (key_hash) do update set failures = $4, window_start = $5, locked_until = $6,
+                     lockouts = $7, expires_at = $8",
             )
             .bind(&key.key_hash)
             .bind(&key.account_hash)
+            .bind(&key.address_hash)
             .bind(row.failures)
             .bind(row.window_start)
             .bind(row.locked_until)
@@ -95,14 +99,25 @@ impl Store {
     }
 }
 
-/// Clear every throttle row of an account (inside the password reset's transaction).
+/// Clear an account's throttle rows, and those of the addresses its failures came from (inside
+/// the password reset's transaction): the owner who locked themselves out gets straight back in.
 pub(super) async fn clear_account(
     tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
     email: &str,
 ) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query("delete from sign_in_throttle where account_hash = $1")
-        .bind(account_hash(email))
+    let account = account_hash(email);
+    let addresses = sqlx::query(
+        "delete from sign_in_throttle where key_hash in
+             (select address_hash from sign_in_throttle where account_hash = $1 and address_hash is not null)",
+    )
+    .bind(&account)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    let pairs = sqlx::query("delete from sign_in_throttle where account_hash = $1")
+        .bind(&account)
         .execute(&mut **tx)
         .await?
-        .rows_affected())
+        .rows_affected();
+    Ok(addresses + pairs)
 }

@@ -154,8 +154,10 @@ async fn login(
     let password = SecretString::from(form.password);
     // Argon2 is deliberately slow: keep it off the async workers, holding the permit.
     let stored = admin.as_ref().map(|a| a.password_hash.clone());
+    let metrics = state.metrics.clone();
     let ok = web::block(move || {
         let _permit = permit;
+        metrics.hashing_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         verify_password(&password, stored.as_deref())
     })
     .await
