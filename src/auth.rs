@@ -134,6 +134,38 @@ mod tests {
     }
 
     #[test]
+    fn email_limits_are_exact() {
+        let local = "a".repeat(254 - "@example.com".len());
+        assert!(Email::parse(&format!("{local}@example.com")).is_ok(), "254 characters");
+        assert!(Email::parse(&format!("{local}a@example.com")).is_err(), "255 characters");
+        assert!(Email::parse("@example.com").is_err());
+        assert!(Email::parse("a@.example.com").is_err());
+        assert!(Email::parse("a@example.com\n").is_ok());
+        assert!(Email::parse("a@exa\tmple.com").is_err());
+    }
+
+    #[test]
+    fn password_length_limits_are_exact() {
+        let p = |n: usize| NewPassword::parse(SecretString::from("é".repeat(n))).is_ok();
+        assert!(!p(11));
+        assert!(p(12), "counted in characters, not bytes");
+        assert!(p(1024));
+        assert!(!p(1025));
+    }
+
+    #[test]
+    fn an_unknown_account_never_matches_even_the_dummy_password() {
+        assert!(!verify_password(&SecretString::from("not-a-real-password-0000".to_owned()), None));
+    }
+
+    #[test]
+    fn emails_are_quoted_escaped_and_capped_for_logs() {
+        assert_eq!(loggable(" a@b.c\nFAKE line "), "\"a@b.c\\nFAKE line\"");
+        assert_eq!(loggable(&"x".repeat(100)), format!("\"{}\"", "x".repeat(100)));
+        assert_eq!(loggable(&"x".repeat(101)), format!("\"{}\"", "x".repeat(100)));
+    }
+
+    #[test]
     fn csrf_tokens_belong_to_their_session() {
         let k = CsrfKey::derive(&[9u8; 64]);
         let t = k.token("seed-a");

@@ -146,6 +146,11 @@ async fn a_session_whose_row_is_gone_is_not_re_created_by_a_late_write() {
     actix_session::storage::SessionStore::update_ttl(&store, &key, &ttl).await.unwrap();
     assert_eq!(count(&app, "select count(*) from sessions").await, 0, "not re-created");
     assert_eq!(actix_session::storage::SessionStore::load(&store, &key).await.unwrap(), None);
+    // Only a signed-in session is ever stored.
+    let mut anonymous = std::collections::HashMap::new();
+    anonymous.insert("csrf_seed".to_owned(), "x".to_owned());
+    actix_session::storage::SessionStore::save(&store, anonymous, &ttl).await.unwrap();
+    assert_eq!(count(&app, "select count(*) from sessions").await, 0, "nothing stored without a sign-in");
 }
 
 // Item 2 -------------------------------------------------------------------------------------
@@ -324,6 +329,10 @@ async fn the_owner_signs_in_from_another_address_while_the_attackers_stays_locke
     let (status, res) = post_sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD, "/admin", Some("198.51.100.7")).await;
     assert_eq!(status, 303, "the owner is not locked out");
     assert_eq!(location(&res), "/admin");
+    // Success forgets the owner's count from there, and gives the address its attempt back.
+    let [pair, address] = connect_hub::auth::throttle::keys(ADMIN_EMAIL, "198.51.100.7");
+    assert_eq!(app.state.store.throttle_row(&pair.key_hash).await.unwrap(), None);
+    assert_eq!(app.state.store.throttle_row(&address.key_hash).await.unwrap().unwrap().failures, 0);
     assert_eq!(post_sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD, "/admin", attacker).await.0, 429, "the attacker is");
 }
 
