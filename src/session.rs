@@ -64,10 +64,7 @@ impl SessionStore for DbSessionStore {
             tracing::debug!("not storing a session without a signed-in admin");
             return Ok(key);
         }
-        self.store
-            .session_insert(&key_hash(&key), &state, now_ms() + ttl_ms(ttl))
-            .await
-            .map_err(SaveError::Other)?;
+        self.store.session_insert(&key_hash(&key), &state, now_ms() + ttl_ms(ttl)).await.map_err(SaveError::Other)?;
         Ok(key)
     }
 

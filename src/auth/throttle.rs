@@ -2,10 +2,7 @@
 //! in the database before the password is checked; and the cap on concurrent password hashing.
 
 use std::{
-    sync::{
-        atomic::Ordering,
-        Arc,
-    },
+    sync::{atomic::Ordering, Arc},
     time::Duration,
 };
 
@@ -41,13 +38,8 @@ impl Policy {
     /// counted); otherwise the row to store and, if this attempt used up the allowance, the
     /// length of the lock it started. The attempt that starts a lock is still evaluated.
     pub fn reserve(&self, row: Option<ThrottleRow>, now: i64) -> Result<(ThrottleRow, Option<i64>), i64> {
-        let mut r = row.unwrap_or(ThrottleRow {
-            failures: 0,
-            window_start: now,
-            locked_until: 0,
-            lockouts: 0,
-            expires_at: 0,
-        });
+        let mut r =
+            row.unwrap_or(ThrottleRow { failures: 0, window_start: now, locked_until: 0, lockouts: 0, expires_at: 0 });
         if r.locked_until > now {
             return Err(r.locked_until - now);
         }
@@ -209,12 +201,18 @@ mod tests {
     #[test]
     fn the_attempt_that_reaches_the_limit_starts_a_lock() {
         let (r, started) = P.reserve(None, 5_000).unwrap();
-        assert_eq!((r, started), (ThrottleRow { failures: 1, window_start: 5_000, locked_until: 0, lockouts: 0, expires_at: 6_350 }, None));
+        assert_eq!(
+            (r, started),
+            (ThrottleRow { failures: 1, window_start: 5_000, locked_until: 0, lockouts: 0, expires_at: 6_350 }, None)
+        );
         let (r, started) = P.reserve(Some(r), 5_010).unwrap();
         assert_eq!((r.failures, started), (2, None));
         let (r, started) = P.reserve(Some(r), 5_020).unwrap();
         assert_eq!(started, Some(100));
-        assert_eq!(r, ThrottleRow { failures: 0, window_start: 5_020, locked_until: 5_120, lockouts: 1, expires_at: 6_370 });
+        assert_eq!(
+            r,
+            ThrottleRow { failures: 0, window_start: 5_020, locked_until: 5_120, lockouts: 1, expires_at: 6_370 }
+        );
         assert_eq!(P.reserve(Some(r), 5_020), Err(100));
         assert_eq!(P.reserve(Some(r), 5_119), Err(1));
         // At the lock's end the key may try again; the next lock is twice as long.

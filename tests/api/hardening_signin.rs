@@ -164,7 +164,8 @@ async fn anonymous_visitors_make_the_server_write_nothing() {
     sqlx::query("delete from sessions").execute(app.state.store.pool()).await.unwrap();
     let mut writes = WriteCounter::open(&app).await;
     let before = writes.version().await;
-    let paths = ["/admin/login", "/admin", "/admin/nope", "/", "/connect/snapinspect/done", "/admin/login?next=/admin/x"];
+    let paths =
+        ["/admin/login", "/admin", "/admin/nope", "/", "/connect/snapinspect/done", "/admin/login?next=/admin/x"];
     for i in 0..200 {
         let path = paths[i % paths.len()];
         let req = bare().get(format!("{}{path}", app.addr));
@@ -275,7 +276,10 @@ async fn parallel_sign_ins_past_the_hashing_cap_are_turned_away_at_once() {
     assert_eq!(load(&m.hashing_total) + busy.len() as u64, 40, "every other one was checked");
     assert_eq!(load(&m.hashing_refused), busy.len() as u64);
     assert_eq!(load(&m.hashing_in_flight), 0);
-    assert_eq!(count(&app, "select count(*) from audit_log where action = 'sign_in_failed'").await, 40 - busy.len() as i64);
+    assert_eq!(
+        count(&app, "select count(*) from audit_log where action = 'sign_in_failed'").await,
+        40 - busy.len() as i64
+    );
 }
 
 // Item 4 -------------------------------------------------------------------------------------
@@ -382,10 +386,8 @@ async fn a_password_reset_from_the_shell_clears_the_accounts_throttle() {
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
-    let left: Vec<Vec<u8>> = sqlx::query_scalar("select key_hash from sign_in_throttle")
-        .fetch_all(app.state.store.pool())
-        .await
-        .unwrap();
+    let left: Vec<Vec<u8>> =
+        sqlx::query_scalar("select key_hash from sign_in_throttle").fetch_all(app.state.store.pool()).await.unwrap();
     assert_eq!(left, vec![other_pair.key_hash.clone()], "only the other account's row is left");
     let ours: i64 = sqlx::query_scalar("select count(*) from sign_in_throttle where account_hash = $1")
         .bind(account_hash(ADMIN_EMAIL))
@@ -443,4 +445,3 @@ async fn a_control_character_in_next_falls_back_to_the_console() {
     let (status, res) = post_sign_in(&app, ADMIN_EMAIL, ADMIN_PASSWORD, "/admin/events\u{0}", None).await;
     assert_eq!((status, location(&res)), (303, "/admin".to_owned()));
 }
-

@@ -44,7 +44,10 @@ struct LoginQuery {
 /// Only a path inside the console: never an open redirect to another site, never a control
 /// character (a line break cannot go into a `Location` header).
 fn safe_next(next: &str) -> &str {
-    if next.starts_with("/admin") && !next.starts_with("//") && !next.contains('\\') && !next.chars().any(char::is_control)
+    if next.starts_with("/admin")
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
     {
         next
     } else {
@@ -61,7 +64,8 @@ fn sign_in_page(req: &HttpRequest, state: &AppState, page: LoginPage<'_>) -> Res
         .unwrap_or_else(|| crate::domain::base32(&crate::domain::random_bytes::<20>()));
     let page = LoginPage { csrf: state.csrf.token(&seed), ..page };
     let mut res = render(page)?;
-    let cookie = state.cookies.seal(SIGN_IN_COOKIE, &seed, SIGN_IN_PATH, Duration::hours(12), state.settings.is_https());
+    let cookie =
+        state.cookies.seal(SIGN_IN_COOKIE, &seed, SIGN_IN_PATH, Duration::hours(12), state.settings.is_https());
     res.add_cookie(&cookie).map_err(|e| AppError::Internal(anyhow::anyhow!("sign-in cookie: {e}")))?;
     Ok(res)
 }
