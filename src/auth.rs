@@ -1,11 +1,7 @@
-//! Admin sign-in building blocks: email and password values, Argon2id hashing, the failed-login
-//! throttle (per account and per client address), and CSRF tokens derived from the session.
+//! Admin sign-in building blocks: email and password values, Argon2id hashing, and CSRF tokens
+//! derived from a seed. The throttle and the hashing cap are in `auth::throttle`.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+pub mod throttle;
 
 use argon2::{
     password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString},
@@ -40,6 +36,13 @@ impl Email {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// What a sign-in form's email field may be shown as in logs and the audit log: at most 100
+/// characters, quoted and escaped (`{:?}`), so a line break or a control character cannot forge a
+/// line and a huge field cannot flood the log.
+pub fn loggable(raw: &str) -> String {
+    format!("{:?}", raw.trim().chars().take(100).collect::<String>())
 }
 
 /// A new admin password: 12 to 1024 characters (long passphrases welcome, no composition rules,
@@ -82,68 +85,6 @@ pub fn verify_password(password: &SecretString, stored: Option<&str>) -> bool {
         .map(|h| Argon2::default().verify_password(password.expose_secret().as_bytes(), &h).is_ok())
         .unwrap_or(false);
     ok && stored.is_some()
-}
-
-/// Failed sign-ins: after `limit` failures within `window` a key is locked, for a minute the
-/// first time and twice as long each time after (at most `max_lock`). Kept in memory: a restart
-/// forgives, which an attacker cannot cause from outside.
-pub struct Throttle {
-    limit: u32,
-    window: Duration,
-    max_lock: Duration,
-    entries: Mutex<HashMap<String, Entry>>,
-}
-
-struct Entry {
-    failures: u32,
-    since: Instant,
-    locked_until: Option<Instant>,
-    lockouts: u32,
-}
-
-impl Throttle {
-    pub fn new(limit: u32, window: Duration, max_lock: Duration) -> Self {
-        Self { limit, window, max_lock, entries: Mutex::new(HashMap::new()) }
-    }
-
-    /// `Err(wait)` while the key is locked.
-    pub fn check(&self, key: &str) -> Result<(), Duration> {
-        let entries = self.entries.lock().expect("throttle poisoned");
-        match entries.get(key).and_then(|e| e.locked_until) {
-            Some(until) if until > Instant::now() => Err(until - Instant::now()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Count a failure; returns the lock's length if this failure locked the key.
-    pub fn failure(&self, key: &str) -> Option<Duration> {
-        let now = Instant::now();
-        let mut entries = self.entries.lock().expect("throttle poisoned");
-        if entries.len() > 100_000 {
-            // Bounded memory under a spray of addresses: forget what is neither locked nor recent.
-            entries.retain(|_, e| e.locked_until.is_some_and(|u| u > now) || now - e.since < self.window);
-        }
-        let e =
-            entries.entry(key.to_owned()).or_insert(Entry { failures: 0, since: now, locked_until: None, lockouts: 0 });
-        if now - e.since > self.window {
-            e.failures = 0;
-            e.since = now;
-        }
-        e.failures += 1;
-        if e.failures < self.limit {
-            return None;
-        }
-        let lock = Duration::from_secs(60).saturating_mul(1 << e.lockouts.min(10)).min(self.max_lock);
-        e.lockouts += 1;
-        e.failures = 0;
-        e.since = now;
-        e.locked_until = Some(now + lock);
-        Some(lock)
-    }
-
-    pub fn success(&self, key: &str) {
-        self.entries.lock().expect("throttle poisoned").remove(key);
-    }
 }
 
 /// CSRF tokens: HMAC of a random per-session seed under a key derived from `SESSION_KEY`. The
@@ -193,15 +134,35 @@ mod tests {
     }
 
     #[test]
-    fn the_throttle_locks_after_the_limit_and_doubles() {
-        let t = Throttle::new(3, Duration::from_secs(900), Duration::from_secs(900));
-        assert!(t.failure("k").is_none());
-        assert!(t.failure("k").is_none());
-        assert_eq!(t.failure("k"), Some(Duration::from_secs(60)));
-        assert!(t.check("k").is_err());
-        assert!(t.check("other").is_ok());
-        t.success("k");
-        assert!(t.check("k").is_ok());
+    fn email_limits_are_exact() {
+        let local = "a".repeat(254 - "@example.com".len());
+        assert!(Email::parse(&format!("{local}@example.com")).is_ok(), "254 characters");
+        assert!(Email::parse(&format!("{local}a@example.com")).is_err(), "255 characters");
+        assert!(Email::parse("@example.com").is_err());
+        assert!(Email::parse("a@.example.com").is_err());
+        assert!(Email::parse("a@example.com\n").is_ok());
+        assert!(Email::parse("a@exa\tmple.com").is_err());
+    }
+
+    #[test]
+    fn password_length_limits_are_exact() {
+        let p = |n: usize| NewPassword::parse(SecretString::from("é".repeat(n))).is_ok();
+        assert!(!p(11));
+        assert!(p(12), "counted in characters, not bytes");
+        assert!(p(1024));
+        assert!(!p(1025));
+    }
+
+    #[test]
+    fn an_unknown_account_never_matches_even_the_dummy_password() {
+        assert!(!verify_password(&SecretString::from("not-a-real-password-0000".to_owned()), None));
+    }
+
+    #[test]
+    fn emails_are_quoted_escaped_and_capped_for_logs() {
+        assert_eq!(loggable(" a@b.c\nFAKE line "), "\"a@b.c\\nFAKE line\"");
+        assert_eq!(loggable(&"x".repeat(100)), format!("\"{}\"", "x".repeat(100)));
+        assert_eq!(loggable(&"x".repeat(101)), format!("\"{}\"", "x".repeat(100)));
     }
 
     #[test]

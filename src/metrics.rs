@@ -93,6 +93,11 @@ pub struct Metrics {
     pub exchanges: Family,
     pub fetches: Family,
     pub rate_limited: Family,
+    /// Admin password hashes (sign-ins): running now, the most ever at once, run, turned away.
+    pub hashing_in_flight: AtomicU64,
+    pub hashing_max_in_flight: AtomicU64,
+    pub hashing_total: AtomicU64,
+    pub hashing_refused: AtomicU64,
     /// By route pattern; read-locked on the hot path (a write only the first time a route is seen).
     routes: RwLock<HashMap<String, RouteStats>>,
 }
@@ -132,6 +137,10 @@ impl Default for Metrics {
                 "limit",
                 &["api", "api_key_guessing", "connect", "sign_in"],
             ),
+            hashing_in_flight: AtomicU64::new(0),
+            hashing_max_in_flight: AtomicU64::new(0),
+            hashing_total: AtomicU64::new(0),
+            hashing_refused: AtomicU64::new(0),
             routes: RwLock::new(HashMap::new()),
         }
     }
@@ -165,6 +174,28 @@ impl Metrics {
             "Webhook deliveries answered 200 as duplicates of a stored event.",
             self.webhooks_duplicate.load(Ordering::Relaxed),
         );
+        counter(
+            &mut out,
+            "connect_hub_password_hashes_total",
+            "Admin password verifications run (sign-ins, unknown accounts included).",
+            self.hashing_total.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "connect_hub_password_hashes_refused_total",
+            "Sign-ins answered 503 because the password hashing cap was reached.",
+            self.hashing_refused.load(Ordering::Relaxed),
+        );
+        for (name, help, v) in [
+            ("connect_hub_password_hashes_in_flight", "Password verifications running now.", &self.hashing_in_flight),
+            (
+                "connect_hub_password_hashes_max_in_flight",
+                "The most password verifications that ever ran at once.",
+                &self.hashing_max_in_flight,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {}", v.load(Ordering::Relaxed));
+        }
         for f in [&self.webhooks_rejected, &self.attempts, &self.exchanges, &self.fetches, &self.rate_limited] {
             f.render(&mut out);
         }
@@ -228,6 +259,11 @@ mod tests {
         m.observe_request("/healthz", 200, 0.02);
         let text = m.render(&[("pending".into(), 4)], &[("active".into(), 1)]);
         assert!(text.contains("connect_hub_webhooks_received_total 3"));
+        m.hashing_max_in_flight.store(2, Ordering::Relaxed);
+        m.hashing_total.store(7, Ordering::Relaxed);
+        let text = m.render(&[("pending".into(), 4)], &[("active".into(), 1)]);
+        assert!(text.contains("connect_hub_password_hashes_max_in_flight 2"));
+        assert!(text.contains("connect_hub_password_hashes_total 7"));
         assert!(text.contains("connect_hub_event_attempts_total{outcome=\"dead\"} 1"));
         assert!(text.contains("connect_hub_events{status=\"pending\"} 4"));
         assert!(text.contains("connect_hub_http_requests_total{route=\"/healthz\",status=\"200\"} 2"));

@@ -1,11 +1,11 @@
-//! Server-side sessions for actix-session, kept in the database. The cookie carries a random
-//! session key, encrypted and signed with `SESSION_KEY`; the store keeps only the key's hash, so a
-//! session can really be ended (logout purges the row) and a database copy cannot revive one.
+//! Server-side sessions for signed-in admins, kept in the database. The cookie carries a random
+//! key, encrypted with `SESSION_KEY`; the store keeps only its hash, and a session that is gone
+//! (signed out, expired, reset) stays gone: nothing ever re-creates its row.
 
 use std::collections::HashMap;
 
 use actix_session::{
-    config::{PersistentSession, TtlExtensionPolicy},
+    config::{BrowserSession, TtlExtensionPolicy},
     storage::{LoadError, SaveError, SessionKey, SessionStore, UpdateError},
     SessionMiddleware,
 };
@@ -20,6 +20,13 @@ use crate::{
 
 /// The cookie that carries the session key.
 pub const COOKIE_NAME: &str = "connect_hub_session";
+
+/// The session value that marks a signed-in admin. Only such a session is ever stored.
+pub const SIGNED_IN: &str = "admin_id";
+
+/// A session's expiry moves forward at most this often: an active admin's requests do not each
+/// write to the database.
+pub const EXTEND_EVERY_MS: i64 = 60_000;
 
 /// actix-session storage backed by our database.
 #[derive(Clone)]
@@ -37,8 +44,8 @@ fn key_hash(key: &SessionKey) -> Vec<u8> {
     sha256(key.as_ref().as_bytes())
 }
 
-fn expiry(ttl: &Duration) -> i64 {
-    now_ms() + ttl.whole_milliseconds() as i64
+fn ttl_ms(ttl: &Duration) -> i64 {
+    ttl.whole_milliseconds() as i64
 }
 
 impl SessionStore for DbSessionStore {
@@ -46,33 +53,47 @@ impl SessionStore for DbSessionStore {
         self.store.session_load(&key_hash(session_key), now_ms()).await.map_err(LoadError::Other)
     }
 
+    /// Only a signed-in session gets a row. Anything else (which no handler should produce) gets a
+    /// key with no row behind it, so a visitor who is not signed in never makes the server write.
     async fn save(&self, state: HashMap<String, String>, ttl: &Duration) -> Result<SessionKey, SaveError> {
         let key: SessionKey = URL_SAFE_NO_PAD
             .encode(random_bytes::<32>())
             .try_into()
             .map_err(|e| SaveError::Other(anyhow::anyhow!("{e}")))?;
-        self.store.session_insert(&key_hash(&key), &state, expiry(ttl)).await.map_err(SaveError::Other)?;
+        if !state.contains_key(SIGNED_IN) {
+            tracing::debug!("not storing a session without a signed-in admin");
+            return Ok(key);
+        }
+        self.store.session_insert(&key_hash(&key), &state, now_ms() + ttl_ms(ttl)).await.map_err(SaveError::Other)?;
         Ok(key)
     }
 
+    /// A missing row (signed out, expired, reset meanwhile) is not brought back: the key stays
+    /// pointing at nothing, so the next request finds an empty, signed-out session.
     async fn update(
         &self,
         key: SessionKey,
         state: HashMap<String, String>,
         ttl: &Duration,
     ) -> Result<SessionKey, UpdateError> {
-        let found =
-            self.store.session_update(&key_hash(&key), &state, expiry(ttl)).await.map_err(UpdateError::Other)?;
-        if found {
-            Ok(key)
-        } else {
-            // The row expired or was purged meanwhile: start a fresh session rather than revive it.
-            self.save(state, ttl).await.map_err(|e| UpdateError::Other(anyhow::anyhow!("{e}")))
+        let found = self
+            .store
+            .session_update(&key_hash(&key), &state, now_ms() + ttl_ms(ttl))
+            .await
+            .map_err(UpdateError::Other)?;
+        if !found {
+            tracing::debug!("the session ended during this request; not re-creating it");
         }
+        Ok(key)
     }
 
+    /// Called for every request that leaves the session unchanged: the row is rewritten only when
+    /// its expiry is a minute or more behind (the check is in the statement, so it holds across
+    /// processes too).
     async fn update_ttl(&self, key: &SessionKey, ttl: &Duration) -> Result<(), anyhow::Error> {
-        self.store.session_touch(&key_hash(key), expiry(ttl)).await
+        let new_expiry = now_ms() + ttl_ms(ttl);
+        self.store.session_extend(&key_hash(key), new_expiry, new_expiry - EXTEND_EVERY_MS).await?;
+        Ok(())
     }
 
     async fn delete(&self, key: &SessionKey) -> Result<(), anyhow::Error> {
@@ -80,9 +101,9 @@ impl SessionStore for DbSessionStore {
     }
 }
 
-/// The session middleware: `HttpOnly`, `SameSite=Lax` (the SnapInspect redirect back is a top-level
-/// GET, which Lax still carries), `Secure` when we are reached over https. The session lasts
-/// `ttl` from its last use.
+/// The session middleware: `HttpOnly`, `SameSite=Lax`, `Secure` when we are reached over https.
+/// The cookie lasts as long as the browser; the row decides: it ends `ttl` after the last request
+/// (give or take the minute by which extensions are batched).
 pub fn middleware(
     store: Store,
     session_key: &[u8],
@@ -96,9 +117,9 @@ pub fn middleware(
         .cookie_same_site(SameSite::Lax)
         .cookie_path("/".to_owned())
         .session_lifecycle(
-            PersistentSession::default()
-                .session_ttl(Duration::seconds(ttl.as_secs() as i64))
-                .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+            BrowserSession::default()
+                .state_ttl(Duration::seconds(ttl.as_secs() as i64))
+                .state_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
         )
         .build()
 }

@@ -1,7 +1,6 @@
 //! The end user's side of SnapInspect Connect: the landing page with the button, the start of the
 //! flow (a fresh `state` bound to this browser), the callback, and the clean result page.
 
-use actix_session::Session;
 use actix_web::{
     http::header::{self, HeaderValue},
     middleware::DefaultHeaders,
@@ -21,10 +20,12 @@ use crate::{
     time::now_ms,
 };
 
-/// Session key for the random id that binds a `state` to this browser.
-const BROWSER_ID: &str = "browser_id";
-/// Session key for the connection the last successful callback linked (for the result page).
-const LINKED: &str = "linked_connection";
+/// Encrypted cookie with the random id that binds a `state` to this browser (no server row).
+const BROWSER_ID: &str = "connect_hub_browser";
+/// Encrypted cookie with the connection the last successful callback linked (for the result page).
+const LINKED: &str = "connect_hub_linked";
+/// Both cookies are only sent to the connect flow's pages.
+const FLOW_PATH: &str = "/connect/snapinspect";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
@@ -64,28 +65,47 @@ fn not_configured() -> AppError {
     )
 }
 
-fn session_error(e: impl std::fmt::Display) -> AppError {
-    AppError::Internal(anyhow::anyhow!("session: {e}"))
+fn cookie_error(e: impl std::fmt::Display) -> AppError {
+    AppError::Internal(anyhow::anyhow!("cookie: {e}"))
 }
 
-/// The browser-binding id from this browser's session, created on first use.
-fn browser_id(session: &Session) -> Result<String, AppError> {
-    if let Some(id) = session.get::<String>(BROWSER_ID).map_err(session_error)? {
-        return Ok(id);
+/// A connect flow's cookie: as long as a `state` lives.
+fn flow_cookie(state: &AppState, name: &str, value: &str) -> actix_web::cookie::Cookie<'static> {
+    let max_age = actix_web::cookie::time::Duration::milliseconds(STATE_TTL_MS);
+    state.cookies.seal(name, value, FLOW_PATH, max_age, state.settings.is_https())
+}
+
+/// The browser-binding id from this browser's encrypted cookie, or a new one (then the caller
+/// sets the returned cookie).
+fn browser_id(req: &HttpRequest, state: &AppState) -> (String, Option<actix_web::cookie::Cookie<'static>>) {
+    if let Some(id) = state.cookies.get(req, BROWSER_ID) {
+        return (id, None);
     }
     let id = crate::domain::base32(&random_bytes::<32>());
-    session.insert(BROWSER_ID, &id).map_err(session_error)?;
-    Ok(id)
+    let cookie = flow_cookie(state, BROWSER_ID, &id);
+    (id, Some(cookie))
+}
+
+/// The hash a `state` row binds to: of this browser's id, if it has one.
+fn browser_hash(req: &HttpRequest, state: &AppState) -> Option<Vec<u8>> {
+    state.cookies.get(req, BROWSER_ID).map(|b| sha256(b.as_bytes()))
+}
+
+/// After a successful callback: to the result page, remembering (in a cookie) what was linked.
+fn linked_redirect(state: &AppState, id: &ConnectionId) -> Result<HttpResponse, AppError> {
+    let mut res = HttpResponse::SeeOther().insert_header((header::LOCATION, "/connect/snapinspect/done")).finish();
+    res.add_cookie(&flow_cookie(state, LINKED, id.as_str())).map_err(cookie_error)?;
+    Ok(res)
 }
 
 #[tracing::instrument(skip_all)]
-async fn start(req: HttpRequest, state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
-    if let Err(wait) = state.limits.connect.check(&crate::routes::client_address(&req)) {
+    if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(&req)) {
         state.metrics.rate_limited.inc("connect");
         return Err(crate::routes::too_many("rate_limited", "Too many connection attempts from your address", wait));
     }
-    let browser = browser_id(&session)?;
+    let (browser, new_cookie) = browser_id(&req, &state);
     let oauth_state = State::generate();
     let now = now_ms();
     state
@@ -93,10 +113,14 @@ async fn start(req: HttpRequest, state: web::Data<AppState>, session: Session) -
         .insert_state(&State::hash_of(oauth_state.as_str()), &sha256(browser.as_bytes()), now, now + STATE_TTL_MS)
         .await?;
     let url = authorize_url(&client.settings().authorize_url, client.client_id(), client.redirect_uri(), &oauth_state);
-    Ok(HttpResponse::SeeOther()
+    let mut res = HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url.as_str()))
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .finish())
+        .finish();
+    if let Some(cookie) = new_cookie {
+        res.add_cookie(&cookie).map_err(cookie_error)?;
+    }
+    Ok(res)
 }
 
 #[derive(Template)]
@@ -119,11 +143,10 @@ fn state_message(r: StateRejection) -> &'static str {
 }
 
 #[tracing::instrument(skip_all)]
-async fn callback(req: HttpRequest, state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
+async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
     let parsed = parse_callback(req.query_string()).map_err(|e: CallbackError| callback_error(e.to_string()))?;
-    let browser = session.get::<String>(BROWSER_ID).map_err(session_error)?;
-    let browser_hash = browser.as_deref().map(|b| sha256(b.as_bytes()));
+    let browser_hash = browser_hash(&req, &state);
     let now = now_ms();
 
     let (state_value, access, refresh) = match parsed {
@@ -181,8 +204,7 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, session: Session
     tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, "SnapInspect connected");
     state.on_connected(&saved, company_id).await;
 
-    session.insert(LINKED, saved.id.as_str()).map_err(session_error)?;
-    Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/connect/snapinspect/done")).finish())
+    linked_redirect(&state, &saved.id)
 }
 
 #[derive(Template)]
@@ -194,8 +216,8 @@ struct ConnectedPage<'a> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn done(state: web::Data<AppState>, session: Session) -> Result<HttpResponse, AppError> {
-    let linked = session.get::<String>(LINKED).map_err(session_error)?;
+async fn done(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let linked = state.cookies.get(&req, LINKED);
     let Some(id) = linked.and_then(|s| ConnectionId::parse(&s).ok()) else {
         return Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/")).finish());
     };

@@ -32,6 +32,28 @@ pub fn client_address(req: &HttpRequest) -> String {
     forwarded.iter().rev().find(|ip| !is_trusted(ip)).unwrap_or(&peer).to_string()
 }
 
+/// The key a client's limits are counted under: its IPv4 address, or its IPv6 /64 (one
+/// subscriber usually holds a whole /64, so counting single IPv6 addresses would be no limit).
+pub fn limit_key(address: &str) -> String {
+    match address.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+        Ok(IpAddr::V4(v4)) => v4.to_string(),
+        // `unknown`, or whatever else: bounded, never a key of its own per caller.
+        Err(_) => address.chars().take(64).collect(),
+    }
+}
+
+/// `limit_key` of the request's client address.
+pub fn client_limit_key(req: &HttpRequest) -> String {
+    limit_key(&client_address(req))
+}
+
 /// A 429 that says how long to wait.
 pub fn too_many(code: &'static str, what: &str, wait: Duration) -> AppError {
     let secs = wait.as_secs().max(1);
@@ -45,4 +67,20 @@ pub fn too_many(code: &'static str, what: &str, wait: Duration) -> AppError {
 /// The one 404 for unknown addresses (and wrong webhook secrets, which must look the same).
 pub fn not_found() -> AppError {
     AppError::not_found("There is no page at this address. Start from the home page.")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::limit_key;
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        assert_eq!(limit_key("2001:db8:1:2:3:4:5:6"), "2001:db8:1:2::/64");
+        assert_eq!(limit_key("2001:db8:1:2:ffff::1"), "2001:db8:1:2::/64");
+        assert_ne!(limit_key("2001:db8:1:3::1"), limit_key("2001:db8:1:2::1"));
+        assert_eq!(limit_key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(limit_key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(limit_key("unknown"), "unknown");
+        assert_eq!(limit_key(&"x".repeat(100)).len(), 64);
+    }
 }

@@ -13,7 +13,10 @@ use tokio::sync::{watch, Notify};
 
 use crate::{
     api_keys::ApiKeys,
-    auth::{CsrfKey, Throttle},
+    auth::{
+        throttle::{HashGate, Policy, SignInThrottle},
+        CsrfKey,
+    },
     config::Settings,
     domain::CompanyId,
     error::AppError,
@@ -44,8 +47,12 @@ pub struct AppState {
     pub worker: Arc<Worker>,
     pub api_keys: ApiKeys,
     pub csrf: CsrfKey,
-    /// Failed admin sign-ins, per account and per client address.
-    pub login_throttle: Throttle,
+    /// Failed admin sign-ins, per account-and-address and per address, in the database.
+    pub login_throttle: SignInThrottle,
+    /// The cap on concurrent password hashing.
+    pub hash_gate: HashGate,
+    /// For the small encrypted cookies of people who are not signed in.
+    pub cookies: crate::private_cookie::CookieKey,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub webhook_secrets: crate::routes::webhooks::WebhookSecrets,
@@ -127,6 +134,10 @@ impl AppState {
             metrics.clone(),
         ));
         let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
+        let cookies = crate::private_cookie::CookieKey::derive(&settings.session_key_bytes()?);
+        // Five attempts within 15 minutes lock an account from one address (or one address for
+        // every account) for a minute, doubling with each lock up to 15 minutes.
+        let login_throttle = SignInThrottle::new(store.clone(), Policy::DEFAULT);
         let settings_limits = settings.rate_limits;
         let webhook_secrets = crate::routes::webhooks::WebhookSecrets::new(
             settings.webhook_secret.as_ref(),
@@ -143,9 +154,9 @@ impl AppState {
             ingestor,
             worker,
             csrf,
-            // Five failures within 15 minutes lock an account (or address) for a minute, doubling
-            // with each lock up to 15 minutes.
-            login_throttle: Throttle::new(5, Duration::from_secs(900), Duration::from_secs(900)),
+            cookies,
+            login_throttle,
+            hash_gate: HashGate::per_core(metrics.clone()),
             limits: Limits::new(&settings_limits),
             metrics,
         })

@@ -14,7 +14,8 @@ pub struct Admin {
 }
 
 impl Store {
-    /// Create the admin, or reset its password (which ends its sessions). Returns true if created.
+    /// Create the admin, or reset its password (which ends its sessions and clears its sign-in
+    /// throttle). Returns true if created.
     pub async fn upsert_admin(&self, email: &str, password_hash: &str, now: i64, actor: &str) -> anyhow::Result<bool> {
         let mut tx = self.write_tx().await?;
         let existing: Option<i64> =
@@ -37,6 +38,8 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // A reset also lifts the account's sign-in throttle, for every process on this database.
+        super::throttle::clear_account(&mut tx, email).await?;
         let action = if created { "admin_created" } else { "admin_password_reset" };
         insert_audit(&mut tx, now, actor, action, None, email).await?;
         tx.commit().await?;

@@ -14,6 +14,7 @@ mod rotate;
 mod secrets;
 mod sessions;
 mod states;
+mod throttle;
 
 use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
 
@@ -35,6 +36,7 @@ pub use links::{AssignRefusal, NewSnapInspectLink, SavedLink};
 pub use rotate::RotationReport;
 pub use secrets::{ExchangeFailure, LeaseOutcome, StoredTokens};
 pub use states::StateRejection;
+pub use throttle::{account_hash, ThrottleKey, ThrottleRow};
 
 use crate::crypto::KeyRing;
 
@@ -176,7 +178,7 @@ impl Store {
         migrations_current(&self.pool).await
     }
 
-    /// Delete expired connect states and sessions; returns how many rows went.
+    /// Delete expired connect states, sessions and sign-in throttle rows; returns how many rows went.
     #[tracing::instrument(skip_all)]
     pub async fn purge_expired(&self, now: i64) -> anyhow::Result<u64> {
         let states = sqlx::query("delete from oauth_states where expires_at < $1")
@@ -189,7 +191,13 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(states + sessions)
+        // Sign-in throttle rows outlive their window and lock by `expires_at` (see `auth`).
+        let throttle = sqlx::query("delete from sign_in_throttle where expires_at < $1")
+            .bind(now)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(states + sessions + throttle)
     }
 
     /// A consistent copy of the whole database, taken online (`VACUUM INTO`: one read transaction,

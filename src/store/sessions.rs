@@ -47,13 +47,17 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn session_touch(&self, key_hash: &[u8], expires_at: i64) -> anyhow::Result<()> {
-        sqlx::query("update sessions set expires_at = $2 where key_hash = $1")
+    /// Move a session's expiry to `expires_at`, only if it is now before `unless_after`: true if
+    /// the row was rewritten. A missing row stays missing.
+    pub async fn session_extend(&self, key_hash: &[u8], expires_at: i64, unless_after: i64) -> anyhow::Result<bool> {
+        let n = sqlx::query("update sessions set expires_at = $2 where key_hash = $1 and expires_at <= $3")
             .bind(key_hash)
             .bind(expires_at)
+            .bind(unless_after)
             .execute(&self.pool)
-            .await?;
-        Ok(())
+            .await?
+            .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn session_delete(&self, key_hash: &[u8]) -> anyhow::Result<()> {

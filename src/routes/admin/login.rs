@@ -1,20 +1,24 @@
-//! Signing in and out: CSRF even on the sign-in form, Argon2id, throttling per account and per
-//! client address (429 with how long to wait), a renewed session id at sign-in, a purged session at
-//! sign-out, and failures logged without the password.
+//! Signing in and out: a double-submit CSRF cookie on the sign-in form (no stored row), a capped
+//! number of concurrent password checks, a throttle counted before the password is checked, a
+//! renewed session at sign-in, a purged session at sign-out, failures logged quoted and capped.
 
 use actix_session::Session;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{cookie::time::Duration, web, HttpRequest, HttpResponse};
 use askama::Template;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-use super::{ensure_csrf_seed, redirect, render, AdminUser, CsrfForm, ADMIN_EPOCH, ADMIN_ID, CSRF_SEED, LOGIN_AT};
+use super::{redirect, render, AdminUser, CsrfForm, ADMIN_EPOCH, ADMIN_ID, CSRF_SEED, LOGIN_AT};
 use crate::{
-    auth::{verify_password, Email},
+    auth::{loggable, verify_password, Email},
     error::AppError,
     startup::AppState,
     time::now_ms,
 };
+
+/// The encrypted cookie holding the sign-in form's CSRF seed.
+const SIGN_IN_COOKIE: &str = "connect_hub_sign_in";
+const SIGN_IN_PATH: &str = "/admin/login";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/login", web::get().to(login_page))
@@ -37,27 +41,43 @@ struct LoginQuery {
     next: String,
 }
 
-/// Only a path inside the console: never an open redirect to another site.
+/// Only a path inside the console: never an open redirect to another site, never a control
+/// character (a line break cannot go into a `Location` header).
 fn safe_next(next: &str) -> &str {
-    if next.starts_with("/admin") && !next.starts_with("//") && !next.contains('\\') {
+    if next.starts_with("/admin")
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(char::is_control)
+    {
         next
     } else {
         "/admin"
     }
 }
 
-fn csrf_for(state: &AppState, session: &Session) -> Result<String, AppError> {
-    Ok(state.csrf.token(&ensure_csrf_seed(session)?))
+/// The sign-in page with a form token bound to the browser's encrypted seed cookie (made here
+/// if it has none). Nothing is stored on the server.
+fn sign_in_page(req: &HttpRequest, state: &AppState, page: LoginPage<'_>) -> Result<HttpResponse, AppError> {
+    let seed = state
+        .cookies
+        .get(req, SIGN_IN_COOKIE)
+        .unwrap_or_else(|| crate::domain::base32(&crate::domain::random_bytes::<20>()));
+    let page = LoginPage { csrf: state.csrf.token(&seed), ..page };
+    let mut res = render(page)?;
+    let cookie =
+        state.cookies.seal(SIGN_IN_COOKIE, &seed, SIGN_IN_PATH, Duration::hours(12), state.settings.is_https());
+    res.add_cookie(&cookie).map_err(|e| AppError::Internal(anyhow::anyhow!("sign-in cookie: {e}")))?;
+    Ok(res)
 }
 
 #[tracing::instrument(skip_all)]
 async fn login_page(
+    req: HttpRequest,
     query: web::Query<LoginQuery>,
     state: web::Data<AppState>,
-    session: Session,
 ) -> Result<HttpResponse, AppError> {
-    let csrf = csrf_for(&state, &session)?;
-    render(LoginPage { csrf, next: safe_next(&query.next), email: "", error: None })
+    let page = LoginPage { csrf: String::new(), next: safe_next(&query.next), email: "", error: None };
+    sign_in_page(&req, &state, page)
 }
 
 #[derive(Deserialize)]
@@ -81,6 +101,14 @@ fn too_many(wait: std::time::Duration) -> AppError {
     }
 }
 
+fn busy() -> AppError {
+    AppError::Unavailable {
+        code: "sign_in_busy",
+        message: "Too many sign-ins are being checked right now. Wait a second, then try again.".into(),
+        retry_after_secs: Some(1),
+    }
+}
+
 #[tracing::instrument(skip_all)]
 async fn login(
     req: HttpRequest,
@@ -90,11 +118,12 @@ async fn login(
 ) -> Result<HttpResponse, AppError> {
     let form = form.into_inner();
     let address = crate::routes::client_address(&req);
-    if let Err(wait) = state.limits.sign_in.check(&address) {
+    let limit_key = crate::routes::limit_key(&address);
+    if let Err(wait) = state.limits.sign_in.check(&limit_key) {
         state.metrics.rate_limited.inc("sign_in");
         return Err(crate::routes::too_many("rate_limited", "Too many sign-in attempts from your address", wait));
     }
-    let seed = session.get::<String>(CSRF_SEED).ok().flatten().unwrap_or_default();
+    let seed = state.cookies.get(&req, SIGN_IN_COOKIE).unwrap_or_default();
     if seed.is_empty() || !state.csrf.verify(&seed, &form.csrf) {
         return Err(AppError::Forbidden {
             code: "csrf",
@@ -102,50 +131,65 @@ async fn login(
         });
     }
     let email = Email::parse(&form.email);
-    let account_key = format!("account:{}", email.as_ref().map(Email::as_str).unwrap_or(form.email.trim()));
-    let address_key = format!("address:{address}");
-    for key in [&account_key, &address_key] {
-        if let Err(wait) = state.login_throttle.check(key) {
-            tracing::warn!(address = %address, "sign-in refused: throttled");
+    let account = match &email {
+        Ok(e) => e.as_str().to_owned(),
+        Err(_) => form.email.trim().to_lowercase(),
+    };
+    let shown = loggable(&form.email);
+
+    // Turned away before anything is counted or written: a busy server is not a failed guess.
+    let Some(permit) = state.hash_gate.try_enter() else {
+        tracing::warn!(address = %address, "sign-in turned away: password hashing at its cap");
+        return Err(busy());
+    };
+    // Counted before the password is checked, so parallel guesses cannot outrun the count.
+    let reserved = match state.login_throttle.reserve(&account, &limit_key, now_ms()).await? {
+        Ok(r) => r,
+        Err(wait) => {
+            tracing::warn!(email = %shown, address = %address, "sign-in refused: throttled");
             return Err(too_many(wait));
         }
-    }
+    };
 
     let admin = match &email {
         Ok(e) => state.store.admin_by_email(e.as_str()).await?,
         Err(_) => None,
     };
     let password = SecretString::from(form.password);
-    // Argon2 is deliberately slow: keep it off the async workers.
+    // Argon2 is deliberately slow: keep it off the async workers, holding the permit.
     let stored = admin.as_ref().map(|a| a.password_hash.clone());
-    let ok = web::block(move || verify_password(&password, stored.as_deref()))
-        .await
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("verifying the password: {e}")))?;
+    let metrics = state.metrics.clone();
+    let ok = web::block(move || {
+        let _permit = permit;
+        metrics.hashing_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        verify_password(&password, stored.as_deref())
+    })
+    .await
+    .map_err(|e| AppError::Internal(anyhow::anyhow!("verifying the password: {e}")))?;
 
     let next = safe_next(&form.next).to_owned();
     let (true, Some(admin)) = (ok, admin) else {
-        tracing::warn!(email = %form.email.trim().chars().take(100).collect::<String>(), address = %address, "sign-in failed");
-        let shown = form.email.trim().chars().take(254).collect::<String>();
+        tracing::warn!(email = %shown, address = %address, "sign-in failed");
         let _ = state
             .store
             .audit(now_ms(), "anonymous", "sign_in_failed", None, &format!("as {shown} from {address}"))
             .await;
-        let locked = [state.login_throttle.failure(&account_key), state.login_throttle.failure(&address_key)];
-        if let Some(wait) = locked.into_iter().flatten().max() {
+        if let Some(wait) = reserved.locked {
             return Err(too_many(wait));
         }
+        let typed: String = form.email.trim().chars().take(254).collect();
         let page = LoginPage {
-            csrf: state.csrf.token(&seed),
+            csrf: String::new(),
             next: &next,
-            email: &shown,
+            email: &typed,
             error: Some("That email and password do not match an admin account."),
         };
-        let mut res = render(page)?;
+        let mut res = sign_in_page(&req, &state, page)?;
         *res.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
         return Ok(res);
     };
 
-    state.login_throttle.success(&account_key);
+    state.login_throttle.success(&account, &limit_key).await?;
     // A new session id at sign-in (no fixation), holding only what the console needs.
     session.renew();
     session.clear();
@@ -173,4 +217,20 @@ async fn logout(
     let _ = state.store.audit(now_ms(), &admin.actor(), "sign_out", None, "").await;
     admin.session.purge();
     Ok(redirect("/admin/login"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn next_is_a_console_path_without_control_characters() {
+        assert_eq!(safe_next("/admin/events?x=1"), "/admin/events?x=1");
+        assert_eq!(safe_next("/admin\r\nSet-Cookie: a=b"), "/admin");
+        assert_eq!(safe_next("/admin/x\u{7f}"), "/admin");
+        assert_eq!(safe_next("/admin/x\t"), "/admin");
+        assert_eq!(safe_next("//evil.example/admin"), "/admin");
+        assert_eq!(safe_next("/admin\\@evil"), "/admin");
+        assert_eq!(safe_next("https://evil.example/admin"), "/admin");
+    }
 }

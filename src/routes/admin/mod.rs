@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, startup::AppState, time::now_ms};
 
-const ADMIN_ID: &str = "admin_id";
+const ADMIN_ID: &str = crate::session::SIGNED_IN;
 const ADMIN_EPOCH: &str = "admin_epoch";
 const LOGIN_AT: &str = "login_at";
 const CSRF_SEED: &str = "csrf_seed";
@@ -164,7 +164,12 @@ impl AdminUser {
 
     /// The header, navigation and flash every admin page shows.
     pub fn nav(&self, section: &'static str) -> Nav {
-        let flash = self.session.remove_as::<Flash>(FLASH).and_then(Result::ok);
+        // Only touch the session when there is a flash: a removal marks it changed, and a changed
+        // session is written back.
+        let flash = match self.session.get::<Flash>(FLASH) {
+            Ok(None) => None,
+            _ => self.session.remove_as::<Flash>(FLASH).and_then(Result::ok),
+        };
         Nav { email: self.email.clone(), csrf: self.csrf_token.clone(), section, flash }
     }
 }
@@ -234,14 +239,4 @@ pub fn when(ms: Option<i64>) -> String {
         Some(ms) => format!("{} ({})", crate::time::format_utc(ms), crate::time::ago(ms, now_ms())),
         None => "never".into(),
     }
-}
-
-/// Make a fresh CSRF seed for a session that has none (the sign-in page).
-fn ensure_csrf_seed(session: &Session) -> Result<String, AppError> {
-    if let Some(seed) = session.get::<String>(CSRF_SEED).ok().flatten() {
-        return Ok(seed);
-    }
-    let seed = crate::domain::base32(&crate::domain::random_bytes::<20>());
-    session.insert(CSRF_SEED, &seed).map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
-    Ok(seed)
 }
