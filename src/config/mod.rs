@@ -360,6 +360,11 @@ impl Settings {
         Ok(())
     }
 
+    /// Which addresses URLs stored in the database may reach.
+    pub fn outbound_policy(&self) -> crate::outbound::Policy {
+        crate::outbound::Policy::new(self.outbound_allow_networks.clone())
+    }
+
     /// `PUBLIC_URL` + `/connect/snapinspect/callback`, as registered with SnapInspect.
     pub fn redirect_uri(&self) -> String {
         format!("{}/connect/snapinspect/callback", self.public_url.as_str().trim_end_matches('/'))
