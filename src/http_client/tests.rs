@@ -1,7 +1,10 @@
 //! The capped readers against a raw loopback server that answers with exactly the bytes given, so
 //! each edge (at the cap, one past it, with and without `Content-Length`) is exact.
 
-use tokio::{io::AsyncWriteExt, net::TcpListener};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
 
 use super::*;
 
@@ -11,6 +14,15 @@ async fn answer(body_len: usize, with_length: bool) -> reqwest::Response {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut socket, _) = listener.accept().await.unwrap();
+        // Read the request (a GET: headers only) before answering.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
         let head = if with_length {
             format!("HTTP/1.1 200 OK\r\ncontent-length: {body_len}\r\nconnection: close\r\n\r\n")
         } else {
