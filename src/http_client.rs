@@ -53,9 +53,9 @@ pub fn snippet(body: &str) -> String {
 }
 
 /// The most a token or API answer may hold: far above any real one.
-pub const ANSWER_CAP: usize = 1024 * 1024;
+pub const ANSWER_CAP: usize = MIB;
 /// The most read of an error answer: enough for a JSON error or the start of an HTML page.
-pub const EXCERPT_CAP: usize = 4 * 1024;
+pub const EXCERPT_CAP: usize = 4 * KIB;
 
 /// Why an answer could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +67,13 @@ pub enum BodyError {
     Transport(#[from] reqwest::Error),
 }
 
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
 fn size(bytes: usize) -> String {
     match bytes {
-        b if b >= 1024 * 1024 && b % (1024 * 1024) == 0 => format!("{} MiB", b / (1024 * 1024)),
-        b if b >= 1024 && b % 1024 == 0 => format!("{} KiB", b / 1024),
+        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b >= KIB && b % KIB == 0 => format!("{} KiB", b / KIB),
         b => format!("{b} bytes"),
     }
 }

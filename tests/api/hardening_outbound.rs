@@ -348,3 +348,20 @@ async fn a_snapinspect_api_answer_streaming_200_mib_does_not_grow_memory() {
     assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
     assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
 }
+
+#[tokio::test]
+async fn a_receiver_error_streaming_200_mib_is_kept_as_a_short_excerpt() {
+    let (base, sent) = endless_answer(500).await;
+    let app = spawn_app_with(|vars| {
+        vars.insert("FORWARD_URL".into(), format!("{base}/events"));
+    })
+    .await;
+    app.connect_company(6847).await;
+    let id = app
+        .send_event(r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#)
+        .await;
+    app.state.worker.run_once().await.unwrap();
+    let error = app.event(&id).await.last_error.unwrap();
+    assert!(error.contains(&format!("the receiver answered HTTP 500: {}…", "x".repeat(200))), "{error}");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
