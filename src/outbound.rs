@@ -55,7 +55,9 @@ fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
     let IpAddr::V6(v6) = ip else { return None };
     let o = v6.octets();
     match v6.segments() {
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(Ipv4Addr::new(o[12], o[13], o[14], o[15])),
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+        }
         [0x2002, ..] => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
         _ => None,
     }
@@ -122,7 +124,12 @@ impl Policy {
             .filter(|a| match self.check_ip(a.ip()) {
                 Ok(()) => true,
                 Err(range) => {
-                    refused.get_or_insert(Blocked { host: host.to_owned(), reaches: "resolves to", addr: a.ip(), range });
+                    refused.get_or_insert(Blocked {
+                        host: host.to_owned(),
+                        reaches: "resolves to",
+                        addr: a.ip(),
+                        range,
+                    });
                     false
                 }
             })

@@ -43,8 +43,7 @@ fn every_blocked_ipv4_range_is_named_and_its_neighbours_are_public() {
     for (addr, want) in cases {
         assert_eq!(range(addr), Some(want), "{addr}");
     }
-    for public in
-        ["1.1.1.1", "8.8.8.8", "9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0", "172.15.255.255"]
+    for public in ["1.1.1.1", "8.8.8.8", "9.255.255.255", "11.0.0.0", "100.63.255.255", "100.128.0.0", "172.15.255.255"]
     {
         assert_eq!(range(public), None, "{public}");
     }

@@ -82,13 +82,17 @@ async fn edit(app: &TestApp, csrf: &str, id: &ConnectionId, fields: &[(&str, &st
 async fn changing_only_the_token_url_with_an_empty_secret_is_refused_and_the_new_host_hears_nothing() {
     let app = spawn_app().await;
     let csrf = app.sign_in().await;
-    let good = FakeTokenServer::custom("cc-id", SECRET, connect_hub::fake::token_server::CredentialsIn::Basic {
-        decode: true,
-    });
+    let good = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
     let good_url = format!("{}{}", spawn_token_server(&good).await, good.token_path());
-    let thief = FakeTokenServer::custom("cc-id", SECRET, connect_hub::fake::token_server::CredentialsIn::Basic {
-        decode: true,
-    });
+    let thief = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
     let thief_url = format!("{}{}", spawn_token_server(&thief).await, thief.token_path());
     let id = add_in_console(&app, &csrf, &good_url).await;
 
@@ -116,14 +120,19 @@ async fn changing_only_the_token_url_with_an_empty_secret_is_refused_and_the_new
 async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_not() {
     let app = spawn_app().await;
     let csrf = app.sign_in().await;
-    let fake = FakeTokenServer::custom("cc-id", SECRET, connect_hub::fake::token_server::CredentialsIn::Basic {
-        decode: true,
-    });
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
     let url = format!("{}{}", spawn_token_server(&fake).await, fake.token_path());
     let id = add_in_console(&app, &csrf, &url).await;
 
     for (what, fields) in [
-        ("client id", [("client_id", "other-id"), ("client_secret", ""), ("token_url", url.as_str()), ("auth", "basic")]),
+        (
+            "client id",
+            [("client_id", "other-id"), ("client_secret", ""), ("token_url", url.as_str()), ("auth", "basic")],
+        ),
         ("auth", [("client_id", "cc-id"), ("client_secret", ""), ("token_url", url.as_str()), ("auth", "post")]),
     ] {
         let res = edit(&app, &csrf, &id, &fields).await;
@@ -160,9 +169,11 @@ async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_n
 #[tokio::test]
 async fn a_stored_loopback_token_url_is_refused_without_an_allowance_and_the_fake_hears_nothing() {
     let app = spawn_app_without_allowance().await;
-    let fake = FakeTokenServer::custom("cc-id", SECRET, connect_hub::fake::token_server::CredentialsIn::Basic {
-        decode: true,
-    });
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
     let base = spawn_token_server(&fake).await;
     assert!(base.starts_with("http://127.0.0.1:"));
     // Stored directly, as the API or an older version could have: the guard is at the call.
@@ -178,9 +189,11 @@ async fn a_stored_loopback_token_url_is_refused_without_an_allowance_and_the_fak
 #[tokio::test]
 async fn a_name_that_resolves_to_loopback_is_refused_when_it_is_resolved() {
     let app = spawn_app_without_allowance().await;
-    let fake = FakeTokenServer::custom("cc-id", SECRET, connect_hub::fake::token_server::CredentialsIn::Basic {
-        decode: true,
-    });
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
     let base = spawn_token_server(&fake).await.replace("127.0.0.1", "localhost");
     let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
     let message = token_error(&app, &id).await;
@@ -193,9 +206,11 @@ async fn a_name_that_resolves_to_loopback_is_refused_when_it_is_resolved() {
 async fn an_allowed_network_lets_the_same_token_url_through() {
     // spawn_app allows 127.0.0.0/8; `localhost` also resolves to ::1, which is dropped, not fatal.
     let app = spawn_app().await;
-    let fake = FakeTokenServer::custom("cc-id", SECRET, connect_hub::fake::token_server::CredentialsIn::Basic {
-        decode: true,
-    });
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
     let base = spawn_token_server(&fake).await;
     for base in [base.clone(), base.replace("127.0.0.1", "localhost")] {
         let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
@@ -357,11 +372,25 @@ async fn a_receiver_error_streaming_200_mib_is_kept_as_a_short_excerpt() {
     })
     .await;
     app.connect_company(6847).await;
-    let id = app
-        .send_event(r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#)
-        .await;
+    let id = app.send_event(r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#).await;
     app.state.worker.run_once().await.unwrap();
     let error = app.event(&id).await.last_error.unwrap();
     assert!(error.contains(&format!("the receiver answered HTTP 500: {}…", "x".repeat(200))), "{error}");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
+
+#[tokio::test]
+async fn a_snapinspect_exchange_answer_streaming_200_mib_is_a_clear_error() {
+    let (base, sent) = endless_answer(200).await;
+    let app = spawn_app_with(|vars| {
+        vars.insert("SNAPINSPECT_EXCHANGE_URL".into(), format!("{base}/integration/ExchangeToken"));
+    })
+    .await;
+    let id = app.connect_company(6847).await;
+    let before = peak_rss_kib();
+    let error = app.state.tokens.refresh(&id, "test").await.err().expect("the exchange fails").to_string();
+    let growth_mib = (peak_rss_kib() - before) / 1024;
+    assert!(error.contains("the answer from SnapInspect's ExchangeToken is larger than 1 MiB"), "{error}");
+    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
     assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
 }
