@@ -388,7 +388,7 @@ async fn a_snapinspect_exchange_answer_streaming_200_mib_is_a_clear_error() {
     .await;
     let id = app.connect_company(6847).await;
     let before = peak_rss_kib();
-    let error = app.state.tokens.refresh(&id, "test").await.err().expect("the exchange fails").to_string();
+    let error = app.state.tokens.refresh(&id, "test").await.expect_err("the exchange fails").to_string();
     let growth_mib = (peak_rss_kib() - before) / 1024;
     assert!(error.contains("the answer from SnapInspect's ExchangeToken is larger than 1 MiB"), "{error}");
     assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
