@@ -94,11 +94,8 @@ impl AppState {
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
         let metrics = Arc::new(Metrics::default());
         // URLs from the database go through the guarded client; the operator's own URLs (above) do not.
-        let guarded = crate::outbound::GuardedClient::build(
-            settings.outbound_timeout,
-            &roots,
-            crate::outbound::Policy::new(settings.outbound_allow_networks.clone()),
-        )?;
+        let guarded =
+            crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, settings.outbound_policy())?;
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             snapinspect.clone(),
