@@ -96,6 +96,9 @@ pub fn demo_settings(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> 
     vars.insert("SNAPINSPECT_AUTHORIZE_URL".into(), format!("{fake}/integration/SnapInspectConnect"));
     vars.insert("SNAPINSPECT_EXCHANGE_URL".into(), format!("{fake}/integration/ExchangeToken"));
     vars.insert("SNAPINSPECT_API_URL".into(), format!("{fake}/"));
+    // The client-credentials fakes live on this very listener, which is loopback (or wherever
+    // `bind` is): stored token URLs may reach it, and only it.
+    vars.insert("OUTBOUND_ALLOW_NETWORKS".into(), format!("127.0.0.0/8,::1/128,{}", bind.ip()));
     // Forward events to the fake "your application" mounted in the same process.
     vars.insert("FORWARD_URL".into(), format!("{base}/fake/receiver/events"));
     if let Ok(level) = std::env::var("RUST_LOG") {

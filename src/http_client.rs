@@ -1,5 +1,6 @@
-//! The one outbound HTTP client: rustls, connect and total timeouts, and no redirects (a provider
-//! that redirects a token request is misconfigured, and following it could leak credentials).
+//! The outbound HTTP client: rustls, connect and total timeouts, no redirects (a provider that
+//! redirects a token request is misconfigured, and following it could leak credentials), and
+//! answers read with a cap, so a huge or endless body costs at most the cap in memory.
 
 use std::{path::Path, time::Duration};
 
@@ -16,6 +17,11 @@ pub fn build() -> reqwest::Client {
 
 /// A client with this total timeout (the connect timeout is at most 5 s) that also trusts `roots`.
 pub fn build_with(total: Duration, roots: &[reqwest::Certificate]) -> anyhow::Result<reqwest::Client> {
+    builder(total, roots).build().context("building the HTTP client")
+}
+
+/// The settings every outbound client shares; the guarded client adds its own on top.
+pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT.min(total))
         .timeout(total)
@@ -24,7 +30,7 @@ pub fn build_with(total: Duration, roots: &[reqwest::Certificate]) -> anyhow::Re
     for root in roots {
         builder = builder.add_root_certificate(root.clone());
     }
-    builder.build().context("building the HTTP client")
+    builder
 }
 
 /// The certificates in a PEM file, to trust for outbound calls (`OUTBOUND_CA_FILE`).
@@ -45,3 +51,62 @@ pub fn snippet(body: &str) -> String {
         one_line
     }
 }
+
+/// The most a token or API answer may hold: far above any real one.
+pub const ANSWER_CAP: usize = MIB;
+/// The most read of an error answer: enough for a JSON error or the start of an HTML page.
+pub const EXCERPT_CAP: usize = 4 * KIB;
+
+/// Why an answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// The answer is longer than the cap; it was not read past it.
+    #[error("the answer from {from} is larger than {}", size(*cap))]
+    TooLarge { from: String, cap: usize },
+    #[error(transparent)]
+    Transport(#[from] reqwest::Error),
+}
+
+const KIB: usize = 1 << 10;
+const MIB: usize = 1 << 20;
+
+fn size(bytes: usize) -> String {
+    match bytes {
+        b if b >= MIB && b % MIB == 0 => format!("{} MiB", b / MIB),
+        b if b >= KIB && b % KIB == 0 => format!("{} KiB", b / KIB),
+        b => format!("{b} bytes"),
+    }
+}
+
+/// Read an answer of at most `cap` bytes, chunk by chunk, and stop as soon as it is longer (a
+/// `Content-Length` above the cap is refused before reading). `from` names the sender in the error.
+pub async fn read_capped(mut res: reqwest::Response, cap: usize, from: &str) -> Result<String, BodyError> {
+    let too_large = || BodyError::TooLarge { from: from.to_owned(), cap };
+    if res.content_length().is_some_and(|len| len > cap as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The first `cap` bytes of an (error) answer, for a message: the rest is never read, and a
+/// broken connection just ends the excerpt.
+pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < cap {
+        match res.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

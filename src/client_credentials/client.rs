@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::{AuthStyle, Settings};
 use crate::{
-    http_client::snippet,
+    http_client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
+    outbound::{blocked_in, GuardedClient},
     snapinspect::client::{describe_transport, redact, retry_after},
 };
 
@@ -85,14 +86,16 @@ fn explain(code: &str, description: Option<&str>, status: u16) -> String {
 /// Ask for a token.
 #[tracing::instrument(skip_all, fields(provider = %settings.provider))]
 pub async fn fetch_token(
-    http: &reqwest::Client,
+    http: &GuardedClient,
     settings: &Settings,
     secret: &SecretString,
 ) -> Result<IssuedToken, FetchError> {
     let url = settings.resolved_token_url().map_err(|e| FetchError::Settings(e.to_string()))?;
+    let from = format!("the token URL ({})", url.host_str().unwrap_or_default());
     let mut form: Vec<(&str, String)> = vec![("grant_type", "client_credentials".into())];
     form.extend(settings.extra_fields());
-    let mut req = http.post(url).header(reqwest::header::ACCEPT, "application/json");
+    let mut req = http.post(url).map_err(|b| FetchError::Settings(b.to_string()))?;
+    req = req.header(reqwest::header::ACCEPT, "application/json");
     match settings.auth {
         AuthStyle::Post => {
             form.push(("client_id", settings.client_id.clone()));
@@ -105,16 +108,28 @@ pub async fn fetch_token(
             );
         }
     }
-    let res = req.form(&form).send().await.map_err(|e| FetchError::Transient {
-        message: format!("the token request to {} {}", settings.provider.label(), describe_transport(&e)),
-        retry_after: None,
+    let res = req.form(&form).send().await.map_err(|e| match blocked_in(&e) {
+        // The settings point at an address the operator has not allowed: no retry will help.
+        Some(blocked) => FetchError::Settings(blocked.to_string()),
+        None => FetchError::Transient {
+            message: format!("the token request to {} {}", settings.provider.label(), describe_transport(&e)),
+            retry_after: None,
+        },
     })?;
     let status = res.status();
     let wait = retry_after(res.headers());
-    let body = res.text().await.map_err(|e| FetchError::Transient {
-        message: format!("reading the token answer: {}", describe_transport(&e)),
-        retry_after: None,
-    })?;
+    // A token is small; an error only matters for its first words.
+    let body = if status.is_success() {
+        read_capped(res, ANSWER_CAP, &from).await.map_err(|e| match e {
+            BodyError::TooLarge { .. } => FetchError::Malformed(e.to_string()),
+            BodyError::Transport(e) => FetchError::Transient {
+                message: format!("reading the token answer: {}", describe_transport(&e)),
+                retry_after: None,
+            },
+        })?
+    } else {
+        read_excerpt(res, EXCERPT_CAP).await
+    };
     let body = redact(&body, &[secret]);
     let code = status.as_u16();
     if status.is_server_error() || code == 429 || code == 408 {

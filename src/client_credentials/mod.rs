@@ -78,6 +78,18 @@ impl Settings {
         Url::parse(&raw).map_err(|e| PresetError(format!("the token URL `{raw}` is not a URL: {e}")))
     }
 
+    /// Whether the secret would go to the same place, as the same client, in the same way: an
+    /// edit that changes any of these must come with the secret again, or a stolen console session
+    /// could send the stored secret to a host of its choosing.
+    pub fn same_destination(&self, other: &Settings) -> bool {
+        self.provider == other.provider
+            && self.client_id == other.client_id
+            && self.token_url == other.token_url
+            && self.auth == other.auth
+            && self.domain == other.domain
+            && self.environment == other.environment
+    }
+
     /// The form fields besides the credentials: `scope` and `audience` when set.
     pub fn extra_fields(&self) -> Vec<(&'static str, String)> {
         let mut out = Vec::new();
@@ -93,5 +105,42 @@ impl Settings {
     /// The longest a token may be used, whatever `expires_in` says (Docplanner: 24 hours).
     pub fn max_lifetime_secs(&self) -> Option<u64> {
         (self.provider == Provider::Docplanner).then_some(24 * 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            provider: Provider::Custom,
+            client_id: "id".into(),
+            token_url: "https://{domain}/token".into(),
+            auth: AuthStyle::Basic,
+            scope: Some("a".into()),
+            audience: Some("aud".into()),
+            domain: Some("auth.example.com".into()),
+            environment: Some("production".into()),
+        }
+    }
+
+    #[test]
+    fn any_change_to_where_or_how_the_secret_goes_is_a_new_destination() {
+        let base = settings();
+        assert!(base.same_destination(&base.clone()));
+        let scope_and_audience = Settings { scope: Some("b".into()), audience: None, ..settings() };
+        assert!(base.same_destination(&scope_and_audience), "scope and audience do not move the secret");
+        let changed = [
+            Settings { provider: Provider::Snapdocs, ..settings() },
+            Settings { client_id: "other".into(), ..settings() },
+            Settings { token_url: "https://evil.example/token".into(), ..settings() },
+            Settings { auth: AuthStyle::Post, ..settings() },
+            Settings { domain: Some("evil.example".into()), ..settings() },
+            Settings { environment: Some("demo".into()), ..settings() },
+        ];
+        for (i, other) in changed.iter().enumerate() {
+            assert!(!base.same_destination(other), "change {i}");
+        }
     }
 }

@@ -92,6 +92,9 @@ pub struct Settings {
     pub outbound_timeout: Duration,
     /// Extra root certificates (PEM) trusted for outbound calls, e.g. an internal CA.
     pub outbound_ca_file: Option<PathBuf>,
+    /// Networks that URLs stored in the database (token URLs, endpoints) may reach although they
+    /// are loopback, private, link-local or otherwise not public (none by default).
+    pub outbound_allow_networks: Vec<ipnet::IpNet>,
     /// A cap on the SQLite file, in pages (4 KiB): past it, writes fail cleanly instead of filling the disk.
     pub sqlite_max_pages: Option<u64>,
     pub rate_limits: RateLimits,
@@ -271,6 +274,13 @@ impl Settings {
             outbound_timeout: parse_duration(get("OUTBOUND_TIMEOUT").unwrap_or("20s"))
                 .map_err(|p| bad("OUTBOUND_TIMEOUT", p))?,
             outbound_ca_file: get("OUTBOUND_CA_FILE").map(PathBuf::from),
+            outbound_allow_networks: get("OUTBOUND_ALLOW_NETWORKS")
+                .map(|v| {
+                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()
+                .map_err(|p| bad("OUTBOUND_ALLOW_NETWORKS", p))?
+                .unwrap_or_default(),
             sqlite_max_pages: get("SQLITE_MAX_PAGE_COUNT")
                 .map(|v| parse_u64("SQLITE_MAX_PAGE_COUNT", Some(v), 0))
                 .transpose()?,
@@ -348,6 +358,11 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Which addresses URLs stored in the database may reach.
+    pub fn outbound_policy(&self) -> crate::outbound::Policy {
+        crate::outbound::Policy::new(self.outbound_allow_networks.clone())
     }
 
     /// `PUBLIC_URL` + `/connect/snapinspect/callback`, as registered with SnapInspect.

@@ -64,3 +64,16 @@ fn durations_parse_with_units() {
     assert!(parse_duration("2 weeks").is_err());
     assert!(parse_schedule("").is_err());
 }
+
+#[test]
+fn outbound_allow_networks_is_a_list_of_networks_and_none_by_default() {
+    assert!(Settings::from_vars(&Vars::new()).unwrap().outbound_allow_networks.is_empty());
+    let s = Settings::from_vars(&vars(&[("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8, ::1 ,10.1.2.3")])).unwrap();
+    let nets: Vec<String> = s.outbound_allow_networks.iter().map(|n| n.to_string()).collect();
+    assert_eq!(nets, ["127.0.0.0/8", "::1/128", "10.1.2.3/32"]);
+    let err = Settings::from_vars(&vars(&[("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,10.0.0.0/33")])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "OUTBOUND_ALLOW_NETWORKS `10.0.0.0/33` is not an IP address or a network like 10.0.0.0/8"
+    );
+}

@@ -76,6 +76,8 @@ impl HubProcess {
             ("FORWARD_SECRET", FORWARD_SECRET.into()),
             ("RETRY_SCHEDULE", "0s,1s,1s".into()),
             ("LEASE_SECS", "2".into()),
+            // The fake token servers tests start are on loopback.
+            ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
             ("RUST_LOG", "warn".into()),
         ]
         .into_iter()

@@ -11,6 +11,7 @@ use sha2::Sha256;
 use url::Url;
 
 use crate::{
+    http_client::{read_excerpt, snippet, EXCERPT_CAP},
     snapinspect::client::{describe_transport, retry_after},
     store::ClaimedEvent,
     time::rfc3339,
@@ -110,10 +111,17 @@ pub async fn deliver(http: &reqwest::Client, url: &Url, signer: &Signer, id: &st
         Ok(r) if r.status().as_u16() == 410 => Delivery::Gone,
         Ok(r) => {
             let status = r.status().as_u16();
+            let wait = retry_after(r.headers());
+            // The receiver's first words say what it did not like; the rest is never read.
+            let excerpt = snippet(&read_excerpt(r, EXCERPT_CAP).await);
             Delivery::Failed {
                 status: Some(status),
-                error: format!("the receiver answered HTTP {status}"),
-                retry_after: retry_after(r.headers()),
+                error: if excerpt.is_empty() {
+                    format!("the receiver answered HTTP {status}")
+                } else {
+                    format!("the receiver answered HTTP {status}: {excerpt}")
+                },
+                retry_after: wait,
             }
         }
     }

@@ -8,7 +8,11 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::connect::State;
-use crate::{config::SnapInspectSettings, domain::CompanyId, http_client::snippet};
+use crate::{
+    config::SnapInspectSettings,
+    domain::CompanyId,
+    http_client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
+};
 
 /// The registered application, ready to call SnapInspect.
 #[derive(Clone)]
@@ -54,6 +58,9 @@ pub enum ApiCallError {
     Transport(String),
     #[error("SnapInspect's answer is not JSON: {0}")]
     NotJson(String),
+    /// Longer than any real answer; it was not read past the cap.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 /// The body of `GET /user`, kept raw, plus the company we could read from it.
@@ -142,10 +149,18 @@ impl SnapInspectClient {
             })?;
         let status = res.status();
         let wait = retry_after(res.headers());
-        let body = res.text().await.map_err(|e| ExchangeError::Transient {
-            message: format!("ExchangeToken: {}", describe_transport(&e)),
-            retry_after: None,
-        })?;
+        // A token answer is small; of an error only the first words matter.
+        let body = if status.is_success() {
+            read_capped(res, ANSWER_CAP, "SnapInspect's ExchangeToken").await.map_err(|e| match e {
+                BodyError::TooLarge { .. } => ExchangeError::Malformed(e.to_string()),
+                BodyError::Transport(e) => ExchangeError::Transient {
+                    message: format!("ExchangeToken: {}", describe_transport(&e)),
+                    retry_after: None,
+                },
+            })?
+        } else {
+            read_excerpt(res, EXCERPT_CAP).await
+        };
         // Never let an echoed secret reach a log line or an admin page.
         let detail = snippet(&redact(&body, &[refresh_token, &self.client_secret]));
         let code = status.as_u16();
@@ -224,14 +239,18 @@ impl SnapInspectClient {
             return Err(ApiCallError::Unauthorized);
         }
         let wait = retry_after(res.headers());
-        let body = res.text().await.map_err(|e| ApiCallError::Transport(describe_transport(&e)))?;
         if !status.is_success() {
+            let body = read_excerpt(res, EXCERPT_CAP).await;
             return Err(ApiCallError::Status {
                 status: status.as_u16(),
                 detail: snippet(&redact(&body, &[token])),
                 retry_after: wait,
             });
         }
+        let body = read_capped(res, ANSWER_CAP, "SnapInspect's API").await.map_err(|e| match e {
+            BodyError::TooLarge { .. } => ApiCallError::TooLarge(e.to_string()),
+            BodyError::Transport(e) => ApiCallError::Transport(describe_transport(&e)),
+        })?;
         Ok(body)
     }
 }

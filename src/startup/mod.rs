@@ -100,10 +100,13 @@ impl AppState {
         let http = crate::http_client::build_with(settings.outbound_timeout, &roots)?;
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
         let metrics = Arc::new(Metrics::default());
+        // URLs from the database go through the guarded client; the operator's own URLs (above) do not.
+        let guarded =
+            crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, settings.outbound_policy())?;
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             snapinspect.clone(),
-            http.clone(),
+            guarded,
             settings.token_default_lifetime,
             metrics.clone(),
         ));

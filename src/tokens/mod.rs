@@ -127,7 +127,8 @@ struct Slot {
 pub struct TokenManager {
     store: Store,
     snapinspect: Option<SnapInspectClient>,
-    http: reqwest::Client,
+    /// For client-credentials token URLs, which come from the database.
+    http: crate::outbound::GuardedClient,
     /// The lifetime assumed when a token response has no `expires_in`.
     default_lifetime: Duration,
     owner: String,
@@ -152,7 +153,7 @@ impl TokenManager {
     pub fn new(
         store: Store,
         snapinspect: Option<SnapInspectClient>,
-        http: reqwest::Client,
+        http: crate::outbound::GuardedClient,
         default_lifetime: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {

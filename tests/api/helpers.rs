@@ -95,6 +95,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
         ("FORWARD_SECRET", FORWARD_SECRET.into()),
         ("WORKER_ENABLED", "false".into()),
         ("RETRY_SCHEDULE", "0s,0s".into()),
+        ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
         // Not a setting: where the fake receiver listens, for tests that turn forwarding on.
         ("TEST_RECEIVER_URL", receiver_url),
     ] {

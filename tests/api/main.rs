@@ -10,6 +10,7 @@ mod credentials;
 mod encryption;
 mod exchange;
 mod hardening;
+mod hardening_outbound;
 mod hardening_signin;
 mod helpers;
 mod logs;

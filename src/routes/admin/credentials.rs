@@ -12,7 +12,7 @@ use super::{
     redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav,
 };
 use crate::{
-    client_credentials::{AuthStyle, CredentialsInput},
+    client_credentials::{AuthStyle, CredentialsInput, Settings},
     domain::Provider,
     error::AppError,
     startup::AppState,
@@ -91,6 +91,8 @@ struct FormPage {
     editing: bool,
     f: CredentialsForm,
     error: Option<String>,
+    /// The field the error is about (shown beside it), or empty for the whole form.
+    error_field: &'static str,
     providers: Vec<(&'static str, &'static str)>,
 }
 
@@ -107,8 +109,18 @@ async fn new_form(admin: AdminUser) -> Result<HttpResponse, AppError> {
         editing: false,
         f: CredentialsForm { provider: "snapdocs".into(), ..Default::default() },
         error: None,
+        error_field: "",
         providers: providers(),
     })
+}
+
+/// What is wrong with a submitted form, and the field it is about ("" for the whole form).
+struct Invalid(&'static str, String);
+
+impl From<String> for Invalid {
+    fn from(message: String) -> Self {
+        Invalid("", message)
+    }
 }
 
 fn form_again(
@@ -116,8 +128,9 @@ fn form_again(
     mut f: CredentialsForm,
     action: String,
     editing: bool,
-    error: String,
+    error: impl Into<Invalid>,
 ) -> Result<HttpResponse, AppError> {
+    let Invalid(error_field, error) = error.into();
     // The secret is never sent back, not even what was just typed.
     f.client_secret.clear();
     let mut res = render(FormPage {
@@ -127,6 +140,7 @@ fn form_again(
         editing,
         f,
         error: Some(error),
+        error_field,
         providers: providers(),
     })?;
     *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
@@ -146,11 +160,14 @@ async fn create(
         Ok(s) => s,
         Err(e) => return form_again(&admin, f, action, false, e),
     };
+    if let Some(e) = blocked_token_url(&state, &settings) {
+        return form_again(&admin, f, action, false, e);
+    }
     if f.name.trim().is_empty() {
-        return form_again(&admin, f, action, false, "give the connection a name".into());
+        return form_again(&admin, f, action, false, "give the connection a name".to_owned());
     }
     if f.client_secret.is_empty() {
-        return form_again(&admin, f, action, false, "the client secret is required".into());
+        return form_again(&admin, f, action, false, Invalid("client_secret", "the client secret is required".into()));
     }
     let secret = SecretString::from(f.client_secret.clone());
     let id =
@@ -192,6 +209,7 @@ async fn edit_form(
         editing: true,
         f,
         error: None,
+        error_field: "",
         providers: providers(),
     })
 }
@@ -214,10 +232,28 @@ async fn update(
         Ok(s) => s,
         Err(e) => return form_again(&admin, f, action, true, e),
     };
+    if let Some(e) = blocked_token_url(&state, &settings) {
+        return form_again(&admin, f, action, true, e);
+    }
     if f.name.trim().is_empty() {
-        return form_again(&admin, f, action, true, "give the connection a name".into());
+        return form_again(&admin, f, action, true, "give the connection a name".to_owned());
     }
     let secret = (!f.client_secret.is_empty()).then(|| SecretString::from(f.client_secret.clone()));
+    // The stored secret may only keep going where it went before: whoever changes where it goes
+    // must know it.
+    let stored = state.store.credentials(&id).await?.map(|c| c.settings);
+    if secret.is_none() && !stored.is_some_and(|old| old.same_destination(&settings)) {
+        return form_again(
+            &admin,
+            f,
+            action,
+            true,
+            Invalid(
+                "client_secret",
+                "enter the client secret again: the token URL, client id, authentication, domain or environment changed, and the stored secret is only sent where it was sent before".into(),
+            ),
+        );
+    }
     state
         .store
         .update_credentials_connection(&id, f.name.trim(), &settings, secret.as_ref(), now_ms(), &admin.actor())
@@ -225,6 +261,14 @@ async fn update(
     state.tokens.forget(&id);
     admin.flash(FlashKind::Ok, "Saved. The next request fetches a token with the new settings.");
     Ok(redirect(&format!("/admin/connections/{id}")))
+}
+
+/// The form's error when the token URL is an address outbound calls may not reach (a name is
+/// checked again, on what it resolves to, at every call).
+fn blocked_token_url(state: &AppState, settings: &Settings) -> Option<Invalid> {
+    let url = settings.resolved_token_url().ok()?;
+    let blocked = state.settings.outbound_policy().check_url(&url).err()?;
+    Some(Invalid("token_url", format!("this token URL cannot be used: {blocked}")))
 }
 
 #[derive(Template)]

@@ -1,0 +1,125 @@
+//! The capped readers against a raw loopback server that answers with exactly the bytes given, so
+//! each edge (at the cap, one past it, with and without `Content-Length`) is exact.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use super::*;
+
+/// What the raw server sends: a `Content-Length` (or chunked when `None`), then `body_len` bytes
+/// of `x` in 1000-byte pieces (`None`: without end), then it closes. Returns the response and the
+/// body bytes written so far.
+async fn answer(length_header: Option<usize>, body_len: Option<usize>) -> (reqwest::Response, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        // Read the request (a GET: headers only) before answering.
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let head = match length_header {
+            Some(len) => format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\nconnection: close\r\n\r\n"),
+            None => "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n".to_owned(),
+        };
+        let _ = socket.write_all(head.as_bytes()).await;
+        let mut left = body_len.unwrap_or(usize::MAX);
+        while left > 0 {
+            let part = vec![b'x'; left.min(1000)];
+            let framed = match length_header {
+                Some(_) => part.clone(),
+                None => [format!("{:x}\r\n", part.len()).into_bytes(), part.clone(), b"\r\n".to_vec()].concat(),
+            };
+            if socket.write_all(&framed).await.is_err() {
+                return;
+            }
+            counter.fetch_add(part.len() as u64, Ordering::Relaxed);
+            left -= part.len();
+        }
+        if length_header.is_none() {
+            let _ = socket.write_all(b"0\r\n\r\n").await;
+        }
+        let _ = socket.shutdown().await;
+    });
+    let client = build_with(Duration::from_secs(5), &[]).unwrap();
+    (client.get(format!("http://{addr}/")).send().await.unwrap(), sent)
+}
+
+#[tokio::test]
+async fn an_answer_exactly_at_the_cap_is_read_whole() {
+    for length in [Some(5000), None] {
+        let body = read_capped(answer(length, Some(5000)).await.0, 5000, "here").await.unwrap();
+        assert_eq!(body.len(), 5000, "length: {length:?}");
+        assert!(body.bytes().all(|b| b == b'x'));
+    }
+}
+
+#[tokio::test]
+async fn one_byte_past_the_cap_is_refused_with_the_senders_name() {
+    for length in [Some(5001), None] {
+        let err = read_capped(answer(length, Some(5001)).await.0, 5000, "the token URL").await.unwrap_err();
+        assert_eq!(err.to_string(), "the answer from the token URL is larger than 5000 bytes");
+    }
+}
+
+#[tokio::test]
+async fn a_content_length_past_the_cap_is_refused_before_reading() {
+    // The server claims one byte too many but sends only ten: only the header can say "too large".
+    let (res, _) = answer(Some(5001), Some(10)).await;
+    let err = read_capped(res, 5000, "there").await.unwrap_err();
+    assert!(matches!(err, BodyError::TooLarge { cap: 5000, .. }), "{err}");
+}
+
+#[tokio::test]
+async fn an_endless_answer_is_read_only_up_to_the_cap() {
+    let (res, sent) = answer(None, None).await;
+    assert!(matches!(read_capped(res, 5000, "there").await, Err(BodyError::TooLarge { .. })));
+    let (res, sent_excerpt) = answer(None, None).await;
+    assert_eq!(read_excerpt(res, 1500).await.len(), 1500);
+    // The socket buffers hold a few MiB at most; a reader that kept going would have taken far more.
+    for s in [sent, sent_excerpt] {
+        assert!(s.load(Ordering::Relaxed) < 64 * MIB as u64, "{}", s.load(Ordering::Relaxed));
+    }
+}
+
+#[tokio::test]
+async fn the_excerpt_is_the_first_bytes_only() {
+    for length in [Some(5000), None] {
+        assert_eq!(read_excerpt(answer(length, Some(5000)).await.0, 1500).await.len(), 1500);
+        assert_eq!(read_excerpt(answer(length, Some(700)).await.0, 1500).await.len(), 700);
+        assert_eq!(read_excerpt(answer(length, Some(1500)).await.0, 1500).await.len(), 1500);
+    }
+}
+
+#[test]
+fn sizes_are_said_in_the_largest_whole_unit() {
+    assert_eq!(size(ANSWER_CAP), "1 MiB");
+    assert_eq!(size(EXCERPT_CAP), "4 KiB");
+    assert_eq!(size(3 * 1024 * 1024), "3 MiB");
+    assert_eq!(size(1024 * 1024 + 1024), "1025 KiB");
+    assert_eq!(size(1024), "1 KiB");
+    assert_eq!(size(1023), "1023 bytes");
+    assert_eq!(size(1025), "1025 bytes");
+}
+
+#[test]
+fn snippets_are_one_line_of_at_most_200_characters() {
+    assert_eq!(snippet("a\n  b\tc"), "a b c");
+    let long = "é".repeat(300);
+    assert_eq!(snippet(&long), format!("{}…", "é".repeat(200)));
+    assert_eq!(snippet(&"é".repeat(200)), "é".repeat(200));
+}

@@ -1,0 +1,209 @@
+//! The guard on calls to URLs stored in the database (token URLs now, endpoint URLs later): every
+//! address a host resolves to, at connect time, must be public or in `OUTBOUND_ALLOW_NETWORKS`.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use url::Url;
+
+/// Ranges a stored URL may not reach unless an operator allows them, each with the words a
+/// person reads in the error. The first match names the range, so specific ones come first.
+static BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
+    [
+        // The link-local addresses where cloud instances read their credentials.
+        ("169.254.169.254/32", "cloud-metadata"),
+        ("fd00:ec2::254/128", "cloud-metadata"),
+        ("0.0.0.0/8", "unspecified (\"this network\")"),
+        ("10.0.0.0/8", "private (RFC 1918)"),
+        ("100.64.0.0/10", "carrier-grade NAT (RFC 6598)"),
+        ("127.0.0.0/8", "loopback"),
+        ("169.254.0.0/16", "link-local"),
+        ("172.16.0.0/12", "private (RFC 1918)"),
+        ("192.0.0.0/24", "reserved (IETF protocol assignments)"),
+        ("192.0.2.0/24", "documentation"),
+        ("192.168.0.0/16", "private (RFC 1918)"),
+        ("198.18.0.0/15", "benchmarking"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("255.255.255.255/32", "broadcast"),
+        ("240.0.0.0/4", "reserved"),
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        // IPv4-compatible addresses (deprecated by RFC 4291) reach IPv4 hosts on some stacks.
+        ("::/96", "IPv4-compatible (deprecated)"),
+        ("64:ff9b:1::/48", "private (local-use NAT64)"),
+        ("100::/64", "discard-only"),
+        ("2001:db8::/32", "documentation"),
+        ("fc00::/7", "private (unique local)"),
+        ("fe80::/10", "link-local"),
+        ("fec0::/10", "site-local (deprecated)"),
+        ("ff00::/8", "multicast"),
+    ]
+    .into_iter()
+    .map(|(net, what)| (net.parse().expect("the table holds valid networks"), what))
+    .collect()
+});
+
+/// The IPv4 address inside an IPv6 form that carries one to an IPv4 host: IPv4-mapped
+/// (`::ffff:a.b.c.d`), NAT64 (`64:ff9b::a.b.c.d`, RFC 6052) and 6to4 (`2002:AABB:CCDD::`, RFC 3056).
+fn embedded_v4(ip: IpAddr) -> Option<Ipv4Addr> {
+    let IpAddr::V6(v6) = ip else { return None };
+    let o = v6.octets();
+    match v6.segments() {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            Some(Ipv4Addr::new(o[12], o[13], o[14], o[15]))
+        }
+        [0x2002, ..] => Some(Ipv4Addr::new(o[2], o[3], o[4], o[5])),
+        _ => None,
+    }
+}
+
+/// Which blocked range `ip` is in (`None`: a public address). An IPv6 form that carries an IPv4
+/// address is judged by that address.
+pub fn blocked_range(ip: IpAddr) -> Option<&'static str> {
+    if let Some(v4) = embedded_v4(ip) {
+        return blocked_range(IpAddr::V4(v4));
+    }
+    BLOCKED.iter().find(|(net, _)| net.contains(&ip)).map(|(_, what)| *what)
+}
+
+/// A stored URL would reach an address outbound calls may not reach.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{host} {reaches} {addr}, a {range} address, which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it")]
+pub struct Blocked {
+    pub host: String,
+    /// "is" for an address in the URL, "resolves to" for a name.
+    reaches: &'static str,
+    pub addr: IpAddr,
+    pub range: &'static str,
+}
+
+/// Which addresses stored URLs may reach: every public one, plus the operator's networks.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    allow: Vec<IpNet>,
+}
+
+impl Policy {
+    /// `allow`: `OUTBOUND_ALLOW_NETWORKS`.
+    pub fn new(allow: Vec<IpNet>) -> Self {
+        Self { allow }
+    }
+
+    /// `Err` with the range's name when `ip` is blocked and no allowed network holds it.
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), &'static str> {
+        // `::ffff:127.0.0.1` is 127.0.0.1 to the kernel, so the allowance for 127.0.0.0/8 holds it too.
+        let canonical = ip.to_canonical();
+        match blocked_range(ip) {
+            Some(range) if !self.allow.iter().any(|n| n.contains(&ip) || n.contains(&canonical)) => Err(range),
+            _ => Ok(()),
+        }
+    }
+
+    /// The check for a URL whose host is an address: reqwest connects to those without asking
+    /// the resolver. A name passes here; the resolver checks what it resolves to.
+    pub fn check_url(&self, url: &Url) -> Result<(), Blocked> {
+        let addr = match url.host() {
+            Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
+            Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
+            _ => return Ok(()),
+        };
+        self.check_ip(addr).map_err(|range| Blocked { host: addr.to_string(), reaches: "is", addr, range })
+    }
+
+    /// Keep the allowed addresses; when none remains, say why the first one was refused.
+    fn filter(&self, host: &str, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, Blocked> {
+        let mut refused = None;
+        let allowed: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|a| match self.check_ip(a.ip()) {
+                Ok(()) => true,
+                Err(range) => {
+                    refused.get_or_insert(Blocked {
+                        host: host.to_owned(),
+                        reaches: "resolves to",
+                        addr: a.ip(),
+                        range,
+                    });
+                    false
+                }
+            })
+            .collect();
+        match refused {
+            Some(blocked) if allowed.is_empty() => Err(blocked),
+            _ => Ok(allowed),
+        }
+    }
+}
+
+/// Resolves with the system resolver, then drops what the policy refuses: the check is on the
+/// address the connection is about to use, so a name that re-resolves elsewhere (DNS rebinding)
+/// cannot pass it.
+struct GuardedResolver {
+    policy: Arc<Policy>,
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let policy = self.policy.clone();
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if found.is_empty() {
+                return Err(format!("{host} resolves to no address").into());
+            }
+            let allowed = policy.filter(&host, found)?;
+            Ok(Box::new(allowed.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The client for URLs stored in the database: the shared client's timeouts, no redirects, no
+/// proxy (a proxy would resolve the name instead of us), and the guarded resolver. Requests are
+/// only made through [`GuardedClient::post`], which checks address literals first.
+#[derive(Clone)]
+pub struct GuardedClient {
+    http: reqwest::Client,
+    policy: Arc<Policy>,
+}
+
+impl GuardedClient {
+    pub fn build(total: Duration, roots: &[reqwest::Certificate], policy: Policy) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
+        let http = crate::http_client::builder(total, roots)
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .build()?;
+        Ok(Self { http, policy })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// A POST to `url`, refused at once when the URL's host is a blocked address.
+    pub fn post(&self, url: Url) -> Result<reqwest::RequestBuilder, Blocked> {
+        self.policy.check_url(&url)?;
+        Ok(self.http.post(url))
+    }
+}
+
+/// The guard's refusal inside a failed request, if that is why it failed.
+pub fn blocked_in(err: &reqwest::Error) -> Option<&Blocked> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = source {
+        if let Some(b) = e.downcast_ref::<Blocked>() {
+            return Some(b);
+        }
+        source = e.source();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,396 @@
+//! Outbound hardening (issue 10, items 5 and 7): a stored client secret only goes where it went
+//! before, stored URLs cannot reach loopback or private addresses unless allowed, and every
+//! answer is read with a cap, so a huge one is a clear error and not memory growth.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
+
+use connect_hub::{
+    client_credentials::{AuthStyle, CredentialsInput},
+    domain::{ConnectionId, Provider},
+    fake::token_server::FakeTokenServer,
+    tokens::TokenError,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::helpers::{spawn_app, spawn_app_with, spawn_token_server, TestApp};
+
+const SECRET: &str = "the-stored-secret";
+
+/// A test app whose stored URLs may reach no private address at all.
+async fn spawn_app_without_allowance() -> TestApp {
+    spawn_app_with(|vars| {
+        vars.remove("OUTBOUND_ALLOW_NETWORKS");
+    })
+    .await
+}
+
+fn custom(url: &str) -> CredentialsInput {
+    CredentialsInput {
+        client_id: "cc-id".into(),
+        token_url: Some(url.to_owned()),
+        auth: Some(AuthStyle::Basic),
+        ..Default::default()
+    }
+}
+
+async fn token_error(app: &TestApp, id: &ConnectionId) -> String {
+    match app.state.tokens.token(id).await {
+        Err(TokenError::Provider(message)) => message,
+        other => panic!("expected the token request to fail, got {:?}", other.map(|t| t.version)),
+    }
+}
+
+/// The connection's settings as stored.
+async fn stored_token_url(app: &TestApp, id: &ConnectionId) -> String {
+    app.state.store.credentials(id).await.unwrap().unwrap().settings.token_url
+}
+
+// ---- 5a: the write-only secret only goes where it went before ----
+
+async fn add_in_console(app: &TestApp, csrf: &str, url: &str) -> ConnectionId {
+    let res = app
+        .admin_post(
+            "/admin/connections/new",
+            &[
+                ("csrf", csrf),
+                ("provider", "custom"),
+                ("name", "Custom"),
+                ("client_id", "cc-id"),
+                ("client_secret", SECRET),
+                ("token_url", url),
+                ("auth", "basic"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 303, "added: {}", res.text().await.unwrap());
+    ConnectionId::parse(crate::helpers::location(&res).rsplit('/').next().unwrap()).unwrap()
+}
+
+async fn edit(app: &TestApp, csrf: &str, id: &ConnectionId, fields: &[(&str, &str)]) -> reqwest::Response {
+    let mut form = vec![("csrf", csrf), ("name", "Custom")];
+    form.extend_from_slice(fields);
+    app.admin_post(&format!("/admin/connections/{id}/edit"), &form).await
+}
+
+#[tokio::test]
+async fn changing_only_the_token_url_with_an_empty_secret_is_refused_and_the_new_host_hears_nothing() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let good = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let good_url = format!("{}{}", spawn_token_server(&good).await, good.token_path());
+    let thief = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let thief_url = format!("{}{}", spawn_token_server(&thief).await, thief.token_path());
+    let id = add_in_console(&app, &csrf, &good_url).await;
+
+    let res = edit(
+        &app,
+        &csrf,
+        &id,
+        &[("client_id", "cc-id"), ("client_secret", ""), ("token_url", &thief_url), ("auth", "basic")],
+    )
+    .await;
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    let beside = page.split("id=\"client_secret-error\"").nth(1).expect("the error is shown beside the secret field");
+    assert!(beside.starts_with(">enter the client secret again"), "{page}");
+    assert!(page.contains(&thief_url), "the form keeps what was typed");
+    assert_eq!(stored_token_url(&app, &id).await, good_url, "nothing was saved");
+
+    // "Test connection" still goes to the stored URL only.
+    app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    assert_eq!(good.issued(), 1);
+    assert_eq!(thief.calls(), 0, "the new host received nothing");
+}
+
+#[tokio::test]
+async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_not() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let url = format!("{}{}", spawn_token_server(&fake).await, fake.token_path());
+    let id = add_in_console(&app, &csrf, &url).await;
+
+    for (what, fields) in [
+        (
+            "client id",
+            [("client_id", "other-id"), ("client_secret", ""), ("token_url", url.as_str()), ("auth", "basic")],
+        ),
+        ("auth", [("client_id", "cc-id"), ("client_secret", ""), ("token_url", url.as_str()), ("auth", "post")]),
+    ] {
+        let res = edit(&app, &csrf, &id, &fields).await;
+        assert_eq!(res.status(), 400, "{what}");
+        assert!(res.text().await.unwrap().contains("id=\"client_secret-error\""), "{what}");
+    }
+    let stored = app.state.store.credentials(&id).await.unwrap().unwrap().settings;
+    assert_eq!((stored.client_id.as_str(), stored.auth), ("cc-id", AuthStyle::Basic), "nothing was saved");
+
+    // The same destination keeps the stored secret: a rename saves.
+    let res = edit(
+        &app,
+        &csrf,
+        &id,
+        &[("client_id", "cc-id"), ("client_secret", ""), ("token_url", &url), ("auth", "basic")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    // A new destination with the secret typed again saves too.
+    let moved = format!("{url}?moved=1");
+    let res = edit(
+        &app,
+        &csrf,
+        &id,
+        &[("client_id", "cc-id"), ("client_secret", SECRET), ("token_url", &moved), ("auth", "basic")],
+    )
+    .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(stored_token_url(&app, &id).await, moved);
+}
+
+// ---- 5b: stored URLs cannot reach private addresses unless an operator allows them ----
+
+#[tokio::test]
+async fn a_stored_loopback_token_url_is_refused_without_an_allowance_and_the_fake_hears_nothing() {
+    let app = spawn_app_without_allowance().await;
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let base = spawn_token_server(&fake).await;
+    assert!(base.starts_with("http://127.0.0.1:"));
+    // Stored directly, as the API or an older version could have: the guard is at the call.
+    let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
+    let message = token_error(&app, &id).await;
+    assert!(message.contains("127.0.0.1, a loopback address"), "{message}");
+    assert!(message.contains("OUTBOUND_ALLOW_NETWORKS"), "{message}");
+    assert_eq!(fake.calls(), 0, "the fake received no request");
+    let c = app.state.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(c.last_error.as_deref(), Some(message.as_str()), "the admin sees why");
+}
+
+#[tokio::test]
+async fn a_name_that_resolves_to_loopback_is_refused_when_it_is_resolved() {
+    let app = spawn_app_without_allowance().await;
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let base = spawn_token_server(&fake).await.replace("127.0.0.1", "localhost");
+    let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
+    let message = token_error(&app, &id).await;
+    assert!(message.starts_with("localhost resolves to "), "{message}");
+    assert!(message.contains("a loopback address"), "{message}");
+    assert_eq!(fake.calls(), 0, "the fake received no request");
+}
+
+#[tokio::test]
+async fn an_allowed_network_lets_the_same_token_url_through() {
+    // spawn_app allows 127.0.0.0/8; `localhost` also resolves to ::1, which is dropped, not fatal.
+    let app = spawn_app().await;
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let base = spawn_token_server(&fake).await;
+    for base in [base.clone(), base.replace("127.0.0.1", "localhost")] {
+        let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
+        let token = app.state.tokens.token(&id).await.unwrap();
+        assert!(fake.is_valid(secrecy::ExposeSecret::expose_secret(&token.token)));
+    }
+    assert_eq!(fake.issued(), 2);
+}
+
+#[tokio::test]
+async fn the_console_refuses_a_token_url_on_a_blocked_address_beside_the_field() {
+    let app = spawn_app_without_allowance().await;
+    let csrf = app.sign_in().await;
+    for url in ["http://127.0.0.1:9/token", "https://[::ffff:169.254.169.254]/token", "https://10.0.0.8/token"] {
+        let res = app
+            .admin_post(
+                "/admin/connections/new",
+                &[
+                    ("csrf", &csrf),
+                    ("provider", "custom"),
+                    ("name", "Custom"),
+                    ("client_id", "cc-id"),
+                    ("client_secret", SECRET),
+                    ("token_url", url),
+                    ("auth", "basic"),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), 400, "{url}");
+        let page = res.text().await.unwrap();
+        let beside = page.split("id=\"token_url-error\"").nth(1).expect("the error is shown beside the token URL");
+        assert!(beside.starts_with(">this token URL cannot be used: "), "{page}");
+        assert!(!page.contains(SECRET));
+    }
+    assert_eq!(app.connection_count().await, 0, "nothing was stored");
+}
+
+#[tokio::test]
+async fn the_cli_refuses_a_token_url_on_a_blocked_address() {
+    let app = spawn_app_without_allowance().await;
+    let args = [
+        "connections",
+        "add",
+        "--provider",
+        "custom",
+        "--name",
+        "x",
+        "--client-id",
+        "y",
+        "--auth",
+        "basic",
+        "--token-url",
+        "http://127.0.0.1:9/token",
+    ];
+    let out = crate::cli::hub(&app, &args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--token-url cannot be used: 127.0.0.1 is 127.0.0.1, a loopback address"), "{stderr}");
+    assert_eq!(app.connection_count().await, 0);
+}
+
+// ---- 7: answers are read with a cap ----
+
+/// A server that answers every request with `status` and an endless chunked body (200 MiB at
+/// most), counting the body bytes it managed to send before the client hung up.
+async fn endless_answer(status: u16) -> (String, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let sent = Arc::new(AtomicU64::new(0));
+    let counter = sent.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 {status} Whatever\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n"
+                );
+                if socket.write_all(head.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let framed = [format!("{:x}\r\n", chunk.len()).into_bytes(), chunk, b"\r\n".to_vec()].concat();
+                for _ in 0..(200 * 16) {
+                    if socket.write_all(&framed).await.is_err() {
+                        return;
+                    }
+                    counter.fetch_add(64 * 1024, Ordering::Relaxed);
+                }
+                let _ = socket.write_all(b"0\r\n\r\n").await;
+            });
+        }
+    });
+    (base, sent)
+}
+
+/// This process's peak resident memory so far, in KiB (`VmHWM`).
+fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test]
+async fn a_token_url_streaming_200_mib_is_a_clear_error_and_memory_stays_flat() {
+    let app = spawn_app().await;
+    let (base, sent) = endless_answer(200).await;
+    let id = app.add_credentials(Provider::Custom, custom(&format!("{base}/token")), SECRET).await;
+    let before = peak_rss_kib();
+    let message = token_error(&app, &id).await;
+    let growth_mib = (peak_rss_kib() - before) / 1024;
+    assert!(message.contains("the answer from the token URL (127.0.0.1) is larger than 1 MiB"), "{message}");
+    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
+
+#[tokio::test]
+async fn an_error_answer_streaming_200_mib_is_cut_to_an_excerpt() {
+    let app = spawn_app().await;
+    let (base, sent) = endless_answer(500).await;
+    let id = app.add_credentials(Provider::Custom, custom(&format!("{base}/token")), SECRET).await;
+    let before = peak_rss_kib();
+    let message = token_error(&app, &id).await;
+    let growth_mib = (peak_rss_kib() - before) / 1024;
+    assert!(message.starts_with(&format!("Custom answered HTTP 500: {}…", "x".repeat(200))), "{message}");
+    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
+
+#[tokio::test]
+async fn a_snapinspect_api_answer_streaming_200_mib_does_not_grow_memory() {
+    let (base, sent) = endless_answer(200).await;
+    let app = spawn_app_with(|vars| {
+        vars.insert("SNAPINSPECT_API_URL".into(), format!("{base}/"));
+    })
+    .await;
+    let before = peak_rss_kib();
+    // The connect flow asks `GET /user` who connected; the answer never ends.
+    let _ = app.connect(Some(6847)).await;
+    let growth_mib = (peak_rss_kib() - before) / 1024;
+    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
+
+#[tokio::test]
+async fn a_receiver_error_streaming_200_mib_is_kept_as_a_short_excerpt() {
+    let (base, sent) = endless_answer(500).await;
+    let app = spawn_app_with(|vars| {
+        vars.insert("FORWARD_URL".into(), format!("{base}/events"));
+    })
+    .await;
+    app.connect_company(6847).await;
+    let id = app.send_event(r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#).await;
+    app.state.worker.run_once().await.unwrap();
+    let error = app.event(&id).await.last_error.unwrap();
+    assert!(error.contains(&format!("the receiver answered HTTP 500: {}…", "x".repeat(200))), "{error}");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
+
+#[tokio::test]
+async fn a_snapinspect_exchange_answer_streaming_200_mib_is_a_clear_error() {
+    let (base, sent) = endless_answer(200).await;
+    let app = spawn_app_with(|vars| {
+        vars.insert("SNAPINSPECT_EXCHANGE_URL".into(), format!("{base}/integration/ExchangeToken"));
+    })
+    .await;
+    let id = app.connect_company(6847).await;
+    let before = peak_rss_kib();
+    let error = app.state.tokens.refresh(&id, "test").await.expect_err("the exchange fails").to_string();
+    let growth_mib = (peak_rss_kib() - before) / 1024;
+    assert!(error.contains("the answer from SnapInspect's ExchangeToken is larger than 1 MiB"), "{error}");
+    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
+    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+}
