@@ -269,7 +269,10 @@ async fn disconnect(
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
     load(&state, &id).await?;
-    if state.store.disconnect(&id, now_ms(), &admin.actor()).await? {
+    let disconnected = state.store.disconnect(&id, now_ms(), &admin.actor()).await?;
+    // Whatever this process holds in memory for it goes now, not when the cache runs out.
+    state.tokens.forget(&id);
+    if disconnected {
         tracing::info!(admin = %admin.email, "connection disconnected");
         admin.flash(FlashKind::Ok, "Disconnected. Its tokens are deleted; the end user can connect again at any time.");
     } else {
