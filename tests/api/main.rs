@@ -10,6 +10,7 @@ mod credentials;
 mod encryption;
 mod exchange;
 mod hardening;
+mod hardening_tokens;
 mod helpers;
 mod logs;
 mod token_api;
