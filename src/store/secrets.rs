@@ -23,6 +23,7 @@ struct TokenRecord {
     token_expires_at: Option<i64>,
     token_obtained_at: Option<i64>,
     callback_tokens_pending: bool,
+    last_exchange_at: Option<i64>,
 }
 
 /// A connection's current secrets, opened.
@@ -38,6 +39,8 @@ pub struct StoredTokens {
     pub obtained_at: Option<i64>,
     /// The pair from the connect callback's URL has not been exchanged yet.
     pub callback_pending: bool,
+    /// When the provider last issued a new token (an exchange or a fetch; not the connect).
+    pub last_exchange_at: Option<i64>,
 }
 
 /// Whether this process may run the exchange now.
@@ -69,7 +72,7 @@ impl Store {
     pub async fn tokens(&self, id: &ConnectionId) -> anyhow::Result<Option<StoredTokens>> {
         let row: Option<TokenRecord> = sqlx::query_as(
             "select provider, status, access_token, refresh_token, token_version, retry_after, token_expires_at, \
-             token_obtained_at, callback_tokens_pending from connections where id = $1",
+             token_obtained_at, callback_tokens_pending, last_exchange_at from connections where id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -84,6 +87,7 @@ impl Store {
             token_expires_at: expires_at,
             token_obtained_at: obtained_at,
             callback_tokens_pending: callback_pending,
+            last_exchange_at,
         }) = row
         else {
             return Ok(None);
@@ -103,6 +107,7 @@ impl Store {
             expires_at,
             obtained_at,
             callback_pending,
+            last_exchange_at,
         }))
     }
 

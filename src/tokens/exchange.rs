@@ -187,6 +187,7 @@ mod tests {
             expires_at: None,
             obtained_at: None,
             callback_pending: false,
+            last_exchange_at: None,
         }
     }
 

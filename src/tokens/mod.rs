@@ -58,8 +58,8 @@ const SNAPINSPECT_CACHE_MS: i64 = 1_000;
 /// disconnect or delete its connection: memory is trusted at most this long, so such a change
 /// reaches this process within two seconds (one made in this process `forget`s at once).
 const CREDENTIALS_CACHE_MS: i64 = 2_000;
-/// A forced refresh within this long of the last new token hands out that token instead of
-/// rotating again: an API caller cannot rotate a connection's tokens many times a second.
+/// A forced refresh within this long of the provider's last new token hands out that token instead
+/// of rotating again: an API caller cannot rotate a connection's tokens many times a second.
 pub const REFRESH_COOLDOWN_MS: i64 = 5_000;
 /// How often `last_used_at` is written per connection, at most.
 const TOUCH_EVERY_MS: i64 = 60_000;
@@ -287,14 +287,16 @@ impl TokenManager {
         self.single_flight(id, op, actor).await
     }
 
-    /// A forced refresh for an API caller: if the stored token was obtained less than
-    /// `REFRESH_COOLDOWN_MS` ago, that token is handed out instead of rotating again (it is as
-    /// fresh as a caller asking for a new one can expect); otherwise as `refresh`.
+    /// A forced refresh for an API caller: if the provider issued the stored token less than
+    /// `REFRESH_COOLDOWN_MS` ago (in any process), that token is handed out instead of rotating
+    /// again. It is as fresh as a forced refresh could make it, and callers that all saw the same
+    /// 401 each get the one new token, as they would by joining a single flight, rather than a 429
+    /// to handle; otherwise as `refresh`.
     #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
     pub async fn refresh_unless_fresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
         let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         let now = now_ms();
-        if tokens.obtained_at.is_some_and(|at| now - at < REFRESH_COOLDOWN_MS) {
+        if tokens.last_exchange_at.is_some_and(|at| now - at < REFRESH_COOLDOWN_MS) {
             if let Ok(t) = usable(id, &tokens) {
                 tracing::info!("forced refresh within the cooldown: handing out the token just made");
                 return Ok(t);

@@ -465,8 +465,7 @@ async fn a_forced_refresh_within_the_cooldown_hands_back_the_token_just_made() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;
     let (_, key) = app.api_key("app").await;
-    // The connect itself is more than the cooldown ago.
-    sqlx::query("update connections set token_obtained_at = $1").bind(now_ms() - 6_000).execute(app.state.store.pool()).await.unwrap();
+    // A connect is not a rotation: the first forced refresh after it exchanges.
     let (status, first) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
     assert_eq!(status, 200);
     for path in [format!("/connections/{id}/refresh"), format!("/connections/{id}/token?force_refresh=true")] {
@@ -477,7 +476,7 @@ async fn a_forced_refresh_within_the_cooldown_hands_back_the_token_just_made() {
     }
     assert_eq!(app.fake.exchanges(), 1);
     // Once the cooldown is over, a forced refresh rotates again.
-    sqlx::query("update connections set token_obtained_at = $1").bind(now_ms() - 5_001).execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("update connections set last_exchange_at = $1").bind(now_ms() - 5_001).execute(app.state.store.pool()).await.unwrap();
     let (_, later) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
     assert_ne!(later["access_token"], first["access_token"]);
     assert_eq!(app.fake.exchanges(), 2);
