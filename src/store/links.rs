@@ -43,6 +43,8 @@ pub enum AssignRefusal {
 impl Store {
     /// Link a SnapInspect company: a new row, or the company's existing row with its tokens
     /// replaced (same id, same history). Without a company, always a new `unidentified` row.
+    /// Either way the pair is marked `callback_tokens_pending`: it travelled in a URL, so it is
+    /// exchanged in the background as soon as possible.
     #[tracing::instrument(skip_all, fields(company_id = ?link.company_id))]
     pub async fn save_snapinspect_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
         // Two callbacks for the same company may race; the loser of the insert retries as an update.

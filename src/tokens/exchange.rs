@@ -134,7 +134,13 @@ impl TokenManager {
             match self.store.commit_exchange(id, &self.owner, &pair.access, pair.refresh.as_ref(), now_ms(), actor).await {
                 Ok(None) => {
                     tracing::warn!("the exchanged pair was not stored: the connection was disconnected, deleted or taken over meanwhile");
-                    return Err(self.refused(id).await);
+                    let refusal = self.refused(id).await;
+                    if matches!(refusal, TokenError::Superseded) {
+                        // Only our lease was lost: SnapInspect has already rotated, so keep the
+                        // pair for the next exchange under a lease (stored then if nothing newer was).
+                        self.unsaved.lock().expect("unsaved poisoned").insert(id.clone(), (base, pair));
+                    }
+                    return Err(refusal);
                 }
                 Ok(Some(version)) => {
                     tracing::info!(version, "exchanged and stored a new token pair");

@@ -196,8 +196,12 @@ impl TokenManager {
     /// Drop what memory holds for a connection (after a reconnect, an edit, a disconnect, a
     /// delete): its cached token and any pair still waiting to be stored.
     pub fn forget(&self, id: &ConnectionId) {
-        self.cache.write().expect("token cache poisoned").remove(id);
+        self.forget_cached(id);
         self.unsaved.lock().expect("unsaved poisoned").remove(id);
+    }
+
+    fn forget_cached(&self, id: &ConnectionId) {
+        self.cache.write().expect("token cache poisoned").remove(id);
     }
 
     /// Why a commit was refused, read back from the store: the connection is gone (404), was
@@ -364,7 +368,8 @@ impl TokenManager {
             let now = now_ms();
             self.remember(t, Some(now), now);
         } else {
-            self.forget(id);
+            // Only the cached token: a pair kept for the next try (see `commit`) must survive.
+            self.forget_cached(id);
         }
         *slot.last.lock().expect("slot poisoned") = Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         slot.generation.fetch_add(1, Ordering::AcqRel);

@@ -114,6 +114,43 @@ async fn a_disconnect_from_the_command_line_during_an_exchange_also_sticks() {
 }
 
 #[tokio::test]
+async fn a_console_disconnect_drops_the_cached_token_at_once() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let id = app.connect_company(6847).await;
+    let (_, key) = app.api_key("reader").await;
+    let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
+    assert_eq!(status, 200, "now cached in memory");
+    let res = app.admin_post(&format!("/admin/connections/{id}/disconnect"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let (status, body) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("disconnected")), "not the cached token: {body}");
+}
+
+#[tokio::test]
+async fn an_exchange_whose_lease_was_taken_over_hands_nothing_out_and_keeps_the_pair_for_next_time() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let (_, key) = app.api_key("app").await;
+    app.fake.push_exchange_fault(Fault::Delay(Duration::from_millis(1500)));
+    let tokens = app.state.tokens.clone();
+    let refresh_id = id.clone();
+    let in_flight = tokio::spawn(async move { tokens.refresh(&refresh_id, "test").await });
+    eventually(5, "the exchange reaches SnapInspect", || async { app.fake.exchange_calls() == 1 }).await;
+    // As if our lease ran out and another process took it.
+    sqlx::query("update connections set exchange_lease_owner = 'other'").execute(app.state.store.pool()).await.unwrap();
+    assert!(matches!(in_flight.await.unwrap(), Err(TokenError::Superseded)));
+    let stored = app.state.store.tokens(&id).await.unwrap().unwrap();
+    assert_eq!((stored.version, stored.status), (1, ConnectionStatus::Active), "nothing stored");
+    // The other process gives up; the next refresh stores the pair SnapInspect already issued.
+    app.state.store.release_exchange_lease(&id, "other").await.unwrap();
+    let (status, body) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(app.fake.is_valid_access_token(body["access_token"].as_str().unwrap()));
+    assert_eq!(app.fake.exchange_calls(), 1, "no second exchange: the old refresh token is already spent");
+}
+
+#[tokio::test]
 async fn a_refresh_failure_after_a_cli_disconnect_leaves_it_disconnected() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;
