@@ -50,13 +50,17 @@ impl KeyScope {
         }
         let mut ids = Vec::new();
         for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let id = ConnectionId::parse(part)
-                .map_err(|_| anyhow::anyhow!("`{}` is not a connection id (con_…)", part.chars().take(40).collect::<String>()))?;
+            let id = ConnectionId::parse(part).map_err(|_| {
+                anyhow::anyhow!("`{}` is not a connection id (con_…)", part.chars().take(40).collect::<String>())
+            })?;
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
-        anyhow::ensure!(!ids.is_empty(), "list at least one connection id, or leave the list empty for every connection");
+        anyhow::ensure!(
+            !ids.is_empty(),
+            "list at least one connection id, or leave the list empty for every connection"
+        );
         Ok(Some(ids))
     }
 }
@@ -197,7 +201,8 @@ mod tests {
     #[test]
     fn a_scoped_caller_may_use_only_its_connections() {
         let (a, b) = (ConnectionId::generate(), ConnectionId::generate());
-        let caller = Caller { key_id: "k".into(), name: "n".into(), connections: Some(vec![a.clone()]), read_only: false };
+        let caller =
+            Caller { key_id: "k".into(), name: "n".into(), connections: Some(vec![a.clone()]), read_only: false };
         assert!(caller.may_use(&a));
         assert!(!caller.may_use(&b));
         let all = Caller { connections: None, ..caller };

@@ -152,7 +152,9 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>, session: Session
             // browser lets the page say anything about why: the words are ours, chosen by the
             // error code, never the link's own text (anyone can send a link to our domain).
             let valid = match st {
-                Some(st) => state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?.is_ok(),
+                Some(st) => {
+                    state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?.is_ok()
+                }
                 None => false,
             };
             tracing::info!(error = %error.chars().take(60).collect::<String>().escape_debug(), valid_state = valid, "SnapInspect connect was declined");

@@ -52,7 +52,8 @@ impl Store {
             None => "every connection".to_owned(),
         };
         let access = if read_only { "read-only" } else { "read and refresh" };
-        insert_audit(&mut tx, now, actor, "api_key_created", None, &format!("{id} ({name}): {scope}, {access}")).await?;
+        insert_audit(&mut tx, now, actor, "api_key_created", None, &format!("{id} ({name}): {scope}, {access}"))
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -76,8 +76,10 @@ impl TokenManager {
                     lifetime = lifetime.min(Duration::from_secs(max));
                 }
                 let expires_at = started + lifetime.as_millis() as i64;
-                let stored =
-                    self.store.store_issued_token(id, &self.owner, &issued.access_token, expires_at, now_ms(), actor).await?;
+                let stored = self
+                    .store
+                    .store_issued_token(id, &self.owner, &issued.access_token, expires_at, now_ms(), actor)
+                    .await?;
                 let Some(version) = stored else {
                     tracing::warn!("the fetched token was not stored: the connection was disconnected, deleted or taken over meanwhile");
                     return Err(self.refused(id).await);

@@ -131,7 +131,11 @@ impl TokenManager {
         let mut delay = Duration::from_millis(100);
         let mut last_err = None;
         for _ in 0..5 {
-            match self.store.commit_exchange(id, &self.owner, &pair.access, pair.refresh.as_ref(), now_ms(), actor).await {
+            match self
+                .store
+                .commit_exchange(id, &self.owner, &pair.access, pair.refresh.as_ref(), now_ms(), actor)
+                .await
+            {
                 Ok(None) => {
                     tracing::warn!("the exchanged pair was not stored: the connection was disconnected, deleted or taken over meanwhile");
                     let refusal = self.refused(id).await;
@@ -178,6 +182,18 @@ pub(super) fn check_status(tokens: &StoredTokens) -> Result<(), TokenError> {
     }
 }
 
+pub(super) fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessToken, TokenError> {
+    check_status(tokens)?;
+    let token = tokens.access.clone().ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
+    Ok(AccessToken {
+        connection_id: id.clone(),
+        provider: tokens.provider,
+        token,
+        version: tokens.version,
+        expires_at: tokens.expires_at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,21 +227,6 @@ mod tests {
             let t = usable(&id, &stored(status)).expect("usable");
             assert_eq!(t.version, 3);
         }
-        assert!(matches!(
-            check_status(&stored(ConnectionStatus::NeedsReconnect)),
-            Err(TokenError::NeedsReconnect(_))
-        ));
+        assert!(matches!(check_status(&stored(ConnectionStatus::NeedsReconnect)), Err(TokenError::NeedsReconnect(_))));
     }
-}
-
-pub(super) fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessToken, TokenError> {
-    check_status(tokens)?;
-    let token = tokens.access.clone().ok_or_else(|| TokenError::NeedsReconnect("no access token is stored".into()))?;
-    Ok(AccessToken {
-        connection_id: id.clone(),
-        provider: tokens.provider,
-        token,
-        version: tokens.version,
-        expires_at: tokens.expires_at,
-    })
 }

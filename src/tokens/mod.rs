@@ -74,9 +74,7 @@ pub fn refresh_margin_ms(lifetime_ms: i64) -> i64 {
 fn cache_until(provider: Provider, expires_at: Option<i64>, obtained_at: Option<i64>, now: i64) -> i64 {
     match (provider, expires_at) {
         (Provider::SnapInspect, _) | (_, None) => now + SNAPINSPECT_CACHE_MS,
-        (_, Some(exp)) => {
-            (exp - refresh_margin_ms(exp - obtained_at.unwrap_or(now))).min(now + CREDENTIALS_CACHE_MS)
-        }
+        (_, Some(exp)) => (exp - refresh_margin_ms(exp - obtained_at.unwrap_or(now))).min(now + CREDENTIALS_CACHE_MS),
     }
 }
 
@@ -330,7 +328,9 @@ impl TokenManager {
             match self.exchange_callback_tokens(&id).await {
                 Ok(true) => exchanged += 1,
                 Ok(false) => {}
-                Err(e) => tracing::warn!(connection_id = %id, error = %e, "exchanging the connect link's tokens failed; retried later"),
+                Err(e) => {
+                    tracing::warn!(connection_id = %id, error = %e, "exchanging the connect link's tokens failed; retried later")
+                }
             }
         }
         Ok(exchanged)

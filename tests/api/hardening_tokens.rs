@@ -155,7 +155,10 @@ async fn a_refresh_failure_after_a_cli_disconnect_leaves_it_disconnected() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;
     let (owner, now) = ("proc_this", now_ms());
-    assert_eq!(app.state.store.acquire_exchange_lease(&id, owner, now, now + 60_000).await.unwrap(), LeaseOutcome::Acquired);
+    assert_eq!(
+        app.state.store.acquire_exchange_lease(&id, owner, now, now + 60_000).await.unwrap(),
+        LeaseOutcome::Acquired
+    );
     assert!(app.state.store.disconnect(&id, now, "cli").await.unwrap());
     let failure = connect_hub::store::ExchangeFailure::Dead { message: "refused".into() };
     assert!(!app.state.store.record_exchange_failure(&id, owner, &failure, now, "test").await.unwrap());
@@ -186,7 +189,10 @@ async fn a_commit_under_someone_elses_lease_or_an_expired_one_is_refused() {
     assert_eq!(store.store_issued_token(&id, "a", &secret("late"), now + 99, now + 10, "a").await.unwrap(), None);
 
     // Still ours and live: it lands, and the lease is given back.
-    assert_eq!(store.commit_exchange(&id, "a", &secret("on-time"), None, now + 9, "a").await.unwrap(), Some(before + 1));
+    assert_eq!(
+        store.commit_exchange(&id, "a", &secret("on-time"), None, now + 9, "a").await.unwrap(),
+        Some(before + 1)
+    );
     assert_eq!(lease(&app, &id).await, (None, None));
     let t = store.tokens(&id).await.unwrap().unwrap();
     assert_eq!(t.access.unwrap().expose_secret(), "on-time");
@@ -205,7 +211,10 @@ async fn a_lease_is_held_until_it_runs_out_or_its_owner_releases_it() {
     );
     store.release_exchange_lease(&id, "b").await.unwrap();
     assert!(
-        matches!(store.acquire_exchange_lease(&id, "b", now, now + 1).await.unwrap(), LeaseOutcome::HeldElsewhere { .. }),
+        matches!(
+            store.acquire_exchange_lease(&id, "b", now, now + 1).await.unwrap(),
+            LeaseOutcome::HeldElsewhere { .. }
+        ),
         "only the owner can release a lease"
     );
     store.release_exchange_lease(&id, "a").await.unwrap();
@@ -226,7 +235,11 @@ async fn a_failed_exchange_releases_the_lease_so_another_process_can_try() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;
     // Backing off: no call to SnapInspect, and the lease taken for the check is given back.
-    sqlx::query("update connections set retry_after = $1").bind(now_ms() + 60_000).execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("update connections set retry_after = $1")
+        .bind(now_ms() + 60_000)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
     assert!(matches!(app.state.tokens.refresh(&id, "test").await, Err(TokenError::BackingOff { .. })));
     assert_eq!(lease(&app, &id).await, (None, None));
     assert_eq!(app.fake.exchange_calls(), 0);
@@ -461,7 +474,14 @@ async fn a_key_limited_to_some_connections_gets_404_for_the_others() {
     assert_eq!(status, 200);
     let (status, _) = api(&app, reqwest::Method::POST, &format!("/connections/{mine}/refresh"), &key).await;
     assert_eq!(status, 200);
-    assert!(app.state.api_keys.create_scoped("x", &KeyScope { connections: Some(vec![ConnectionId::generate()]), read_only: false }, "t").await.is_err(), "an unknown connection is refused");
+    assert!(
+        app.state
+            .api_keys
+            .create_scoped("x", &KeyScope { connections: Some(vec![ConnectionId::generate()]), read_only: false }, "t")
+            .await
+            .is_err(),
+        "an unknown connection is refused"
+    );
 }
 
 #[tokio::test]
@@ -473,7 +493,8 @@ async fn a_read_only_key_cannot_force_a_refresh() {
     let key = key.expose_secret().to_owned();
     let (status, body) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("read_only_key")), "{body}");
-    let (status, body) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token?force_refresh=true"), &key).await;
+    let (status, body) =
+        api(&app, reqwest::Method::GET, &format!("/connections/{id}/token?force_refresh=true"), &key).await;
     assert_eq!((status, body["error"].as_str()), (403, Some("read_only_key")), "{body}");
     let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
     assert_eq!(status, 200, "it can still read tokens");
@@ -513,7 +534,11 @@ async fn a_forced_refresh_within_the_cooldown_hands_back_the_token_just_made() {
     }
     assert_eq!(app.fake.exchanges(), 1);
     // Once the cooldown is over, a forced refresh rotates again.
-    sqlx::query("update connections set last_exchange_at = $1").bind(now_ms() - 5_001).execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("update connections set last_exchange_at = $1")
+        .bind(now_ms() - 5_001)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
     let (_, later) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
     assert_ne!(later["access_token"], first["access_token"]);
     assert_eq!(app.fake.exchanges(), 2);
@@ -524,7 +549,8 @@ async fn api_key_create_takes_connections_and_read_only_from_the_shell() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;
     let other = app.connect_company(7012).await;
-    let out = crate::cli::hub(&app, &["api-key", "create", "--name", "ci", "--connections", id.as_str(), "--read-only"]);
+    let out =
+        crate::cli::hub(&app, &["api-key", "create", "--name", "ci", "--connections", id.as_str(), "--read-only"]);
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
@@ -546,7 +572,10 @@ async fn the_console_creates_a_scoped_read_only_key() {
     let id = app.connect_company(6847).await;
     let other = app.connect_company(7012).await;
     let res = app
-        .admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", "dash"), ("connections", id.as_str()), ("read_only", "on")])
+        .admin_post(
+            "/admin/api-keys",
+            &[("csrf", &csrf), ("name", "dash"), ("connections", id.as_str()), ("read_only", "on")],
+        )
         .await;
     assert_eq!(res.status(), 200);
     let page = res.text().await.unwrap();
