@@ -188,6 +188,17 @@ async fn a_commit_under_someone_elses_lease_or_an_expired_one_is_refused() {
     assert_eq!(store.commit_exchange(&id, "a", &secret("late"), None, now + 10, "a").await.unwrap(), None);
     assert_eq!(store.store_issued_token(&id, "a", &secret("late"), now + 99, now + 10, "a").await.unwrap(), None);
 
+    // Our own live lease, but the connection was disconnected meanwhile (the lease left in place
+    // here, so only the status stands in the way).
+    assert_eq!(store.acquire_exchange_lease(&id, "a", now, now + 60_000).await.unwrap(), LeaseOutcome::Acquired);
+    sqlx::query("update connections set status = 'disconnected'").execute(store.pool()).await.unwrap();
+    assert_eq!(store.commit_exchange(&id, "a", &secret("late"), None, now, "a").await.unwrap(), None);
+    assert_eq!(store.store_issued_token(&id, "a", &secret("late"), now + 99, now, "a").await.unwrap(), None);
+    let failure = connect_hub::store::ExchangeFailure::Transient { message: "x".into(), retry_after: now };
+    assert!(!store.record_exchange_failure(&id, "a", &failure, now, "a").await.unwrap());
+    sqlx::query("update connections set status = 'active'").execute(store.pool()).await.unwrap();
+    assert_eq!(store.tokens(&id).await.unwrap().unwrap().version, before, "nothing changed");
+
     // Still ours and live: it lands, and the lease is given back.
     assert_eq!(
         store.commit_exchange(&id, "a", &secret("on-time"), None, now + 9, "a").await.unwrap(),
@@ -374,7 +385,9 @@ async fn a_failed_exchange_of_the_connect_links_tokens_keeps_them_and_a_later_sw
     let stored = app.state.store.tokens(&id).await.unwrap().unwrap();
     assert_eq!(stored.access.unwrap().expose_secret(), connected.access_token, "the pair is kept");
     let page = app.page(&format!("/admin/connections/{id}")).await;
-    assert!(page.contains("not yet exchanged, next try in"), "{page}");
+    let shown = page.split("not yet exchanged, next try in ").nth(1).expect("the pending state is shown");
+    let secs: i64 = shown.split(' ').next().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&secs), "about two seconds of backoff, rounded up: {secs}");
 
     eventually(10, "a sweep exchanges it once the backoff is over", || async {
         let _ = app.state.tokens.sweep_callback_tokens().await.unwrap();
