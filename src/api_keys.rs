@@ -1,13 +1,13 @@
-//! API keys for `/api/v1`: made from 256 random bits, shown once, stored as SHA-256, checked in
-//! memory on the hot path. A check is trusted for two seconds, so a key revoked by another process
-//! (the CLI) stops working within two seconds; one revoked in this process stops at once.
+//! API keys for `/api/v1`: made from 256 random bits, shown once, stored as SHA-256 with a scope
+//! (some connections or all, read-only or not), checked in memory on the hot path. A check is
+//! trusted for two seconds, so a key revoked by another process stops working within two seconds.
 
 use std::{collections::HashMap, sync::RwLock};
 
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::{
-    domain::{base32, random_bytes, sha256},
+    domain::{base32, random_bytes, sha256, ConnectionId},
     limits::AtMostEvery,
     store::{ApiKey, Store},
     time::now_ms,
@@ -17,11 +17,57 @@ const KEY_PREFIX: &str = "chk_";
 const TRUST_MS: i64 = 2_000;
 const TOUCH_EVERY_MS: i64 = 60_000;
 
-/// The key that made a request.
+/// The key that made a request, and what it may do.
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key_id: String,
     pub name: String,
+    /// The connections it is limited to; `None`: every connection.
+    pub connections: Option<Vec<ConnectionId>>,
+    /// It may read tokens but not force a refresh.
+    pub read_only: bool,
+}
+
+impl Caller {
+    /// Whether this key may see the connection at all (the API answers 404 when not).
+    pub fn may_use(&self, id: &ConnectionId) -> bool {
+        self.connections.as_ref().is_none_or(|ids| ids.contains(id))
+    }
+}
+
+/// What a new key may do: every connection or some, and whether it may force a refresh.
+#[derive(Debug, Clone, Default)]
+pub struct KeyScope {
+    pub connections: Option<Vec<ConnectionId>>,
+    pub read_only: bool,
+}
+
+impl KeyScope {
+    /// Parse `--connections ID,ID` (blank: every connection).
+    pub fn parse_connections(raw: &str) -> anyhow::Result<Option<Vec<ConnectionId>>> {
+        if raw.trim().is_empty() {
+            return Ok(None);
+        }
+        let mut ids = Vec::new();
+        for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let id = ConnectionId::parse(part).map_err(|_| {
+                anyhow::anyhow!("`{}` is not a connection id (con_…)", part.chars().take(40).collect::<String>())
+            })?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        anyhow::ensure!(
+            !ids.is_empty(),
+            "list at least one connection id, or leave the list empty for every connection"
+        );
+        Ok(Some(ids))
+    }
+}
+
+fn parse_scope(raw: Option<&str>) -> Option<Vec<ConnectionId>> {
+    // Written by `create` from parsed ids, so every part parses; anything else grants nothing.
+    raw.map(|r| r.split(',').filter_map(|p| ConnectionId::parse(p.trim()).ok()).collect())
 }
 
 #[derive(Clone)]
@@ -45,14 +91,43 @@ impl ApiKeys {
         }
     }
 
-    /// Make a key: returns its record and the key itself, which is never shown again.
+    /// Make a key with full access: returns its id and the key itself, which is never shown again.
     pub async fn create(&self, name: &str, actor: &str) -> anyhow::Result<(String, SecretString)> {
+        self.create_scoped(name, &KeyScope::default(), actor).await
+    }
+
+    /// Make a key limited to `scope`. Every listed connection must exist.
+    pub async fn create_scoped(
+        &self,
+        name: &str,
+        scope: &KeyScope,
+        actor: &str,
+    ) -> anyhow::Result<(String, SecretString)> {
         let name = name.trim();
         anyhow::ensure!(!name.is_empty() && name.len() <= 100, "an API key needs a name of 1 to 100 characters");
+        if let Some(ids) = &scope.connections {
+            anyhow::ensure!(!ids.is_empty(), "a key limited to connections needs at least one");
+            for id in ids {
+                anyhow::ensure!(self.store.connection(id).await?.is_some(), "there is no connection with id {id}");
+            }
+        }
+        let connection_scope =
+            scope.connections.as_ref().map(|ids| ids.iter().map(ConnectionId::as_str).collect::<Vec<_>>().join(","));
         let key = format!("{KEY_PREFIX}{}", base32(&random_bytes::<32>()));
         let id = format!("key_{}", base32(&random_bytes::<16>()));
         let prefix: String = key.chars().take(12).collect();
-        self.store.create_api_key(&id, name, &sha256(key.as_bytes()), &prefix, now_ms(), actor).await?;
+        self.store
+            .create_api_key(
+                &id,
+                name,
+                &sha256(key.as_bytes()),
+                &prefix,
+                connection_scope.as_deref(),
+                scope.read_only,
+                now_ms(),
+                actor,
+            )
+            .await?;
         Ok((id, SecretString::from(key)))
     }
 
@@ -79,7 +154,12 @@ impl ApiKeys {
             Some(c) => c.caller,
             None => {
                 let record = self.store.api_key_by_hash(&hash).await?;
-                let caller = record.filter(|k| k.revoked_at.is_none()).map(|k| Caller { key_id: k.id, name: k.name });
+                let caller = record.filter(|k| k.revoked_at.is_none()).map(|k| Caller {
+                    connections: parse_scope(k.connection_scope.as_deref()),
+                    read_only: k.read_only,
+                    key_id: k.id,
+                    name: k.name,
+                });
                 let mut checked = self.checked.write().expect("key cache poisoned");
                 if checked.len() > 10_000 {
                     checked.retain(|_, c| now - c.at < TRUST_MS);
@@ -101,5 +181,33 @@ impl ApiKeys {
                 let _ = store.touch_api_key(&id, now).await;
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_list_parses_trims_and_drops_repeats() {
+        let (a, b) = (ConnectionId::generate(), ConnectionId::generate());
+        let ids = KeyScope::parse_connections(&format!(" {a}, {b},{a},")).unwrap().unwrap();
+        assert_eq!(ids, vec![a, b]);
+        assert!(KeyScope::parse_connections("  ").unwrap().is_none(), "blank: every connection");
+        assert!(KeyScope::parse_connections(",").is_err());
+        assert!(KeyScope::parse_connections("con_nope").is_err());
+    }
+
+    #[test]
+    fn a_scoped_caller_may_use_only_its_connections() {
+        let (a, b) = (ConnectionId::generate(), ConnectionId::generate());
+        let caller =
+            Caller { key_id: "k".into(), name: "n".into(), connections: Some(vec![a.clone()]), read_only: false };
+        assert!(caller.may_use(&a));
+        assert!(!caller.may_use(&b));
+        let all = Caller { connections: None, ..caller };
+        assert!(all.may_use(&b));
+        assert_eq!(parse_scope(Some(&format!("{a},{b}"))), Some(vec![a, b]));
+        assert_eq!(parse_scope(None), None);
     }
 }

@@ -54,6 +54,12 @@ pub enum ApiKeyCommand {
     Create {
         #[arg(long)]
         name: String,
+        /// Limit the key to these connections (comma-separated ids); others answer 404.
+        #[arg(long, value_name = "ID,...")]
+        connections: Option<String>,
+        /// The key can get tokens but not force a refresh.
+        #[arg(long)]
+        read_only: bool,
     },
     /// Revoke a key by its id (key_…).
     Revoke { id: String },
@@ -263,8 +269,18 @@ pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
     let store = open_store(&cli_settings()?).await?;
     let keys = ApiKeys::new(store.clone());
     let result = match command {
-        ApiKeyCommand::Create { name } => {
-            let (id, key) = keys.create(&name, "cli").await?;
+        ApiKeyCommand::Create { name, connections, read_only } => {
+            let scope = crate::api_keys::KeyScope {
+                connections: match connections.as_deref() {
+                    Some(raw) => Some(
+                        crate::api_keys::KeyScope::parse_connections(raw)?
+                            .ok_or_else(|| anyhow::anyhow!("--connections needs at least one connection id"))?,
+                    ),
+                    None => None,
+                },
+                read_only,
+            };
+            let (id, key) = keys.create_scoped(&name, &scope, "cli").await?;
             println!("{}", key.expose_secret());
             eprintln!("created API key {id} ({}); it is shown only now, so store it safely", name.trim());
             Ok(())
@@ -278,10 +294,18 @@ pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
             }
         }
         ApiKeyCommand::List => {
-            println!("{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  REVOKED", "ID", "NAME", "PREFIX", "CREATED", "LAST USED");
+            println!(
+                "{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  {:<23}  SCOPE",
+                "ID", "NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED"
+            );
             for k in keys.list().await? {
+                let scope = format!(
+                    "{}{}",
+                    k.connection_scope.as_deref().unwrap_or("all connections"),
+                    if k.read_only { ", read-only" } else { "" }
+                );
                 println!(
-                    "{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  {}",
+                    "{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  {:<23}  {scope}",
                     k.id,
                     truncate(&k.name, 24),
                     k.prefix,

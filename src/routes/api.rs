@@ -1,6 +1,6 @@
 //! `/api/v1` for the organisation's own applications: list connections, get a valid access token
-//! (refreshed only when needed, or forced), force a refresh. `Authorization: Bearer <api key>`;
-//! JSON errors with a stable `error` code; the OpenAPI document at `/api/v1/openapi.json`.
+//! (refreshed only when needed, or forced), force a refresh; each within the key's scope.
+//! `Authorization: Bearer <api key>`; JSON errors with a stable `error` code; OpenAPI document.
 
 use std::{future::Future, pin::Pin};
 
@@ -99,6 +99,26 @@ impl ApiCaller {
     fn actor(&self) -> String {
         format!("api:{}", self.0.name)
     }
+
+    /// The connection, if this key may use it; one outside its scope is answered like an unknown
+    /// one, so a limited key learns nothing about the others.
+    fn connection(&self, raw: &str) -> Result<ConnectionId, ApiError> {
+        let id = parse_id(raw)?;
+        if !self.0.may_use(&id) {
+            return Err(not_found(raw));
+        }
+        Ok(id)
+    }
+
+    fn check_may_refresh(&self) -> Result<(), ApiError> {
+        if self.0.read_only {
+            return Err(ApiError(AppError::Forbidden {
+                code: "read_only_key",
+                message: "this API key is read-only: it can get tokens but not force a refresh".into(),
+            }));
+        }
+        Ok(())
+    }
 }
 
 async fn openapi() -> HttpResponse {
@@ -116,6 +136,7 @@ async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpRespo
         .connections()
         .await?
         .into_iter()
+        .filter(|c| caller.0.may_use(&c.id))
         .map(|c| {
             json!({
                 "id": c.id.as_str(),
@@ -136,10 +157,13 @@ async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpRespo
         .json(json!({ "connections": connections })))
 }
 
+fn not_found(raw: &str) -> ApiError {
+    let shown: String = raw.chars().take(40).collect();
+    ApiError(AppError::NotFound { code: "connection_not_found", message: format!("no connection with id {shown}") })
+}
+
 fn parse_id(raw: &str) -> Result<ConnectionId, ApiError> {
-    ConnectionId::parse(raw).map_err(|_| {
-        ApiError(AppError::NotFound { code: "connection_not_found", message: format!("no connection with id {raw}") })
-    })
+    ConnectionId::parse(raw).map_err(|_| not_found(raw))
 }
 
 fn token_response(t: &AccessToken) -> HttpResponse {
@@ -170,7 +194,7 @@ async fn token(
     query: web::Query<TokenQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
+    let id = caller.connection(&id)?;
     let force = match query.force_refresh.as_deref() {
         None | Some("false" | "0" | "") => false,
         Some("true" | "1") => true,
@@ -185,8 +209,13 @@ async fn token(
             }))
         }
     };
-    let t = if force { state.tokens.refresh(&id, &caller.actor()).await } else { state.tokens.token(&id).await }
-        .map_err(AppError::from)?;
+    let t = if force {
+        caller.check_may_refresh()?;
+        state.tokens.refresh_unless_fresh(&id, &caller.actor()).await
+    } else {
+        state.tokens.token(&id).await
+    }
+    .map_err(AppError::from)?;
     Ok(token_response(&t))
 }
 
@@ -196,7 +225,10 @@ async fn refresh(
     id: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let id = parse_id(&id)?;
-    let t = state.tokens.refresh(&id, &caller.actor()).await.map_err(AppError::from)?;
+    let id = caller.connection(&id)?;
+    caller.check_may_refresh()?;
+    // Within a few seconds of the last new token, that token is handed out instead of rotating
+    // again (see `REFRESH_COOLDOWN_MS`).
+    let t = state.tokens.refresh_unless_fresh(&id, &caller.actor()).await.map_err(AppError::from)?;
     Ok(token_response(&t))
 }

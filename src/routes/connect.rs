@@ -133,6 +133,26 @@ fn callback_error(message: impl Into<String>) -> AppError {
     AppError::BadRequest { code: "bad_callback", title: "SnapInspect was not connected", message: message.into() }
 }
 
+/// A denial whose `state` we cannot vouch for: nothing it carried is shown.
+const UNVERIFIED_DENIAL: &str = "SnapInspect did not connect your account. Please start again from the Connect button.";
+
+/// `/user` failed or timed out right after the connect: nothing was stored.
+const USER_UNAVAILABLE: &str = "SnapInspect could not tell us which account you connected just now (it may be busy), so nothing was connected. Please try again in a few minutes.";
+
+/// Our own words for the OAuth error codes (RFC 6749 §4.1.2.1), for a denial with a valid state.
+fn denied_reason(error: &str) -> &'static str {
+    match error {
+        "access_denied" => "You chose not to allow access, so nothing was connected.",
+        "server_error" | "temporarily_unavailable" => {
+            "SnapInspect had a temporary problem, so nothing was connected. Please try again in a few minutes."
+        }
+        "invalid_request" | "unauthorized_client" | "unsupported_response_type" | "invalid_scope" | "invalid_client" => {
+            "SnapInspect refused to start the connection because of a setup problem on our side, so nothing was connected. Please let the people who sent you here know."
+        }
+        _ => "SnapInspect did not connect your account. Please start again from the Connect button.",
+    }
+}
+
 fn state_message(r: StateRejection) -> &'static str {
     match r {
         StateRejection::Unknown => "This link back from SnapInspect does not belong to a connection we started. Please start again from the Connect button.",
@@ -150,22 +170,19 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     let now = now_ms();
 
     let (state_value, access, refresh) = match parsed {
-        Callback::Denied { state: st, error, description } => {
-            if let Some(st) = st {
-                // Use the state up, so this link cannot be replayed; the outcome is the same page.
-                let _ = state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?;
-            }
-            tracing::info!(error = %error.chars().take(60).collect::<String>(), "SnapInspect connect was declined");
-            let reason = if error == "access_denied" {
-                "You chose not to allow access, so nothing was connected.".to_owned()
-            } else {
-                format!(
-                    "SnapInspect reported “{}”{}.",
-                    error.chars().take(60).collect::<String>(),
-                    description.map(|d| format!(": {}", d.chars().take(200).collect::<String>())).unwrap_or_default()
-                )
+        Callback::Denied { state: st, error, description: _ } => {
+            // Use the state up, so this link cannot be replayed. Only a state we issued to this
+            // browser lets the page say anything about why: the words are ours, chosen by the
+            // error code, never the link's own text (anyone can send a link to our domain).
+            let valid = match st {
+                Some(st) => {
+                    state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?.is_ok()
+                }
+                None => false,
             };
-            return Ok(html(NotConnectedPage { reason: &reason }.render().map_err(anyhow::Error::from)?));
+            tracing::info!(error = %error.chars().take(60).collect::<String>().escape_debug(), valid_state = valid, "SnapInspect connect was declined");
+            let reason = if valid { denied_reason(&error) } else { UNVERIFIED_DENIAL };
+            return Ok(html(NotConnectedPage { reason }.render().map_err(anyhow::Error::from)?));
         }
         Callback::Approved { state, access_token, refresh_token } => (state, access_token, refresh_token),
     };
@@ -177,8 +194,9 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         return Err(callback_error(state_message(rejection)));
     }
 
-    // Which company is this? Nothing public documents /user, so read it tolerantly; if it cannot be
-    // read at all, keep the tokens (nothing lost) as an unidentified connection for an admin.
+    // Which company is this? Nothing public documents /user, so read it tolerantly. Only an
+    // answer SnapInspect actually gave (200 without a company) makes an unidentified connection;
+    // when /user fails or cannot be reached we store nothing, so made-up tokens never make a row.
     let (company_id, name, user_info) = match client.user(&access).await {
         Ok(info) => {
             let name = match (info.company_name, info.company_id) {
@@ -195,8 +213,9 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             ));
         }
         Err(e) => {
-            tracing::warn!(error = %e, "could not identify the company; keeping the connection as unidentified");
-            (None, "Unidentified SnapInspect account".to_owned(), None)
+            tracing::warn!(error = %e, "could not identify the company; nothing stored");
+            let page = NotConnectedPage { reason: USER_UNAVAILABLE }.render().map_err(anyhow::Error::from)?;
+            return Ok(HttpResponse::BadGateway().content_type("text/html; charset=utf-8").body(page));
         }
     };
     let link = NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh };

@@ -165,9 +165,20 @@ impl AppState {
         })
     }
 
-    /// Called after a SnapInspect company is (re)connected: its waiting events are queued now.
+    /// Called after a SnapInspect company is (re)connected: its waiting events are queued now,
+    /// and the pair that came in the callback's URL is exchanged in the background (the end
+    /// user's page does not wait), where background work runs (`WORKER_ENABLED`). A failed
+    /// exchange is retried by the sweep, with the usual backoff.
     pub async fn on_connected(&self, saved: &SavedLink, company: Option<CompanyId>) {
         self.tokens.forget(&saved.id);
+        if self.settings.worker_enabled {
+            let (tokens, id) = (self.tokens.clone(), saved.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = tokens.exchange_callback_tokens(&id).await {
+                    tracing::warn!(connection_id = %id, error = %e, "exchanging the connect link's tokens failed; retried later");
+                }
+            });
+        }
         if saved.matched_events > 0 {
             tracing::info!(connection_id = %saved.id, company_id = ?company, events = saved.matched_events, "queued the events that waited for this company");
             self.worker.wake();
@@ -278,6 +289,7 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let worker = settings.worker_enabled.then(|| tokio::spawn(self.state.worker.clone().run(stopped)));
         let janitor = tokio::spawn(janitor(self.state.store.clone(), settings.event_retention));
+        let sweeper = settings.worker_enabled.then(|| tokio::spawn(callback_token_sweeper(self.state.tokens.clone())));
         let redirect = self.redirect.map(|r| {
             let handle = r.handle();
             tokio::spawn(r);
@@ -296,6 +308,9 @@ impl Application {
             }
         }
         janitor.abort();
+        if let Some(s) = sweeper {
+            s.abort();
+        }
         self.state.store.close().await;
         result
     }
@@ -303,6 +318,20 @@ impl Application {
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
     Err(routes::not_found())
+}
+
+/// Every ten seconds: exchange the connect-callback tokens still waiting for their first exchange
+/// (one that failed right after the connect, or whose process stopped before it ran).
+async fn callback_token_sweeper(tokens: Arc<TokenManager>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        tick.tick().await;
+        match tokens.sweep_callback_tokens().await {
+            Ok(n) if n > 0 => tracing::info!(connections = n, "exchanged the tokens from connect links"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "the connect-link token sweep failed"),
+        }
+    }
 }
 
 /// Every ten minutes: purge expired connect states and sessions, and done events older than the

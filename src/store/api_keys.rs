@@ -1,4 +1,5 @@
-//! API keys for `/api/v1`: created (only the hash is kept), looked up by hash, revoked.
+//! API keys for `/api/v1`: created (only the hash is kept, with the key's scope), looked up by
+//! hash, revoked.
 
 use super::{audit::insert_audit, Store};
 
@@ -11,39 +12,57 @@ pub struct ApiKey {
     pub created_at: i64,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// Comma-separated connection ids the key is limited to; `None`: every connection.
+    pub connection_scope: Option<String>,
+    /// The key may read tokens but not force a refresh.
+    pub read_only: bool,
 }
 
+const COLUMNS: &str = "id, name, prefix, created_at, last_used_at, revoked_at, connection_scope, read_only";
+
 impl Store {
+    #[allow(clippy::too_many_arguments)]
     pub async fn create_api_key(
         &self,
         id: &str,
         name: &str,
         key_hash: &[u8],
         prefix: &str,
+        connection_scope: Option<&str>,
+        read_only: bool,
         now: i64,
         actor: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("insert into api_keys (id, name, key_hash, prefix, created_at) values ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(name)
-            .bind(key_hash)
-            .bind(prefix)
-            .bind(now)
-            .execute(&mut *tx)
+        sqlx::query(
+            "insert into api_keys (id, name, key_hash, prefix, connection_scope, read_only, created_at) \
+             values ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(name)
+        .bind(key_hash)
+        .bind(prefix)
+        .bind(connection_scope)
+        .bind(read_only)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let scope = match connection_scope {
+            Some(c) => format!("connections {c}"),
+            None => "every connection".to_owned(),
+        };
+        let access = if read_only { "read-only" } else { "read and refresh" };
+        insert_audit(&mut tx, now, actor, "api_key_created", None, &format!("{id} ({name}): {scope}, {access}"))
             .await?;
-        insert_audit(&mut tx, now, actor, "api_key_created", None, &format!("{id} ({name})")).await?;
         tx.commit().await?;
         Ok(())
     }
 
     pub async fn api_key_by_hash(&self, key_hash: &[u8]) -> anyhow::Result<Option<ApiKey>> {
-        Ok(sqlx::query_as(
-            "select id, name, prefix, created_at, last_used_at, revoked_at from api_keys where key_hash = $1",
-        )
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("select {COLUMNS} from api_keys where key_hash = $1"))
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?)
     }
 
     /// Revoke a key; false if there is no such key or it was already revoked.
@@ -63,11 +82,9 @@ impl Store {
     }
 
     pub async fn api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
-        Ok(sqlx::query_as(
-            "select id, name, prefix, created_at, last_used_at, revoked_at from api_keys order by created_at desc",
-        )
-        .fetch_all(&self.pool)
-        .await?)
+        Ok(sqlx::query_as(&format!("select {COLUMNS} from api_keys order by created_at desc"))
+            .fetch_all(&self.pool)
+            .await?)
     }
 
     pub async fn touch_api_key(&self, id: &str, now: i64) -> anyhow::Result<()> {

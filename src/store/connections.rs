@@ -30,6 +30,8 @@ pub struct Connection {
     pub last_error_at: Option<i64>,
     pub failure_count: i64,
     pub retry_after: Option<i64>,
+    /// The tokens that came in the connect callback's URL have not been exchanged yet.
+    pub callback_tokens_pending: bool,
     /// Client-credentials settings (none of them secret; the client secret is never read here).
     pub client_id: Option<String>,
     pub scope: Option<String>,
@@ -61,6 +63,7 @@ struct ConnectionRecord {
     last_error_at: Option<i64>,
     failure_count: i64,
     retry_after: Option<i64>,
+    callback_tokens_pending: bool,
     client_id: Option<String>,
     scope: Option<String>,
     audience: Option<String>,
@@ -74,7 +77,7 @@ struct ConnectionRecord {
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
     (access_token is not null) as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
-    failure_count, retry_after, client_id, scope, audience, domain, environment, token_url, auth_style, \
+    failure_count, retry_after, callback_tokens_pending, client_id, scope, audience, domain, environment, token_url, auth_style, \
     token_expires_at";
 
 impl TryFrom<ConnectionRecord> for Connection {
@@ -100,6 +103,7 @@ impl TryFrom<ConnectionRecord> for Connection {
             last_error_at: r.last_error_at,
             failure_count: r.failure_count,
             retry_after: r.retry_after,
+            callback_tokens_pending: r.callback_tokens_pending,
             client_id: r.client_id,
             scope: r.scope,
             audience: r.audience,
@@ -195,7 +199,7 @@ impl Store {
         let n = sqlx::query(
             "update connections set status = 'disconnected', access_token = null, refresh_token = null, \
              token_fingerprint = null, retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
-             updated_at = $2 where id = $1 and status <> 'disconnected'",
+             callback_tokens_pending = false, updated_at = $2 where id = $1 and status <> 'disconnected'",
         )
         .bind(id.as_str())
         .bind(now)

@@ -174,31 +174,40 @@ impl Store {
     }
 
     /// Store an issued client-credentials token (sealed) with its expiry; the connection is
-    /// active again. Returns the new token version.
+    /// active again. Lands only while `owner` holds the connection's lease and the connection is
+    /// not disconnected (checked in the update itself), so a token fetched while an admin
+    /// disconnected or deleted it is not stored. Returns the new token version, or `None` when
+    /// the store was refused.
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn store_issued_token(
         &self,
         id: &ConnectionId,
+        owner: &str,
         token: &SecretString,
         expires_at: i64,
         now: i64,
         actor: &str,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<Option<i64>> {
         let mut tx = self.write_tx().await?;
         let sealed = self.keys.seal_str(token, super::connections::aad(id.as_str(), "access_token"));
-        let version: i64 = sqlx::query_scalar(
+        let version: Option<i64> = sqlx::query_scalar(
             "update connections set access_token = $2, token_fingerprint = $3, token_expires_at = $4, token_obtained_at = $5, \
              token_version = token_version + 1, last_exchange_at = $5, updated_at = $5, status = 'active', last_error = null, \
              last_error_at = null, failure_count = 0, retry_after = null, exchange_lease_until = null, exchange_lease_owner = null \
-             where id = $1 returning token_version",
+             where id = $1 and exchange_lease_owner = $6 and exchange_lease_until > $5 and status <> 'disconnected' \
+             returning token_version",
         )
         .bind(id.as_str())
         .bind(sealed)
         .bind(fingerprint(token))
         .bind(expires_at)
         .bind(now)
-        .fetch_one(&mut *tx)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
         insert_audit(
             &mut tx,
             now,
@@ -209,6 +218,6 @@ impl Store {
         )
         .await?;
         tx.commit().await?;
-        Ok(version)
+        Ok(Some(version))
     }
 }

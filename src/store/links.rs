@@ -43,6 +43,8 @@ pub enum AssignRefusal {
 impl Store {
     /// Link a SnapInspect company: a new row, or the company's existing row with its tokens
     /// replaced (same id, same history). Without a company, always a new `unidentified` row.
+    /// Either way the pair is marked `callback_tokens_pending`: it travelled in a URL, so it is
+    /// exchanged in the background as soon as possible.
     #[tracing::instrument(skip_all, fields(company_id = ?link.company_id))]
     pub async fn save_snapinspect_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
         // Two callbacks for the same company may race; the loser of the insert retries as an update.
@@ -78,7 +80,8 @@ impl Store {
                 "update connections set name = $2, status = $3, access_token = $4, refresh_token = $5, \
                  token_fingerprint = $6, token_version = token_version + 1, token_obtained_at = $7, user_info = $8, \
                  updated_at = $7, connected_at = $7, last_error = null, last_error_at = null, failure_count = 0, \
-                 retry_after = null, exchange_lease_until = null, exchange_lease_owner = null where id = $1",
+                 retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
+                 callback_tokens_pending = true where id = $1",
             )
             .bind(id.as_str())
             .bind(&link.name)
@@ -93,8 +96,8 @@ impl Store {
         } else {
             sqlx::query(
                 "insert into connections (id, provider, name, company_id, status, access_token, refresh_token, \
-                 token_fingerprint, token_version, token_obtained_at, user_info, created_at, updated_at, connected_at) \
-                 values ($1, 'snapinspect', $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $8, $8)",
+                 token_fingerprint, token_version, token_obtained_at, user_info, created_at, updated_at, connected_at, \
+                 callback_tokens_pending) values ($1, 'snapinspect', $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $8, $8, true)",
             )
             .bind(id.as_str())
             .bind(&link.name)

@@ -22,6 +22,8 @@ struct TokenRecord {
     retry_after: Option<i64>,
     token_expires_at: Option<i64>,
     token_obtained_at: Option<i64>,
+    callback_tokens_pending: bool,
+    last_exchange_at: Option<i64>,
 }
 
 /// A connection's current secrets, opened.
@@ -35,6 +37,10 @@ pub struct StoredTokens {
     /// When the access token expires (client-credentials tokens; SnapInspect's do not).
     pub expires_at: Option<i64>,
     pub obtained_at: Option<i64>,
+    /// The pair from the connect callback's URL has not been exchanged yet.
+    pub callback_pending: bool,
+    /// When the provider last issued a new token (an exchange or a fetch; not the connect).
+    pub last_exchange_at: Option<i64>,
 }
 
 /// Whether this process may run the exchange now.
@@ -66,7 +72,7 @@ impl Store {
     pub async fn tokens(&self, id: &ConnectionId) -> anyhow::Result<Option<StoredTokens>> {
         let row: Option<TokenRecord> = sqlx::query_as(
             "select provider, status, access_token, refresh_token, token_version, retry_after, token_expires_at, \
-             token_obtained_at from connections where id = $1",
+             token_obtained_at, callback_tokens_pending, last_exchange_at from connections where id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -80,6 +86,8 @@ impl Store {
             retry_after,
             token_expires_at: expires_at,
             token_obtained_at: obtained_at,
+            callback_tokens_pending: callback_pending,
+            last_exchange_at,
         }) = row
         else {
             return Ok(None);
@@ -98,6 +106,8 @@ impl Store {
             retry_after,
             expires_at,
             obtained_at,
+            callback_pending,
+            last_exchange_at,
         }))
     }
 
@@ -145,35 +155,45 @@ impl Store {
         Ok(())
     }
 
-    /// Store a freshly exchanged pair in one transaction, before anyone uses it. Without a new
-    /// refresh token the old one is kept. Returns the new token version.
+    /// Store a freshly exchanged pair in one transaction, before anyone uses it, but only while
+    /// `owner` still holds the lease and the connection is not disconnected: the check is in the
+    /// update's own `where`, so a disconnect (which clears the lease) cannot be undone by an
+    /// exchange that was in flight. Without a new refresh token the old one is kept. Returns the
+    /// new token version, or `None` when the commit was refused (nothing changed).
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn commit_exchange(
         &self,
         id: &ConnectionId,
+        owner: &str,
         access: &SecretString,
         refresh: Option<&SecretString>,
         now: i64,
         actor: &str,
-    ) -> anyhow::Result<i64> {
+    ) -> anyhow::Result<Option<i64>> {
         let mut tx = self.write_tx().await?;
         let sealed_access = self.keys.seal_str(access, aad(id.as_str(), "access_token"));
         let sealed_refresh = refresh.map(|r| self.keys.seal_str(r, aad(id.as_str(), "refresh_token")));
-        let version: i64 = sqlx::query_scalar(
+        let version: Option<i64> = sqlx::query_scalar(
             "update connections set access_token = $2, refresh_token = coalesce($3, refresh_token), \
              token_fingerprint = $4, token_version = token_version + 1, token_obtained_at = $5, \
              last_exchange_at = $5, updated_at = $5, last_error = null, last_error_at = null, failure_count = 0, \
              retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
+             callback_tokens_pending = false, \
              status = case when status = 'unidentified' then status else 'active' end \
-             where id = $1 returning token_version",
+             where id = $1 and exchange_lease_owner = $6 and exchange_lease_until > $5 and status <> 'disconnected' \
+             returning token_version",
         )
         .bind(id.as_str())
         .bind(sealed_access)
         .bind(sealed_refresh)
         .bind(fingerprint(access))
         .bind(now)
-        .fetch_one(&mut *tx)
+        .bind(owner)
+        .fetch_optional(&mut *tx)
         .await?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
         let detail = if refresh.is_some() {
             "new access and refresh tokens stored"
         } else {
@@ -181,73 +201,73 @@ impl Store {
         };
         insert_audit(&mut tx, now, actor, "exchange", Some(id), detail).await?;
         tx.commit().await?;
-        Ok(version)
+        Ok(Some(version))
     }
 
     /// Record a failed exchange: a dead refresh token marks the connection `needs_reconnect`; a
-    /// transient failure keeps the tokens and sets the backoff. Releases the lease.
+    /// transient failure keeps the tokens and sets the backoff. Releases the lease. Like a commit,
+    /// it lands only while `owner` holds the lease and the connection is not disconnected, so a
+    /// failure that finishes after a disconnect does not turn it into `needs_reconnect` or
+    /// `failing`. Returns whether it was recorded.
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn record_exchange_failure(
         &self,
         id: &ConnectionId,
+        owner: &str,
         failure: &ExchangeFailure,
         now: i64,
         actor: &str,
-    ) -> anyhow::Result<()> {
-        let mut tx = self.write_tx().await?;
-        match failure {
-            ExchangeFailure::Dead { message } => {
-                sqlx::query(
-                    "update connections set status = 'needs_reconnect', last_error = $2, last_error_at = $3, updated_at = $3, \
-                     failure_count = failure_count + 1, retry_after = null, exchange_lease_until = null, exchange_lease_owner = null \
-                     where id = $1",
-                )
-                .bind(id.as_str())
-                .bind(message)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit(
-                    &mut tx,
-                    now,
-                    actor,
-                    "exchange_failed",
-                    Some(id),
-                    &format!("{message}; the connection needs to be reconnected"),
-                )
-                .await?;
-            }
+    ) -> anyhow::Result<bool> {
+        let (set_status, message, retry_after, action, detail) = match failure {
+            ExchangeFailure::Dead { message } => (
+                "status = 'needs_reconnect', ",
+                message,
+                None,
+                "exchange_failed",
+                format!("{message}; the connection needs to be reconnected"),
+            ),
             ExchangeFailure::Failing { message, retry_after } => {
-                sqlx::query(
-                    "update connections set status = 'failing', last_error = $2, last_error_at = $3, updated_at = $3, \
-                     failure_count = failure_count + 1, retry_after = $4, exchange_lease_until = null, exchange_lease_owner = null \
-                     where id = $1",
-                )
-                .bind(id.as_str())
-                .bind(message)
-                .bind(now)
-                .bind(retry_after)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit(&mut tx, now, actor, "token_failed", Some(id), message).await?;
+                ("status = 'failing', ", message, Some(*retry_after), "token_failed", message.clone())
             }
             ExchangeFailure::Transient { message, retry_after } => {
-                sqlx::query(
-                    "update connections set last_error = $2, last_error_at = $3, updated_at = $3, failure_count = failure_count + 1, \
-                     retry_after = $4, exchange_lease_until = null, exchange_lease_owner = null where id = $1",
-                )
-                .bind(id.as_str())
-                .bind(message)
-                .bind(now)
-                .bind(retry_after)
-                .execute(&mut *tx)
-                .await?;
-                insert_audit(&mut tx, now, actor, "exchange_failed", Some(id), &format!("{message}; tokens unchanged"))
-                    .await?;
+                ("", message, Some(*retry_after), "exchange_failed", format!("{message}; tokens unchanged"))
             }
+        };
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query(&format!(
+            "update connections set {set_status}last_error = $2, last_error_at = $3, updated_at = $3, \
+             failure_count = failure_count + 1, retry_after = $4, exchange_lease_until = null, exchange_lease_owner = null \
+             where id = $1 and exchange_lease_owner = $5 and status <> 'disconnected'"
+        ))
+        .bind(id.as_str())
+        .bind(message)
+        .bind(now)
+        .bind(retry_after)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Ok(false);
         }
+        insert_audit(&mut tx, now, actor, action, Some(id), &detail).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
+    }
+
+    /// SnapInspect connections whose connect-callback tokens are still waiting for their first
+    /// exchange and whose backoff (if any) has run out: the background sweep exchanges them.
+    pub async fn callback_tokens_due(&self, now: i64, limit: i64) -> anyhow::Result<Vec<ConnectionId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "select id from connections where callback_tokens_pending and provider = 'snapinspect' \
+             and status in ('active', 'unidentified') and (retry_after is null or retry_after <= $1) \
+             and (exchange_lease_until is null or exchange_lease_until < $1) order by updated_at limit $2",
+        )
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter().map(|id| Ok(ConnectionId::parse(id)?)).collect()
     }
 
     /// How many consecutive exchanges have failed (for the backoff of the next one).

@@ -76,8 +76,14 @@ impl TokenManager {
                     lifetime = lifetime.min(Duration::from_secs(max));
                 }
                 let expires_at = started + lifetime.as_millis() as i64;
-                let version =
-                    self.store.store_issued_token(id, &issued.access_token, expires_at, now_ms(), actor).await?;
+                let stored = self
+                    .store
+                    .store_issued_token(id, &self.owner, &issued.access_token, expires_at, now_ms(), actor)
+                    .await?;
+                let Some(version) = stored else {
+                    tracing::warn!("the fetched token was not stored: the connection was disconnected, deleted or taken over meanwhile");
+                    return Err(self.refused(id).await);
+                };
                 tracing::info!(version, lifetime_secs = lifetime.as_secs(), "fetched a new client-credentials token");
                 Ok(AccessToken {
                     connection_id: id.clone(),
@@ -100,7 +106,9 @@ impl TokenManager {
                     message: message.clone(),
                     retry_after: now_ms() + wait.as_millis() as i64,
                 };
-                self.store.record_exchange_failure(id, &failure, now_ms(), actor).await?;
+                if !self.store.record_exchange_failure(id, &self.owner, &failure, now_ms(), actor).await? {
+                    return Err(self.refused(id).await);
+                }
                 // The old token, if it has not expired yet, still works.
                 if let Some(t) = still_or_unexpired(id, tokens, now_ms()) {
                     return Ok(t);

@@ -65,10 +65,11 @@ impl TokenManager {
         *tokens = latest;
 
         // A pair SnapInspect already issued but we failed to store: store it instead of exchanging
-        // again (the old refresh token is already dead at SnapInspect).
+        // again (the old refresh token is already dead at SnapInspect), unless the stored pair
+        // changed since (then that one is newer and ours is stale).
         let pending = self.unsaved.lock().expect("unsaved poisoned").remove(id);
-        if let Some(pair) = pending {
-            return self.commit(id, pair, actor).await;
+        if let Some((base, pair)) = pending.filter(|(base, _)| *base == tokens.version) {
+            return self.commit(id, base, pair, actor).await;
         }
 
         let now = now_ms();
@@ -86,13 +87,14 @@ impl TokenManager {
             Err(_) => "failed",
         });
         match result {
-            Ok(pair) => self.commit(id, pair, actor).await,
+            Ok(pair) => self.commit(id, tokens.version, pair, actor).await,
             Err(ExchangeError::Rejected { status, detail }) => {
                 let message = format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
                 tracing::warn!(%message, "exchange refused: connection needs reconnecting");
-                self.store
-                    .record_exchange_failure(id, &ExchangeFailure::Dead { message: message.clone() }, now_ms(), actor)
-                    .await?;
+                let failure = ExchangeFailure::Dead { message: message.clone() };
+                if !self.store.record_exchange_failure(id, &self.owner, &failure, now_ms(), actor).await? {
+                    return Err(self.refused(id).await);
+                }
                 Err(TokenError::NeedsReconnect(message))
             }
             Err(e) => {
@@ -107,20 +109,44 @@ impl TokenManager {
                     message: message.clone(),
                     retry_after: now_ms() + wait.as_millis() as i64,
                 };
-                self.store.record_exchange_failure(id, &failure, now_ms(), actor).await?;
+                if !self.store.record_exchange_failure(id, &self.owner, &failure, now_ms(), actor).await? {
+                    return Err(self.refused(id).await);
+                }
                 Err(TokenError::Provider(message))
             }
         }
     }
 
-    /// Store a new pair before anyone sees it, retrying a failing store a few times; if it still
-    /// fails, keep the pair in memory so the next call stores it rather than losing it.
-    async fn commit(&self, id: &ConnectionId, pair: ExchangedTokens, actor: &str) -> Result<AccessToken, TokenError> {
+    /// Store a new pair (replacing version `base`) before anyone sees it, retrying a failing store
+    /// a few times; if it still fails, keep the pair in memory so the next call stores it rather
+    /// than losing it. A commit the store refuses (the connection was disconnected or deleted, or
+    /// our lease is gone) hands nothing out.
+    async fn commit(
+        &self,
+        id: &ConnectionId,
+        base: i64,
+        pair: ExchangedTokens,
+        actor: &str,
+    ) -> Result<AccessToken, TokenError> {
         let mut delay = Duration::from_millis(100);
         let mut last_err = None;
         for _ in 0..5 {
-            match self.store.commit_exchange(id, &pair.access, pair.refresh.as_ref(), now_ms(), actor).await {
-                Ok(version) => {
+            match self
+                .store
+                .commit_exchange(id, &self.owner, &pair.access, pair.refresh.as_ref(), now_ms(), actor)
+                .await
+            {
+                Ok(None) => {
+                    tracing::warn!("the exchanged pair was not stored: the connection was disconnected, deleted or taken over meanwhile");
+                    let refusal = self.refused(id).await;
+                    if matches!(refusal, TokenError::Superseded) {
+                        // Only our lease was lost: SnapInspect has already rotated, so keep the
+                        // pair for the next exchange under a lease (stored then if nothing newer was).
+                        self.unsaved.lock().expect("unsaved poisoned").insert(id.clone(), (base, pair));
+                    }
+                    return Err(refusal);
+                }
+                Ok(Some(version)) => {
                     tracing::info!(version, "exchanged and stored a new token pair");
                     return Ok(AccessToken {
                         connection_id: id.clone(),
@@ -138,7 +164,7 @@ impl TokenManager {
                 }
             }
         }
-        self.unsaved.lock().expect("unsaved poisoned").insert(id.clone(), pair);
+        self.unsaved.lock().expect("unsaved poisoned").insert(id.clone(), (base, pair));
         let e = last_err.expect("at least one attempt");
         Err(TokenError::Internal(Arc::new(
             e.context("the exchanged tokens could not be stored; they are kept in memory and stored on the next try"),
@@ -166,4 +192,41 @@ pub(super) fn usable(id: &ConnectionId, tokens: &StoredTokens) -> Result<AccessT
         version: tokens.version,
         expires_at: tokens.expires_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(status: ConnectionStatus) -> StoredTokens {
+        StoredTokens {
+            provider: Provider::SnapInspect,
+            status,
+            access: Some("at".to_owned().into()),
+            refresh: Some("rt".to_owned().into()),
+            version: 3,
+            retry_after: None,
+            expires_at: None,
+            obtained_at: None,
+            callback_pending: false,
+            last_exchange_at: None,
+        }
+    }
+
+    #[test]
+    fn a_disconnected_connection_says_so_rather_than_handing_out_a_token() {
+        assert!(matches!(check_status(&stored(ConnectionStatus::Disconnected)), Err(TokenError::Disconnected)));
+        let id = ConnectionId::generate();
+        assert!(matches!(usable(&id, &stored(ConnectionStatus::Disconnected)), Err(TokenError::Disconnected)));
+    }
+
+    #[test]
+    fn an_active_or_unidentified_connection_hands_out_its_token() {
+        let id = ConnectionId::generate();
+        for status in [ConnectionStatus::Active, ConnectionStatus::Unidentified, ConnectionStatus::Failing] {
+            let t = usable(&id, &stored(status)).expect("usable");
+            assert_eq!(t.version, 3);
+        }
+        assert!(matches!(check_status(&stored(ConnectionStatus::NeedsReconnect)), Err(TokenError::NeedsReconnect(_))));
+    }
 }

@@ -52,8 +52,15 @@ pub struct AccessToken {
 }
 
 /// A SnapInspect token may be exchanged by another process at any time, so it is trusted from
-/// memory only this long; a client-credentials token stays valid until its own expiry.
+/// memory only this long.
 const SNAPINSPECT_CACHE_MS: i64 = 1_000;
+/// A client-credentials token stays valid until its own expiry, but another process (the CLI) may
+/// disconnect or delete its connection: memory is trusted at most this long, so such a change
+/// reaches this process within two seconds (one made in this process `forget`s at once).
+const CREDENTIALS_CACHE_MS: i64 = 2_000;
+/// A forced refresh within this long of the provider's last new token hands out that token instead
+/// of rotating again: an API caller cannot rotate a connection's tokens many times a second.
+pub const REFRESH_COOLDOWN_MS: i64 = 5_000;
 /// How often `last_used_at` is written per connection, at most.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
@@ -61,6 +68,14 @@ const TOUCH_EVERY_MS: i64 = 60_000;
 /// but never more than half of it, so even a short-lived token is reused.
 pub fn refresh_margin_ms(lifetime_ms: i64) -> i64 {
     (lifetime_ms / 10).clamp(5_000, 300_000).min(lifetime_ms / 2)
+}
+
+/// Until when a token obtained at `obtained_at` (default: now) may be served from memory.
+fn cache_until(provider: Provider, expires_at: Option<i64>, obtained_at: Option<i64>, now: i64) -> i64 {
+    match (provider, expires_at) {
+        (Provider::SnapInspect, _) | (_, None) => now + SNAPINSPECT_CACHE_MS,
+        (_, Some(exp)) => (exp - refresh_margin_ms(exp - obtained_at.unwrap_or(now))).min(now + CREDENTIALS_CACHE_MS),
+    }
 }
 
 #[derive(Clone)]
@@ -80,6 +95,10 @@ pub enum TokenError {
     NeedsReconnect(String),
     #[error("the connection was disconnected; connect again to use it")]
     Disconnected,
+    /// Our lease on the connection ran out or was taken while the exchange was in flight; the new
+    /// pair was not stored and is not handed out.
+    #[error("another exchange for this connection took over while this one was in flight; try again")]
+    Superseded,
     #[error("SnapInspect is not configured: set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET")]
     NotConfigured,
     #[error("the last exchange failed ({last_error}); the next try is allowed in {} s", retry_in.as_secs().max(1))]
@@ -103,6 +122,7 @@ impl From<TokenError> for AppError {
             TokenError::NotFound(_) => AppError::NotFound { code: "connection_not_found", message },
             TokenError::NeedsReconnect(_) => AppError::conflict("needs_reconnect", message),
             TokenError::Disconnected => AppError::conflict("disconnected", message),
+            TokenError::Superseded => AppError::conflict("exchange_superseded", message),
             TokenError::NotConfigured => AppError::unavailable("not_configured", message),
             TokenError::BackingOff { retry_in, .. } => AppError::Unavailable {
                 code: "backing_off",
@@ -133,8 +153,9 @@ pub struct TokenManager {
     default_lifetime: Duration,
     owner: String,
     slots: Mutex<HashMap<ConnectionId, Arc<Slot>>>,
-    /// Pairs SnapInspect issued that could not be stored yet: committed before any new exchange.
-    unsaved: Mutex<HashMap<ConnectionId, ExchangedTokens>>,
+    /// Pairs SnapInspect issued that could not be stored yet, with the token version they replace:
+    /// committed before any new exchange, if the stored version is still that one.
+    unsaved: Mutex<HashMap<ConnectionId, (i64, ExchangedTokens)>>,
     cache: std::sync::RwLock<HashMap<ConnectionId, Cached>>,
     touched: AtMostEvery,
     metrics: Arc<Metrics>,
@@ -171,9 +192,27 @@ impl TokenManager {
         }
     }
 
-    /// Drop what memory holds for a connection (after a reconnect, an edit, a disconnect).
+    /// Drop what memory holds for a connection (after a reconnect, an edit, a disconnect, a
+    /// delete): its cached token and any pair still waiting to be stored.
     pub fn forget(&self, id: &ConnectionId) {
+        self.forget_cached(id);
+        self.unsaved.lock().expect("unsaved poisoned").remove(id);
+    }
+
+    fn forget_cached(&self, id: &ConnectionId) {
         self.cache.write().expect("token cache poisoned").remove(id);
+    }
+
+    /// Why a commit was refused, read back from the store: the connection is gone (404), was
+    /// disconnected (409), or our lease was lost (409). The refused token is never handed out.
+    async fn refused(&self, id: &ConnectionId) -> TokenError {
+        self.forget(id);
+        match self.store.tokens(id).await {
+            Ok(None) => TokenError::NotFound(id.clone()),
+            Ok(Some(t)) if t.status == crate::domain::ConnectionStatus::Disconnected => TokenError::Disconnected,
+            Ok(Some(_)) => TokenError::Superseded,
+            Err(e) => TokenError::from(e),
+        }
     }
 
     fn cached(&self, id: &ConnectionId, now: i64) -> Option<AccessToken> {
@@ -182,10 +221,7 @@ impl TokenManager {
     }
 
     fn remember(&self, token: &AccessToken, obtained_at: Option<i64>, now: i64) {
-        let use_until = match (token.provider, token.expires_at) {
-            (Provider::SnapInspect, _) | (_, None) => now + SNAPINSPECT_CACHE_MS,
-            (_, Some(exp)) => exp - refresh_margin_ms(exp - obtained_at.unwrap_or(now)),
-        };
+        let use_until = cache_until(token.provider, token.expires_at, obtained_at, now);
         if use_until > now {
             self.cache
                 .write()
@@ -254,6 +290,53 @@ impl TokenManager {
         self.single_flight(id, op, actor).await
     }
 
+    /// A forced refresh for an API caller: if the provider issued the stored token less than
+    /// `REFRESH_COOLDOWN_MS` ago (in any process), that token is handed out instead of rotating
+    /// again. It is as fresh as a forced refresh could make it, and callers that all saw the same
+    /// 401 each get the one new token, as they would by joining a single flight, rather than a 429
+    /// to handle; otherwise as `refresh`.
+    #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
+    pub async fn refresh_unless_fresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
+        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        let now = now_ms();
+        if tokens.last_exchange_at.is_some_and(|at| now - at < REFRESH_COOLDOWN_MS) {
+            if let Ok(t) = usable(id, &tokens) {
+                tracing::info!("forced refresh within the cooldown: handing out the token just made");
+                return Ok(t);
+            }
+        }
+        self.refresh(id, actor).await
+    }
+
+    /// Exchange the pair that arrived in the connect callback's URL, if it has not been exchanged
+    /// yet (those tokens may linger in browser history and proxy logs, and live until exchanged).
+    /// Returns whether an exchange happened.
+    #[tracing::instrument(skip_all, fields(connection_id = %id))]
+    pub async fn exchange_callback_tokens(&self, id: &ConnectionId) -> Result<bool, TokenError> {
+        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+        if !tokens.callback_pending || tokens.provider != Provider::SnapInspect {
+            return Ok(false);
+        }
+        let t = self.refresh_if_still(id, tokens.version, "system").await?;
+        Ok(t.version > tokens.version)
+    }
+
+    /// One sweep: exchange every connection's pending callback tokens whose backoff has run out.
+    /// Returns how many were exchanged; failures are recorded on the connection (and its backoff).
+    pub async fn sweep_callback_tokens(&self) -> anyhow::Result<usize> {
+        let mut exchanged = 0;
+        for id in self.store.callback_tokens_due(now_ms(), 100).await? {
+            match self.exchange_callback_tokens(&id).await {
+                Ok(true) => exchanged += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(connection_id = %id, error = %e, "exchanging the connect link's tokens failed; retried later")
+                }
+            }
+        }
+        Ok(exchanged)
+    }
+
     /// Exchange only if the stored token is still `stale_version` (the one that just got a 401);
     /// if someone already exchanged, hand out the newer token instead.
     #[tracing::instrument(skip_all, fields(connection_id = %id, stale_version))]
@@ -286,7 +369,8 @@ impl TokenManager {
             let now = now_ms();
             self.remember(t, Some(now), now);
         } else {
-            self.forget(id);
+            // Only the cached token: a pair kept for the next try (see `commit`) must survive.
+            self.forget_cached(id);
         }
         *slot.last.lock().expect("slot poisoned") = Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
         slot.generation.fetch_add(1, Ordering::AcqRel);
@@ -350,11 +434,32 @@ mod tests {
     }
 
     #[test]
+    fn a_snapinspect_token_is_trusted_from_memory_for_one_second() {
+        assert_eq!(cache_until(Provider::SnapInspect, None, Some(0), 10_000), 11_000);
+        assert_eq!(cache_until(Provider::SnapInspect, Some(99_000_000), Some(0), 10_000), 11_000);
+        assert_eq!(cache_until(Provider::Snapdocs, None, Some(0), 10_000), 11_000);
+    }
+
+    #[test]
+    fn a_credentials_token_is_trusted_from_memory_until_its_margin_but_two_seconds_at_most() {
+        // An hour-long token obtained at 0: its margin starts at 55 min, but memory trusts it 2 s.
+        assert_eq!(cache_until(Provider::Snapdocs, Some(3_600_000), Some(0), 10_000), 12_000);
+        // A 20 s token obtained at 0, asked at 14 s: the margin (5 s) starts at 15 s.
+        assert_eq!(cache_until(Provider::Snapdocs, Some(20_000), Some(0), 14_000), 15_000);
+        // Without `obtained_at` the lifetime is counted from now: 3 s left, so half of it, 1.5 s.
+        assert_eq!(cache_until(Provider::Snapdocs, Some(13_000), None, 10_000), 11_500);
+        assert_eq!(cache_until(Provider::Snapdocs, Some(13_000), Some(0), 10_000), 8_000, "already in its margin");
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         assert!(backoff(1, None) >= BACKOFF_FLOOR);
         assert!(backoff(1, None) <= Duration::from_millis(2400));
         assert!(backoff(4, None) >= Duration::from_millis(12_800));
         assert!(backoff(50, None) <= BACKOFF_CAP.mul_f64(1.2));
         assert_eq!(backoff(1, Some(Duration::from_secs(600))), Duration::from_secs(600));
+        assert!(backoff(2, None) >= Duration::from_millis(3_200), "the second failure waits about 4 s");
+        assert!(backoff(2, None) <= Duration::from_millis(4_800));
+        assert!(backoff(1, Some(Duration::from_secs(1))) >= BACKOFF_FLOOR, "a short Retry-After keeps the floor");
     }
 }

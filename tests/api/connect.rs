@@ -89,13 +89,13 @@ async fn a_user_without_a_company_is_kept_as_unidentified() {
 }
 
 #[tokio::test]
-async fn when_user_cannot_be_read_the_tokens_are_kept_as_unidentified() {
+async fn when_user_cannot_be_read_nothing_is_stored_and_the_user_is_asked_to_try_again() {
     let app = spawn_app().await;
     app.fake.set_user_shape(UserShape::Fail(503));
-    app.connect(Some(6847)).await;
-    let conns = app.state.store.connections().await.unwrap();
-    assert_eq!(conns.len(), 1);
-    assert_eq!(conns[0].status, ConnectionStatus::Unidentified);
+    let connected = app.connect(Some(6847)).await;
+    assert_eq!(connected.callback.status(), 502);
+    assert!(connected.callback.text().await.unwrap().contains("href=\"/connect/snapinspect\""), "offers to try again");
+    assert_eq!(app.connection_count().await, 0, "no unidentified connection from an unanswered /user");
 }
 
 #[tokio::test]

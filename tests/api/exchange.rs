@@ -194,7 +194,7 @@ async fn a_lease_held_by_another_process_is_waited_for_not_raced() {
     tokio::spawn(async move {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         let t = secrecy::SecretString::from("from-the-other-process".to_owned());
-        store.commit_exchange(&other, &t, None, connect_hub::time::now_ms(), "other").await.unwrap();
+        store.commit_exchange(&other, "other", &t, None, connect_hub::time::now_ms(), "other").await.unwrap().unwrap();
     });
     let t = app.state.tokens.refresh(&id, "test").await.unwrap();
     assert_eq!(t.token.expose_secret(), "from-the-other-process");

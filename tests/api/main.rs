@@ -12,6 +12,7 @@ mod exchange;
 mod hardening;
 mod hardening_outbound;
 mod hardening_signin;
+mod hardening_tokens;
 mod helpers;
 mod logs;
 mod processes;

@@ -34,6 +34,8 @@ async fn a_valid_key_gets_a_token_and_it_is_cached() {
     assert_eq!(again["access_token"], v["access_token"]);
     assert_eq!(fake.calls(), 1, "refreshed only when needed");
 
+    // Forced refreshes have a 5 s cooldown after each new token (see hardening_tokens): step past it.
+    past_the_refresh_cooldown(&app).await;
     let forced: Value = app
         .api_get(&format!("/api/v1/connections/{id}/token?force_refresh=true"), Some(&key))
         .await
@@ -42,6 +44,7 @@ async fn a_valid_key_gets_a_token_and_it_is_cached() {
         .unwrap();
     assert_ne!(forced["access_token"], v["access_token"]);
     assert_eq!(fake.calls(), 2);
+    past_the_refresh_cooldown(&app).await;
     let posted = reqwest::Client::new()
         .post(format!("{}/api/v1/connections/{id}/refresh", app.addr))
         .bearer_auth(&key)
@@ -143,6 +146,7 @@ async fn snapinspect_connections_are_served_too() {
     assert_eq!(app.fake.exchanges(), 1);
 
     // A dead refresh token: 409 needs_reconnect.
+    past_the_refresh_cooldown(&app).await;
     app.fake.push_exchange_fault(connect_hub::fake::snapinspect::Fault::Status(400));
     let res = reqwest::Client::new()
         .post(format!("{}/api/v1/connections/{id}/refresh", app.addr))
@@ -351,4 +355,12 @@ async fn the_console_creates_shows_once_and_revokes_api_keys() {
     app.admin_post(&format!("/admin/api-keys/{key_id}/revoke"), &[("csrf", &csrf_from(&list))]).await;
     assert!(app.page("/admin/api-keys").await.contains("revoked"));
     assert_eq!(app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.status(), 401);
+}
+
+/// Make the last new token older than the forced-refresh cooldown.
+async fn past_the_refresh_cooldown(app: &crate::helpers::TestApp) {
+    sqlx::query("update connections set last_exchange_at = last_exchange_at - 10000")
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
 }

@@ -26,6 +26,11 @@ pub(super) async fn exchange_token(
     };
     match fault {
         Some(Fault::Status(code)) => return oauth_error(code, "server_error", "scripted failure"),
+        Some(Fault::StatusRetryAfter(code, secs)) => {
+            let mut res = oauth_error(code, "temporarily_unavailable", "scripted failure");
+            res.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+            return res;
+        }
         Some(Fault::Delay(d)) => tokio::time::sleep(d).await,
         Some(Fault::NoRefreshToken) | None => {}
     }

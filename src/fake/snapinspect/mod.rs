@@ -52,6 +52,8 @@ pub enum UserShape {
 pub enum Fault {
     /// Answer with this status (and the usual error body) without rotating anything.
     Status(u16),
+    /// Like `Status`, with `Retry-After: <seconds>`.
+    StatusRetryAfter(u16, u64),
     /// Wait this long, then behave normally.
     Delay(Duration),
     /// Rotate the access token but send no `refresh_token` (the old one stays valid).

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
-use crate::{error::AppError, startup::AppState};
+use crate::{api_keys::KeyScope, error::AppError, startup::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api-keys", web::get().to(list))
@@ -22,6 +22,8 @@ pub struct Row {
     pub created: String,
     pub last_used: String,
     pub revoked: Option<String>,
+    /// Which connections, and whether it may refresh.
+    pub scope: String,
 }
 
 #[derive(Template)]
@@ -50,6 +52,11 @@ async fn page(
             created: when(Some(k.created_at)),
             last_used: when(k.last_used_at),
             revoked: k.revoked_at.map(|t| when(Some(t))),
+            scope: format!(
+                "{}{}",
+                k.connection_scope.as_deref().map_or("all connections".to_owned(), |c| c.replace(',', ", ")),
+                if k.read_only { "; read-only" } else { "" }
+            ),
         })
         .collect();
     render(ListPage { nav: admin.nav("api-keys"), rows, new_key })
@@ -66,6 +73,12 @@ struct CreateForm {
     csrf: String,
     #[serde(default)]
     name: String,
+    /// Comma-separated connection ids; blank: every connection.
+    #[serde(default)]
+    connections: String,
+    /// A checkbox: present when ticked.
+    #[serde(default)]
+    read_only: Option<String>,
 }
 
 #[tracing::instrument(skip_all)]
@@ -82,7 +95,21 @@ async fn create(
         );
         return Ok(redirect("/admin/api-keys"));
     }
-    let (id, key) = state.api_keys.create(&form.name, &admin.actor()).await?;
+    let scope = match KeyScope::parse_connections(&form.connections) {
+        Ok(connections) => KeyScope { connections, read_only: form.read_only.is_some() },
+        Err(e) => {
+            admin.flash(FlashKind::Bad, format!("Not created: {e}."));
+            return Ok(redirect("/admin/api-keys"));
+        }
+    };
+    let (id, key) = match state.api_keys.create_scoped(&form.name, &scope, &admin.actor()).await {
+        Ok(made) => made,
+        Err(e) if e.to_string().starts_with("there is no connection") => {
+            admin.flash(FlashKind::Bad, format!("Not created: {e}."));
+            return Ok(redirect("/admin/api-keys"));
+        }
+        Err(e) => return Err(e.into()),
+    };
     // Rendered on this response only (not stored, not redirected through the session), never cached.
     page(&admin, &state, Some((id, key.expose_secret().to_owned()))).await
 }

@@ -154,6 +154,8 @@ struct DetailPage {
     failures: i64,
     retry_after: Option<String>,
     last_error_at: String,
+    /// What happened to the tokens that came in the connect link (SnapInspect only).
+    callback_tokens: Option<String>,
     user_info: Option<String>,
     events: Vec<EventRowView>,
     unmatched_waiting: i64,
@@ -211,6 +213,7 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         failures: c.failure_count,
         retry_after: c.retry_after.filter(|t| *t > now).map(|t| when(Some(t))),
         last_error_at: when(c.last_error_at),
+        callback_tokens: callback_tokens_state(&c, now),
         user_info: c.user_info.as_deref().map(|raw| {
             serde_json::from_str::<serde_json::Value>(raw)
                 .ok()
@@ -223,6 +226,21 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         c: Row::from(&c),
     };
     render(page)
+}
+
+/// "exchanged at …" or "not yet exchanged, next try in …" for the pair from the connect link.
+fn callback_tokens_state(c: &Connection, now: i64) -> Option<String> {
+    if c.provider != Provider::SnapInspect {
+        return None;
+    }
+    if c.callback_tokens_pending {
+        let next = match c.retry_after.filter(|t| *t > now) {
+            Some(t) => format!("next try in {} s", (t - now + 999) / 1000),
+            None => "next try within seconds".to_owned(),
+        };
+        return Some(format!("not yet exchanged, {next}"));
+    }
+    c.last_exchange_at.filter(|at| *at >= c.connected_at).map(|at| format!("exchanged at {}", when(Some(at))))
 }
 
 #[tracing::instrument(skip_all, fields(connection_id = %id))]
@@ -269,7 +287,10 @@ async fn disconnect(
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
     load(&state, &id).await?;
-    if state.store.disconnect(&id, now_ms(), &admin.actor()).await? {
+    let disconnected = state.store.disconnect(&id, now_ms(), &admin.actor()).await?;
+    // Whatever this process holds in memory for it goes now, not when the cache runs out.
+    state.tokens.forget(&id);
+    if disconnected {
         tracing::info!(admin = %admin.email, "connection disconnected");
         admin.flash(FlashKind::Ok, "Disconnected. Its tokens are deleted; the end user can connect again at any time.");
     } else {
