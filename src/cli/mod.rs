@@ -146,9 +146,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = cli_settings()?;
-            let pool = crate::store::connect_pool(&settings.database_url, settings.sqlite_max_pages).await?;
-            crate::store::migrate(&pool).await?;
-            pool.close().await;
+            let db = crate::store::Database::connect(&settings.database_url, settings.sqlite_max_pages).await?;
+            db.migrate().await?;
+            db.close().await;
             println!("migrations applied");
             Ok(())
         }

@@ -231,7 +231,7 @@ impl Store {
 
 /// Inside a connect transaction: the company's waiting events now belong to the connection.
 pub(super) async fn match_unmatched(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut super::Tx,
     connection: &ConnectionId,
     company: CompanyId,
     now: i64,

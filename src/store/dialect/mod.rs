@@ -1,0 +1,67 @@
+//! What differs between the two stores, in one place: opening each backend's connections, the
+//! write transaction's `begin`, the intake writer's batch insert, checkpoints and backups.
+
+pub(super) mod postgres;
+pub(super) mod sqlite;
+
+use anyhow::bail;
+use sqlx::{any::AnyPoolOptions, AnyPool};
+
+/// Which database a `DATABASE_URL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Read the backend off a `DATABASE_URL`, refusing anything else with a clear message.
+    pub fn of_url(database_url: &str) -> anyhow::Result<Self> {
+        if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else if database_url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            bail!("DATABASE_URL must start with sqlite:// (e.g. sqlite://data/connect-hub.db) or postgres:// (e.g. postgres://hub@127.0.0.1/hub)")
+        }
+    }
+
+    /// What a write transaction begins with. SQLite: `BEGIN IMMEDIATE` takes the write lock up
+    /// front, so a transaction that reads before it writes cannot fail with a stale snapshot
+    /// (SQLITE_BUSY) when another connection commits in between; the busy timeout makes it wait
+    /// instead. PostgreSQL has row locks and no such upgrade, so a plain `begin`.
+    pub(super) fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "begin immediate",
+            Backend::Postgres => "begin",
+        }
+    }
+}
+
+/// How the intake writer reaches its own connection (see `EventWriter`).
+#[derive(Clone, Debug)]
+pub(super) enum WriterOptions {
+    Sqlite(sqlx::sqlite::SqliteConnectOptions),
+    Postgres(sqlx::postgres::PgConnectOptions),
+}
+
+/// Open the shared pool for `database_url`. Everything but the intake writer goes through it, so
+/// the store's queries are written once, against sqlx's `Any` driver.
+pub(super) async fn connect(
+    database_url: &str,
+    max_pages: Option<u64>,
+) -> anyhow::Result<(Backend, AnyPool, WriterOptions)> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(database_url)?;
+    let options = AnyPoolOptions::new().max_connections(8).min_connections(1);
+    Ok(match backend {
+        Backend::Sqlite => {
+            let (pool, writer) = sqlite::connect(database_url, max_pages, options).await?;
+            (backend, pool, WriterOptions::Sqlite(writer))
+        }
+        Backend::Postgres => {
+            let (pool, writer) = postgres::connect(database_url, options).await?;
+            (backend, pool, WriterOptions::Postgres(writer))
+        }
+    })
+}
