@@ -127,6 +127,11 @@ impl Store {
         Self { pool: db.pool, backend: db.backend, writer: db.writer, keys }
     }
 
+    /// The same database seen through another key ring (a key rotation's before and after).
+    pub fn with_keys(&self, keys: Arc<KeyRing>) -> Self {
+        Self { keys, ..self.clone() }
+    }
+
     /// Open, migrate and wrap: what `serve` and every CLI command do first.
     pub async fn open(database_url: &str, max_pages: Option<u64>, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
         let db = Database::connect(database_url, max_pages).await?;
