@@ -48,7 +48,7 @@ struct ConnectionRecord {
     name: String,
     company_id: Option<i64>,
     status: String,
-    has_tokens: bool,
+    has_tokens: i64,
     token_fingerprint: Option<String>,
     token_version: i64,
     token_obtained_at: Option<i64>,
@@ -72,7 +72,7 @@ struct ConnectionRecord {
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
-    (access_token is not null) as has_tokens, token_fingerprint, token_version, token_obtained_at, \
+    case when access_token is null then 0 else 1 end as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
     failure_count, retry_after, client_id, scope, audience, domain, environment, token_url, auth_style, \
     token_expires_at";
@@ -87,7 +87,7 @@ impl TryFrom<ConnectionRecord> for Connection {
             name: r.name,
             company_id: r.company_id.map(CompanyId::new).transpose()?,
             status: ConnectionStatus::parse(&r.status)?,
-            has_tokens: r.has_tokens,
+            has_tokens: r.has_tokens != 0,
             token_fingerprint: r.token_fingerprint,
             token_version: r.token_version,
             token_obtained_at: r.token_obtained_at,
@@ -166,7 +166,7 @@ impl Store {
         let sql = format!(
             "select {CONNECTION_COLUMNS} from connections \
              where ($1 is null or status = $1) \
-             and ($2 is null or company_id = $3 or name like $2 escape '\\' or id = $4) \
+             and ($2 is null or company_id = $3 or lower(name) like lower($2) escape '\\' or id = $4) \
              order by created_at desc, id limit $5"
         );
         let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql)
