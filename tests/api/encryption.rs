@@ -80,8 +80,7 @@ async fn rotating_the_key_keeps_every_connection_readable() {
     let new_key = SecretString::from(generate_key_b64(32));
     let store = &app.state.store;
 
-    let rotating =
-        store.with_keys(Arc::new(KeyRing::from_base64(&new_key, std::slice::from_ref(&old_key)).unwrap()));
+    let rotating = store.with_keys(Arc::new(KeyRing::from_base64(&new_key, std::slice::from_ref(&old_key)).unwrap()));
     let report = rotating.rotate_keys().await.unwrap();
     assert_eq!(report.resealed, 6, "three access and three refresh tokens");
     assert_eq!(rotating.rotate_keys().await.unwrap().resealed, 0, "a second run has nothing to do");

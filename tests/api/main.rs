@@ -12,6 +12,7 @@ mod exchange;
 mod hardening;
 mod helpers;
 mod logs;
+mod stores;
 mod token_api;
 mod webhooks;
 mod worker;

@@ -65,3 +65,26 @@ pub(super) async fn connect(
         }
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn the_url_scheme_picks_the_store_and_anything_else_is_refused() {
+        assert_eq!(Backend::of_url("sqlite://data/hub.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgres://hub@127.0.0.1/hub").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("postgresql://hub@127.0.0.1/hub").unwrap(), Backend::Postgres);
+        for url in ["mysql://hub@127.0.0.1/hub", "data/hub.db", ""] {
+            let err = Backend::of_url(url).unwrap_err().to_string();
+            assert!(err.contains("sqlite://") && err.contains("postgres://"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_sqlite_takes_the_write_lock_up_front() {
+        assert_eq!(Backend::Sqlite.begin_write(), "begin immediate");
+        assert_eq!(Backend::Postgres.begin_write(), "begin");
+    }
+}
