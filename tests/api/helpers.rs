@@ -71,7 +71,7 @@ pub fn init_logs() {
 
 /// The database a test runs on: a SQLite file in the test's directory, or, when
 /// `TEST_DATABASE_URL` is a `postgres://` URL (a server, with or without a database), a new database
-/// `hub_test_<random>` on that server, dropped again when this is dropped.
+/// `hub_test_<run>_<random>` on that server, dropped again when this is dropped.
 pub struct TestDb {
     pub url: String,
     /// The server URL and the database's name, on PostgreSQL.
@@ -83,7 +83,15 @@ impl TestDb {
         use sqlx::{Connection, Executor};
         match std::env::var("TEST_DATABASE_URL") {
             Ok(server) if server.starts_with("postgres") => {
-                let name = format!("hub_test_{:016x}", rand::random::<u64>());
+                // `.ci/run` names its run, so it can drop whatever this run leaves behind.
+                let run: String = std::env::var("TEST_DATABASE_RUN")
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(16)
+                    .collect::<String>()
+                    .to_lowercase();
+                let name = format!("hub_test_{run}_{:016x}", rand::random::<u64>());
                 let mut conn = sqlx::PgConnection::connect(&server).await.expect("TEST_DATABASE_URL answers");
                 conn.execute(format!("create database {name}").as_str()).await.expect("create the test database");
                 conn.close().await.ok();
