@@ -214,4 +214,30 @@ mod tests {
             .any(|e| e.file_name().to_string_lossy().starts_with("file:sqlx-in-memory"));
         assert!(!stray, "a file named after the in-memory database was created");
     }
+
+    #[tokio::test]
+    async fn every_pooled_sqlite_connection_gets_the_durability_and_size_settings() {
+        let dir = std::env::temp_dir().join(format!("hub-pragmas-{}", rand::random::<u64>()));
+        let url = format!("sqlite://{}", dir.join("hub.db").display());
+        let db = super::Database::connect(&url, Some(5000)).await.unwrap();
+        // More connections than the first: each one the pool opens must carry the settings.
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(db.pool().acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let text = |sql: &'static str| sqlx::query_scalar::<_, String>(sql);
+            let int = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+            assert_eq!(text("pragma journal_mode").fetch_one(&mut **conn).await.unwrap(), "wal");
+            assert_eq!(int("pragma synchronous").fetch_one(&mut **conn).await.unwrap(), 2, "FULL");
+            assert_eq!(int("pragma foreign_keys").fetch_one(&mut **conn).await.unwrap(), 1);
+            assert_eq!(int("pragma busy_timeout").fetch_one(&mut **conn).await.unwrap(), 10_000);
+            assert_eq!(int("pragma mmap_size").fetch_one(&mut **conn).await.unwrap(), 268_435_456);
+            assert_eq!(int("pragma cache_size").fetch_one(&mut **conn).await.unwrap(), -16_384);
+            assert_eq!(int("pragma max_page_count").fetch_one(&mut **conn).await.unwrap(), 5000);
+        }
+        drop(conns);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
