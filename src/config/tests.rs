@@ -64,3 +64,14 @@ fn durations_parse_with_units() {
     assert!(parse_duration("2 weeks").is_err());
     assert!(parse_schedule("").is_err());
 }
+
+#[test]
+fn a_database_password_never_prints_with_the_settings() {
+    let s = Settings::from_vars(&vars(&[("DATABASE_URL", "postgres://hub:s3cret-pw@db.internal:5432/hub")])).unwrap();
+    assert_eq!(s.database_url, "postgres://hub:s3cret-pw@db.internal:5432/hub", "the URL itself is kept whole");
+    let printed = format!("{s:?}");
+    assert!(!printed.contains("s3cret-pw"), "{printed}");
+    assert!(printed.contains("postgres://hub:***@db.internal:5432/hub"), "{printed}");
+    let plain = Settings::from_vars(&vars(&[("DATABASE_URL", "sqlite://data/hub.db")])).unwrap();
+    assert!(format!("{plain:?}").contains("sqlite://data/hub.db"));
+}

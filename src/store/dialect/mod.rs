@@ -60,6 +60,9 @@ pub(super) async fn connect(
             (backend, pool, WriterOptions::Sqlite(writer))
         }
         Backend::Postgres => {
+            if max_pages.is_some() {
+                tracing::warn!("SQLITE_MAX_PAGE_COUNT is for SQLite; PostgreSQL ignores it (cap its disk instead)");
+            }
             let (pool, writer) = postgres::connect(database_url, options).await?;
             (backend, pool, WriterOptions::Postgres(writer))
         }
