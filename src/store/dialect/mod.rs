@@ -36,7 +36,21 @@ impl Backend {
             Backend::Postgres => "begin",
         }
     }
+
+    /// The worker's claim: due events, oldest first, under a lease for `$1` until `$2`. The same
+    /// text on both today: SQLite has one writer, and one instance claims on PostgreSQL. Claims
+    /// across instances (`for update skip locked`, a claim id) belong here.
+    pub(super) fn claim_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite | Backend::Postgres => CLAIM_SQL,
+        }
+    }
 }
+
+const CLAIM_SQL: &str = "update events set state = 'processing', lease_owner = $1, next_attempt_at = $2, \
+    attempts = attempts + 1 where id in (select id from events where state in ('pending', 'retrying', 'processing') \
+    and next_attempt_at <= $3 order by next_attempt_at, id limit $4) \
+    returning id, public_id, received_at, event_type, company_id, inspection_id, connection_id, payload, attempts";
 
 /// How the intake writer reaches its own connection (see `EventWriter`).
 #[derive(Clone, Debug)]
