@@ -80,6 +80,8 @@ pub struct DemoOptions {
     pub data_dir: PathBuf,
     /// Serve https with a self-signed certificate, and redirect this plain-http address to it.
     pub tls: Option<SocketAddr>,
+    /// Another database than the SQLite file under `data_dir` (`--database-url`).
+    pub database_url: Option<String>,
 }
 
 pub fn demo_settings(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
@@ -89,7 +91,8 @@ pub fn demo_settings(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> 
     let fake = format!("{base}/fake/snapinspect");
     let mut vars: BTreeMap<String, String> = secrets.clone();
     let db = data_dir.join("connect-hub.db");
-    vars.insert("DATABASE_URL".into(), format!("sqlite://{}", db.display()));
+    let database_url = opts.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", db.display()));
+    vars.insert("DATABASE_URL".into(), database_url);
     vars.insert("BIND_ADDR".into(), bind.to_string());
     vars.insert("PUBLIC_URL".into(), base.clone());
     vars.insert("SNAPINSPECT_CLIENT_ID".into(), DEMO_CLIENT_ID.into());
@@ -247,4 +250,35 @@ async fn seed_credentials_connections(
             .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod database_url_tests {
+    use super::*;
+
+    fn tempfile_dir() -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hub-demo-test-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn options(database_url: Option<&str>) -> DemoOptions {
+        DemoOptions {
+            bind: "127.0.0.1:8080".parse().unwrap(),
+            data_dir: PathBuf::from("demo-data"),
+            tls: None,
+            database_url: database_url.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_demo_keeps_sqlite_under_its_data_dir_unless_given_a_database_url() {
+        let dir = tempfile_dir();
+        let secrets = demo_secrets(&dir).unwrap();
+        let s = demo_settings(&options(None), &secrets).unwrap();
+        assert_eq!(s.database_url, format!("sqlite://{}", Path::new("demo-data").join("connect-hub.db").display()));
+        let s = demo_settings(&options(Some("postgres://postgres@127.0.0.1/demo")), &secrets).unwrap();
+        assert_eq!(s.database_url, "postgres://postgres@127.0.0.1/demo");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

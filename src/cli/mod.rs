@@ -45,6 +45,10 @@ enum Command {
         /// redirect http://127.0.0.1:8080 to it.
         #[arg(long)]
         tls: bool,
+        /// Keep the demo's data in this database instead (e.g. postgres://postgres@127.0.0.1/hub_demo);
+        /// the generated keys stay under the data directory.
+        #[arg(long)]
+        database_url: Option<String>,
     },
     /// Run the fake SnapInspect alone, for developing against a separate `serve`.
     FakeSnapinspect {
@@ -122,11 +126,11 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve().await,
-        Command::Demo { bind, data_dir, tls } => {
+        Command::Demo { bind, data_dir, tls, database_url } => {
             let default = if tls { "127.0.0.1:8443" } else { "127.0.0.1:8080" };
             let bind = bind.unwrap_or_else(|| default.parse().expect("a valid address"));
             let tls = tls.then(|| "127.0.0.1:8080".parse().expect("a valid address"));
-            crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls }).await
+            crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls, database_url }).await
         }
         Command::FakeSnapinspect { bind, client_id, client_secret, redirect_uri, webhook_url } => {
             telemetry::init(
@@ -146,9 +150,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = cli_settings()?;
-            let pool = crate::store::connect_pool(&settings.database_url, settings.sqlite_max_pages).await?;
-            crate::store::migrate(&pool).await?;
-            pool.close().await;
+            let db = crate::store::Database::connect(&settings.database_url, settings.sqlite_max_pages).await?;
+            db.migrate().await?;
+            db.close().await;
             println!("migrations applied");
             Ok(())
         }

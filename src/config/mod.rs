@@ -54,10 +54,46 @@ pub struct SnapInspectSettings {
     pub inspection_path: String,
 }
 
+/// `DATABASE_URL`. A `postgres://` URL may carry a password: `Debug` prints it as `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<&str> for DatabaseUrl {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
+impl PartialEq<String> for DatabaseUrl {
+    fn eq(&self, other: &String) -> bool {
+        &self.0 == other
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match Url::parse(&self.0) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("***"));
+                write!(f, "{:?}", url.as_str())
+            }
+            Ok(_) => write!(f, "{:?}", self.0),
+            Err(_) => f.write_str("\"(not a URL)\""),
+        }
+    }
+}
+
 /// Everything the service is configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     pub bind_addr: SocketAddr,
     /// The external base URL, without a trailing slash.
     pub public_url: Url,
@@ -233,7 +269,7 @@ impl Settings {
             .map_err(|p| bad("RETRY_SCHEDULE", p))?;
 
         Ok(Settings {
-            database_url: get("DATABASE_URL").unwrap_or("sqlite://data/connect-hub.db").to_owned(),
+            database_url: DatabaseUrl(get("DATABASE_URL").unwrap_or("sqlite://data/connect-hub.db").to_owned()),
             bind_addr,
             public_url,
             tls,

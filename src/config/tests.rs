@@ -77,3 +77,14 @@ fn outbound_allow_networks_is_a_list_of_networks_and_none_by_default() {
         "OUTBOUND_ALLOW_NETWORKS `10.0.0.0/33` is not an IP address or a network like 10.0.0.0/8"
     );
 }
+
+#[test]
+fn a_database_password_never_prints_with_the_settings() {
+    let s = Settings::from_vars(&vars(&[("DATABASE_URL", "postgres://hub:s3cret-pw@db.internal:5432/hub")])).unwrap();
+    assert_eq!(s.database_url, "postgres://hub:s3cret-pw@db.internal:5432/hub", "the URL itself is kept whole");
+    let printed = format!("{s:?}");
+    assert!(!printed.contains("s3cret-pw"), "{printed}");
+    assert!(printed.contains("postgres://hub:***@db.internal:5432/hub"), "{printed}");
+    let plain = Settings::from_vars(&vars(&[("DATABASE_URL", "sqlite://data/hub.db")])).unwrap();
+    assert!(format!("{plain:?}").contains("sqlite://data/hub.db"));
+}

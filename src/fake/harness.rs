@@ -156,9 +156,10 @@ impl HubProcess {
         Ok(callback)
     }
 
-    /// A pool on the process's database (SQLite allows readers beside it).
-    pub async fn pool(&self) -> anyhow::Result<sqlx::SqlitePool> {
-        Ok(sqlx::SqlitePool::connect(&self.env["DATABASE_URL"]).await?)
+    /// A pool on the process's database, whichever store it is (SQLite allows readers beside it).
+    pub async fn pool(&self) -> anyhow::Result<sqlx::AnyPool> {
+        sqlx::any::install_default_drivers();
+        Ok(sqlx::AnyPool::connect(&self.env["DATABASE_URL"]).await?)
     }
 
     /// `kill -TERM`, then wait; returns whether it exited 0.

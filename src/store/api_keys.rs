@@ -4,7 +4,7 @@
 use super::{audit::insert_audit, Store};
 
 /// An API key's record; the key itself is never stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct ApiKey {
     pub id: String,
     pub name: String,
@@ -18,7 +18,37 @@ pub struct ApiKey {
     pub read_only: bool,
 }
 
-const COLUMNS: &str = "id, name, prefix, created_at, last_used_at, revoked_at, connection_scope, read_only";
+/// The row as read: `read_only` as the 0 or 1 of `case when read_only then 1 else 0 end`, since
+/// sqlx's Any driver decodes no SQLite `boolean`.
+#[derive(sqlx::FromRow)]
+struct ApiKeyRecord {
+    id: String,
+    name: String,
+    prefix: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+    connection_scope: Option<String>,
+    read_only: i64,
+}
+
+impl From<ApiKeyRecord> for ApiKey {
+    fn from(r: ApiKeyRecord) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            prefix: r.prefix,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+            revoked_at: r.revoked_at,
+            connection_scope: r.connection_scope,
+            read_only: r.read_only != 0,
+        }
+    }
+}
+
+const COLUMNS: &str = "id, name, prefix, created_at, last_used_at, revoked_at, connection_scope, \
+    case when read_only then 1 else 0 end as read_only";
 
 impl Store {
     #[allow(clippy::too_many_arguments)]
@@ -59,10 +89,11 @@ impl Store {
     }
 
     pub async fn api_key_by_hash(&self, key_hash: &[u8]) -> anyhow::Result<Option<ApiKey>> {
-        Ok(sqlx::query_as(&format!("select {COLUMNS} from api_keys where key_hash = $1"))
+        let row: Option<ApiKeyRecord> = sqlx::query_as(&format!("select {COLUMNS} from api_keys where key_hash = $1"))
             .bind(key_hash)
             .fetch_optional(&self.pool)
-            .await?)
+            .await?;
+        Ok(row.map(ApiKey::from))
     }
 
     /// Revoke a key; false if there is no such key or it was already revoked.
@@ -82,9 +113,11 @@ impl Store {
     }
 
     pub async fn api_keys(&self) -> anyhow::Result<Vec<ApiKey>> {
-        Ok(sqlx::query_as(&format!("select {COLUMNS} from api_keys order by created_at desc"))
-            .fetch_all(&self.pool)
-            .await?)
+        let rows: Vec<ApiKeyRecord> =
+            sqlx::query_as(&format!("select {COLUMNS} from api_keys order by created_at desc"))
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(ApiKey::from).collect())
     }
 
     pub async fn touch_api_key(&self, id: &str, now: i64) -> anyhow::Result<()> {

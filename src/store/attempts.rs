@@ -70,18 +70,13 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<ClaimedEvent>> {
         type Row = (i64, String, i64, Option<String>, Option<i64>, Option<i64>, Option<String>, String, i64);
-        let rows: Vec<Row> = sqlx::query_as(
-            "update events set state = 'processing', lease_owner = $1, next_attempt_at = $2, attempts = attempts + 1 \
-             where id in (select id from events where state in ('pending', 'retrying', 'processing') \
-             and next_attempt_at <= $3 order by next_attempt_at, id limit $4) \
-             returning id, public_id, received_at, event_type, company_id, inspection_id, connection_id, payload, attempts",
-        )
-        .bind(owner)
-        .bind(lease_until)
-        .bind(now)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows: Vec<Row> = sqlx::query_as(self.backend.claim_sql())
+            .bind(owner)
+            .bind(lease_until)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.into_iter()
             .map(|(rowid, id, received_at, kind, company, inspection_id, connection, payload, attempts)| {
                 Ok(ClaimedEvent {

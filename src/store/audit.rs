@@ -1,8 +1,6 @@
 //! The audit trail: who did what to which connection, and when.
 
-use sqlx::{Sqlite, Transaction};
-
-use super::Store;
+use super::{Store, Tx};
 use crate::domain::ConnectionId;
 
 /// One line of the audit trail.
@@ -19,7 +17,7 @@ pub struct AuditEntry {
 /// Append to the audit trail inside the caller's transaction, so the entry and the change it
 /// describes commit together.
 pub(super) async fn insert_audit(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Tx,
     at: i64,
     actor: &str,
     action: &str,

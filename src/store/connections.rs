@@ -50,7 +50,7 @@ struct ConnectionRecord {
     name: String,
     company_id: Option<i64>,
     status: String,
-    has_tokens: bool,
+    has_tokens: i64,
     token_fingerprint: Option<String>,
     token_version: i64,
     token_obtained_at: Option<i64>,
@@ -63,7 +63,8 @@ struct ConnectionRecord {
     last_error_at: Option<i64>,
     failure_count: i64,
     retry_after: Option<i64>,
-    callback_tokens_pending: bool,
+    /// 0 or 1: read through `case`, as sqlx's Any driver decodes no SQLite `boolean`.
+    callback_tokens_pending: i64,
     client_id: Option<String>,
     scope: Option<String>,
     audience: Option<String>,
@@ -75,9 +76,9 @@ struct ConnectionRecord {
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
-    (access_token is not null) as has_tokens, token_fingerprint, token_version, token_obtained_at, \
+    case when access_token is null then 0 else 1 end as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
-    failure_count, retry_after, callback_tokens_pending, client_id, scope, audience, domain, environment, token_url, auth_style, \
+    failure_count, retry_after, case when callback_tokens_pending then 1 else 0 end as callback_tokens_pending, client_id, scope, audience, domain, environment, token_url, auth_style, \
     token_expires_at";
 
 impl TryFrom<ConnectionRecord> for Connection {
@@ -90,7 +91,7 @@ impl TryFrom<ConnectionRecord> for Connection {
             name: r.name,
             company_id: r.company_id.map(CompanyId::new).transpose()?,
             status: ConnectionStatus::parse(&r.status)?,
-            has_tokens: r.has_tokens,
+            has_tokens: r.has_tokens != 0,
             token_fingerprint: r.token_fingerprint,
             token_version: r.token_version,
             token_obtained_at: r.token_obtained_at,
@@ -103,7 +104,7 @@ impl TryFrom<ConnectionRecord> for Connection {
             last_error_at: r.last_error_at,
             failure_count: r.failure_count,
             retry_after: r.retry_after,
-            callback_tokens_pending: r.callback_tokens_pending,
+            callback_tokens_pending: r.callback_tokens_pending != 0,
             client_id: r.client_id,
             scope: r.scope,
             audience: r.audience,
@@ -170,7 +171,7 @@ impl Store {
         let sql = format!(
             "select {CONNECTION_COLUMNS} from connections \
              where ($1 is null or status = $1) \
-             and ($2 is null or company_id = $3 or name like $2 escape '\\' or id = $4) \
+             and ($2 is null or company_id = $3 or lower(name) like lower($2) escape '\\' or id = $4) \
              order by created_at desc, id limit $5"
         );
         let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql)

@@ -181,9 +181,10 @@ impl Store {
     pub async fn events_beyond(&self, filter: &EventFilter, rowid: i64, older: bool) -> anyhow::Result<bool> {
         let f = EventFilter { before: older.then_some(rowid), after: (!older).then_some(rowid), ..filter.clone() };
         let (clause, args) = f.clause();
-        let sql = format!("select exists (select 1 from events {clause})");
-        let q = bind_args!(sqlx::query_scalar::<_, bool>(&sql), args);
-        Ok(q.fetch_one(&self.pool).await?)
+        // An integer, not a boolean: SQLite has no boolean type for the `Any` driver to decode.
+        let sql = format!("select case when exists (select 1 from events {clause}) then 1 else 0 end");
+        let q = bind_args!(sqlx::query_scalar::<_, i64>(&sql), args);
+        Ok(q.fetch_one(&self.pool).await? != 0)
     }
 
     /// How many events match the filter.
@@ -231,7 +232,7 @@ impl Store {
 
 /// Inside a connect transaction: the company's waiting events now belong to the connection.
 pub(super) async fn match_unmatched(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut super::Tx,
     connection: &ConnectionId,
     company: CompanyId,
     now: i64,

@@ -2,15 +2,13 @@
 //! batch in one transaction (one commit, one fsync), matching events to their company's connection,
 //! the duplicate window's warm-up, and checkpoints kept off the commit path.
 
-use anyhow::Context;
-use serde_json::json;
-use sqlx::{sqlite::SqliteConnection, ConnectOptions};
+use sqlx::{postgres::PgConnection, sqlite::SqliteConnection};
 
-use super::Store;
-use crate::{
-    domain::{CompanyId, EventId},
-    snapinspect::webhook::WebhookPayload,
+use super::{
+    dialect::{self, Backend, WriterOptions},
+    Store,
 };
+use crate::{domain::EventId, snapinspect::webhook::WebhookPayload};
 
 /// An event as intake hands it to the store.
 pub struct NewEvent {
@@ -27,36 +25,16 @@ pub enum Inserted {
     Duplicate(EventId),
 }
 
-const INSERT_CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
-
-/// `insert into events … values (…), (…)` for `rows` rows (one of `INSERT_CHUNKS`), built once.
-fn insert_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
-    let all = SQL.get_or_init(|| {
-        INSERT_CHUNKS
-            .iter()
-            .map(|&n| {
-                // Anonymous `?` parameters: sqlx looks a named one up by name, which SQLite does
-                // by a linear walk, so 700 `$N` would cost more than the insert. Events start
-                // unmatched; MATCH_SQL then gives those of connected companies their connection.
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, null, 'unmatched', ?)"; n];
-                format!(
-                    "insert into events (public_id, received_at, event_type, company_id, inspection_id, review_id, \
-                     status_text, payload, payload_hash, connection_id, state, next_attempt_at) values {}",
-                    values.join(", ")
-                )
-            })
-            .collect()
-    });
-    let i = INSERT_CHUNKS.iter().position(|n| *n == rows).expect("a chunk size");
-    &all[i]
+/// The intake's own connection. Keeping one connection for every batch keeps its page cache warm
+/// (another connection's commit would invalidate it); on SQLite automatic checkpoints are off on
+/// it so a commit never waits for one: [`Store::checkpoint`] runs them beside it.
+pub struct EventWriter {
+    conn: WriterConn,
 }
 
-/// The intake's own connection. Keeping one connection for every batch keeps its page cache warm
-/// (another connection's commit would invalidate it), and automatic checkpoints are off on it so
-/// a commit never waits for one: [`Store::checkpoint`] runs them beside it.
-pub struct EventWriter {
-    conn: SqliteConnection,
+enum WriterConn {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
 }
 
 impl EventWriter {
@@ -65,86 +43,34 @@ impl EventWriter {
     /// SnapInspect connection; without one it waits as `unmatched`.
     #[tracing::instrument(skip_all, fields(events = events.len(), duplicates = duplicates.len()))]
     pub async fn insert(&mut self, events: &[NewEvent], duplicates: &[(EventId, i64)]) -> anyhow::Result<()> {
-        // The whole batch is one multi-statement query: one round trip to SQLite's thread instead
-        // of one per statement, which under load is what a batch mostly waits for.
-        let mut sql = String::from("begin immediate;\n");
-        let mut rest = events.len();
-        while rest > 0 {
-            let size = INSERT_CHUNKS.iter().copied().find(|n| *n <= rest).unwrap_or(1);
-            sql.push_str(insert_sql(size));
-            sql.push_str(";\n");
-            rest -= size;
+        match &mut self.conn {
+            WriterConn::Sqlite(conn) => dialect::sqlite::insert(conn, events, duplicates).await,
+            WriterConn::Postgres(conn) => dialect::postgres::insert(conn, events, duplicates).await,
         }
-        let ids = json!(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>()).to_string();
-        if !events.is_empty() {
-            // Events whose company is connected belong to that connection. The write lock is held
-            // since `begin immediate`, so this sees exactly the connections a connect has committed.
-            sql.push_str(MATCH_SQL);
-            sql.push_str(";\n");
-        }
-        for _ in duplicates {
-            sql.push_str("update events set duplicates = duplicates + ? where public_id = ?;\n");
-        }
-        sql.push_str("commit");
-
-        let mut q = sqlx::query(&sql);
-        for e in events {
-            let p = &e.payload;
-            q = q
-                .bind(e.id.as_str())
-                .bind(e.received_at)
-                .bind(p.kind.as_deref())
-                .bind(p.company_id.map(CompanyId::get))
-                .bind(p.inspection_id)
-                .bind(p.review_id)
-                .bind(p.status.as_deref())
-                .bind(p.raw.as_str())
-                .bind(p.dedupe_hash.as_str())
-                // A new event is due at once.
-                .bind(e.received_at);
-        }
-        if !events.is_empty() {
-            q = q.bind(&ids);
-        }
-        for (id, count) in duplicates {
-            q = q.bind(*count).bind(id.as_str());
-        }
-        if let Err(e) = q.execute(&mut self.conn).await {
-            // A statement failed part-way: end the transaction it left open.
-            let _ = sqlx::query("rollback").execute(&mut self.conn).await;
-            return Err(anyhow::Error::new(e).context("storing webhook events"));
-        }
-        Ok(())
     }
-}
 
-impl EventWriter {
     /// Finish the checkpoint on the writer's own connection. The checkpointer beside it copies most
     /// frames, but under steady writes it never catches the last ones, and the WAL only starts
     /// over (instead of growing, which makes every fsync also write file metadata) once a
     /// checkpoint is complete when a write begins. Only this connection writes, so this one
     /// completes: it has just the frames since the checkpointer's last pass to copy.
+    /// PostgreSQL checkpoints by itself: nothing to do there.
     pub async fn finish_checkpoint(&mut self) -> anyhow::Result<()> {
-        sqlx::query("pragma wal_checkpoint(passive)").execute(&mut self.conn).await?;
+        if let WriterConn::Sqlite(conn) = &mut self.conn {
+            sqlx::query(dialect::sqlite::CHECKPOINT_SQL).execute(conn).await?;
+        }
         Ok(())
     }
 }
 
-/// Match the batch's events (their ids bound as a JSON array) to their companies' connections.
-const MATCH_SQL: &str = "update events set state = 'pending', connection_id = (select c.id from connections c \
-    where c.provider = 'snapinspect' and c.company_id = events.company_id and c.status <> 'disconnected') \
-    where public_id in (select value from json_each(?)) and company_id in (select company_id from connections \
-    where provider = 'snapinspect' and status <> 'disconnected' and company_id is not null)";
-
 impl Store {
     /// A dedicated connection for the intake writer (see [`EventWriter`]).
     pub async fn event_writer(&self) -> anyhow::Result<EventWriter> {
-        let options = (*self.pool.connect_options())
-            .clone()
-            .pragma("wal_autocheckpoint", "0")
-            // When the WAL restarts, a file that grew past this is cut back.
-            .pragma("journal_size_limit", "67108864");
-        Ok(EventWriter { conn: options.connect().await.context("opening the intake writer's connection")? })
+        let conn = match &self.writer {
+            WriterOptions::Sqlite(options) => WriterConn::Sqlite(dialect::sqlite::writer(options).await?),
+            WriterOptions::Postgres(options) => WriterConn::Postgres(dialect::postgres::writer(options).await?),
+        };
+        Ok(EventWriter { conn })
     }
 
     /// The payload hashes of events received since `since`, newest first, at most `limit`: what
@@ -172,9 +98,11 @@ impl Store {
     }
 
     /// Copy committed WAL frames into the database file without blocking writers or readers
-    /// (PASSIVE); the intake writer leaves this to a task beside it.
+    /// (PASSIVE); the intake writer leaves this to a task beside it. Nothing to do on PostgreSQL.
     pub async fn checkpoint(&self) -> anyhow::Result<()> {
-        sqlx::query("pragma wal_checkpoint(passive)").execute(&self.pool).await?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query(dialect::sqlite::CHECKPOINT_SQL).execute(&self.pool).await?;
+        }
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! All SQL lives here. The store opens SQLite (WAL, foreign keys, a busy timeout, `synchronous=FULL`),
-//! applies migrations, and seals/opens every secret column with the key ring on the way in and out.
+//! All SQL lives here, written once for SQLite and PostgreSQL (sqlx's `Any` driver; what differs
+//! is in `dialect`). The store applies migrations and seals/opens every secret column.
 
 mod admins;
 mod api_keys;
@@ -7,6 +7,7 @@ mod attempts;
 mod audit;
 mod connections;
 mod credentials;
+mod dialect;
 mod events;
 mod intake;
 mod links;
@@ -16,13 +17,10 @@ mod sessions;
 mod states;
 mod throttle;
 
-use std::{path::Path, str::FromStr, sync::Arc, time::Duration};
+use std::{path::Path, sync::Arc};
 
-use anyhow::{bail, Context};
-use sqlx::{
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    SqlitePool,
-};
+use anyhow::Context;
+use sqlx::AnyPool;
 
 pub use admins::Admin;
 pub use api_keys::ApiKey;
@@ -30,6 +28,7 @@ pub use attempts::{Attempt, AttemptOutcome, ClaimedEvent, NewAttempt};
 pub use audit::AuditEntry;
 pub use connections::{Connection, ConnectionFilter};
 pub use credentials::StoredCredentials;
+pub use dialect::Backend;
 pub use events::{EventFilter, EventRow, ReplayRefusal};
 pub use intake::{EventWriter, Inserted, NewEvent};
 pub use links::{AssignRefusal, NewSnapInspectLink, SavedLink};
@@ -40,67 +39,67 @@ pub use throttle::{account_hash, ThrottleKey, ThrottleRow};
 
 use crate::crypto::KeyRing;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The transaction every multi-statement write runs in (see [`Store::write_tx`]).
+pub(crate) type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
 /// The database plus the key ring that seals its secret columns. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    backend: Backend,
+    writer: dialect::WriterOptions,
     keys: Arc<KeyRing>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").finish_non_exhaustive()
+        f.debug_struct("Store").field("backend", &self.backend).finish_non_exhaustive()
     }
 }
 
-/// Open the pool for `DATABASE_URL`, creating the SQLite file (and its directory) if needed.
+/// A pool on `DATABASE_URL` (`sqlite://` or `postgres://`), unmigrated. A SQLite file (and its
+/// directory) is created if needed, readable by its owner only.
 ///
-/// `max_pages` caps the file (SQLite's `max_page_count`): past it writes fail cleanly ("database or
-/// disk is full") instead of filling the disk.
-pub async fn connect_pool(database_url: &str, max_pages: Option<u64>) -> anyhow::Result<SqlitePool> {
-    if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-        bail!("DATABASE_URL: this build stores data in SQLite only; the PostgreSQL store is not available yet (use sqlite://PATH)");
+/// `max_pages` caps a SQLite file (`max_page_count`): past it writes fail cleanly ("database or
+/// disk is full") instead of filling the disk. PostgreSQL ignores it.
+pub struct Database {
+    pool: AnyPool,
+    backend: Backend,
+    writer: dialect::WriterOptions,
+}
+
+impl Database {
+    pub async fn connect(database_url: &str, max_pages: Option<u64>) -> anyhow::Result<Self> {
+        let (backend, pool, writer) = dialect::connect(database_url, max_pages).await?;
+        Ok(Self { pool, backend, writer })
     }
-    if !database_url.starts_with("sqlite:") {
-        bail!("DATABASE_URL must start with sqlite:// (e.g. sqlite://data/connect-hub.db)");
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
-    let options = SqliteConnectOptions::from_str(database_url)
-        .with_context(|| "DATABASE_URL is not a valid sqlite:// URL".to_string())?
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // Durability first: every commit is on disk before we answer (webhooks get their 200 only then).
-        .synchronous(SqliteSynchronous::Full)
-        .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(10))
-        // Read pages through a memory map (no read syscall per page) and keep more of them cached.
-        .pragma("mmap_size", "268435456")
-        .pragma("cache_size", "-16384");
-    let options = match max_pages {
-        Some(n) => options.pragma("max_page_count", n.to_string()),
-        None => options,
-    };
-    let file = options.get_filename().to_path_buf();
-    // An in-memory database (`sqlite::memory:`, `?mode=memory`) has no file to prepare.
-    let in_memory = database_url.contains(":memory:") || database_url.contains("mode=memory");
-    if !in_memory {
-        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create the database directory {}", dir.display()))?;
-        }
-        // A new database is readable by this user only; SQLite gives its -wal and -shm files the
-        // same mode. An existing one keeps the mode its operator chose, with a warning if it is open.
-        if !create_private(&file).with_context(|| format!("cannot create the database at {}", file.display()))? {
-            warn_if_shared(&file);
-        }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
-    SqlitePoolOptions::new()
-        .max_connections(8)
-        .min_connections(1)
-        .connect_with(options)
-        .await
-        .with_context(|| format!("cannot open the database at {}", file.display()))
+
+    /// Apply every migration not yet applied (forward only), from this backend's own set.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        migrator(self.backend).run(&self.pool).await.context("applying database migrations")
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn migrator(backend: Backend) -> &'static sqlx::migrate::Migrator {
+    match backend {
+        Backend::Sqlite => &SQLITE_MIGRATOR,
+        Backend::Postgres => &POSTGRES_MIGRATOR,
+    }
 }
 
 /// Create an empty file that only this user can read and write; `false` if it already exists.
@@ -116,56 +115,43 @@ pub fn create_private(path: &Path) -> std::io::Result<bool> {
     }
 }
 
-/// Say so when the database file can be read by other users of the machine.
-fn warn_if_shared(file: &Path) {
-    #[cfg(unix)]
-    if let Ok(meta) = std::fs::metadata(file) {
-        let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions());
-        if mode & 0o077 != 0 {
-            tracing::warn!(
-                path = %file.display(),
-                mode = format!("{:o}", mode & 0o777),
-                "the database file is readable by other users; `chmod 600` it (and its -wal and -shm files)"
-            );
-        }
-    }
-}
-
-/// Apply every migration not yet applied (forward only).
-pub async fn migrate(pool: &SqlitePool) -> anyhow::Result<()> {
-    MIGRATOR.run(pool).await.context("applying database migrations")
-}
-
-/// Whether every migration this binary knows is applied (for `/readyz`).
-pub async fn migrations_current(pool: &SqlitePool) -> anyhow::Result<bool> {
+/// Whether every migration this binary knows for `backend` is applied (for `/readyz`).
+pub async fn migrations_current(pool: &AnyPool, backend: Backend) -> anyhow::Result<bool> {
     let applied: Vec<i64> = sqlx::query_scalar("select version from _sqlx_migrations where success = true")
         .fetch_all(pool)
         .await
         .context("reading the migrations table")?;
-    Ok(MIGRATOR.iter().all(|m| applied.contains(&m.version)))
+    Ok(migrator(backend).iter().all(|m| applied.contains(&m.version)))
 }
 
 impl Store {
-    pub fn new(pool: SqlitePool, keys: Arc<KeyRing>) -> Self {
-        Self { pool, keys }
+    pub fn new(db: Database, keys: Arc<KeyRing>) -> Self {
+        Self { pool: db.pool, backend: db.backend, writer: db.writer, keys }
+    }
+
+    /// The same database seen through another key ring (a key rotation's before and after).
+    pub fn with_keys(&self, keys: Arc<KeyRing>) -> Self {
+        Self { keys, ..self.clone() }
     }
 
     /// Open, migrate and wrap: what `serve` and every CLI command do first.
     pub async fn open(database_url: &str, max_pages: Option<u64>, keys: Arc<KeyRing>) -> anyhow::Result<Self> {
-        let pool = connect_pool(database_url, max_pages).await?;
-        migrate(&pool).await?;
-        Ok(Self::new(pool, keys))
+        let db = Database::connect(database_url, max_pages).await?;
+        db.migrate().await?;
+        Ok(Self::new(db, keys))
     }
 
-    /// A write transaction. SQLite: `BEGIN IMMEDIATE` takes the write lock up front, so a
-    /// transaction that reads before it writes cannot fail with a stale snapshot (SQLITE_BUSY)
-    /// when another connection commits in between; the busy timeout makes it wait instead.
-    pub(crate) async fn write_tx(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
-        self.pool.begin_with("begin immediate").await
+    /// A write transaction (see [`Backend::begin_write`]: `begin immediate` on SQLite).
+    pub(crate) async fn write_tx(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin_with(self.backend.begin_write()).await
     }
 
-    pub fn pool(&self) -> &SqlitePool {
+    pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn keys(&self) -> &KeyRing {
@@ -175,7 +161,7 @@ impl Store {
     /// Whether the database answers and is fully migrated.
     pub async fn ready(&self) -> anyhow::Result<bool> {
         sqlx::query("select 1").execute(&self.pool).await.context("database unreachable")?;
-        migrations_current(&self.pool).await
+        migrations_current(&self.pool, self.backend).await
     }
 
     /// Delete expired connect states, sessions and sign-in throttle rows; returns how many rows went.
@@ -201,22 +187,16 @@ impl Store {
     }
 
     /// A consistent copy of the whole database, taken online (`VACUUM INTO`: one read transaction,
-    /// so writers carry on). The target must not exist yet.
+    /// so writers carry on). The target must not exist yet. SQLite only: PostgreSQL has `pg_dump`.
     #[tracing::instrument(skip_all)]
     pub async fn backup(&self, target: &Path) -> anyhow::Result<u64> {
-        let path = target.to_str().ok_or_else(|| anyhow::anyhow!("the backup path must be UTF-8"))?;
-        // `VACUUM INTO` fills an empty file: made here first, so the copy is private like the
-        // database, and so an existing file is never touched.
-        anyhow::ensure!(
-            create_private(target).with_context(|| format!("cannot create {}", target.display()))?,
-            "{} already exists; choose a new file",
-            target.display()
-        );
-        if let Err(e) = sqlx::query("vacuum into $1").bind(path).execute(&self.pool).await {
-            let _ = std::fs::remove_file(target);
-            return Err(anyhow::Error::new(e).context("copying the database"));
+        match self.backend {
+            Backend::Sqlite => dialect::sqlite::backup(&self.pool, target).await,
+            Backend::Postgres => anyhow::bail!(
+                "`backup` copies a SQLite database; this one is PostgreSQL: use `pg_dump` instead \
+                 (e.g. `pg_dump --format=custom --file=hub.dump \"$DATABASE_URL\"`)"
+            ),
         }
-        Ok(std::fs::metadata(target)?.len())
     }
 
     /// Flush and close the pool (checkpointing the WAL).
@@ -234,12 +214,38 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 mod tests {
     #[tokio::test]
     async fn an_in_memory_database_leaves_no_file_behind() {
-        let pool = super::connect_pool("sqlite::memory:", None).await.unwrap();
-        sqlx::query("create table t (x integer)").execute(&pool).await.unwrap();
+        let db = super::Database::connect("sqlite::memory:", None).await.unwrap();
+        sqlx::query("create table t (x integer)").execute(db.pool()).await.unwrap();
         let stray = std::fs::read_dir(".")
             .unwrap()
             .filter_map(|e| e.ok())
             .any(|e| e.file_name().to_string_lossy().starts_with("file:sqlx-in-memory"));
         assert!(!stray, "a file named after the in-memory database was created");
+    }
+
+    #[tokio::test]
+    async fn every_pooled_sqlite_connection_gets_the_durability_and_size_settings() {
+        let dir = std::env::temp_dir().join(format!("hub-pragmas-{}", rand::random::<u64>()));
+        let url = format!("sqlite://{}", dir.join("hub.db").display());
+        let db = super::Database::connect(&url, Some(5000)).await.unwrap();
+        // More connections than the first: each one the pool opens must carry the settings.
+        let mut conns = Vec::new();
+        for _ in 0..3 {
+            conns.push(db.pool().acquire().await.unwrap());
+        }
+        for conn in &mut conns {
+            let text = |sql: &'static str| sqlx::query_scalar::<_, String>(sql);
+            let int = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+            assert_eq!(text("pragma journal_mode").fetch_one(&mut **conn).await.unwrap(), "wal");
+            assert_eq!(int("pragma synchronous").fetch_one(&mut **conn).await.unwrap(), 2, "FULL");
+            assert_eq!(int("pragma foreign_keys").fetch_one(&mut **conn).await.unwrap(), 1);
+            assert_eq!(int("pragma busy_timeout").fetch_one(&mut **conn).await.unwrap(), 10_000);
+            assert_eq!(int("pragma mmap_size").fetch_one(&mut **conn).await.unwrap(), 268_435_456);
+            assert_eq!(int("pragma cache_size").fetch_one(&mut **conn).await.unwrap(), -16_384);
+            assert_eq!(int("pragma max_page_count").fetch_one(&mut **conn).await.unwrap(), 5000);
+        }
+        drop(conns);
+        db.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -22,7 +22,8 @@ struct TokenRecord {
     retry_after: Option<i64>,
     token_expires_at: Option<i64>,
     token_obtained_at: Option<i64>,
-    callback_tokens_pending: bool,
+    /// 0 or 1 (see `CONNECTION_COLUMNS`).
+    callback_tokens_pending: i64,
     last_exchange_at: Option<i64>,
 }
 
@@ -72,7 +73,8 @@ impl Store {
     pub async fn tokens(&self, id: &ConnectionId) -> anyhow::Result<Option<StoredTokens>> {
         let row: Option<TokenRecord> = sqlx::query_as(
             "select provider, status, access_token, refresh_token, token_version, retry_after, token_expires_at, \
-             token_obtained_at, callback_tokens_pending, last_exchange_at from connections where id = $1",
+             token_obtained_at, case when callback_tokens_pending then 1 else 0 end as callback_tokens_pending, \
+             last_exchange_at from connections where id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
@@ -106,7 +108,7 @@ impl Store {
             retry_after,
             expires_at,
             obtained_at,
-            callback_pending,
+            callback_pending: callback_pending != 0,
             last_exchange_at,
         }))
     }

@@ -101,10 +101,7 @@ impl Store {
 
 /// Clear an account's throttle rows, and those of the addresses its failures came from (inside
 /// the password reset's transaction): the owner who locked themselves out gets straight back in.
-pub(super) async fn clear_account(
-    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
-    email: &str,
-) -> Result<u64, sqlx::Error> {
+pub(super) async fn clear_account(tx: &mut super::Tx, email: &str) -> Result<u64, sqlx::Error> {
     let account = account_hash(email);
     let addresses = sqlx::query(
         "delete from sign_in_throttle where key_hash in

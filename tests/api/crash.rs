@@ -3,17 +3,42 @@
 
 use std::{
     collections::HashSet,
+    ops::{Deref, DerefMut},
     path::Path,
     time::{Duration, Instant},
 };
 
 use connect_hub::fake::harness::{EventStream, HubProcess};
 
-pub fn hub(dir: &Path) -> HubProcess {
-    HubProcess::new(Path::new(env!("CARGO_BIN_EXE_connect-hub")), dir).unwrap()
+use crate::helpers::TestDb;
+
+/// The `serve` process on the test's database (see [`TestDb`]), which lives as long as it.
+pub struct Hub {
+    process: HubProcess,
+    _db: TestDb,
 }
 
-async fn ids(pool: &sqlx::SqlitePool, sql: &str) -> HashSet<String> {
+impl Deref for Hub {
+    type Target = HubProcess;
+    fn deref(&self) -> &HubProcess {
+        &self.process
+    }
+}
+
+impl DerefMut for Hub {
+    fn deref_mut(&mut self) -> &mut HubProcess {
+        &mut self.process
+    }
+}
+
+pub async fn hub(dir: &Path) -> Hub {
+    let mut process = HubProcess::new(Path::new(env!("CARGO_BIN_EXE_connect-hub")), dir).unwrap();
+    let db = TestDb::new(dir).await;
+    process.env.insert("DATABASE_URL".into(), db.url.clone());
+    Hub { process, _db: db }
+}
+
+async fn ids(pool: &sqlx::AnyPool, sql: &str) -> HashSet<String> {
     sqlx::query_scalar(sql).fetch_all(pool).await.unwrap().into_iter().collect()
 }
 
@@ -23,7 +48,7 @@ const DONE: &str = "select public_id from events where state = 'done'";
 #[tokio::test]
 async fn every_event_that_got_a_200_survives_sigkill_and_is_processed_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub(dir.path());
+    let hub = hub(dir.path()).await;
     let mut child = hub.start().await.unwrap();
     hub.connect(6847).await.unwrap();
 
@@ -72,7 +97,7 @@ async fn every_event_that_got_a_200_survives_sigkill_and_is_processed_after_rest
 #[tokio::test]
 async fn sigterm_stops_accepting_finishes_the_commits_in_flight_and_exits_0() {
     let dir = tempfile::tempdir().unwrap();
-    let hub = hub(dir.path());
+    let hub = hub(dir.path()).await;
     let mut child = hub.start().await.unwrap();
     let stream = EventStream::start(&hub.base, 16, 6847, 0);
     stream.wait_for(200, Duration::from_secs(30)).await.unwrap();

@@ -278,7 +278,8 @@ async fn keys_of_a_connection_are_sealed_and_rotate_with_the_rest() {
     let id = app.add_credentials(Provider::SmartDocumentor, input("id", url), "the-secret-value").await;
     let t = app.state.tokens.token(&id).await.unwrap();
     let mut bytes = Vec::new();
-    for suffix in ["", "-wal"] {
+    // On PostgreSQL there is no file to read; the rotation below still shows both are sealed.
+    for suffix in ["", "-wal"].into_iter().filter(|_| !app.db.is_postgres()) {
         bytes.extend(std::fs::read(format!("{}{suffix}", app.db_path.display())).unwrap_or_default());
     }
     for secret in ["the-secret-value", t.token.expose_secret()] {

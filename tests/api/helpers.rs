@@ -1,7 +1,12 @@
-//! `spawn_app()`: the application on a random loopback port with a fresh SQLite file, pointed at a
-//! fake SnapInspect on another random port; and a client that keeps cookies and follows no redirects.
+//! `spawn_app()`: the application on a random loopback port with a fresh database (a SQLite file, or
+//! a new PostgreSQL database when `TEST_DATABASE_URL` names a server), pointed at a fake SnapInspect
+//! on another random port; and a client that keeps cookies and follows no redirects.
 
-use std::{collections::BTreeMap, net::TcpListener, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+};
 
 use actix_web::{dev::ServerHandle, web};
 use connect_hub::{
@@ -27,6 +32,7 @@ pub struct TestApp {
     pub fake: FakeSnapInspect,
     pub fake_addr: String,
     pub receiver: FakeReceiver,
+    /// The SQLite file (meaningless on PostgreSQL: see [`TestApp::skip_on_postgres`]).
     pub db_path: PathBuf,
     pub vars: BTreeMap<String, String>,
     handle: ServerHandle,
@@ -34,6 +40,8 @@ pub struct TestApp {
     fake_handle: ServerHandle,
     receiver_handle: ServerHandle,
     pub dir: tempfile::TempDir,
+    // Last: dropped after the app is told to stop.
+    pub db: TestDb,
 }
 
 impl Drop for TestApp {
@@ -61,6 +69,64 @@ pub fn init_logs() {
     }
 }
 
+/// The database a test runs on: a SQLite file in the test's directory, or, when
+/// `TEST_DATABASE_URL` is a `postgres://` URL (a server, with or without a database), a new database
+/// `hub_test_<run>_<random>` on that server, dropped again when this is dropped.
+pub struct TestDb {
+    pub url: String,
+    /// The server URL and the database's name, on PostgreSQL.
+    created: Option<(String, String)>,
+}
+
+impl TestDb {
+    pub async fn new(dir: &Path) -> Self {
+        use sqlx::{Connection, Executor};
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(server) if server.starts_with("postgres") => {
+                // `.ci/run` names its run, so it can drop whatever this run leaves behind.
+                let run: String = std::env::var("TEST_DATABASE_RUN")
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric())
+                    .take(16)
+                    .collect::<String>()
+                    .to_lowercase();
+                let name = format!("hub_test_{run}_{:016x}", rand::random::<u64>());
+                let mut conn = sqlx::PgConnection::connect(&server).await.expect("TEST_DATABASE_URL answers");
+                conn.execute(format!("create database {name}").as_str()).await.expect("create the test database");
+                conn.close().await.ok();
+                let mut url = url::Url::parse(&server).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&name);
+                TestDb { url: url.to_string(), created: Some((server, name)) }
+            }
+            _ => TestDb { url: format!("sqlite://{}", dir.join("hub.db").display()), created: None },
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.created.is_some()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        use sqlx::{Connection, Executor};
+        let Some((server, name)) = self.created.take() else { return };
+        // Best effort, on a thread of its own: Drop cannot await, and the test's runtime may be
+        // the current-thread kind. `with (force)` ends the app's connections still open.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                if let Ok(mut conn) = sqlx::PgConnection::connect(&server).await {
+                    let _ = conn.execute(format!("drop database if exists {name} with (force)").as_str()).await;
+                    let _ = conn.close().await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
@@ -72,6 +138,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let db_path = dir.path().join("hub.db");
+    let db = TestDb::new(dir.path()).await;
     let app_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let fake_listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let receiver_listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -81,7 +148,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
 
     let mut vars = BTreeMap::new();
     for (k, v) in [
-        ("DATABASE_URL", format!("sqlite://{}", db_path.display())),
+        ("DATABASE_URL", db.url.clone()),
         ("BIND_ADDR", app_listener.local_addr().unwrap().to_string()),
         ("PUBLIC_URL", addr.clone()),
         ("ENCRYPTION_KEY", generate_key_b64(32)),
@@ -136,6 +203,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
         fake_handle,
         receiver_handle,
         dir,
+        db,
     }
 }
 
@@ -171,6 +239,16 @@ pub struct Connected {
 }
 
 impl TestApp {
+    /// Whether this test runs on PostgreSQL; if so, says why it is skipped there. For the few
+    /// tests that are about SQLite's file itself.
+    pub fn skip_on_postgres(&self, reason: &str) -> bool {
+        let skip = self.db.is_postgres();
+        if skip {
+            println!("skipped on PostgreSQL: {reason}");
+        }
+        skip
+    }
+
     /// Stop the application gracefully and start it again on the same address and database, as
     /// an operator's restart would.
     pub async fn restart(&mut self) {

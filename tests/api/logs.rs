@@ -13,7 +13,7 @@ use crate::helpers::spawn_token_server;
 #[tokio::test]
 async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = crate::crash::hub(dir.path());
+    let mut hub = crate::crash::hub(dir.path()).await;
     let log = dir.path().join("hub.log");
     hub.log = Some(log.clone());
     hub.env.insert("LOG_FORMAT".into(), "json".into());
@@ -116,7 +116,7 @@ async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
 
     // The current refresh token too, as stored now.
     let keys = KeyRing::from_base64(&SecretString::from(hub.env["ENCRYPTION_KEY"].clone()), &[]).unwrap();
-    let store = Store::new(pool, Arc::new(keys));
+    let store = Store::open(&hub.env["DATABASE_URL"], None, Arc::new(keys)).await.unwrap();
     let stored = store.tokens(&ConnectionId::parse(&conn).unwrap()).await.unwrap().unwrap();
     secrets.push(stored.refresh.unwrap().expose_secret().to_owned());
     for k in ["WEBHOOK_SECRET", "FORWARD_SECRET", "ENCRYPTION_KEY", "SESSION_KEY", "SNAPINSPECT_CLIENT_SECRET"] {

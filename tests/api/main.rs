@@ -16,6 +16,7 @@ mod hardening_tokens;
 mod helpers;
 mod logs;
 mod processes;
+mod stores;
 mod token_api;
 mod webhooks;
 mod worker;

@@ -1,0 +1,107 @@
+//! What differs between the two stores, in one place: opening each backend's connections, the
+//! write transaction's `begin`, the intake writer's batch insert, checkpoints and backups.
+
+pub(super) mod postgres;
+pub(super) mod sqlite;
+
+use anyhow::bail;
+use sqlx::{any::AnyPoolOptions, AnyPool};
+
+/// Which database a `DATABASE_URL` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// Read the backend off a `DATABASE_URL`, refusing anything else with a clear message.
+    pub fn of_url(database_url: &str) -> anyhow::Result<Self> {
+        if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+            Ok(Backend::Postgres)
+        } else if database_url.starts_with("sqlite:") {
+            Ok(Backend::Sqlite)
+        } else {
+            bail!("DATABASE_URL must start with sqlite:// (e.g. sqlite://data/connect-hub.db) or postgres:// (e.g. postgres://hub@127.0.0.1/hub)")
+        }
+    }
+
+    /// What a write transaction begins with. SQLite: `BEGIN IMMEDIATE` takes the write lock up
+    /// front, so a transaction that reads before it writes cannot fail with a stale snapshot
+    /// (SQLITE_BUSY) when another connection commits in between; the busy timeout makes it wait
+    /// instead. PostgreSQL has row locks and no such upgrade, so a plain `begin`.
+    pub(super) fn begin_write(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "begin immediate",
+            Backend::Postgres => "begin",
+        }
+    }
+
+    /// The worker's claim: due events, oldest first, under a lease for `$1` until `$2`. The same
+    /// text on both today: SQLite has one writer, and one instance claims on PostgreSQL. Claims
+    /// across instances (`for update skip locked`, a claim id) belong here.
+    pub(super) fn claim_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite | Backend::Postgres => CLAIM_SQL,
+        }
+    }
+}
+
+const CLAIM_SQL: &str = "update events set state = 'processing', lease_owner = $1, next_attempt_at = $2, \
+    attempts = attempts + 1 where id in (select id from events where state in ('pending', 'retrying', 'processing') \
+    and next_attempt_at <= $3 order by next_attempt_at, id limit $4) \
+    returning id, public_id, received_at, event_type, company_id, inspection_id, connection_id, payload, attempts";
+
+/// How the intake writer reaches its own connection (see `EventWriter`).
+#[derive(Clone, Debug)]
+pub(super) enum WriterOptions {
+    Sqlite(sqlx::sqlite::SqliteConnectOptions),
+    Postgres(sqlx::postgres::PgConnectOptions),
+}
+
+/// Open the shared pool for `database_url`. Everything but the intake writer goes through it, so
+/// the store's queries are written once, against sqlx's `Any` driver.
+pub(super) async fn connect(
+    database_url: &str,
+    max_pages: Option<u64>,
+) -> anyhow::Result<(Backend, AnyPool, WriterOptions)> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::of_url(database_url)?;
+    let options = AnyPoolOptions::new().max_connections(8).min_connections(1);
+    Ok(match backend {
+        Backend::Sqlite => {
+            let (pool, writer) = sqlite::connect(database_url, max_pages, options).await?;
+            (backend, pool, WriterOptions::Sqlite(writer))
+        }
+        Backend::Postgres => {
+            if max_pages.is_some() {
+                tracing::warn!("SQLITE_MAX_PAGE_COUNT is for SQLite; PostgreSQL ignores it (cap its disk instead)");
+            }
+            let (pool, writer) = postgres::connect(database_url, options).await?;
+            (backend, pool, WriterOptions::Postgres(writer))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backend;
+
+    #[test]
+    fn the_url_scheme_picks_the_store_and_anything_else_is_refused() {
+        assert_eq!(Backend::of_url("sqlite://data/hub.db").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("sqlite::memory:").unwrap(), Backend::Sqlite);
+        assert_eq!(Backend::of_url("postgres://hub@127.0.0.1/hub").unwrap(), Backend::Postgres);
+        assert_eq!(Backend::of_url("postgresql://hub@127.0.0.1/hub").unwrap(), Backend::Postgres);
+        for url in ["mysql://hub@127.0.0.1/hub", "data/hub.db", ""] {
+            let err = Backend::of_url(url).unwrap_err().to_string();
+            assert!(err.contains("sqlite://") && err.contains("postgres://"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn only_sqlite_takes_the_write_lock_up_front() {
+        assert_eq!(Backend::Sqlite.begin_write(), "begin immediate");
+        assert_eq!(Backend::Postgres.begin_write(), "begin");
+    }
+}

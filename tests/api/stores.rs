@@ -1,0 +1,86 @@
+//! The same service on either store: the one `TEST_DATABASE_URL` names is the one in use, a
+//! concurrent intake batch is stored, matched and deduplicated alike, `/readyz` reads each
+//! store's migrations, and `backup` on PostgreSQL points to `pg_dump`.
+
+use std::collections::HashMap;
+
+use connect_hub::{domain::EventId, store::Backend};
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use crate::helpers::spawn_app;
+
+#[tokio::test]
+async fn the_store_in_use_is_the_one_the_test_database_url_names() {
+    let app = spawn_app().await;
+    let wanted = match std::env::var("TEST_DATABASE_URL") {
+        Ok(url) if url.starts_with("postgres") => Backend::Postgres,
+        _ => Backend::Sqlite,
+    };
+    assert_eq!(app.state.store.backend(), wanted);
+    assert_eq!(app.db.is_postgres(), wanted == Backend::Postgres);
+}
+
+#[tokio::test]
+async fn a_concurrent_batch_is_stored_matched_to_connections_and_its_duplicates_counted() {
+    let app = spawn_app().await;
+    let conn = app.connect_company(6847).await;
+    // 40 events for a connected company, 30 for one that is not, and every one of the first ten
+    // of each sent three times: all in flight together, so they reach the writer in batches.
+    let body =
+        |company: i64, i: i64| format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":{company}}}"#);
+    let mut bodies: Vec<String> = (0..40).map(|i| body(6847, i)).chain((0..30).map(|i| body(7012, i))).collect();
+    for _ in 0..2 {
+        bodies.extend((0..10).map(|i| body(6847, i)).chain((0..10).map(|i| body(7012, i))));
+    }
+    let answers = join_all(bodies.iter().map(|b| app.post_webhook(b))).await;
+    let mut ids: HashMap<String, String> = HashMap::new();
+    for (b, a) in bodies.iter().zip(answers) {
+        assert_eq!(a.status(), 200);
+        let v: Value = a.json().await.unwrap();
+        let id = v["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            ids.entry(b.clone()).or_insert_with(|| id.clone()),
+            &id,
+            "a duplicate is answered with the original's id"
+        );
+    }
+    assert_eq!(ids.len(), 70);
+    assert_eq!(app.event_count().await, 70, "duplicates are not stored again");
+    for (b, id) in &ids {
+        let e = app.event(&EventId::parse(id).unwrap()).await;
+        assert_eq!(&e.payload, b);
+        let n: i64 = e.inspection_id.unwrap();
+        assert_eq!(e.duplicates, if n < 10 { 2 } else { 0 }, "{b}");
+        if e.company_id == Some(6847) {
+            assert_eq!((e.state.as_str(), e.connection_id.as_deref()), ("pending", Some(conn.as_str())), "{b}");
+        } else {
+            assert_eq!((e.state.as_str(), e.connection_id.as_deref()), ("unmatched", None), "{b}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn readyz_is_ready_only_while_every_migration_is_applied() {
+    let app = spawn_app().await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    sqlx::query("delete from _sqlx_migrations where version = 5").execute(app.state.store.pool()).await.unwrap();
+    let res = app.get("/readyz").await;
+    assert_eq!(res.status(), 503);
+    assert!(res.text().await.unwrap().contains("migrations are not applied"));
+}
+
+#[tokio::test]
+async fn backup_on_postgresql_refuses_and_points_to_pg_dump() {
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        println!("skipped on SQLite: its backup is tested in hardening.rs; this runs in the PostgreSQL pass");
+        return;
+    }
+    let target = app.dir.path().join("copy.db");
+    let out = crate::cli::hub(&app, &["backup", target.to_str().unwrap()]);
+    assert!(!out.status.success(), "a clear failure, not a silent success");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pg_dump") && stderr.contains("SQLite"), "{stderr}");
+    assert!(!target.exists(), "no file is left behind");
+}
