@@ -146,6 +146,17 @@ impl Store {
         self.pool.begin_with(self.backend.begin_write()).await
     }
 
+    /// Hold `key` (any bytes) until `tx` ends, so concurrent read-then-write transactions on the
+    /// same key run one after another on every backend (see `Backend::key_lock_sql`).
+    pub(crate) async fn lock_key(&self, tx: &mut Tx, key: &[u8]) -> Result<(), sqlx::Error> {
+        if let Some(sql) = self.backend.key_lock_sql() {
+            let digest = crate::domain::sha256(key);
+            let id = i64::from_be_bytes(digest[..8].try_into().expect("a SHA-256 has 32 bytes"));
+            sqlx::query(sql).bind(id).execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }

@@ -37,6 +37,12 @@ impl Store {
         mut decide: impl FnMut(usize, Option<ThrottleRow>) -> Result<ThrottleRow, E>,
     ) -> anyhow::Result<Result<(), E>> {
         let mut tx = self.write_tx().await?;
+        // Keys in a fixed order, so two reservations that share keys cannot deadlock.
+        let mut locks: Vec<&[u8]> = keys.iter().map(|k| k.key_hash.as_slice()).collect();
+        locks.sort_unstable();
+        for key in locks {
+            self.lock_key(&mut tx, key).await?;
+        }
         let mut rows = Vec::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             let row: Option<ThrottleRow> = sqlx::query_as(

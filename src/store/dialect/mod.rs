@@ -37,6 +37,17 @@ impl Backend {
         }
     }
 
+    /// Serialise write transactions on one key until they end. SQLite needs nothing: `begin
+    /// immediate` already lets one writer in at a time. PostgreSQL's read committed does not, so a
+    /// transaction that reads a row to decide what to write (the sign-in throttle) first takes a
+    /// transaction-scoped advisory lock on the key (a row lock cannot cover a row not yet there).
+    pub(super) fn key_lock_sql(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some("select 1 from pg_advisory_xact_lock($1)"),
+        }
+    }
+
     /// The worker's claim: due events, oldest first, under a lease for `$1` until `$2`. The same
     /// text on both today: SQLite has one writer, and one instance claims on PostgreSQL. Claims
     /// across instances (`for update skip locked`, a claim id) belong here.
