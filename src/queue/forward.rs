@@ -1,4 +1,4 @@
-//! Forwarding events to the organisation's application, signed per the Standard Webhooks
+//! Delivering events to an endpoint, signed per the Standard Webhooks
 //! specification: `webhook-id`, `webhook-timestamp`, and `webhook-signature: v1,<base64>` where the
 //! signature is HMAC-SHA256 over `id.timestamp.body` with the key inside the `whsec_` secret.
 
@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::{
     snapinspect::client::{describe_transport, retry_after},
-    store::ClaimedEvent,
+    store::DeliveryEvent,
     time::rfc3339,
 };
 
@@ -58,9 +58,11 @@ impl Signer {
     }
 }
 
-/// The JSON we forward: our ids, what SnapInspect sent (unchanged), and the inspection if read.
-pub fn envelope(event: &ClaimedEvent, inspection: Option<&Value>) -> Vec<u8> {
+/// The JSON we deliver: our ids, what SnapInspect sent (unchanged) or the operational event's
+/// data, and the inspection if one was read.
+pub fn envelope(event: &DeliveryEvent) -> Vec<u8> {
     let payload: Value = serde_json::from_str(&event.payload).unwrap_or_else(|_| Value::String(event.payload.clone()));
+    let inspection: Option<Value> = event.inspection.as_deref().and_then(|i| serde_json::from_str(i).ok());
     json!({
         "id": event.id.as_str(),
         "type": event.kind,
@@ -74,23 +76,31 @@ pub fn envelope(event: &ClaimedEvent, inspection: Option<&Value>) -> Vec<u8> {
     .into_bytes()
 }
 
-/// How a delivery went.
+/// How one delivery attempt went.
 #[derive(Debug)]
-pub enum Delivery {
-    Delivered(u16),
-    /// 410 Gone: the receiver does not want this (or any) event; stop retrying.
-    Gone,
-    Failed {
-        status: Option<u16>,
-        error: String,
-        retry_after: Option<Duration>,
-    },
+pub struct Sent {
+    pub status: Option<u16>,
+    pub outcome: Outcome,
+    /// The first 1 KiB of the response body (lossy UTF-8).
+    pub excerpt: Option<String>,
 }
 
-/// POST one signed message.
-pub async fn deliver(http: &reqwest::Client, url: &Url, signer: &Signer, id: &str, body: Vec<u8>) -> Delivery {
+#[derive(Debug)]
+pub enum Outcome {
+    Delivered,
+    /// 410 Gone: the receiver does not want this (or any) event; stop retrying.
+    Gone,
+    Failed { error: String, retry_after: Option<Duration> },
+}
+
+/// The most of a response body we keep.
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// POST one message signed with every given key (during a rotation's overlap, two), space-separated
+/// in `webhook-signature` as Standard Webhooks specifies, so the receiver may verify with either.
+pub async fn deliver(http: &reqwest::Client, url: &Url, signers: &[&Signer], id: &str, body: Vec<u8>) -> Sent {
     let timestamp = crate::time::now_ms() / 1000;
-    let signature = signer.sign(id, timestamp, &body);
+    let signature = signers.iter().map(|s| s.sign(id, timestamp, &body)).collect::<Vec<_>>().join(" ");
     let res = http
         .post(url.clone())
         .header("content-type", "application/json")
@@ -100,23 +110,33 @@ pub async fn deliver(http: &reqwest::Client, url: &Url, signer: &Signer, id: &st
         .body(body)
         .send()
         .await;
-    match res {
-        Err(e) => Delivery::Failed {
-            status: None,
-            error: format!("forwarding: {}", describe_transport(&e)),
-            retry_after: None,
-        },
-        Ok(r) if r.status().is_success() => Delivery::Delivered(r.status().as_u16()),
-        Ok(r) if r.status().as_u16() == 410 => Delivery::Gone,
-        Ok(r) => {
-            let status = r.status().as_u16();
-            Delivery::Failed {
-                status: Some(status),
-                error: format!("the receiver answered HTTP {status}"),
-                retry_after: retry_after(r.headers()),
+    let mut r = match res {
+        Err(e) => {
+            return Sent {
+                status: None,
+                outcome: Outcome::Failed { error: format!("delivering: {}", describe_transport(&e)), retry_after: None },
+                excerpt: None,
             }
         }
+        Ok(r) => r,
+    };
+    let status = r.status().as_u16();
+    let retry_after = retry_after(r.headers());
+    // Read no more than the excerpt: a receiver's big answer costs us nothing.
+    let mut body = Vec::new();
+    while body.len() < EXCERPT_BYTES {
+        match r.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(EXCERPT_BYTES - body.len())]),
+            _ => break,
+        }
     }
+    let excerpt = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+    let outcome = match status {
+        200..=299 => Outcome::Delivered,
+        410 => Outcome::Gone,
+        _ => Outcome::Failed { error: format!("the receiver answered HTTP {status}"), retry_after },
+    };
+    Sent { status: Some(status), outcome, excerpt }
 }
 
 #[cfg(test)]

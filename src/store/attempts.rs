@@ -149,6 +149,11 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // Enriched: fan out to the endpoints in the same transaction, so an event is never done
+        // without its deliveries.
+        if updated == 1 && attempt_outcome == AttemptOutcome::Done {
+            super::deliveries::fan_out(&mut tx, event.rowid, event.kind.as_deref(), now, None).await?;
+        }
         tx.commit().await?;
         Ok(updated == 1)
     }

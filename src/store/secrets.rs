@@ -157,6 +157,7 @@ impl Store {
         actor: &str,
     ) -> anyhow::Result<i64> {
         let mut tx = self.write_tx().await?;
+        let before = super::connection_events::status_before(&mut tx, id).await?;
         let sealed_access = self.keys.seal_str(access, aad(id.as_str(), "access_token"));
         let sealed_refresh = refresh.map(|r| self.keys.seal_str(r, aad(id.as_str(), "refresh_token")));
         let version: i64 = sqlx::query_scalar(
@@ -180,6 +181,7 @@ impl Store {
             "new access token stored; the provider sent no refresh token, the old one is kept"
         };
         insert_audit(&mut tx, now, actor, "exchange", Some(id), detail).await?;
+        super::connection_events::announce_change(&mut tx, id, before, now).await?;
         tx.commit().await?;
         Ok(version)
     }
@@ -195,6 +197,7 @@ impl Store {
         actor: &str,
     ) -> anyhow::Result<()> {
         let mut tx = self.write_tx().await?;
+        let before = super::connection_events::status_before(&mut tx, id).await?;
         match failure {
             ExchangeFailure::Dead { message } => {
                 sqlx::query(
@@ -246,6 +249,7 @@ impl Store {
                     .await?;
             }
         }
+        super::connection_events::announce_change(&mut tx, id, before, now).await?;
         tx.commit().await?;
         Ok(())
     }
