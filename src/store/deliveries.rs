@@ -213,3 +213,41 @@ impl Store {
         .await?)
     }
 }
+
+impl Store {
+    /// The delivery benchmark's backlog: `count` finished events (types used in turn), fanned
+    /// out to today's endpoints, in one transaction. Returns how many deliveries were queued.
+    pub async fn bench_preload(&self, count: u64, types: &[&str], now: i64) -> anyhow::Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let first: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from events").fetch_one(&mut *tx).await?;
+        for i in 0..count {
+            let id = EventId::generate();
+            let kind = types[i as usize % types.len()];
+            let payload = serde_json::json!({ "sType": kind, "iCompanyID": 1, "iInspectionID": i }).to_string();
+            sqlx::query(
+                "insert into events (public_id, received_at, event_type, company_id, payload, payload_hash, state, \
+                 attempts, next_attempt_at, completed_at) values ($1, $2, $3, 1, $4, $5, 'done', 0, $2, $2)",
+            )
+            .bind(id.as_str())
+            .bind(now)
+            .bind(kind)
+            .bind(payload)
+            .bind(format!("bench:{id}"))
+            .execute(&mut *tx)
+            .await?;
+        }
+        let n = sqlx::query(
+            "insert into deliveries (event_id, endpoint_id, state, attempts, next_attempt_at, created_at) \
+             select ev.id, e.id, 'pending', 0, $2, $2 from events ev cross join endpoints e where ev.id > $1 \
+             and (not exists (select 1 from endpoint_event_types t where t.endpoint_id = e.id) \
+                  or exists (select 1 from endpoint_event_types t where t.endpoint_id = e.id and t.event_type = ev.event_type))",
+        )
+        .bind(first)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(n)
+    }
+}
