@@ -77,7 +77,7 @@ async fn run(store: &Store, command: EndpointsCommand) -> anyhow::Result<()> {
                 println!("no endpoints yet");
                 return Ok(());
             }
-            println!("{:<29}  {:<40}  {:<24}  {:<8}  LAST RESULT", "ID", "URL", "EVENTS", "STATE");
+            println!("{:<29}  {:<40}  {:<40}  {:<8}  LAST RESULT", "ID", "URL", "EVENTS", "STATE");
             for e in all {
                 let last = match (e.last_success_at, e.last_failure_at) {
                     (Some(s), f) if f.is_none_or(|f| s >= f) => format!("ok {}", format_utc(s)),
@@ -90,10 +90,10 @@ async fn run(store: &Store, command: EndpointsCommand) -> anyhow::Result<()> {
                 };
                 let state = if e.enabled { "enabled" } else { "disabled" };
                 println!(
-                    "{:<29}  {:<40}  {:<24}  {:<8}  {last}",
+                    "{:<29}  {:<40}  {:<40}  {:<8}  {last}",
                     e.id,
                     truncate(&e.url, 40),
-                    truncate(&e.event_types.to_string(), 24),
+                    truncate(&e.event_types.to_string(), 40),
                     state
                 );
                 if let Some(reason) = e.disabled_reason {

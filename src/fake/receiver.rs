@@ -173,11 +173,13 @@ async fn receive(req: HttpRequest, body: web::Bytes, me: web::Data<FakeReceiver>
     };
     match reply {
         None => HttpResponse::Ok().body(answer),
-        Some(Reply::Status(code)) => HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::OK)).finish(),
+        Some(Reply::Status(code)) => {
+            HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::OK)).body(answer)
+        }
         Some(Reply::RetryAfter(code, secs)) => {
             HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
                 .insert_header(("retry-after", secs.to_string()))
-                .finish()
+                .body(answer)
         }
     }
 }

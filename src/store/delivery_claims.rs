@@ -70,7 +70,7 @@ impl Store {
     /// Claim, for each `(endpoint, limit)`, up to `limit` of that endpoint's due deliveries,
     /// oldest first: pending and retrying ones whose time has come, and processing ones whose
     /// lease ran out. One transaction (one commit) for all. While processing, `next_attempt_at`
-    /// holds the lease end.
+    /// holds the lease end. A disabled endpoint's deliveries are not claimed (they wait).
     #[tracing::instrument(skip_all, fields(endpoints = asks.len()))]
     pub async fn claim_deliveries(
         &self,
@@ -88,6 +88,7 @@ impl Store {
                  attempts = attempts + 1 \
                  where id in (select id from deliveries where endpoint_id = $4 and next_attempt_at is not null \
                  and next_attempt_at <= $5 order by next_attempt_at, id limit $6) \
+                 and exists (select 1 from endpoints where id = $4 and state = 'enabled') \
                  returning id, event_id, endpoint_id, attempts",
             )
             .bind(owner)
