@@ -181,13 +181,8 @@ impl Metrics {
         let mut keys: Vec<&(String, &'static str)> = map.keys().collect();
         keys.sort();
         for k in keys {
-            let _ = writeln!(
-                out,
-                "{name}{{endpoint=\"{}\",outcome=\"{}\"}} {}",
-                k.0,
-                k.1,
-                map[k].load(Ordering::Relaxed)
-            );
+            let _ =
+                writeln!(out, "{name}{{endpoint=\"{}\",outcome=\"{}\"}} {}", k.0, k.1, map[k].load(Ordering::Relaxed));
         }
         let name = "connect_hub_delivery_duration_seconds";
         let h = &self.delivery_latency;

@@ -54,6 +54,9 @@ struct Target {
     previous: Option<(Signer, i64)>,
 }
 
+/// The enabled endpoints as last read, and when.
+type TargetCache = Option<(Instant, Arc<Vec<Arc<Target>>>)>;
+
 #[derive(Default)]
 struct Slots {
     total: usize,
@@ -72,7 +75,7 @@ pub struct Dispatcher {
     /// Bumped whenever a slot frees or a batch commits: what the loop waits on.
     progress: watch::Sender<u64>,
     writer: mpsc::Sender<DeliveryResult>,
-    targets: tokio::sync::Mutex<Option<(Instant, Arc<Vec<Arc<Target>>>)>>,
+    targets: tokio::sync::Mutex<TargetCache>,
     rotation: AtomicUsize,
 }
 
@@ -223,9 +226,7 @@ impl Dispatcher {
         let duration = clock.elapsed();
         let (state, retry_at, error) = match sent.outcome {
             Outcome::Delivered => (DeliveryState::Done, 0, None),
-            Outcome::Gone => {
-                (DeliveryState::Dead, 0, Some("the receiver answered 410 Gone: not retrying".to_owned()))
-            }
+            Outcome::Gone => (DeliveryState::Dead, 0, Some("the receiver answered 410 Gone: not retrying".to_owned())),
             Outcome::Failed { error, retry_after } => {
                 match after_failure(d.attempts, &self.config.retry_schedule, false, retry_after) {
                     Next::RetryIn(wait) => {

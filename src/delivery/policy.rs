@@ -14,7 +14,9 @@ pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 pub enum Next {
     RetryIn(Duration),
     /// The schedule is used up (`exhausted`) or the failure is permanent.
-    Dead { exhausted: bool },
+    Dead {
+        exhausted: bool,
+    },
 }
 
 /// After failed attempt number `attempts` (1 for the first try): the schedule lists the delay

@@ -90,7 +90,10 @@ pub enum Outcome {
     Delivered,
     /// 410 Gone: the receiver does not want this (or any) event; stop retrying.
     Gone,
-    Failed { error: String, retry_after: Option<Duration> },
+    Failed {
+        error: String,
+        retry_after: Option<Duration>,
+    },
 }
 
 /// The most of a response body we keep.
@@ -114,7 +117,10 @@ pub async fn deliver(http: &reqwest::Client, url: &Url, signers: &[&Signer], id:
         Err(e) => {
             return Sent {
                 status: None,
-                outcome: Outcome::Failed { error: format!("delivering: {}", describe_transport(&e)), retry_after: None },
+                outcome: Outcome::Failed {
+                    error: format!("delivering: {}", describe_transport(&e)),
+                    retry_after: None,
+                },
                 excerpt: None,
             }
         }

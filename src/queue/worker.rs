@@ -69,13 +69,8 @@ impl Worker {
         metrics: Arc<Metrics>,
     ) -> Self {
         let owner = format!("worker_{}", base32(&random_bytes::<10>()));
-        let dispatcher = Dispatcher::spawn(
-            tokens.store().clone(),
-            http,
-            config.delivery.clone(),
-            owner.clone(),
-            metrics.clone(),
-        );
+        let dispatcher =
+            Dispatcher::spawn(tokens.store().clone(), http, config.delivery.clone(), owner.clone(), metrics.clone());
         Self { tokens, config, owner, wake, metrics, dispatcher }
     }
 
@@ -123,8 +118,7 @@ impl Worker {
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, "event worker started");
         let delivery_wake = Arc::new(Notify::new());
-        let deliveries =
-            tokio::spawn(self.dispatcher.clone().run(delivery_wake.clone(), shutdown.clone()));
+        let deliveries = tokio::spawn(self.dispatcher.clone().run(delivery_wake.clone(), shutdown.clone()));
         while !*shutdown.borrow() {
             match self.run_once().await {
                 Ok(n) if n > 0 => {

@@ -32,7 +32,8 @@ pub(super) async fn announce_change(
     before: Option<String>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    let row: Option<(String, String, Option<i64>, String, Option<String>)> =
+    type Row = (String, String, Option<i64>, String, Option<String>);
+    let row: Option<Row> =
         sqlx::query_as("select provider, name, company_id, status, last_error from connections where id = $1")
             .bind(id.as_str())
             .fetch_optional(&mut **tx)

@@ -163,7 +163,8 @@ impl Store {
         if state != "done" {
             return Ok(Err(DeliveryReplayRefusal::NotEnriched));
         }
-        let requeue = "update deliveries set state = 'pending', attempts = 0, next_attempt_at = $2, lease_owner = null, \
+        let requeue =
+            "update deliveries set state = 'pending', attempts = 0, next_attempt_at = $2, lease_owner = null, \
                        claim_id = null, completed_at = null where event_id = $1 and state <> 'processing'";
         let n = if let Some(ep) = endpoint {
             let n = sqlx::query(&format!("{requeue} and endpoint_id = $3"))

@@ -241,7 +241,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if let Some((url, since)) = disabled {
-                tracing::warn!(endpoint_id = endpoint, "endpoint disabled: its deliveries failed without a success; they wait for `endpoints enable`");
+                tracing::warn!(
+                    endpoint_id = endpoint,
+                    "endpoint disabled: its deliveries failed without a success; they wait for `endpoints enable`"
+                );
                 let event = OperationalEvent {
                     kind: "endpoint.disabled",
                     data: json!({
@@ -352,8 +355,7 @@ mod tests {
     #[test]
     fn health_tracks_the_failure_streak_after_the_last_success() {
         use DeliveryState::*;
-        let batch =
-            [result("a", 30, Retrying), result("a", 10, Retrying), result("a", 20, Done), result("b", 5, Dead)];
+        let batch = [result("a", 30, Retrying), result("a", 10, Retrying), result("a", 20, Done), result("b", 5, Dead)];
         let h = health_by_endpoint(&batch);
         assert_eq!(h.len(), 2);
         assert_eq!(
@@ -364,10 +366,12 @@ mod tests {
             h.iter().find(|(e, _)| *e == "b").unwrap().1,
             Health { last_success: None, last_failure: Some(5), streak_start: Some(5), last_status: Some(500) }
         );
-        let ok = health_by_endpoint(&[result("a", 1, Retrying), result("a", 2, Retrying), result("a", 3, Done)]);
+        let recovered = [result("a", 1, Retrying), result("a", 2, Retrying), result("a", 3, Done)];
+        let ok = health_by_endpoint(&recovered);
         assert_eq!(ok[0].1.streak_start, None);
         assert_eq!(ok[0].1.last_status, Some(200));
-        let failing = health_by_endpoint(&[result("a", 1, Retrying), result("a", 2, Retrying)]);
+        let streak = [result("a", 1, Retrying), result("a", 2, Retrying)];
+        let failing = health_by_endpoint(&streak);
         assert_eq!(failing[0].1.streak_start, Some(1), "the streak starts at its first failure");
     }
 }

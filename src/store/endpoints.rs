@@ -91,7 +91,12 @@ impl Store {
     }
 
     /// Define or update the endpoint `FORWARD_URL` / `FORWARD_SECRET` describe (all event types).
-    pub async fn upsert_forward_endpoint(&self, url: &EndpointUrl, secret: &SecretString, now: i64) -> anyhow::Result<()> {
+    pub async fn upsert_forward_endpoint(
+        &self,
+        url: &EndpointUrl,
+        secret: &SecretString,
+        now: i64,
+    ) -> anyhow::Result<()> {
         let id = EndpointId::FORWARD;
         sqlx::query(
             "insert into endpoints (id, url, description, secret, state, created_at, updated_at) \
@@ -128,16 +133,19 @@ impl Store {
         else {
             return Ok(None);
         };
-        let types = sqlx::query_scalar("select event_type from endpoint_event_types where endpoint_id = $1 order by event_type")
-            .bind(id.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let types = sqlx::query_scalar(
+            "select event_type from endpoint_event_types where endpoint_id = $1 order by event_type",
+        )
+        .bind(id.as_str())
+        .fetch_all(&self.pool)
+        .await?;
         endpoint(rec, types).map(Some)
     }
 
     /// The secrets to sign with at `now`. An expired previous secret is not returned.
     pub async fn endpoint_secrets(&self, id: &EndpointId, now: i64) -> anyhow::Result<Option<SigningSecrets>> {
-        let row: Option<(Vec<u8>, Option<Vec<u8>>, Option<i64>)> =
+        type Row = (Vec<u8>, Option<Vec<u8>>, Option<i64>);
+        let row: Option<Row> =
             sqlx::query_as("select secret, previous_secret, previous_until from endpoints where id = $1")
                 .bind(id.as_str())
                 .fetch_optional(&self.pool)

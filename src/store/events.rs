@@ -227,10 +227,10 @@ impl Store {
             "delete from events where state = 'done' and completed_at < $1 \
              and not exists (select 1 from deliveries d where d.event_id = events.id and d.state <> 'done')",
         )
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }
 

@@ -188,7 +188,11 @@ async fn during_a_rotation_overlap_every_delivery_carries_two_signatures_and_aft
     assert_all_verify(&got, new.expose_secret());
 
     // The overlap ends.
-    sqlx::query("update endpoints set previous_until = $1").bind(now_ms() - 1).execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("update endpoints set previous_until = $1")
+        .bind(now_ms() - 1)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
     r.clear();
     app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":6847}"#).await;
     app.state.worker.drain().await.unwrap();
@@ -220,8 +224,9 @@ async fn failing_since(app: &TestApp, id: &EndpointId, at: i64) {
 
 #[tokio::test]
 async fn an_endpoint_failing_past_the_limit_is_disabled_keeps_its_deliveries_and_enable_resumes_them_in_order() {
-    let app = app_with(&[("ENDPOINT_DISABLE_AFTER", "1h"), ("ENDPOINT_CONCURRENCY", "1"), ("RETRY_SCHEDULE", "0s,0s,0s")])
-        .await;
+    let app =
+        app_with(&[("ENDPOINT_DISABLE_AFTER", "1h"), ("ENDPOINT_CONCURRENCY", "1"), ("RETRY_SCHEDULE", "0s,0s,0s")])
+            .await;
     let (failing, url) = receiver();
     let (watcher, watcher_url) = receiver();
     let (ep, secret) = endpoint(&app, &url, "Create_Inspection").await;
@@ -426,7 +431,8 @@ async fn events_show_prints_each_attempt_with_its_status_latency_and_response_ex
 async fn endpoints_are_managed_from_the_shell() {
     let app = app_with(&[]).await;
     let (r, url) = receiver();
-    let out = crate::cli::hub(&app, &["endpoints", "add", "--url", &url, "--events", "Create_Inspection,Review_Signed"]);
+    let out =
+        crate::cli::hub(&app, &["endpoints", "add", "--url", &url, "--events", "Create_Inspection,Review_Signed"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines();

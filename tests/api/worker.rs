@@ -250,7 +250,11 @@ async fn many_events_that_all_get_401_share_one_exchange() {
         .state
         .store
         .events(
-            &EventFilter { state: Some(EventState::Done), kind: Some("Create_Inspection".into()), ..Default::default() },
+            &EventFilter {
+                state: Some(EventState::Done),
+                kind: Some("Create_Inspection".into()),
+                ..Default::default()
+            },
             100,
         )
         .await
