@@ -167,21 +167,18 @@ impl Dispatcher {
         if targets.is_empty() {
             return Ok(0);
         }
+        // Every endpoint with room asks for up to its room; the free slots are the budget they
+        // share, in turn (so an endpoint with nothing due leaves its share to the next).
         let mut wanted = Vec::new();
         {
             let slots = self.slots();
             let start = self.rotation.fetch_add(1, Ordering::Relaxed) % targets.len();
-            let mut left = free;
             for i in 0..targets.len() {
                 let t = &targets[(start + i) % targets.len()];
                 let busy = slots.by_endpoint.get(&t.id).copied().unwrap_or(0);
-                let n = self.config.per_endpoint.saturating_sub(busy).min(left);
+                let n = self.config.per_endpoint.saturating_sub(busy).min(free);
                 if n > 0 {
                     wanted.push((t.clone(), n as i64));
-                    left -= n;
-                }
-                if left == 0 {
-                    break;
                 }
             }
         }
@@ -193,7 +190,14 @@ impl Dispatcher {
         let asks: Vec<(&str, i64)> = wanted.iter().map(|(t, n)| (t.id.as_str(), *n)).collect();
         let claimed = self
             .store
-            .claim_deliveries(&asks, &self.owner, &claim_id, now, now + self.config.lease.as_millis() as i64)
+            .claim_deliveries(
+                &asks,
+                free as i64,
+                &self.owner,
+                &claim_id,
+                now,
+                now + self.config.lease.as_millis() as i64,
+            )
             .await?;
         let n = claimed.len();
         if n > 0 {

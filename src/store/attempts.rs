@@ -152,7 +152,8 @@ impl Store {
         // Enriched: fan out to the endpoints in the same transaction, so an event is never done
         // without its deliveries.
         if updated == 1 && attempt_outcome == AttemptOutcome::Done {
-            super::deliveries::fan_out(&mut tx, event.rowid, event.kind.as_deref(), now, None).await?;
+            let kind = event.kind.as_deref();
+            super::deliveries::fan_out(&mut tx, event.rowid, kind, event.received_at, None, now).await?;
         }
         tx.commit().await?;
         Ok(updated == 1)

@@ -11,26 +11,30 @@ pub(super) type Tx<'a> = sqlx::Transaction<'a, sqlx::Sqlite>;
 
 /// Fan an event out to every endpoint whose filter takes its type, disabled ones included (their
 /// deliveries wait, so nothing is lost while an endpoint is off). `exclude` leaves one endpoint
-/// out (the subject of an operational event is not told about itself).
+/// out (the subject of an operational event is not told about itself). The deliveries are due
+/// from `due_at`, the event's arrival, so each endpoint gets its events in the order they came
+/// (however enrichment finished them), and a re-enabled endpoint resumes in that order.
 pub(super) async fn fan_out(
     tx: &mut Tx<'_>,
     event_rowid: i64,
     kind: Option<&str>,
-    now: i64,
+    due_at: i64,
     exclude: Option<&str>,
+    now: i64,
 ) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
         "insert into deliveries (event_id, endpoint_id, state, attempts, next_attempt_at, created_at) \
-         select $1, e.id, 'pending', 0, $2, $2 from endpoints e \
+         select $1, e.id, 'pending', 0, $2, $5 from endpoints e \
          where ($4 is null or e.id <> $4) \
          and (not exists (select 1 from endpoint_event_types t where t.endpoint_id = e.id) \
               or exists (select 1 from endpoint_event_types t where t.endpoint_id = e.id and t.event_type = $3)) \
          on conflict (event_id, endpoint_id) do nothing",
     )
     .bind(event_rowid)
-    .bind(now)
+    .bind(due_at)
     .bind(kind)
     .bind(exclude)
+    .bind(now)
     .execute(&mut **tx)
     .await?
     .rows_affected())
@@ -69,7 +73,7 @@ pub(super) async fn insert_operational(
     .bind(event.connection_id.as_deref())
     .fetch_one(&mut **tx)
     .await?;
-    fan_out(tx, rowid, Some(event.kind), now, exclude).await?;
+    fan_out(tx, rowid, Some(event.kind), now, exclude, now).await?;
     Ok(id)
 }
 
@@ -187,7 +191,7 @@ impl Store {
                 .rows_affected();
             match failed {
                 0 => match sqlx::query(requeue).bind(rowid).bind(now).execute(&mut *tx).await?.rows_affected() {
-                    0 => fan_out(&mut tx, rowid, kind.as_deref(), now, None).await?,
+                    0 => fan_out(&mut tx, rowid, kind.as_deref(), now, None, now).await?,
                     n => n,
                 },
                 n => n,

@@ -67,14 +67,15 @@ impl DeliveryResult {
 const REPORTING_TYPES: [&str; 2] = ["delivery.dead", "endpoint.disabled"];
 
 impl Store {
-    /// Claim, for each `(endpoint, limit)`, up to `limit` of that endpoint's due deliveries,
-    /// oldest first: pending and retrying ones whose time has come, and processing ones whose
+    /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
+    /// deliveries (and at most `budget` in all), oldest first: pending and retrying ones whose time has come, and processing ones whose
     /// lease ran out. One transaction (one commit) for all. While processing, `next_attempt_at`
     /// holds the lease end. A disabled endpoint's deliveries are not claimed (they wait).
     #[tracing::instrument(skip_all, fields(endpoints = asks.len()))]
     pub async fn claim_deliveries(
         &self,
         asks: &[(&str, i64)],
+        budget: i64,
         owner: &str,
         claim_id: &str,
         now: i64,
@@ -82,7 +83,12 @@ impl Store {
     ) -> anyhow::Result<Vec<ClaimedDelivery>> {
         let mut rows: Vec<(i64, i64, String, i64)> = Vec::new();
         let mut tx = self.write_tx().await?;
+        let mut left = budget;
         for (endpoint, limit) in asks {
+            let limit = (*limit).min(left);
+            if limit <= 0 {
+                break;
+            }
             let claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(
                 "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
                  attempts = attempts + 1 \
@@ -99,6 +105,7 @@ impl Store {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
+            left -= claimed.len() as i64;
             rows.extend(claimed);
         }
         tx.commit().await?;

@@ -95,7 +95,9 @@ async fn each_endpoint_gets_only_the_event_types_it_asked_for_and_every_signatur
     app.state.worker.drain().await.unwrap();
 
     let got = all.received();
-    assert_eq!(types_of(&got), ["connection.created", "Create_Inspection", "Review_Signed"]);
+    let mut types = types_of(&got);
+    types.sort();
+    assert_eq!(types, ["Create_Inspection", "Review_Signed", "connection.created"]);
     assert_all_verify(&got, &all_secret);
     let got = signed.received();
     assert_eq!(types_of(&got), ["Review_Signed"], "only the type it asked for");
@@ -108,7 +110,8 @@ async fn each_endpoint_gets_only_the_event_types_it_asked_for_and_every_signatur
     let e = app.event(&create).await;
     assert_eq!(e.state, "done");
     assert_eq!(app.state.store.event_deliveries(e.rowid).await.unwrap().len(), 1, "no delivery to the filtered one");
-    assert_eq!(body(&all.received()[1])["inspection"]["iInspectionID"], 1388563, "enriched once, delivered to all");
+    let to_all = all.received().into_iter().find(|d| d.webhook_id == create.as_str()).unwrap();
+    assert_eq!(body(&to_all)["inspection"]["iInspectionID"], 1388563, "enriched once, delivered to all");
     assert_eq!(app.fake.inspection_calls(), 2, "one read per event, not per endpoint");
 }
 
@@ -166,7 +169,12 @@ async fn no_more_deliveries_are_in_flight_than_worker_concurrency() {
         app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
     }
     app.state.worker.drain().await.unwrap();
-    assert_eq!(slow.count(), 36);
+    let states: Vec<(String, i64, Option<String>)> =
+        sqlx::query_as("select state, attempts, last_error from deliveries where state <> 'done'")
+            .fetch_all(app.state.store.pool())
+            .await
+            .unwrap();
+    assert_eq!(slow.count(), 36, "{states:?}");
     assert_eq!(slow.max_in_flight(), 5);
 }
 
@@ -285,12 +293,17 @@ async fn a_result_from_a_stale_claim_is_not_recorded_and_its_lease_cannot_be_ren
     app.state.worker.run_once().await.unwrap();
     let store = &app.state.store;
     let now = now_ms();
-    let first = store.claim_deliveries(&[(ep.as_str(), 10)], "paused", "clm_one", now, now + 1000).await.unwrap();
+    let first = store.claim_deliveries(&[(ep.as_str(), 10)], 10, "paused", "clm_one", now, now + 1000).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert!(store.claim_deliveries(&[(ep.as_str(), 10)], "other", "clm_x", now, now + 1000).await.unwrap().is_empty());
+    assert!(store
+        .claim_deliveries(&[(ep.as_str(), 10)], 10, "other", "clm_x", now, now + 1000)
+        .await
+        .unwrap()
+        .is_empty());
     // The paused worker's lease ends; another claims the delivery.
     let later = now + 1000;
-    let second = store.claim_deliveries(&[(ep.as_str(), 10)], "other", "clm_two", later, later + 60_000).await.unwrap();
+    let second =
+        store.claim_deliveries(&[(ep.as_str(), 10)], 10, "other", "clm_two", later, later + 60_000).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].attempts, 2);
 
@@ -326,7 +339,8 @@ async fn a_result_from_a_stale_claim_is_not_recorded_and_its_lease_cannot_be_ren
 
 #[tokio::test]
 async fn connection_events_are_delivered_with_the_connection_provider_company_and_reason() {
-    let app = app_with(&[]).await;
+    // One at a time, so they arrive in the order they happened.
+    let app = app_with(&[("ENDPOINT_CONCURRENCY", "1")]).await;
     let (r, url) = receiver();
     let types = "connection.created,connection.needs_reconnect,connection.recovered,connection.disconnected";
     let (_, secret) = endpoint(&app, &url, types).await;
@@ -529,4 +543,55 @@ async fn metrics_show_deliveries_by_endpoint_latency_queue_depth_with_zeros_and_
     assert_eq!(metric(&text, "connect_hub_deliveries{state=\"done\"}"), 1.0);
     assert_eq!(metric(&text, "connect_hub_deliveries{state=\"pending\"}"), 0.0);
     assert_eq!(metric(&text, "connect_hub_oldest_due_delivery_age_seconds"), 0.0);
+}
+
+#[tokio::test]
+async fn replaying_a_delivered_event_sends_it_again_and_one_without_deliveries_goes_to_todays_endpoints() {
+    let app = app_with(&[]).await;
+    app.connect_company(6847).await;
+    let id = app.send_event(CREATE).await;
+    app.state.worker.drain().await.unwrap();
+    assert!(app.state.store.event_deliveries(app.event(&id).await.rowid).await.unwrap().is_empty(), "no endpoint yet");
+
+    let (r, url) = receiver();
+    let (_, secret) = endpoint(&app, &url, "Create_Inspection").await;
+    let replay = |app: &TestApp| {
+        let store = app.state.store.clone();
+        let id = id.clone();
+        async move { store.replay_deliveries(&id, None, now_ms(), "test").await.unwrap().unwrap() }
+    };
+    assert_eq!(replay(&app).await, 1, "fanned out to the endpoint added since");
+    app.state.worker.drain().await.unwrap();
+    assert_eq!(replay(&app).await, 1, "nothing failed: sent again");
+    app.state.worker.drain().await.unwrap();
+    let got = r.received();
+    assert_eq!(got.iter().map(|d| d.webhook_id.as_str()).collect::<Vec<_>>(), [id.as_str(), id.as_str()]);
+    assert_all_verify(&got, &secret);
+
+    let waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":4242}"#).await;
+    let refused = app.state.store.replay_deliveries(&waiting, None, now_ms(), "test").await.unwrap();
+    assert!(refused.is_err(), "an event not processed yet has no deliveries to replay");
+}
+
+#[tokio::test]
+async fn rotate_key_reseals_endpoint_secrets_and_they_still_sign() {
+    use std::sync::Arc;
+
+    use connect_hub::crypto::{decode_key, generate_key_b64, KeyRing};
+    let app = app_with(&[]).await;
+    let (r, url) = receiver();
+    let (id, old) = endpoint(&app, &url, "Create_Inspection").await;
+    let new = generate_secret();
+    let now = now_ms();
+    app.state.store.rotate_endpoint_secret(&id, &new, now + 3_600_000, now, "test").await.unwrap();
+
+    let old_key = decode_key(&app.vars["ENCRYPTION_KEY"], 32).unwrap();
+    let ring = KeyRing::new(&decode_key(&generate_key_b64(32), 32).unwrap(), &[old_key]);
+    let store = connect_hub::store::Store::new(app.state.store.pool().clone(), Arc::new(ring));
+    let report = store.rotate_keys().await.unwrap();
+    assert_eq!(report.resealed, 2, "the endpoint's secret and its previous one");
+    let secrets = store.endpoint_secrets(&id, now_ms()).await.unwrap().unwrap();
+    assert_eq!(secrets.current.expose_secret(), new.expose_secret());
+    assert_eq!(secrets.previous.unwrap().expose_secret(), old);
+    let _ = r;
 }
