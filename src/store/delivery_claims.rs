@@ -62,6 +62,16 @@ impl DeliveryResult {
     }
 }
 
+/// How many results one statement group records (the rest go in smaller groups).
+const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// One result: the attempt, inserted only while the claim is current, then the delivery moved on.
+const RECORD_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
+    error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
+    and state = 'processing';\n\
+    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
+    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";
+
 /// Events that report on deliveries are not themselves reported on, or two failing endpoints
 /// would tell each other about each other forever.
 const REPORTING_TYPES: [&str; 2] = ["delivery.dead", "endpoint.disabled"];
@@ -177,48 +187,46 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.write_tx().await?;
-        // One multi-statement query for the whole batch: one round trip to SQLite's thread (as in
-        // intake). The attempt is inserted only while the claim is current, then the row moves on.
-        let mut sql = String::with_capacity(results.len() * 400);
-        for _ in results {
-            sql.push_str(
-                "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, error, \
-                 response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
-                 and state = 'processing';\n\
-                 update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, \
-                 last_status = ?, completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n",
-            );
+        // Multi-statement queries: one round trip to SQLite's thread per group, as in intake.
+        let mut recorded = 0;
+        let mut rest = results;
+        while !rest.is_empty() {
+            // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
+            let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let sql = RECORD_SQL.repeat(size);
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                let outcome = match r.state {
+                    DeliveryState::Done => "done",
+                    DeliveryState::Dead => "dead",
+                    _ => "retry",
+                };
+                let (next, completed) = match r.state {
+                    DeliveryState::Done | DeliveryState::Dead => (None, Some(r.finished_at())),
+                    _ => (Some(r.retry_at), None),
+                };
+                q = q
+                    .bind(r.started_at)
+                    .bind(r.duration_ms)
+                    .bind(outcome)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(r.error.as_deref())
+                    .bind(r.response_excerpt.as_deref())
+                    .bind(r.delivery_id)
+                    .bind(&r.claim_id)
+                    .bind(r.state.as_str())
+                    .bind(next)
+                    .bind(r.error.as_deref())
+                    .bind(r.http_status.map(i64::from))
+                    .bind(completed)
+                    .bind(r.delivery_id)
+                    .bind(&r.claim_id);
+            }
+            // Each recorded result changes two rows (its attempt and its delivery).
+            recorded += q.execute(&mut *tx).await?.rows_affected() / 2;
         }
-        let mut q = sqlx::query(&sql);
-        for r in results {
-            let outcome = match r.state {
-                DeliveryState::Done => "done",
-                DeliveryState::Dead => "dead",
-                _ => "retry",
-            };
-            let finished = r.finished_at();
-            let (next, completed) = match r.state {
-                DeliveryState::Done | DeliveryState::Dead => (None, Some(finished)),
-                _ => (Some(r.retry_at), None),
-            };
-            q = q
-                .bind(r.started_at)
-                .bind(r.duration_ms)
-                .bind(outcome)
-                .bind(r.http_status.map(i64::from))
-                .bind(r.error.as_deref())
-                .bind(r.response_excerpt.as_deref())
-                .bind(r.delivery_id)
-                .bind(&r.claim_id)
-                .bind(r.state.as_str())
-                .bind(next)
-                .bind(r.error.as_deref())
-                .bind(r.http_status.map(i64::from))
-                .bind(completed)
-                .bind(r.delivery_id)
-                .bind(&r.claim_id);
-        }
-        let recorded = q.execute(&mut *tx).await?.rows_affected() / 2;
 
         for (endpoint, health) in health_by_endpoint(results) {
             sqlx::query(

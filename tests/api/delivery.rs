@@ -394,8 +394,9 @@ async fn a_dead_delivery_is_told_to_the_other_endpoints_and_one_delivery_can_be_
     assert_eq!(data["last_status"], 410);
     assert_eq!(gone.count(), 1, "the endpoint whose delivery died is not told about itself");
 
-    let n = app.state.store.replay_deliveries(&id, Some(gone_ep.as_str()), now_ms(), "test").await.unwrap().unwrap();
-    assert_eq!(n, 1);
+    let out = crate::cli::hub(&app, &["events", "replay", id.as_str(), "--endpoint", gone_ep.as_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 deliveries of event"));
     app.state.worker.drain().await.unwrap();
     assert_eq!(gone.count(), 2);
     let rowid = app.event(&id).await.rowid;
@@ -594,4 +595,47 @@ async fn rotate_key_reseals_endpoint_secrets_and_they_still_sign() {
     assert_eq!(secrets.current.expose_secret(), new.expose_secret());
     assert_eq!(secrets.previous.unwrap().expose_secret(), old);
     let _ = r;
+}
+
+#[tokio::test]
+async fn a_large_batch_of_results_is_recorded_in_one_go() {
+    let app = app_with(&[]).await;
+    let (_, url) = receiver();
+    let (ep, _) = endpoint(&app, &url, "Create_Inspection").await;
+    let (_, other_url) = receiver();
+    endpoint(&app, &other_url, "Review_Signed").await;
+    let store = &app.state.store;
+    let now = now_ms();
+    assert_eq!(store.bench_preload(140, &["Create_Inspection", "Review_Signed"], now).await.unwrap(), 140);
+    let mut claimed =
+        store.claim_deliveries(&[(ep.as_str(), 100)], 30, "w", "clm_big", now, now + 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 30, "no more than the budget");
+    claimed.extend(store.claim_deliveries(&[(ep.as_str(), 100)], 85, "w", "clm_big", now, now + 60_000).await.unwrap());
+    assert_eq!(claimed.len(), 70, "then the rest of this endpoint's, and only its");
+    let results: Vec<DeliveryResult> = claimed
+        .iter()
+        .map(|d| DeliveryResult {
+            delivery_id: d.id,
+            endpoint_id: d.endpoint_id.clone(),
+            claim_id: d.claim_id.clone(),
+            started_at: now,
+            duration_ms: 3,
+            state: DeliveryState::Done,
+            retry_at: 0,
+            http_status: Some(204),
+            error: None,
+            response_excerpt: None,
+        })
+        .collect();
+    assert_eq!(store.record_delivery_results(&results, now, 0).await.unwrap(), 70);
+    let done: i64 = sqlx::query_scalar("select count(*) from deliveries where state = 'done' and last_status = 204")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(done, 70);
+    let attempts: i64 =
+        sqlx::query_scalar("select count(*) from delivery_attempts").fetch_one(store.pool()).await.unwrap();
+    assert_eq!(attempts, 70);
+    let budget = store.claim_deliveries(&[(ep.as_str(), 100), ("ep_forward", 5)], 3, "w", "c", now, now).await;
+    assert!(budget.unwrap().is_empty(), "nothing left for this endpoint");
 }
