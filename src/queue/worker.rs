@@ -21,7 +21,7 @@ use crate::{
     domain::{base32, random_bytes},
     metrics::Metrics,
     snapinspect::ApiCallError,
-    store::{AttemptOutcome, ClaimedEvent, NewAttempt},
+    store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt},
     time::now_ms,
     tokens::TokenManager,
 };
@@ -89,7 +89,21 @@ impl Worker {
         let lease_until = now + self.config.lease.as_millis() as i64;
         let events = self.tokens.store().claim_events(&self.owner, now, lease_until, CONCURRENCY).await?;
         let n = events.len();
-        join_all(events.into_iter().map(|e| self.process(e))).await;
+        let finished = join_all(events.into_iter().map(|e| self.process(e))).await;
+        // One transaction for the batch: one commit, not one per event.
+        match self.tokens.store().finish_attempts(&finished, &self.owner).await {
+            Ok(kept) => {
+                for (f, kept) in finished.iter().zip(kept) {
+                    if !kept {
+                        tracing::warn!(event_id = %f.event.id, "the event's lease ran out during the attempt; another worker owns it now");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(
+                error.chain = %format!("{e:#}"), events = n,
+                "recording the attempts failed; the leases will expire and the events be retried"
+            ),
+        }
         Ok(n)
     }
 
@@ -140,7 +154,7 @@ impl Worker {
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id, attempt = event.attempts, connection_id = ?event.connection_id.as_ref().map(|c| c.to_string())))]
-    async fn process(&self, event: ClaimedEvent) {
+    async fn process(&self, event: ClaimedEvent) -> FinishedEvent {
         let started_at = now_ms();
         let clock = Instant::now();
         let result = self.handle(&event).await;
@@ -185,14 +199,7 @@ impl Worker {
             }
         };
         self.metrics.attempts.inc(attempt.outcome.as_str());
-        let inspection = inspection.map(|v| v.to_string());
-        match self.tokens.store().finish_attempt(&event, &self.owner, &attempt, retry_at, inspection.as_deref()).await {
-            Ok(true) => tracing::debug!(outcome = attempt.outcome.as_str(), "attempt recorded"),
-            Ok(false) => tracing::warn!("the event's lease ran out during the attempt; another worker owns it now"),
-            Err(e) => {
-                tracing::error!(error.chain = %format!("{e:#}"), "recording the attempt failed; the lease will expire and the event be retried")
-            }
-        }
+        FinishedEvent { event, attempt, retry_at, inspection: inspection.map(|v| v.to_string()) }
     }
 
     /// Read the inspection, if the event names one and its company is connected. The status is

@@ -29,7 +29,7 @@ use sqlx::{
 
 pub use admins::Admin;
 pub use api_keys::ApiKey;
-pub use attempts::{Attempt, AttemptOutcome, ClaimedEvent, NewAttempt};
+pub use attempts::{Attempt, AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt};
 pub use audit::AuditEntry;
 pub use connections::{Connection, ConnectionFilter};
 pub use credentials::StoredCredentials;
