@@ -639,3 +639,31 @@ async fn a_large_batch_of_results_is_recorded_in_one_go() {
     let budget = store.claim_deliveries(&[(ep.as_str(), 100), ("ep_forward", 5)], 3, "w", "c", now, now).await;
     assert!(budget.unwrap().is_empty(), "nothing left for this endpoint");
 }
+
+#[tokio::test]
+async fn client_credentials_connections_raise_created_needs_reconnect_and_recovered_too() {
+    let app = app_with(&[("ENDPOINT_CONCURRENCY", "1")]).await;
+    let (r, url) = receiver();
+    endpoint(&app, &url, "connection.created,connection.needs_reconnect,connection.recovered").await;
+    let input = connect_hub::client_credentials::CredentialsInput {
+        client_id: "sd-id".into(),
+        environment: Some("demo".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(connect_hub::domain::Provider::Snapdocs, input, "s3cret").await;
+    let store = &app.state.store;
+    let failing = ExchangeFailure::Failing { message: "the token endpoint answered 503".into(), retry_after: 0 };
+    store.record_exchange_failure(&id, &failing, now_ms(), "test").await.unwrap();
+    let token = secrecy::SecretString::from("tok".to_owned());
+    store.store_issued_token(&id, &token, now_ms() + 3_600_000, now_ms(), "test").await.unwrap();
+    store.store_issued_token(&id, &token, now_ms() + 3_600_000, now_ms(), "test").await.unwrap();
+    let dead = ExchangeFailure::Dead { message: "invalid_client".into() };
+    store.record_exchange_failure(&id, &dead, now_ms(), "test").await.unwrap();
+    app.state.worker.drain().await.unwrap();
+
+    let got = r.received();
+    assert_eq!(types_of(&got), ["connection.created", "connection.recovered", "connection.needs_reconnect"]);
+    assert!(got.iter().all(|d| body(d)["payload"]["provider"] == "snapdocs"));
+    assert_eq!(body(&got[1])["payload"]["previous_status"], "failing");
+    assert_eq!(body(&got[2])["payload"]["reason"], "invalid_client");
+}
