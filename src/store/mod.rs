@@ -10,6 +10,7 @@ mod connections;
 mod credentials;
 mod deliveries;
 mod delivery_claims;
+mod delivery_health;
 mod endpoints;
 mod events;
 mod intake;
