@@ -41,12 +41,13 @@ fn demo_secrets(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         "WEBHOOK_SECRET",
         "SNAPINSPECT_CLIENT_SECRET",
         "FORWARD_SECRET",
+        "SIGNED_ENDPOINT_SECRET",
         "ADMIN_PASSWORD",
     ] {
         values.entry(key.to_owned()).or_insert_with(|| match key {
             "ENCRYPTION_KEY" => generate_key_b64(32),
             "SESSION_KEY" => generate_key_b64(64),
-            "FORWARD_SECRET" => format!("whsec_{}", generate_key_b64(32)),
+            "FORWARD_SECRET" | "SIGNED_ENDPOINT_SECRET" => format!("whsec_{}", generate_key_b64(32)),
             "ADMIN_PASSWORD" => crate::domain::base32(&crate::domain::random_bytes::<10>()),
             _ => crate::domain::base32(&crate::domain::random_bytes::<20>()),
         });
@@ -146,12 +147,16 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     let receiver = FakeReceiver::new(Some(&secrets["FORWARD_SECRET"]));
     let token_servers = demo_token_servers();
+    // A second endpoint that only wants `Review_Signed`, so a newcomer sees filtering work.
+    let signed_receiver = FakeReceiver::new(Some(&secrets["SIGNED_ENDPOINT_SECRET"]));
+    let receive_signed = signed_receiver.configure();
     let (configure, receive) = (fake.configure(), receiver.configure());
     let servers: Vec<_> =
         token_servers.iter().map(|(p, _, server)| (format!("/fake/{}", p.as_str()), server.configure())).collect();
     let mount: Mount = Arc::new(move |cfg| {
         cfg.service(actix_web::web::scope("/fake/snapinspect").configure(configure.clone()))
-            .service(actix_web::web::scope("/fake/receiver").configure(receive.clone()));
+            .service(actix_web::web::scope("/fake/receiver").configure(receive.clone()))
+            .service(actix_web::web::scope("/fake/receiver-signed").configure(receive_signed.clone()));
         for (prefix, server) in &servers {
             cfg.service(actix_web::web::scope(prefix).configure(server.clone()));
         }
@@ -159,6 +164,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let public = settings.public_url.as_str().trim_end_matches('/').to_owned();
     let app = Application::build(settings, Some(mount)).await?;
     seed_credentials_connections(&app, &public, &token_servers).await?;
+    seed_signed_endpoint(&app, &public, &secrets["SIGNED_ENDPOINT_SECRET"]).await?;
     // The demo admin, with the generated password (reset to it on every start).
     let password = NewPassword::parse(SecretString::from(secrets["ADMIN_PASSWORD"].clone()))?;
     app.state().store.upsert_admin(DEMO_ADMIN, &password.hash()?, crate::time::now_ms(), "demo").await?;
@@ -175,6 +181,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("  Admin console: {public}/admin  email {DEMO_ADMIN}  password {}", secrets["ADMIN_PASSWORD"]);
     println!("  Fire a SnapInspect webhook:  {public}/fake/snapinspect/fire-webhook");
     println!("  See the signed, forwarded events arrive: {public}/fake/receiver/");
+    println!("  ... and the endpoint that only wants Review_Signed: {public}/fake/receiver-signed/");
+    println!("  Endpoints: `connect-hub endpoints list` (with this data directory's settings)");
     println!("  Data and generated keys: {} (kept between runs)", data_dir.display());
     println!();
     app.run_until_stopped().await?;
@@ -222,6 +230,25 @@ fn demo_token_servers() -> Vec<(Provider, CredentialsInput, FakeTokenServer)> {
 
 /// The fakes' credentials; a demo, so not a secret.
 const DEMO_CC_SECRET: &str = "demo-secret: not for production";
+
+/// On first start, the second demo endpoint: the in-process receiver that only wants
+/// `Review_Signed` (the first is FORWARD_URL's, which takes everything).
+async fn seed_signed_endpoint(app: &Application, public: &str, secret: &str) -> anyhow::Result<()> {
+    use crate::delivery::types::{EndpointId, EndpointUrl, EventTypes};
+    let store = &app.state().store;
+    let url = EndpointUrl::parse(&format!("{public}/fake/receiver-signed/events"))?;
+    if store.endpoints().await?.iter().any(|e| e.url == url.as_str()) {
+        return Ok(());
+    }
+    let new = crate::store::NewEndpoint {
+        id: &EndpointId::generate(),
+        url: &url,
+        description: "demo: only Review_Signed",
+        event_types: &EventTypes::parse("Review_Signed")?,
+        secret: &SecretString::from(secret.to_owned()),
+    };
+    store.create_endpoint(&new, crate::time::now_ms(), "demo").await
+}
 
 /// On first start, one connection per client-credentials provider, pointed at its fake.
 async fn seed_credentials_connections(

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client_credentials;
 pub mod config;
 pub mod crypto;
+pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod error;

@@ -100,6 +100,10 @@ pub struct Metrics {
     pub hashing_refused: AtomicU64,
     /// By route pattern; read-locked on the hot path (a write only the first time a route is seen).
     routes: RwLock<HashMap<String, RouteStats>>,
+    /// Delivery attempts by endpoint and outcome (done, retrying, dead).
+    deliveries: RwLock<HashMap<(String, &'static str), AtomicU64>>,
+    /// Every delivery attempt's latency (the route histogram's shape, without a label).
+    delivery_latency: RouteStats,
 }
 
 impl Default for Metrics {
@@ -142,6 +146,8 @@ impl Default for Metrics {
             hashing_total: AtomicU64::new(0),
             hashing_refused: AtomicU64::new(0),
             routes: RwLock::new(HashMap::new()),
+            deliveries: RwLock::new(HashMap::new()),
+            delivery_latency: RouteStats::default(),
         }
     }
 }
@@ -154,6 +160,61 @@ impl Metrics {
             return;
         }
         self.routes.write().expect("metrics poisoned").entry(route.to_owned()).or_default().observe(status, seconds);
+    }
+
+    /// Count one delivery attempt to `endpoint` that ended in `outcome`, and its latency.
+    pub fn observe_delivery(&self, endpoint: &str, outcome: &'static str, seconds: f64) {
+        self.delivery_latency.observe(200, seconds);
+        let key = (endpoint.to_owned(), outcome);
+        if let Some(c) = self.deliveries.read().expect("metrics poisoned").get(&key) {
+            c.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.deliveries.write().expect("metrics poisoned").entry(key).or_default().fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many delivery attempts to `endpoint` ended in `outcome` (for tests).
+    pub fn deliveries(&self, endpoint: &str, outcome: &'static str) -> u64 {
+        let map = self.deliveries.read().expect("metrics poisoned");
+        map.get(&(endpoint.to_owned(), outcome)).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The delivery part of the exposition: attempts by endpoint and outcome, the latency
+    /// histogram, queue depth by state (every state, zeros included) and the age of the oldest
+    /// due delivery (0 when none is due): the one number to alert on.
+    pub fn render_deliveries(&self, depth: &[(String, i64)], oldest_due_age_secs: f64) -> String {
+        let mut out = String::with_capacity(2048);
+        let name = "connect_hub_deliveries_total";
+        let _ = writeln!(out, "# HELP {name} Delivery attempts, by endpoint and outcome.\n# TYPE {name} counter");
+        let map = self.deliveries.read().expect("metrics poisoned");
+        let mut keys: Vec<&(String, &'static str)> = map.keys().collect();
+        keys.sort();
+        for k in keys {
+            let _ =
+                writeln!(out, "{name}{{endpoint=\"{}\",outcome=\"{}\"}} {}", k.0, k.1, map[k].load(Ordering::Relaxed));
+        }
+        let name = "connect_hub_delivery_duration_seconds";
+        let h = &self.delivery_latency;
+        let _ = writeln!(out, "# HELP {name} Delivery attempt latency.\n# TYPE {name} histogram");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {}", h.buckets[i].load(Ordering::Relaxed));
+        }
+        let count = h.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_sum {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count {count}");
+        let name = "connect_hub_deliveries";
+        let _ = writeln!(out, "# HELP {name} Deliveries in the queue, by state.\n# TYPE {name} gauge");
+        for state in crate::delivery::types::DeliveryState::ALL.map(|s| s.as_str()) {
+            let n = depth.iter().find(|(k, _)| k == state).map_or(0, |(_, v)| *v);
+            let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
+        }
+        let name = "connect_hub_oldest_due_delivery_age_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} How long the oldest due delivery to an enabled endpoint has waited (0: none).\n# TYPE {name} gauge\n{name} {oldest_due_age_secs}"
+        );
+        out
     }
 
     /// The text exposition, with the queue and connection gauges read from the store by the caller.
@@ -205,7 +266,12 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
             }
         };
-        gauge(&mut out, "connect_hub_events", "Events in the queue, by status.", "status", queue);
+        // Every state, zeros included, so a dashboard's series do not vanish when the queue empties.
+        let queue: Vec<(String, i64)> = crate::domain::EventState::ALL
+            .iter()
+            .map(|s| (s.as_str().to_owned(), queue.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, v)| *v)))
+            .collect();
+        gauge(&mut out, "connect_hub_events", "Events in the queue, by status.", "status", &queue);
         gauge(&mut out, "connect_hub_connections", "Connections, by status.", "status", connections);
 
         let routes = self.routes.read().expect("metrics poisoned");

@@ -89,8 +89,17 @@ pub enum EventsCommand {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    /// Put an event back to be processed now (a dead, done or retrying one), with a fresh schedule.
-    Replay { id: String },
+    /// Put an event back to be processed now, with a fresh schedule: an event whose processing
+    /// failed is processed again; a processed one has its dead and retrying deliveries queued
+    /// again (or, if none failed, all of them: sent again).
+    Replay {
+        id: String,
+        /// Only the delivery to this endpoint (ep_…), whatever its state.
+        #[arg(long)]
+        endpoint: Option<String>,
+    },
+    /// One event: its details, its deliveries, and every attempt (status, latency, response).
+    Show { id: String },
 }
 
 pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
@@ -224,9 +233,27 @@ pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        EventsCommand::Replay { id } => {
+        EventsCommand::Show { id } => super::endpoints::show_event(&store, &id).await,
+        EventsCommand::Replay { id, endpoint } => {
             let id = EventId::parse(&id)?;
-            match store.replay_event(&id, crate::time::now_ms(), "cli").await? {
+            let now = crate::time::now_ms();
+            let endpoint = endpoint.map(|e| crate::delivery::types::EndpointId::parse(&e)).transpose()?;
+            let state = store.event(&id).await?.map(|e| e.state);
+            if endpoint.is_some() || state.as_deref() == Some("done") {
+                let ep = endpoint.as_ref().map(|e| e.as_str());
+                return match store.replay_deliveries(&id, ep, now, "cli").await? {
+                    Ok(n) => {
+                        println!("{n} deliveries of event {id} are queued again; a running worker sends them within a second");
+                        store.close().await;
+                        Ok(())
+                    }
+                    Err(refusal) => {
+                        store.close().await;
+                        Err(anyhow::anyhow!("{refusal}"))
+                    }
+                };
+            }
+            match store.replay_event(&id, now, "cli").await? {
                 Ok(previous) => {
                     println!("event {id} ({previous}) is queued again; a running worker picks it up within a second");
                     Ok(())

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
+mod endpoints;
 mod manage;
 
 use clap::{Parser, Subcommand};
@@ -85,6 +86,32 @@ enum Command {
     Events {
         #[command(subcommand)]
         command: EventsCommand,
+    },
+    /// Where events are delivered: add, list, enable, disable, remove, rotate-secret.
+    Endpoints {
+        #[command(subcommand)]
+        command: endpoints::EndpointsCommand,
+    },
+    /// A fake receiving application (for the delivery benchmark): answers 200 to POST /events,
+    /// counts what arrived at GET /stats.
+    FakeReceiver {
+        #[arg(long, default_value = "127.0.0.1:9091")]
+        bind: SocketAddr,
+        /// Answer each delivery after this long.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+        /// Never answer (until the hub's outbound timeout gives up).
+        #[arg(long)]
+        hang: bool,
+    },
+    /// Benchmark helper: store N finished events fanned out to today's endpoints, at once.
+    #[command(hide = true)]
+    BenchPreload {
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Comma-separated event types, used in turn.
+        #[arg(long, default_value = "Create_Inspection")]
+        types: String,
     },
     /// API keys for /api/v1.
     ApiKey {
@@ -183,6 +210,24 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Connections { command } => connections(command).await,
         Command::Events { command } => events(command).await,
         Command::ApiKey { command } => api_key(command).await,
+        Command::Endpoints { command } => endpoints::endpoints(command).await,
+        Command::FakeReceiver { bind, delay_ms, hang } => {
+            let receiver = crate::fake::receiver::FakeReceiver::new(None);
+            receiver.set_behaviour(std::time::Duration::from_millis(delay_ms), hang);
+            let listener = std::net::TcpListener::bind(bind)?;
+            println!("fake receiver on http://{}/events", listener.local_addr()?);
+            crate::fake::serve(receiver.configure(), listener)?.await?;
+            Ok(())
+        }
+        Command::BenchPreload { events, types } => {
+            let store = open_store(&cli_settings()?).await?;
+            let types: Vec<&str> = types.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
+            anyhow::ensure!(!types.is_empty(), "--types lists at least one type");
+            let n = store.bench_preload(events, &types, crate::time::now_ms()).await?;
+            store.close().await;
+            println!("{n} deliveries queued for {events} events");
+            Ok(())
+        }
         Command::Admin { command: AdminCommand::Create { email, password_stdin } } => {
             admin_create(&email, password_stdin).await
         }

@@ -109,6 +109,12 @@ pub struct Settings {
     pub worker_enabled: bool,
     pub retry_schedule: Vec<Duration>,
     pub lease_secs: u64,
+    /// Deliveries in flight at once, in all (`WORKER_CONCURRENCY`).
+    pub worker_concurrency: usize,
+    /// Deliveries in flight at once to one endpoint (`ENDPOINT_CONCURRENCY`).
+    pub endpoint_concurrency: usize,
+    /// An endpoint whose deliveries failed without a success for this long is disabled.
+    pub endpoint_disable_after: Duration,
     pub dedupe_window_secs: u64,
     /// Done events older than this are purged.
     pub event_retention: Duration,
@@ -154,6 +160,14 @@ pub const DEFAULT_RETRY_SCHEDULE: &str = "5s,30s,2m,10m,30m,1h,2h,6h,12h";
 pub const DEFAULT_INSPECTION_PATH: &str = "inspections/{id}";
 
 pub(crate) type Vars = BTreeMap<String, String>;
+
+/// A whole number from 1 to 10,000.
+fn positive(name: &'static str, v: Option<&str>, default: u64) -> Result<usize, ConfigError> {
+    match parse_u64(name, v, default)? {
+        n @ 1..=10_000 => Ok(n as usize),
+        n => Err(bad(name, format!("must be between 1 and 10000, got {n}"))),
+    }
+}
 
 impl Settings {
     /// Read `connect-hub.toml` (or the file named by `CONNECT_HUB_CONFIG`) if present, then the
@@ -284,6 +298,10 @@ impl Settings {
             worker_enabled: parse_bool("WORKER_ENABLED", get("WORKER_ENABLED"), true)?,
             retry_schedule,
             lease_secs: parse_u64("LEASE_SECS", get("LEASE_SECS"), 60)?,
+            worker_concurrency: positive("WORKER_CONCURRENCY", get("WORKER_CONCURRENCY"), 64)?,
+            endpoint_concurrency: positive("ENDPOINT_CONCURRENCY", get("ENDPOINT_CONCURRENCY"), 16)?,
+            endpoint_disable_after: parse_duration(get("ENDPOINT_DISABLE_AFTER").unwrap_or("5d"))
+                .map_err(|p| bad("ENDPOINT_DISABLE_AFTER", p))?,
             dedupe_window_secs: parse_u64("DEDUPE_WINDOW_SECS", get("DEDUPE_WINDOW_SECS"), 7200)?,
             event_retention: parse_duration(get("EVENT_RETENTION").unwrap_or("7d"))
                 .map_err(|p| bad("EVENT_RETENTION", p))?,
@@ -332,6 +350,12 @@ impl Settings {
                 other => return Err(bad("LOG_FORMAT", format!("must be `pretty` or `json`, got `{other}`"))),
             },
         })
+    }
+
+    /// How long a claimed delivery is ours: `LEASE_SECS`, but always longer than the outbound
+    /// timeout, so a lease never ends while its request may still be answered.
+    pub fn delivery_lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs.max(1)).max(self.outbound_timeout + Duration::from_secs(10))
     }
 
     /// The key ring, or an error naming the missing key and how to make one.

@@ -88,3 +88,29 @@ fn a_database_password_never_prints_with_the_settings() {
     let plain = Settings::from_vars(&vars(&[("DATABASE_URL", "sqlite://data/hub.db")])).unwrap();
     assert!(format!("{plain:?}").contains("sqlite://data/hub.db"));
 }
+
+#[test]
+fn delivery_settings_have_their_defaults_and_bounds() {
+    let s = Settings::from_vars(&Vars::new()).unwrap();
+    assert_eq!(s.worker_concurrency, 64);
+    assert_eq!(s.endpoint_concurrency, 16);
+    assert_eq!(s.endpoint_disable_after, std::time::Duration::from_secs(5 * 86_400));
+    assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(60), "LEASE_SECS beats 20 s + 10 s");
+    let s = Settings::from_vars(&vars(&[
+        ("WORKER_CONCURRENCY", "8"),
+        ("ENDPOINT_CONCURRENCY", "2"),
+        ("ENDPOINT_DISABLE_AFTER", "90m"),
+        ("LEASE_SECS", "5"),
+    ]))
+    .unwrap();
+    assert_eq!((s.worker_concurrency, s.endpoint_concurrency), (8, 2));
+    assert_eq!(s.endpoint_disable_after, std::time::Duration::from_secs(5400));
+    assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(30), "always longer than the outbound timeout");
+    assert!(Settings::from_vars(&vars(&[("WORKER_CONCURRENCY", "0")]))
+        .unwrap_err()
+        .to_string()
+        .starts_with("WORKER_CONCURRENCY"));
+    assert!(Settings::from_vars(&vars(&[("ENDPOINT_CONCURRENCY", "10001")])).is_err());
+    assert!(Settings::from_vars(&vars(&[("ENDPOINT_CONCURRENCY", "10000")])).is_ok());
+    assert!(Settings::from_vars(&vars(&[("ENDPOINT_DISABLE_AFTER", "soon")])).is_err());
+}

@@ -1,10 +1,15 @@
 //! A fake receiving application for forwarded events: it records every delivery (headers and body),
 //! answers with scripted statuses (to exercise retries, `Retry-After` and 410), and in `demo` shows
-//! what arrived and whether each signature verifies.
+//! what arrived and whether each signature verifies. It can answer slowly or never (delivery
+//! isolation and the benchmark), and counts the most deliveries it held at once.
 
 use std::{
     collections::VecDeque,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
+    time::Duration,
 };
 
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
@@ -35,19 +40,59 @@ pub enum Reply {
 struct State {
     received: Vec<Delivery>,
     script: VecDeque<Reply>,
+    /// A body to answer with (the hub keeps its first 1 KiB).
+    body: String,
+}
+
+#[derive(Default)]
+struct Counters {
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
+    delay_ms: AtomicU64,
+    hang: AtomicBool,
 }
 
 /// A handle on one fake receiver. Answers 200 unless a reply is scripted.
 #[derive(Clone)]
 pub struct FakeReceiver {
     state: Arc<Mutex<State>>,
+    counters: Arc<Counters>,
     signer: Option<Arc<Signer>>,
 }
 
 impl FakeReceiver {
     /// `secret` (a `whsec_` value) lets the receiver verify signatures for display.
     pub fn new(secret: Option<&str>) -> Self {
-        Self { state: Arc::default(), signer: secret.and_then(|s| Signer::from_secret(s).ok()).map(Arc::new) }
+        Self {
+            state: Arc::default(),
+            counters: Arc::default(),
+            signer: secret.and_then(|s| Signer::from_secret(s).ok()).map(Arc::new),
+        }
+    }
+
+    /// Answer each delivery after `delay`; with `hang`, never answer (the caller times out).
+    pub fn set_behaviour(&self, delay: Duration, hang: bool) {
+        self.counters.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.counters.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// Answer every delivery with this body.
+    pub fn set_body(&self, body: &str) {
+        self.state().body = body.to_owned();
+    }
+
+    /// The most deliveries this receiver held at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.counters.max_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// How many deliveries it holds now.
+    pub fn in_flight(&self) -> usize {
+        self.counters.in_flight.load(Ordering::SeqCst)
+    }
+
+    pub fn count(&self) -> usize {
+        self.state().received.len()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -56,6 +101,11 @@ impl FakeReceiver {
 
     pub fn received(&self) -> Vec<Delivery> {
         self.state().received.clone()
+    }
+
+    /// Forget what arrived so far.
+    pub fn clear(&self) {
+        self.state().received.clear();
     }
 
     pub fn push_reply(&self, reply: Reply) {
@@ -68,6 +118,7 @@ impl FakeReceiver {
         move |cfg: &mut web::ServiceConfig| {
             cfg.app_data(web::Data::new(me.clone()))
                 .route("/events", web::post().to(receive))
+                .route("/stats", web::get().to(stats))
                 .route("/", web::get().to(list));
         }
     }
@@ -77,7 +128,37 @@ fn header(req: &HttpRequest, name: &str) -> String {
     req.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
 }
 
+/// Counts a delivery in flight until dropped (also when the caller gives up on a hanging one).
+struct InFlight(Arc<Counters>);
+
+impl InFlight {
+    fn new(c: &Arc<Counters>) -> Self {
+        let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        c.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(c.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn stats(me: web::Data<FakeReceiver>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "received": me.count(), "max_in_flight": me.max_in_flight() }))
+}
+
 async fn receive(req: HttpRequest, body: web::Bytes, me: web::Data<FakeReceiver>) -> HttpResponse {
+    let _in_flight = InFlight::new(&me.counters);
+    if me.counters.hang.load(Ordering::SeqCst) {
+        // Counted as received only if it is ever answered: a hang never is.
+        std::future::pending::<()>().await;
+    }
+    let delay = me.counters.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     let webhook_id = header(&req, "webhook-id");
     let timestamp = header(&req, "webhook-timestamp");
     let signature = header(&req, "webhook-signature");
@@ -85,18 +166,20 @@ async fn receive(req: HttpRequest, body: web::Bytes, me: web::Data<FakeReceiver>
         .signer
         .as_ref()
         .map(|s| timestamp.parse::<i64>().is_ok_and(|ts| s.verify(&webhook_id, ts, &body, &signature)));
-    let reply = {
+    let (reply, answer) = {
         let mut state = me.state();
         state.received.push(Delivery { webhook_id, timestamp, signature, body: body.to_vec(), verified });
-        state.script.pop_front()
+        (state.script.pop_front(), state.body.clone())
     };
     match reply {
-        None => HttpResponse::Ok().finish(),
-        Some(Reply::Status(code)) => HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::OK)).finish(),
+        None => HttpResponse::Ok().body(answer),
+        Some(Reply::Status(code)) => {
+            HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::OK)).body(answer)
+        }
         Some(Reply::RetryAfter(code, secs)) => {
             HttpResponse::build(StatusCode::from_u16(code).unwrap_or(StatusCode::OK))
                 .insert_header(("retry-after", secs.to_string()))
-                .finish()
+                .body(answer)
         }
     }
 }

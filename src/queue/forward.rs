@@ -1,4 +1,4 @@
-//! Forwarding events to the organisation's application, signed per the Standard Webhooks
+//! Delivering events to an endpoint, signed per the Standard Webhooks
 //! specification: `webhook-id`, `webhook-timestamp`, and `webhook-signature: v1,<base64>` where the
 //! signature is HMAC-SHA256 over `id.timestamp.body` with the key inside the `whsec_` secret.
 
@@ -11,9 +11,9 @@ use sha2::Sha256;
 use url::Url;
 
 use crate::{
-    http_client::{read_excerpt, snippet, EXCERPT_CAP},
+    http_client::read_excerpt,
     snapinspect::client::{describe_transport, retry_after},
-    store::ClaimedEvent,
+    store::DeliveryEvent,
     time::rfc3339,
 };
 
@@ -59,9 +59,11 @@ impl Signer {
     }
 }
 
-/// The JSON we forward: our ids, what SnapInspect sent (unchanged), and the inspection if read.
-pub fn envelope(event: &ClaimedEvent, inspection: Option<&Value>) -> Vec<u8> {
+/// The JSON we deliver: our ids, what SnapInspect sent (unchanged) or the operational event's
+/// data, and the inspection if one was read.
+pub fn envelope(event: &DeliveryEvent) -> Vec<u8> {
     let payload: Value = serde_json::from_str(&event.payload).unwrap_or_else(|_| Value::String(event.payload.clone()));
+    let inspection: Option<Value> = event.inspection.as_deref().and_then(|i| serde_json::from_str(i).ok());
     json!({
         "id": event.id.as_str(),
         "type": event.kind,
@@ -75,23 +77,34 @@ pub fn envelope(event: &ClaimedEvent, inspection: Option<&Value>) -> Vec<u8> {
     .into_bytes()
 }
 
-/// How a delivery went.
+/// How one delivery attempt went.
 #[derive(Debug)]
-pub enum Delivery {
-    Delivered(u16),
+pub struct Sent {
+    pub status: Option<u16>,
+    pub outcome: Outcome,
+    /// The first 1 KiB of the response body (lossy UTF-8).
+    pub excerpt: Option<String>,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Delivered,
     /// 410 Gone: the receiver does not want this (or any) event; stop retrying.
     Gone,
     Failed {
-        status: Option<u16>,
         error: String,
         retry_after: Option<Duration>,
     },
 }
 
-/// POST one signed message.
-pub async fn deliver(http: &reqwest::Client, url: &Url, signer: &Signer, id: &str, body: Vec<u8>) -> Delivery {
+/// The most of a response body we keep.
+pub const EXCERPT_BYTES: usize = 1024;
+
+/// POST one message signed with every given key (during a rotation's overlap, two), space-separated
+/// in `webhook-signature` as Standard Webhooks specifies, so the receiver may verify with either.
+pub async fn deliver(http: &reqwest::Client, url: &Url, signers: &[&Signer], id: &str, body: Vec<u8>) -> Sent {
     let timestamp = crate::time::now_ms() / 1000;
-    let signature = signer.sign(id, timestamp, &body);
+    let signature = signers.iter().map(|s| s.sign(id, timestamp, &body)).collect::<Vec<_>>().join(" ");
     let res = http
         .post(url.clone())
         .header("content-type", "application/json")
@@ -101,30 +114,30 @@ pub async fn deliver(http: &reqwest::Client, url: &Url, signer: &Signer, id: &st
         .body(body)
         .send()
         .await;
-    match res {
-        Err(e) => Delivery::Failed {
-            status: None,
-            error: format!("forwarding: {}", describe_transport(&e)),
-            retry_after: None,
-        },
-        Ok(r) if r.status().is_success() => Delivery::Delivered(r.status().as_u16()),
-        Ok(r) if r.status().as_u16() == 410 => Delivery::Gone,
-        Ok(r) => {
-            let status = r.status().as_u16();
-            let wait = retry_after(r.headers());
-            // The receiver's first words say what it did not like; the rest is never read.
-            let excerpt = snippet(&read_excerpt(r, EXCERPT_CAP).await);
-            Delivery::Failed {
-                status: Some(status),
-                error: if excerpt.is_empty() {
-                    format!("the receiver answered HTTP {status}")
-                } else {
-                    format!("the receiver answered HTTP {status}: {excerpt}")
+    let r = match res {
+        Err(e) => {
+            return Sent {
+                status: None,
+                outcome: Outcome::Failed {
+                    error: format!("delivering: {}", describe_transport(&e)),
+                    retry_after: None,
                 },
-                retry_after: wait,
+                excerpt: None,
             }
         }
-    }
+        Ok(r) => r,
+    };
+    let status = r.status().as_u16();
+    let retry_after = retry_after(r.headers());
+    // Read no more than the excerpt: a receiver's big answer costs us nothing.
+    let body = read_excerpt(r, EXCERPT_BYTES).await;
+    let excerpt = (!body.is_empty()).then_some(body);
+    let outcome = match status {
+        200..=299 => Outcome::Delivered,
+        410 => Outcome::Gone,
+        _ => Outcome::Failed { error: format!("the receiver answered HTTP {status}"), retry_after },
+    };
+    Sent { status: Some(status), outcome, excerpt }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The event worker: claims due events under a lease (a crashed worker's events are claimed again
-//! when the lease ends), reads the inspection through the SnapInspect API with the company's token
-//! (one exchange on a 401), forwards the signed envelope, and records every attempt. Failures retry
-//! on the configured schedule with jitter; `Retry-After` is honoured; 410 and the end of the
-//! schedule make an event `dead`.
+//! when the lease ends), reads the inspection once through the SnapInspect API with the company's
+//! token (one exchange on a 401), and records every attempt; the event is then fanned out to its
+//! endpoints in the same transaction, and the delivery dispatcher beside it sends them. Failed reads
+//! retry on the configured schedule with jitter; `Retry-After` is honoured.
 
 use std::{
     sync::Arc,
@@ -10,41 +10,40 @@ use std::{
 };
 
 use futures_util::future::join_all;
-use rand::Rng;
 use serde_json::Value;
 use tokio::sync::{watch, Notify};
-use url::Url;
 
-use super::forward::{deliver, envelope, Delivery, Signer};
 use crate::{
+    delivery::{
+        dispatcher::{DeliveryConfig, Dispatcher},
+        policy::{after_failure, Next},
+    },
     domain::{base32, random_bytes},
     metrics::Metrics,
     snapinspect::ApiCallError,
-    store::{AttemptOutcome, ClaimedEvent, NewAttempt},
+    store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt},
     time::now_ms,
     tokens::TokenManager,
 };
 
-/// How many events one worker processes at once.
+/// How many events one worker enriches at once.
 const CONCURRENCY: i64 = 16;
 const IDLE_POLL: Duration = Duration::from_millis(250);
-/// The longest `Retry-After` we honour.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// What the worker needs from the configuration.
 pub struct WorkerConfig {
     pub retry_schedule: Vec<Duration>,
     pub lease: Duration,
-    pub forward: Option<(Url, Signer)>,
+    pub delivery: DeliveryConfig,
 }
 
 pub struct Worker {
     tokens: Arc<TokenManager>,
-    http: reqwest::Client,
     config: WorkerConfig,
     owner: String,
     wake: Arc<Notify>,
     metrics: Arc<Metrics>,
+    dispatcher: Arc<Dispatcher>,
 }
 
 /// Why an attempt failed.
@@ -52,18 +51,16 @@ struct Failure {
     http_status: Option<u16>,
     error: String,
     retry_after: Option<Duration>,
-    /// Stop now (410 Gone) instead of following the schedule.
-    permanent: bool,
-    inspection: Option<Value>,
 }
 
 impl Failure {
     fn retry(error: String) -> Self {
-        Self { http_status: None, error, retry_after: None, permanent: false, inspection: None }
+        Self { http_status: None, error, retry_after: None }
     }
 }
 
 impl Worker {
+    /// `http` is the client deliveries go out with (endpoint URLs come from the database).
     pub fn new(
         tokens: Arc<TokenManager>,
         http: reqwest::Client,
@@ -71,7 +68,14 @@ impl Worker {
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        Self { tokens, http, config, owner: format!("worker_{}", base32(&random_bytes::<10>())), wake, metrics }
+        let owner = format!("worker_{}", base32(&random_bytes::<10>()));
+        let dispatcher =
+            Dispatcher::spawn(tokens.store().clone(), http, config.delivery.clone(), owner.clone(), metrics.clone());
+        Self { tokens, config, owner, wake, metrics, dispatcher }
+    }
+
+    pub fn dispatcher(&self) -> &Arc<Dispatcher> {
+        &self.dispatcher
     }
 
     /// Wake the worker now (new events, or events matched on connect).
@@ -85,28 +89,57 @@ impl Worker {
         let lease_until = now + self.config.lease.as_millis() as i64;
         let events = self.tokens.store().claim_events(&self.owner, now, lease_until, CONCURRENCY).await?;
         let n = events.len();
-        join_all(events.into_iter().map(|e| self.process(e))).await;
+        let finished = join_all(events.into_iter().map(|e| self.process(e))).await;
+        // One transaction for the batch: one commit, not one per event.
+        match self.tokens.store().finish_attempts(&finished, &self.owner).await {
+            Ok(kept) => {
+                for (f, kept) in finished.iter().zip(kept) {
+                    if !kept {
+                        tracing::warn!(event_id = %f.event.id, "the event's lease ran out during the attempt; another worker owns it now");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(
+                error.chain = %format!("{e:#}"), events = n,
+                "recording the attempts failed; the leases will expire and the events be retried"
+            ),
+        }
         Ok(n)
     }
 
-    /// Process until nothing is due (tests use this to drain the queue synchronously).
+    /// Enrich and deliver until nothing is due (tests use this to drain the queue
+    /// synchronously); returns how many events were enriched plus how many delivery attempts made.
     pub async fn drain(&self) -> anyhow::Result<usize> {
         let mut total = 0;
         loop {
-            match self.run_once().await? {
-                0 => return Ok(total),
-                n => total += n,
+            let mut round = 0;
+            loop {
+                match self.run_once().await? {
+                    0 => break,
+                    n => round += n,
+                }
             }
+            round += self.dispatcher.drain().await?;
+            if round == 0 {
+                return Ok(total);
+            }
+            total += round;
         }
     }
 
-    /// The loop: work while there is work, otherwise wait for a wake-up or the next poll. On
-    /// shutdown it returns after the batch in hand.
+    /// The loops: enrichment works while there is work, otherwise waits for a wake-up or the next
+    /// poll; the dispatcher beside it delivers. On shutdown both finish what they hold.
     pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         tracing::info!(owner = %self.owner, "event worker started");
+        let delivery_wake = Arc::new(Notify::new());
+        let deliveries = tokio::spawn(self.dispatcher.clone().run(delivery_wake.clone(), shutdown.clone()));
         while !*shutdown.borrow() {
             match self.run_once().await {
-                Ok(n) if n > 0 => continue,
+                Ok(n) if n > 0 => {
+                    // Enriched events have fanned out: their deliveries are due now.
+                    delivery_wake.notify_one();
+                    continue;
+                }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "claiming events failed"),
             }
@@ -116,11 +149,12 @@ impl Worker {
                 _ = shutdown.changed() => {}
             }
         }
+        let _ = deliveries.await;
         tracing::info!("event worker stopped");
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %event.id, attempt = event.attempts, connection_id = ?event.connection_id.as_ref().map(|c| c.to_string())))]
-    async fn process(&self, event: ClaimedEvent) {
+    async fn process(&self, event: ClaimedEvent) -> FinishedEvent {
         let started_at = now_ms();
         let clock = Instant::now();
         let result = self.handle(&event).await;
@@ -138,17 +172,15 @@ impl Worker {
                 inspection,
             ),
             Err(f) => {
-                let schedule = &self.config.retry_schedule;
-                let exhausted = event.attempts as usize > schedule.len();
-                let outcome = if f.permanent || exhausted { AttemptOutcome::Dead } else { AttemptOutcome::Retry };
-                let delay = schedule.get((event.attempts as usize).saturating_sub(1)).copied().unwrap_or_default();
-                let jittered = delay.mul_f64(rand::thread_rng().gen_range(0.9..1.1));
-                let wait = f.retry_after.map_or(jittered, |r| r.min(MAX_RETRY_AFTER).max(jittered));
-                let error = if exhausted && !f.permanent {
-                    format!("{} (attempt {} was the last one)", f.error, event.attempts)
-                } else {
-                    f.error
-                };
+                let (outcome, wait, error) =
+                    match after_failure(event.attempts, &self.config.retry_schedule, false, f.retry_after) {
+                        Next::RetryIn(wait) => (AttemptOutcome::Retry, wait, f.error),
+                        Next::Dead { .. } => (
+                            AttemptOutcome::Dead,
+                            Duration::ZERO,
+                            format!("{} (attempt {} was the last one)", f.error, event.attempts),
+                        ),
+                    };
                 match outcome {
                     AttemptOutcome::Dead => tracing::warn!(%error, "event is dead"),
                     _ => tracing::info!(%error, retry_in_ms = wait.as_millis() as u64, "attempt failed; will retry"),
@@ -162,43 +194,22 @@ impl Worker {
                         error: Some(error),
                     },
                     now_ms() + wait.as_millis() as i64,
-                    f.inspection,
+                    None,
                 )
             }
         };
         self.metrics.attempts.inc(attempt.outcome.as_str());
-        let inspection = inspection.map(|v| v.to_string());
-        match self.tokens.store().finish_attempt(&event, &self.owner, &attempt, retry_at, inspection.as_deref()).await {
-            Ok(true) => tracing::debug!(outcome = attempt.outcome.as_str(), "attempt recorded"),
-            Ok(false) => tracing::warn!("the event's lease ran out during the attempt; another worker owns it now"),
-            Err(e) => {
-                tracing::error!(error.chain = %format!("{e:#}"), "recording the attempt failed; the lease will expire and the event be retried")
-            }
-        }
+        FinishedEvent { event, attempt, retry_at, inspection: inspection.map(|v| v.to_string()) }
     }
 
-    /// Read the inspection (if the event names one and its company is connected), then forward.
+    /// Read the inspection, if the event names one and its company is connected. The status is
+    /// the inspection read's (200), if one was made.
     async fn handle(&self, event: &ClaimedEvent) -> Result<(Option<u16>, Option<Value>), Failure> {
-        let inspection = match (event.inspection_id, &event.connection_id, self.tokens.snapinspect()) {
+        match (event.inspection_id, &event.connection_id, self.tokens.snapinspect()) {
             (Some(inspection_id), Some(connection), Some(_)) => {
-                Some(self.read_inspection(connection, inspection_id).await?)
+                Ok((Some(200), Some(self.read_inspection(connection, inspection_id).await?)))
             }
-            _ => None,
-        };
-        let Some((url, signer)) = &self.config.forward else { return Ok((None, inspection)) };
-        let body = envelope(event, inspection.as_ref());
-        match deliver(&self.http, url, signer, event.id.as_str(), body).await {
-            Delivery::Delivered(status) => Ok((Some(status), inspection)),
-            Delivery::Gone => Err(Failure {
-                http_status: Some(410),
-                error: "the receiver answered 410 Gone: not retrying".into(),
-                retry_after: None,
-                permanent: true,
-                inspection,
-            }),
-            Delivery::Failed { status, error, retry_after } => {
-                Err(Failure { http_status: status, error, retry_after, permanent: false, inspection })
-            }
+            _ => Ok((None, None)),
         }
     }
 
@@ -228,13 +239,7 @@ impl Worker {
                 ApiCallError::Status { status, retry_after, .. } => (Some(*status), *retry_after),
                 _ => (None, None),
             };
-            Failure {
-                http_status: status,
-                error: format!("reading inspection {inspection_id}: {e}"),
-                retry_after,
-                permanent: false,
-                inspection: None,
-            }
+            Failure { http_status: status, error: format!("reading inspection {inspection_id}: {e}"), retry_after }
         })
     }
 }

@@ -24,13 +24,19 @@ async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Htt
                 .body("metrics need the METRICS_TOKEN\n");
         }
     }
+    let now = crate::time::now_ms();
     let queue = state.store.event_counts().await;
     let connections = state.store.connection_counts().await;
-    match (queue, connections) {
-        (Ok(q), Ok(c)) => HttpResponse::Ok()
-            .content_type("text/plain; version=0.0.4; charset=utf-8")
-            .body(state.metrics.render(&q, &c)),
-        (Err(e), _) | (_, Err(e)) => {
+    let deliveries = state.store.delivery_counts().await;
+    let oldest = state.store.oldest_due_delivery(now).await;
+    match (queue, connections, deliveries, oldest) {
+        (Ok(q), Ok(c), Ok(d), Ok(o)) => {
+            let age = o.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
+            let mut body = state.metrics.render(&q, &c);
+            body.push_str(&state.metrics.render_deliveries(&d, age));
+            HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
+        }
+        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {
             tracing::warn!(error.chain = %format!("{e:#}"), "metrics: the store did not answer");
             HttpResponse::ServiceUnavailable().body("the database does not answer\n")
         }

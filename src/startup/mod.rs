@@ -23,7 +23,6 @@ use crate::{
     limits::RateLimiter,
     metrics::Metrics,
     queue::{
-        forward::Signer,
         ingest::{IngestOptions, Ingestor},
         worker::{Worker, WorkerConfig},
     },
@@ -87,6 +86,12 @@ impl AppState {
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
         let keys = Arc::new(settings.keyring()?);
         let store = Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await?;
+        if let (Some(url), Some(secret)) = (&settings.forward_url, &settings.forward_secret) {
+            // FORWARD_URL / FORWARD_SECRET define (or update) one endpoint that takes every event.
+            let url = crate::delivery::types::EndpointUrl::parse(url.as_str())
+                .map_err(|e| crate::config::ConfigError { name: "FORWARD_URL", problem: e.to_string() })?;
+            store.upsert_forward_endpoint(&url, secret, now_ms()).await?;
+        }
         Self::with_store(settings, store)
     }
 
@@ -119,19 +124,19 @@ impl AppState {
             },
             wake.clone(),
         );
-        let forward = match (&settings.forward_url, &settings.forward_secret) {
-            (Some(url), Some(secret)) => {
-                Some((url.clone(), Signer::from_secret(secrecy::ExposeSecret::expose_secret(secret))?))
-            }
-            _ => None,
-        };
         let worker = Arc::new(Worker::new(
             tokens.clone(),
             http.clone(),
             WorkerConfig {
                 retry_schedule: settings.retry_schedule.clone(),
                 lease: Duration::from_secs(settings.lease_secs.max(1)),
-                forward,
+                delivery: crate::delivery::dispatcher::DeliveryConfig {
+                    retry_schedule: settings.retry_schedule.clone(),
+                    lease: settings.delivery_lease(),
+                    concurrency: settings.worker_concurrency,
+                    per_endpoint: settings.endpoint_concurrency,
+                    disable_after: settings.endpoint_disable_after,
+                },
             },
             wake,
             metrics.clone(),

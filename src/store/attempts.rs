@@ -37,6 +37,15 @@ impl AttemptOutcome {
     }
 }
 
+/// An enrichment attempt, finished, to record.
+#[derive(Debug, Clone)]
+pub struct FinishedEvent {
+    pub event: ClaimedEvent,
+    pub attempt: NewAttempt,
+    pub retry_at: i64,
+    pub inspection: Option<String>,
+}
+
 /// One processing attempt, to record.
 #[derive(Debug, Clone)]
 pub struct NewAttempt {
@@ -94,58 +103,19 @@ impl Store {
             .collect()
     }
 
-    /// Record an attempt and move the event on, in one transaction. `retry_at` is used for
-    /// `Retry`; `inspection` is kept on `Done`. Returns false if the lease was lost meanwhile (the
-    /// attempt is still recorded; the new owner decides the state).
-    #[tracing::instrument(skip_all, fields(event_id = %event.id, outcome = attempt.outcome.as_str()))]
-    pub async fn finish_attempt(
-        &self,
-        event: &ClaimedEvent,
-        owner: &str,
-        attempt: &NewAttempt,
-        retry_at: i64,
-        inspection: Option<&str>,
-    ) -> anyhow::Result<bool> {
-        let attempt_outcome = attempt.outcome;
+    /// Record a batch of attempts and move each event on, in one transaction (one commit for
+    /// all). `retry_at` is used for `Retry`; `inspection` is kept on `Done`. Returns, per attempt,
+    /// whether the lease was still ours (if not, the attempt is still recorded; the new owner
+    /// decides the state).
+    #[tracing::instrument(skip_all, fields(events = batch.len()))]
+    pub async fn finish_attempts(&self, batch: &[FinishedEvent], owner: &str) -> anyhow::Result<Vec<bool>> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "insert into event_attempts (event_id, started_at, duration_ms, outcome, http_status, error) \
-             values ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(event.rowid)
-        .bind(attempt.started_at)
-        .bind(attempt.duration_ms)
-        .bind(attempt_outcome.as_str())
-        .bind(attempt.http_status)
-        .bind(&attempt.error)
-        .execute(&mut *tx)
-        .await?;
-        let now = attempt.started_at + attempt.duration_ms;
-        let updated = match attempt_outcome {
-            AttemptOutcome::Done => sqlx::query(
-                "update events set state = 'done', completed_at = $3, last_error = null, lease_owner = null, \
-                 inspection = coalesce($4, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
-            )
-            .bind(event.rowid)
-            .bind(owner)
-            .bind(now)
-            .bind(inspection),
-            AttemptOutcome::Retry | AttemptOutcome::Dead => sqlx::query(
-                "update events set state = $3, next_attempt_at = $4, last_error = $5, lease_owner = null, \
-                 inspection = coalesce($6, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
-            )
-            .bind(event.rowid)
-            .bind(owner)
-            .bind(if attempt_outcome == AttemptOutcome::Dead { "dead" } else { "retrying" })
-            .bind(if attempt_outcome == AttemptOutcome::Dead { now } else { retry_at })
-            .bind(&attempt.error)
-            .bind(inspection),
+        let mut out = Vec::with_capacity(batch.len());
+        for f in batch {
+            out.push(finish_in(&mut tx, &f.event, owner, &f.attempt, f.retry_at, f.inspection.as_deref()).await?);
         }
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
         tx.commit().await?;
-        Ok(updated == 1)
+        Ok(out)
     }
 
     /// Every attempt of an event, oldest first.
@@ -157,4 +127,60 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// One enrichment attempt inside the caller's transaction: record it, move the event on, and on
+/// success fan it out to its endpoints.
+async fn finish_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    event: &ClaimedEvent,
+    owner: &str,
+    attempt: &NewAttempt,
+    retry_at: i64,
+    inspection: Option<&str>,
+) -> Result<bool, sqlx::Error> {
+    let attempt_outcome = attempt.outcome;
+    sqlx::query(
+        "insert into event_attempts (event_id, started_at, duration_ms, outcome, http_status, error) \
+             values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(event.rowid)
+    .bind(attempt.started_at)
+    .bind(attempt.duration_ms)
+    .bind(attempt_outcome.as_str())
+    .bind(attempt.http_status)
+    .bind(&attempt.error)
+    .execute(&mut **tx)
+    .await?;
+    let now = attempt.started_at + attempt.duration_ms;
+    let updated = match attempt_outcome {
+        AttemptOutcome::Done => sqlx::query(
+            "update events set state = 'done', completed_at = $3, last_error = null, lease_owner = null, \
+                 inspection = coalesce($4, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
+        )
+        .bind(event.rowid)
+        .bind(owner)
+        .bind(now)
+        .bind(inspection),
+        AttemptOutcome::Retry | AttemptOutcome::Dead => sqlx::query(
+            "update events set state = $3, next_attempt_at = $4, last_error = $5, lease_owner = null, \
+                 inspection = coalesce($6, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
+        )
+        .bind(event.rowid)
+        .bind(owner)
+        .bind(if attempt_outcome == AttemptOutcome::Dead { "dead" } else { "retrying" })
+        .bind(if attempt_outcome == AttemptOutcome::Dead { now } else { retry_at })
+        .bind(&attempt.error)
+        .bind(inspection),
+    }
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    // Enriched: fan out to the endpoints in the same transaction, so an event is never done
+    // without its deliveries.
+    if updated == 1 && attempt_outcome == AttemptOutcome::Done {
+        let kind = event.kind.as_deref();
+        super::deliveries::fan_out(tx, event.rowid, kind, event.received_at, None, now).await?;
+    }
+    Ok(updated == 1)
 }

@@ -197,6 +197,7 @@ impl Store {
     #[tracing::instrument(skip_all, fields(connection_id = %id))]
     pub async fn disconnect(&self, id: &ConnectionId, now: i64, actor: &str) -> anyhow::Result<bool> {
         let mut tx = self.write_tx().await?;
+        let before = super::connection_events::status_before(&mut tx, id).await?;
         let n = sqlx::query(
             "update connections set status = 'disconnected', access_token = null, refresh_token = null, \
              token_fingerprint = null, retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
@@ -209,6 +210,7 @@ impl Store {
         .rows_affected();
         if n == 1 {
             insert_audit(&mut tx, now, actor, "disconnect", Some(id), "tokens deleted").await?;
+            super::connection_events::announce_change(&mut tx, id, before, now).await?;
         }
         tx.commit().await?;
         Ok(n == 1)

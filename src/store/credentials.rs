@@ -62,6 +62,7 @@ impl Store {
             &format!("{} client credentials, client id {}", settings.provider.label(), settings.client_id),
         )
         .await?;
+        super::connection_events::announce_change(&mut tx, &id, None, now).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -189,6 +190,7 @@ impl Store {
         actor: &str,
     ) -> anyhow::Result<Option<i64>> {
         let mut tx = self.write_tx().await?;
+        let before = super::connection_events::status_before(&mut tx, id).await?;
         let sealed = self.keys.seal_str(token, super::connections::aad(id.as_str(), "access_token"));
         let version: Option<i64> = sqlx::query_scalar(
             "update connections set access_token = $2, token_fingerprint = $3, token_expires_at = $4, token_obtained_at = $5, \
@@ -217,6 +219,7 @@ impl Store {
             &format!("a new token, valid until {}", crate::time::format_utc(expires_at)),
         )
         .await?;
+        super::connection_events::announce_change(&mut tx, id, before, now).await?;
         tx.commit().await?;
         Ok(Some(version))
     }

@@ -220,13 +220,18 @@ impl Store {
         Ok(sqlx::query_as("select state, count(*) from events group by state").fetch_all(&self.pool).await?)
     }
 
-    /// Delete done events completed before `before` (their attempts go with them).
+    /// Delete done events completed before `before` (their attempts go with them), once every
+    /// delivery of theirs is done: a delivery waiting for a disabled endpoint, or dead and
+    /// waiting for a replay, keeps its event.
     pub async fn purge_done_events(&self, before: i64) -> anyhow::Result<u64> {
-        Ok(sqlx::query("delete from events where state = 'done' and completed_at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await?
-            .rows_affected())
+        Ok(sqlx::query(
+            "delete from events where state = 'done' and completed_at < $1 \
+             and not exists (select 1 from deliveries d where d.event_id = events.id and d.state <> 'done')",
+        )
+        .bind(before)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
     }
 }
 

@@ -71,6 +71,7 @@ impl Store {
             Some(id) => (ConnectionId::parse(&id)?, true),
             None => (ConnectionId::generate(), false),
         };
+        let before = super::connection_events::status_before(&mut tx, &id).await?;
         let access = self.keys.seal_str(&link.access_token, aad(id.as_str(), "access_token"));
         let refresh = self.keys.seal_str(&link.refresh_token, aad(id.as_str(), "refresh_token"));
         let status = if link.company_id.is_some() { ConnectionStatus::Active } else { ConnectionStatus::Unidentified };
@@ -121,6 +122,7 @@ impl Store {
             Some(c) => super::events::match_unmatched(&mut tx, &id, c, now).await?,
             None => 0,
         };
+        super::connection_events::announce_change(&mut tx, &id, before, now).await?;
         tx.commit().await?;
         Ok(SavedLink { id, reconnected, matched_events })
     }

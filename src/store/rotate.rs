@@ -11,6 +11,8 @@ pub(crate) const SEALED_COLUMNS: &[(&str, &str, &str)] = &[
     ("connections", "id", "access_token"),
     ("connections", "id", "refresh_token"),
     ("connections", "id", "client_secret"),
+    ("endpoints", "id", "secret"),
+    ("endpoints", "id", "previous_secret"),
 ];
 
 /// What `rotate-key` did.

@@ -173,6 +173,7 @@ impl Store {
         actor: &str,
     ) -> anyhow::Result<Option<i64>> {
         let mut tx = self.write_tx().await?;
+        let before = super::connection_events::status_before(&mut tx, id).await?;
         let sealed_access = self.keys.seal_str(access, aad(id.as_str(), "access_token"));
         let sealed_refresh = refresh.map(|r| self.keys.seal_str(r, aad(id.as_str(), "refresh_token")));
         let version: Option<i64> = sqlx::query_scalar(
@@ -202,6 +203,7 @@ impl Store {
             "new access token stored; the provider sent no refresh token, the old one is kept"
         };
         insert_audit(&mut tx, now, actor, "exchange", Some(id), detail).await?;
+        super::connection_events::announce_change(&mut tx, id, before, now).await?;
         tx.commit().await?;
         Ok(Some(version))
     }
@@ -236,6 +238,7 @@ impl Store {
             }
         };
         let mut tx = self.write_tx().await?;
+        let before = super::connection_events::status_before(&mut tx, id).await?;
         let n = sqlx::query(&format!(
             "update connections set {set_status}last_error = $2, last_error_at = $3, updated_at = $3, \
              failure_count = failure_count + 1, retry_after = $4, exchange_lease_until = null, exchange_lease_owner = null \
@@ -253,6 +256,7 @@ impl Store {
             return Ok(false);
         }
         insert_audit(&mut tx, now, actor, action, Some(id), &detail).await?;
+        super::connection_events::announce_change(&mut tx, id, before, now).await?;
         tx.commit().await?;
         Ok(true)
     }

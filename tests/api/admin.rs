@@ -1,7 +1,7 @@
 //! The admin console over HTTP: every access rule, sign-in and its throttle, and each page and
 //! action.
 
-use connect_hub::{domain::ConnectionStatus, fake::receiver::Reply};
+use connect_hub::domain::ConnectionStatus;
 
 use crate::helpers::{
     browser_client, csrf_from, forwarding, location, spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD,
@@ -245,7 +245,7 @@ async fn the_dashboard_counts_connections_events_and_shows_failures() {
     app.connect_company(6847).await;
     app.connect(None).await;
     for _ in 0..3 {
-        app.receiver.push_reply(Reply::Status(500));
+        app.fake.push_inspection_fault(500);
     }
     app.send_event(CREATE).await;
     app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":5,"iCompanyID":9001}"#).await;
@@ -423,7 +423,7 @@ async fn the_event_page_shows_the_payload_and_every_attempt_and_replays() {
     let app = spawn_app_with(forwarding).await;
     app.connect_company(6847).await;
     for _ in 0..3 {
-        app.receiver.push_reply(Reply::Status(503));
+        app.fake.push_inspection_fault(503);
     }
     let id = app.send_event(CREATE).await;
     app.state.worker.drain().await.unwrap();
@@ -454,7 +454,7 @@ async fn replaying_all_dead_events_of_a_filter_from_the_console() {
     app.connect_company(6847).await;
     app.connect_company(7012).await;
     for _ in 0..4 {
-        app.receiver.push_reply(Reply::Status(500));
+        app.fake.push_inspection_fault(500);
     }
     let a = app.send_event(CREATE).await;
     let b = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":7012}"#).await;

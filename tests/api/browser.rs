@@ -236,9 +236,10 @@ async fn an_admin_exchanges_a_connection_and_replays_a_dead_event_in_a_real_brow
     b.click("#allow").await;
     assert!(b.text("#linked-company").await.contains("Harbour View Realty"));
 
-    // A webhook whose delivery keeps failing ends up dead.
+    // A webhook whose inspection cannot be read ends up dead (a failing delivery makes only
+    // its delivery dead; the event itself is processed).
     for _ in 0..3 {
-        app.receiver.push_reply(connect_hub::fake::receiver::Reply::Status(500));
+        app.fake.push_inspection_fault(500);
     }
     let event = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":77,"iCompanyID":6847}"#).await;
     let deadline = Instant::now() + Duration::from_secs(10);

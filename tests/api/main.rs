@@ -7,6 +7,7 @@ mod cli;
 mod connect;
 pub mod crash;
 mod credentials;
+mod delivery;
 mod encryption;
 mod exchange;
 mod hardening;

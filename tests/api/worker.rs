@@ -1,5 +1,6 @@
-//! The worker: reading the inspection, signed forwarding, retries, Retry-After, 410, dead events,
-//! replay, leases, and the one exchange a 401 triggers.
+//! The worker: reading the inspection, signed forwarding (to the endpoint FORWARD_URL defines),
+//! retries, Retry-After, 410, dead deliveries and events, replay, leases, and the one exchange a
+//! 401 triggers.
 
 use connect_hub::{domain::EventState, fake::receiver::Reply, store::EventFilter};
 use serde_json::Value;
@@ -17,14 +18,25 @@ async fn connected_app(
     })
     .await;
     let conn = app.connect_company(6847).await;
+    // The connect's own `connection.created` goes out first; these tests look at what follows.
+    app.state.worker.drain().await.unwrap();
+    app.receiver.clear();
     (app, conn)
+}
+
+/// The one delivery of an event (to the FORWARD_URL endpoint).
+async fn delivery(app: &TestApp, id: &connect_hub::domain::EventId) -> connect_hub::store::DeliveryRow {
+    let e = app.event(id).await;
+    let mut d = app.state.store.event_deliveries(e.rowid).await.unwrap();
+    assert_eq!(d.len(), 1, "one delivery");
+    d.remove(0)
 }
 
 #[tokio::test]
 async fn a_forwarded_event_carries_a_signature_an_independent_verifier_accepts() {
     let (app, conn) = connected_app(|_| {}).await;
     let id = app.send_event(CREATE).await;
-    assert_eq!(app.state.worker.drain().await.unwrap(), 1);
+    assert_eq!(app.state.worker.drain().await.unwrap(), 2, "one enrichment, one delivery");
 
     let got = app.receiver.received();
     assert_eq!(got.len(), 1);
@@ -78,9 +90,9 @@ async fn a_failed_delivery_is_retried_and_then_succeeds() {
     app.receiver.push_reply(Reply::Status(500));
     let id = app.send_event(CREATE).await;
     app.state.worker.drain().await.unwrap();
-    let e = app.event(&id).await;
-    assert_eq!(e.state, "done");
-    let attempts = app.state.store.event_attempts(e.rowid).await.unwrap();
+    let d = delivery(&app, &id).await;
+    assert_eq!(d.state, "done");
+    let attempts = app.state.store.delivery_attempts(d.id).await.unwrap();
     let summary: Vec<(String, Option<i64>)> = attempts.iter().map(|a| (a.outcome.clone(), a.http_status)).collect();
     assert_eq!(summary, [("retry".to_owned(), Some(500)), ("done".to_owned(), Some(200))]);
     assert!(attempts[0].error.as_deref().unwrap().contains("HTTP 500"));
@@ -110,21 +122,25 @@ async fn retries_follow_the_schedule_and_retry_after_is_honoured() {
     app.receiver.push_reply(Reply::Status(500));
     let id = app.send_event(CREATE).await;
     let before = connect_hub::time::now_ms();
-    app.state.worker.run_once().await.unwrap();
-    let e = app.event(&id).await;
-    assert_eq!(e.state, "retrying");
-    let wait = e.next_attempt_at - before;
+    app.state.worker.drain().await.unwrap();
+    let d = delivery(&app, &id).await;
+    assert_eq!(d.state, "retrying");
+    let wait = d.next_attempt_at.unwrap() - before;
     assert!((27_000..=34_000).contains(&wait), "about 30 s with jitter: {wait} ms");
     assert_eq!(app.state.worker.drain().await.unwrap(), 0, "not due yet");
 
     // The receiver asks for more time than the schedule: it gets it.
-    sqlx::query("update events set next_attempt_at = 0").execute(app.state.store.pool()).await.unwrap();
+    sqlx::query("update deliveries set next_attempt_at = 0 where id = $1")
+        .bind(d.id)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
     app.receiver.push_reply(Reply::RetryAfter(503, 600));
     let before = connect_hub::time::now_ms();
-    app.state.worker.run_once().await.unwrap();
-    let e = app.event(&id).await;
-    assert_eq!(e.state, "retrying");
-    assert!(e.next_attempt_at - before >= 600_000, "Retry-After: 600 honoured");
+    assert_eq!(app.state.worker.drain().await.unwrap(), 1);
+    let d = delivery(&app, &id).await;
+    assert_eq!(d.state, "retrying");
+    assert!(d.next_attempt_at.unwrap() - before >= 600_000, "Retry-After: 600 honoured");
 }
 
 #[tokio::test]
@@ -133,26 +149,50 @@ async fn a_410_stops_at_once() {
     app.receiver.push_reply(Reply::Status(410));
     let id = app.send_event(CREATE).await;
     app.state.worker.drain().await.unwrap();
-    let e = app.event(&id).await;
-    assert_eq!(e.state, "dead");
-    assert_eq!(e.attempts, 1);
-    assert!(e.last_error.unwrap().contains("410"));
+    assert_eq!(app.event(&id).await.state, "done", "the event itself was processed");
+    let d = delivery(&app, &id).await;
+    assert_eq!(d.state, "dead");
+    assert_eq!(d.attempts, 1);
+    assert_eq!(d.last_status, Some(410));
+    assert!(d.last_error.unwrap().contains("410"));
     assert_eq!(app.receiver.received().len(), 1);
 }
 
 #[tokio::test]
-async fn after_the_last_try_of_the_schedule_the_event_is_dead_and_replay_brings_it_back() {
+async fn after_the_last_try_of_the_schedule_the_delivery_is_dead_and_replay_brings_it_back() {
     let (app, _) = connected_app(|_| {}).await;
     for _ in 0..3 {
         app.receiver.push_reply(Reply::Status(502));
     }
     let id = app.send_event(CREATE).await;
     app.state.worker.drain().await.unwrap();
+    let d = delivery(&app, &id).await;
+    assert_eq!(d.state, "dead");
+    assert_eq!(d.attempts, 3, "the first try and one per delay of the two-step schedule");
+    assert!(d.last_error.as_deref().unwrap().contains("was the last one"));
+    assert_eq!(app.state.store.delivery_attempts(d.id).await.unwrap().len(), 3);
+
+    let n = app.state.store.replay_deliveries(&id, None, connect_hub::time::now_ms(), "test").await.unwrap().unwrap();
+    assert_eq!(n, 1);
+    app.state.worker.drain().await.unwrap();
+    let d = delivery(&app, &id).await;
+    assert_eq!(d.state, "done");
+    assert_eq!(app.state.store.delivery_attempts(d.id).await.unwrap().len(), 4, "the history is kept");
+}
+
+#[tokio::test]
+async fn after_the_last_try_of_the_schedule_an_unreadable_event_is_dead_and_replay_brings_it_back() {
+    let (app, _) = connected_app(|_| {}).await;
+    for _ in 0..3 {
+        app.fake.push_inspection_fault(503);
+    }
+    let id = app.send_event(CREATE).await;
+    app.state.worker.drain().await.unwrap();
     let e = app.event(&id).await;
     assert_eq!(e.state, "dead");
-    assert_eq!(e.attempts, 3, "the first try and one per delay of the two-step schedule");
+    assert_eq!(e.attempts, 3);
     assert!(e.last_error.as_deref().unwrap().contains("was the last one"));
-    assert_eq!(app.state.store.event_attempts(e.rowid).await.unwrap().len(), 3);
+    assert!(app.state.store.event_deliveries(e.rowid).await.unwrap().is_empty(), "nothing fanned out");
 
     let previous = app.state.store.replay_event(&id, connect_hub::time::now_ms(), "test").await.unwrap().unwrap();
     assert_eq!(previous, EventState::Dead);
@@ -160,6 +200,7 @@ async fn after_the_last_try_of_the_schedule_the_event_is_dead_and_replay_brings_
     let e = app.event(&id).await;
     assert_eq!(e.state, "done");
     assert_eq!(app.state.store.event_attempts(e.rowid).await.unwrap().len(), 4, "the history is kept");
+    assert_eq!(delivery(&app, &id).await.state, "done");
 }
 
 #[tokio::test]
@@ -169,7 +210,7 @@ async fn replaying_all_dead_events_of_a_filter_requeues_only_those() {
     })
     .await;
     for _ in 0..4 {
-        app.receiver.push_reply(Reply::Status(500));
+        app.fake.push_inspection_fault(503);
     }
     let a = app.send_event(CREATE).await;
     let b =
@@ -208,7 +249,14 @@ async fn many_events_that_all_get_401_share_one_exchange() {
     let done = app
         .state
         .store
-        .events(&EventFilter { state: Some(EventState::Done), ..Default::default() }, 100)
+        .events(
+            &EventFilter {
+                state: Some(EventState::Done),
+                kind: Some("Create_Inspection".into()),
+                ..Default::default()
+            },
+            100,
+        )
         .await
         .unwrap();
     assert_eq!(done.len(), 10);
@@ -226,7 +274,7 @@ async fn an_event_whose_worker_died_is_claimed_again_when_its_lease_ends() {
     assert_eq!(app.event(&id).await.state, "processing");
     // Its lease runs out.
     sqlx::query("update events set next_attempt_at = $1").bind(now - 1).execute(app.state.store.pool()).await.unwrap();
-    assert_eq!(app.state.worker.drain().await.unwrap(), 1);
+    assert_eq!(app.state.worker.drain().await.unwrap(), 2, "enriched, then delivered");
     let e = app.event(&id).await;
     assert_eq!(e.state, "done");
     assert_eq!(e.attempts, 2, "the dead worker's claim counts as an attempt");
@@ -262,9 +310,9 @@ async fn the_background_worker_processes_events_without_being_asked() {
     app.connect_company(6847).await;
     let id = app.send_event(CREATE).await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while app.event(&id).await.state != "done" {
-        assert!(std::time::Instant::now() < deadline, "processed within 10 s");
+    while !app.receiver.received().iter().any(|d| d.webhook_id == id.as_str()) {
+        assert!(std::time::Instant::now() < deadline, "delivered within 10 s");
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    assert_eq!(app.receiver.received().len(), 1);
+    assert_eq!(app.event(&id).await.state, "done");
 }

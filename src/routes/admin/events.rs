@@ -120,6 +120,8 @@ pub struct AttemptView {
     pub outcome: String,
     pub http_status: String,
     pub error: String,
+    /// The start of the receiver's answer (deliveries only).
+    pub response: String,
 }
 
 #[derive(Template)]
@@ -137,7 +139,16 @@ struct DetailPage {
     payload: String,
     inspection: Option<String>,
     attempts: Vec<AttemptView>,
+    deliveries: Vec<DeliveryView>,
     replayable: bool,
+}
+
+/// One delivery on the event page, with its attempts.
+pub struct DeliveryView {
+    pub endpoint: String,
+    pub url: String,
+    pub state: String,
+    pub attempts: Vec<AttemptView>,
 }
 
 fn pretty(raw: &str) -> String {
@@ -166,8 +177,27 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
             outcome: a.outcome,
             http_status: a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
             error: a.error.unwrap_or_default(),
+            response: String::new(),
         })
         .collect();
+    let mut deliveries = Vec::new();
+    for d in state.store.event_deliveries(e.rowid).await? {
+        let attempts = state
+            .store
+            .delivery_attempts(d.id)
+            .await?
+            .into_iter()
+            .map(|a| AttemptView {
+                at: when(Some(a.started_at)),
+                duration_ms: a.duration_ms,
+                outcome: a.outcome,
+                http_status: a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
+                error: a.error.unwrap_or_default(),
+                response: a.response_excerpt.unwrap_or_default(),
+            })
+            .collect();
+        deliveries.push(DeliveryView { endpoint: d.endpoint_id, url: d.url, state: d.state, attempts });
+    }
     let waiting = matches!(e.state.as_str(), "pending" | "retrying");
     let page = DetailPage {
         nav: admin.nav("events"),
@@ -181,6 +211,7 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         payload: pretty(&e.payload),
         inspection: e.inspection.as_deref().map(pretty),
         attempts,
+        deliveries,
         replayable: matches!(e.state.as_str(), "dead" | "done" | "retrying" | "pending"),
         e: EventRowView::from(e),
     };
@@ -196,6 +227,17 @@ async fn replay(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
+    // A processed event: its failed deliveries (or, if none failed, all of them) go out again.
+    if state.store.event(&id).await?.is_some_and(|e| e.state == "done") {
+        match state.store.replay_deliveries(&id, None, now_ms(), &admin.actor()).await? {
+            Ok(n) => {
+                state.worker.wake();
+                admin.flash(FlashKind::Ok, format!("{n} deliveries are queued again."));
+            }
+            Err(refusal) => admin.flash(FlashKind::Bad, format!("Not replayed: {refusal}.")),
+        }
+        return Ok(redirect(&format!("/admin/events/{id}")));
+    }
     match state.store.replay_event(&id, now_ms(), &admin.actor()).await? {
         Ok(previous) => {
             state.worker.wake();

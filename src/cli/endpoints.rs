@@ -1,0 +1,181 @@
+//! `connect-hub endpoints …` and `events show`: managing where events are delivered, and one
+//! event's deliveries with their attempts.
+
+use clap::Subcommand;
+use secrecy::ExposeSecret;
+
+use super::{cli_settings, open_store, truncate};
+use crate::{
+    config::parse_duration,
+    delivery::types::{generate_secret, EndpointId, EndpointUrl, EventTypes},
+    domain::EventId,
+    store::{NewEndpoint, Store},
+    time::{format_utc, now_ms},
+};
+
+#[derive(Subcommand)]
+pub enum EndpointsCommand {
+    /// Add an endpoint; prints its id and its signing secret (shown only now).
+    Add {
+        #[arg(long)]
+        url: String,
+        /// Comma-separated event types it wants (default: every type).
+        #[arg(long)]
+        events: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// Every endpoint: id, URL, filter, state and last result.
+    List,
+    /// Start delivering again; deliveries that waited go out in order.
+    Enable { id: String },
+    /// Stop delivering; deliveries wait (nothing is dropped).
+    Disable { id: String },
+    /// Remove an endpoint and its deliveries.
+    Remove { id: String },
+    /// A new signing secret (printed); the old one also signs during the overlap.
+    RotateSecret {
+        id: String,
+        /// How long the old secret keeps signing, e.g. 24h (0s: stop at once).
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+    },
+}
+
+pub(super) async fn endpoints(command: EndpointsCommand) -> anyhow::Result<()> {
+    let store = open_store(&cli_settings()?).await?;
+    let result = run(&store, command).await;
+    store.close().await;
+    result
+}
+
+async fn run(store: &Store, command: EndpointsCommand) -> anyhow::Result<()> {
+    let now = now_ms();
+    match command {
+        EndpointsCommand::Add { url, events, description } => {
+            let url = EndpointUrl::parse(&url)?;
+            let types = EventTypes::parse(events.as_deref().unwrap_or(""))?;
+            let id = EndpointId::generate();
+            let secret = generate_secret();
+            let description = description.unwrap_or_default();
+            let new = NewEndpoint {
+                id: &id,
+                url: &url,
+                description: description.trim(),
+                event_types: &types,
+                secret: &secret,
+            };
+            store.create_endpoint(&new, now, "cli").await?;
+            println!("{id}");
+            println!("{}", secret.expose_secret());
+            eprintln!("added endpoint {id} for {} ({types}); the secret is shown only now", url.as_str());
+            Ok(())
+        }
+        EndpointsCommand::List => {
+            let all = store.endpoints().await?;
+            if all.is_empty() {
+                println!("no endpoints yet");
+                return Ok(());
+            }
+            println!("{:<29}  {:<40}  {:<40}  {:<8}  LAST RESULT", "ID", "URL", "EVENTS", "STATE");
+            for e in all {
+                let last = match (e.last_success_at, e.last_failure_at) {
+                    (Some(s), f) if f.is_none_or(|f| s >= f) => format!("ok {}", format_utc(s)),
+                    (_, Some(f)) => format!(
+                        "failed {} (HTTP {})",
+                        format_utc(f),
+                        e.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
+                    ),
+                    _ => "never tried".into(),
+                };
+                let state = if e.enabled { "enabled" } else { "disabled" };
+                println!(
+                    "{:<29}  {:<40}  {:<40}  {:<8}  {last}",
+                    e.id,
+                    truncate(&e.url, 40),
+                    truncate(&e.event_types.to_string(), 40),
+                    state
+                );
+                if let Some(reason) = e.disabled_reason {
+                    println!("{:<29}  disabled: {reason}", "");
+                }
+            }
+            Ok(())
+        }
+        EndpointsCommand::Enable { id } => {
+            let id = EndpointId::parse(&id)?;
+            anyhow::ensure!(store.set_endpoint_enabled(&id, true, "", now, "cli").await?, "no endpoint with id {id}");
+            println!("endpoint {id} is enabled; its waiting deliveries go out in order");
+            Ok(())
+        }
+        EndpointsCommand::Disable { id } => {
+            let id = EndpointId::parse(&id)?;
+            let ok = store.set_endpoint_enabled(&id, false, "disabled by an operator", now, "cli").await?;
+            anyhow::ensure!(ok, "no endpoint with id {id}");
+            println!("endpoint {id} is disabled; its deliveries wait until `endpoints enable {id}`");
+            Ok(())
+        }
+        EndpointsCommand::Remove { id } => {
+            let id = EndpointId::parse(&id)?;
+            anyhow::ensure!(store.remove_endpoint(&id, now, "cli").await?, "no endpoint with id {id}");
+            println!("endpoint {id} and its deliveries are removed");
+            Ok(())
+        }
+        EndpointsCommand::RotateSecret { id, overlap } => {
+            let id = EndpointId::parse(&id)?;
+            let overlap = parse_duration(&overlap).map_err(|p| anyhow::anyhow!("--overlap {p}"))?;
+            let secret = generate_secret();
+            let until = now + overlap.as_millis() as i64;
+            anyhow::ensure!(
+                store.rotate_endpoint_secret(&id, &secret, until, now, "cli").await?,
+                "no endpoint with id {id}"
+            );
+            println!("{}", secret.expose_secret());
+            if overlap.is_zero() {
+                eprintln!("new secret for {id}; the old one no longer signs");
+            } else {
+                eprintln!("new secret for {id}; until {} deliveries are signed with both", format_utc(until));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `events show ID`: the event, its deliveries and each delivery's attempts.
+pub(super) async fn show_event(store: &Store, id: &str) -> anyhow::Result<()> {
+    let id = EventId::parse(id)?;
+    let e = store.event(&id).await?.ok_or_else(|| anyhow::anyhow!("no event with id {id}"))?;
+    println!("event      {}", e.public_id);
+    println!("type       {}", e.event_type.as_deref().unwrap_or("-"));
+    println!("received   {}", format_utc(e.received_at));
+    println!("company    {}", e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
+    println!("connection {}", e.connection_id.as_deref().unwrap_or("-"));
+    println!("status     {} ({} processing attempts)", e.state, e.attempts);
+    if let Some(err) = &e.last_error {
+        println!("last error {err}");
+    }
+    let deliveries = store.event_deliveries(e.rowid).await?;
+    if deliveries.is_empty() {
+        println!("\nno deliveries");
+    }
+    for d in deliveries {
+        println!("\ndelivery to {} ({})", d.endpoint_id, d.url);
+        let when = match (d.completed_at, d.next_attempt_at) {
+            (Some(c), _) => format!(", finished {}", format_utc(c)),
+            (None, Some(n)) => format!(", next attempt {}", format_utc(n)),
+            _ => String::new(),
+        };
+        println!("  status {} after {} attempts{when}", d.state, d.attempts);
+        for a in store.delivery_attempts(d.id).await? {
+            let status = a.http_status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "no answer".into());
+            println!("  - {}  {:<5}  {status}  {} ms", format_utc(a.started_at), a.outcome, a.duration_ms);
+            if let Some(err) = a.error {
+                println!("      error: {err}");
+            }
+            if let Some(body) = a.response_excerpt {
+                println!("      response: {}", truncate(&body.replace(['\n', '\r'], " "), 200));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,216 @@
+//! The value types of delivery: endpoint ids, endpoint URLs, event-type filters, `whsec_` secrets
+//! and delivery states. Each parses once; a value that exists is valid.
+
+use std::fmt;
+
+use base64::{engine::general_purpose::STANDARD, Engine as _};
+use secrecy::SecretString;
+use url::Url;
+
+use crate::domain::{base32, random_bytes, ParseError};
+
+/// An endpoint's id: `ep_` and 26 base32 characters, or `ep_forward` (the one `FORWARD_URL` defines).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointId(String);
+
+impl EndpointId {
+    pub const FORWARD: &'static str = "ep_forward";
+
+    pub fn generate() -> Self {
+        Self(format!("ep_{}", base32(&random_bytes::<16>())))
+    }
+
+    pub fn forward() -> Self {
+        Self(Self::FORWARD.to_owned())
+    }
+
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let s = s.trim();
+        let ok = s == Self::FORWARD
+            || s.strip_prefix("ep_").is_some_and(|b| {
+                b.len() == 26 && b.bytes().all(|c| c.is_ascii_lowercase() || (b'2'..=b'7').contains(&c))
+            });
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ParseError(format!("`{}` is not an endpoint id (ep_…)", s.chars().take(40).collect::<String>())))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EndpointId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Where an endpoint receives: http or https, with a host, and no credentials in the URL (they
+/// would be printed by `endpoints list` and stored in the clear).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(Url);
+
+impl EndpointUrl {
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let url = Url::parse(s.trim()).map_err(|e| ParseError(format!("the endpoint URL is not a URL ({e})")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ParseError("the endpoint URL must be http:// or https://".into()));
+        }
+        if url.host().is_none() {
+            return Err(ParseError("the endpoint URL has no host".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(ParseError(
+                "the endpoint URL must not carry a user name or password; endpoints verify our signature instead"
+                    .into(),
+            ));
+        }
+        if url.fragment().is_some() {
+            return Err(ParseError("the endpoint URL must not have a #fragment".into()));
+        }
+        Ok(Self(url))
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.0
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// The event types an endpoint wants; empty means every type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventTypes(Vec<String>);
+
+impl EventTypes {
+    /// A comma-separated list, e.g. `Review_Signed,connection.created`; blanks are ignored.
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        let mut types: Vec<String> = Vec::new();
+        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            if t.len() > 100 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b)) {
+                return Err(ParseError(format!(
+                    "`{}` is not an event type (letters, digits and . _ - : only)",
+                    t.chars().take(40).collect::<String>()
+                )));
+            }
+            if !types.iter().any(|x| x == t) {
+                types.push(t.to_owned());
+            }
+        }
+        Ok(Self(types))
+    }
+
+    pub fn from_stored(types: Vec<String>) -> Self {
+        Self(types)
+    }
+
+    pub fn all(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn matches(&self, kind: &str) -> bool {
+        self.all() || self.0.iter().any(|t| t == kind)
+    }
+
+    pub fn as_slice(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventTypes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.all() {
+            f.write_str("*")
+        } else {
+            f.write_str(&self.0.join(","))
+        }
+    }
+}
+
+/// A fresh Standard Webhooks secret: `whsec_` and base64 of 32 random bytes.
+pub fn generate_secret() -> SecretString {
+    SecretString::from(format!("whsec_{}", STANDARD.encode(random_bytes::<32>())))
+}
+
+/// A delivery's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    Processing,
+    Retrying,
+    Done,
+    Dead,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 5] = [
+        DeliveryState::Pending,
+        DeliveryState::Processing,
+        DeliveryState::Retrying,
+        DeliveryState::Done,
+        DeliveryState::Dead,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Processing => "processing",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Done => "done",
+            DeliveryState::Dead => "dead",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_ids_parse_back_and_reject_others() {
+        let id = EndpointId::generate();
+        assert_eq!(EndpointId::parse(id.as_str()).unwrap(), id);
+        assert!(EndpointId::parse("ep_forward").is_ok());
+        assert!(EndpointId::parse("ep_short").is_err());
+        assert!(EndpointId::parse("con_abcdefghijklmnopqrstuvwxyz").is_err());
+        assert!(EndpointId::parse("ep_ABCDEFGHIJKLMNOPQRSTUVWXYZ").is_err());
+    }
+
+    #[test]
+    fn endpoint_urls_must_be_http_without_credentials() {
+        assert!(EndpointUrl::parse("https://example.com/hooks").is_ok());
+        assert!(EndpointUrl::parse("http://127.0.0.1:9/x").is_ok());
+        assert!(EndpointUrl::parse("ftp://example.com/").is_err());
+        assert!(EndpointUrl::parse("https://user:pw@example.com/").is_err());
+        assert!(EndpointUrl::parse("https://user@example.com/").is_err());
+        assert!(EndpointUrl::parse("https://example.com/#x").is_err());
+        assert!(EndpointUrl::parse("not a url").is_err());
+    }
+
+    #[test]
+    fn event_type_filters_match_only_their_types_and_empty_matches_all() {
+        let f = EventTypes::parse(" Review_Signed, connection.created ,,Review_Signed").unwrap();
+        assert_eq!(f.as_slice(), ["Review_Signed", "connection.created"]);
+        assert!(f.matches("Review_Signed") && f.matches("connection.created"));
+        assert!(!f.matches("Create_Inspection") && !f.matches("Review"));
+        assert_eq!(f.to_string(), "Review_Signed,connection.created");
+        let all = EventTypes::parse("").unwrap();
+        assert!(all.all() && all.matches("anything"));
+        assert_eq!(all.to_string(), "*");
+        assert!(EventTypes::parse("bad type").is_err());
+    }
+
+    #[test]
+    fn generated_secrets_are_standard_webhooks_secrets() {
+        use secrecy::ExposeSecret;
+        let s = generate_secret();
+        let body = s.expose_secret().strip_prefix("whsec_").unwrap();
+        assert_eq!(STANDARD.decode(body).unwrap().len(), 32);
+        assert_ne!(s.expose_secret(), generate_secret().expose_secret());
+    }
+}

@@ -1,0 +1,226 @@
+//! The delivery worker's side of the store: claiming an endpoint's due deliveries under a lease and
+//! a random claim id, renewing a lease, and group-committing attempt results (many per
+//! transaction). Only the current claim id may record: a worker paused past its lease cannot
+//! overwrite the worker that took over (what results mean for endpoints: `delivery_health.rs`).
+
+use std::collections::HashMap;
+
+use super::Store;
+use crate::{
+    delivery::types::DeliveryState,
+    domain::{CompanyId, ConnectionId, EventId},
+};
+
+/// A delivery the worker holds, with what it needs to build the message.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub id: i64,
+    pub endpoint_id: String,
+    /// Including this one.
+    pub attempts: i64,
+    pub claim_id: String,
+    pub event: DeliveryEvent,
+}
+
+/// The event a delivery carries.
+#[derive(Debug, Clone)]
+pub struct DeliveryEvent {
+    pub id: EventId,
+    pub received_at: i64,
+    pub kind: Option<String>,
+    pub company_id: Option<CompanyId>,
+    pub connection_id: Option<ConnectionId>,
+    pub payload: String,
+    pub inspection: Option<String>,
+}
+
+/// One finished attempt, to record.
+#[derive(Debug, Clone)]
+pub struct DeliveryResult {
+    pub delivery_id: i64,
+    pub endpoint_id: String,
+    pub claim_id: String,
+    pub started_at: i64,
+    pub duration_ms: i64,
+    /// Done, Retrying or Dead.
+    pub state: DeliveryState,
+    /// When to try again (Retrying).
+    pub retry_at: i64,
+    pub http_status: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+impl DeliveryResult {
+    pub(super) fn finished_at(&self) -> i64 {
+        self.started_at + self.duration_ms
+    }
+}
+
+/// How many results one statement group records (the rest go in smaller groups).
+const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// One result: the attempt, inserted only while the claim is current, then the delivery moved on.
+const RECORD_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
+    error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
+    and state = 'processing';\n\
+    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
+    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";
+
+impl Store {
+    /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
+    /// deliveries (and at most `budget` in all), oldest first: pending and retrying ones whose time has come, and processing ones whose
+    /// lease ran out. One transaction (one commit) for all. While processing, `next_attempt_at`
+    /// holds the lease end. A disabled endpoint's deliveries are not claimed (they wait).
+    #[tracing::instrument(skip_all, fields(endpoints = asks.len()))]
+    pub async fn claim_deliveries(
+        &self,
+        asks: &[(&str, i64)],
+        budget: i64,
+        owner: &str,
+        claim_id: &str,
+        now: i64,
+        lease_until: i64,
+    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
+        let mut rows: Vec<(i64, i64, String, i64)> = Vec::new();
+        let mut tx = self.write_tx().await?;
+        let mut left = budget;
+        for (endpoint, limit) in asks {
+            let limit = (*limit).min(left);
+            if limit <= 0 {
+                break;
+            }
+            let claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(
+                "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
+                 attempts = attempts + 1 \
+                 where id in (select id from deliveries where endpoint_id = $4 and next_attempt_at is not null \
+                 and next_attempt_at <= $5 order by next_attempt_at, id limit $6) \
+                 and exists (select 1 from endpoints where id = $4 and state = 'enabled') \
+                 returning id, event_id, endpoint_id, attempts",
+            )
+            .bind(owner)
+            .bind(claim_id)
+            .bind(lease_until)
+            .bind(endpoint)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            left -= claimed.len() as i64;
+            rows.extend(claimed);
+        }
+        tx.commit().await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        rows.sort_by_key(|r| r.0);
+        let mut ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            "select id, public_id, received_at, event_type, company_id, connection_id, payload, inspection \
+             from events where id in ({placeholders})"
+        );
+        type EventRow = (i64, String, i64, Option<String>, Option<i64>, Option<String>, String, Option<String>);
+        let mut q = sqlx::query_as::<_, EventRow>(&sql);
+        for id in &ids {
+            q = q.bind(id);
+        }
+        let mut events = HashMap::new();
+        for (rowid, id, received_at, kind, company, connection, payload, inspection) in q.fetch_all(&self.pool).await? {
+            let event = DeliveryEvent {
+                id: EventId::parse(&id)?,
+                received_at,
+                kind,
+                company_id: company.and_then(|c| CompanyId::new(c).ok()),
+                connection_id: connection.map(|c| ConnectionId::parse(&c)).transpose()?,
+                payload,
+                inspection,
+            };
+            events.insert(rowid, event);
+        }
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, event_id, endpoint_id, attempts)| {
+                let event = events.get(&event_id)?.clone();
+                Some(ClaimedDelivery { id, endpoint_id, attempts, claim_id: claim_id.to_owned(), event })
+            })
+            .collect())
+    }
+
+    /// Extend a claim's lease; false if the claim is no longer current.
+    pub async fn renew_delivery_lease(&self, delivery_id: i64, claim_id: &str, until: i64) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "update deliveries set next_attempt_at = $3 where id = $1 and claim_id = $2 and state = 'processing'",
+        )
+        .bind(delivery_id)
+        .bind(claim_id)
+        .bind(until)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Record a batch of attempt results in one transaction (one commit for all), update each
+    /// endpoint's health, disable endpoints that failed without a success since `disable_before`,
+    /// and raise `delivery.dead` and `endpoint.disabled`. Returns how many results were recorded
+    /// (a result whose claim is no longer current is dropped, attempt and all).
+    #[tracing::instrument(skip_all, fields(results = results.len()))]
+    pub async fn record_delivery_results(
+        &self,
+        results: &[DeliveryResult],
+        now: i64,
+        disable_before: i64,
+    ) -> anyhow::Result<u64> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.write_tx().await?;
+        // Multi-statement queries: one round trip to SQLite's thread per group, as in intake.
+        let mut recorded = 0;
+        let mut rest = results;
+        while !rest.is_empty() {
+            // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
+            let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let sql = RECORD_SQL.repeat(size);
+            let mut q = sqlx::query(&sql);
+            for r in chunk {
+                let outcome = match r.state {
+                    DeliveryState::Done => "done",
+                    DeliveryState::Dead => "dead",
+                    _ => "retry",
+                };
+                let (next, completed) = match r.state {
+                    DeliveryState::Done | DeliveryState::Dead => (None, Some(r.finished_at())),
+                    _ => (Some(r.retry_at), None),
+                };
+                q = q
+                    .bind(r.started_at)
+                    .bind(r.duration_ms)
+                    .bind(outcome)
+                    .bind(r.http_status.map(i64::from))
+                    .bind(r.error.as_deref())
+                    .bind(r.response_excerpt.as_deref())
+                    .bind(r.delivery_id)
+                    .bind(&r.claim_id)
+                    .bind(r.state.as_str())
+                    .bind(next)
+                    .bind(r.error.as_deref())
+                    .bind(r.http_status.map(i64::from))
+                    .bind(completed)
+                    .bind(r.delivery_id)
+                    .bind(&r.claim_id);
+            }
+            // Each recorded result changes two rows (its attempt and its delivery).
+            recorded += q.execute(&mut *tx).await?.rows_affected() / 2;
+        }
+
+        super::delivery_health::after_results(&mut tx, results, now, disable_before).await?;
+        tx.commit().await?;
+        Ok(recorded)
+    }
+}
