@@ -60,13 +60,6 @@ impl DeliveryResult {
 /// How many results one statement group records (the rest go in smaller groups).
 const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
-/// One result: the attempt, inserted only while the claim is current, then the delivery moved on.
-const RECORD_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
-    error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
-    and state = 'processing';\n\
-    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
-    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";
-
 impl Store {
     /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
     /// deliveries (and at most `budget` in all), oldest first: pending and retrying ones whose time has come, and processing ones whose
@@ -186,7 +179,9 @@ impl Store {
             let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let sql = RECORD_SQL.repeat(size);
+            // The statement text is the dialect's (see `Backend::record_results_sql`); the binds,
+            // fifteen per result in this order, are the same on both.
+            let (sql, rows_per_result) = self.backend.record_results_sql(size);
             let mut q = sqlx::query(&sql);
             for r in chunk {
                 let outcome = match r.state {
@@ -215,8 +210,7 @@ impl Store {
                     .bind(r.delivery_id)
                     .bind(&r.claim_id);
             }
-            // Each recorded result changes two rows (its attempt and its delivery).
-            recorded += q.execute(&mut *tx).await?.rows_affected() / 2;
+            recorded += q.execute(&mut *tx).await?.rows_affected() / rows_per_result;
         }
 
         super::delivery_health::after_results(&mut tx, results, now, disable_before).await?;

@@ -314,26 +314,23 @@ async fn endless_answer(status: u16) -> (String, Arc<AtomicU64>) {
     (base, sent)
 }
 
-/// This process's peak resident memory so far, in KiB (`VmHWM`).
-fn peak_rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM in /proc/self/status");
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 const MIB: u64 = 1024 * 1024;
+
+/// What the reader can have taken in at most: what the server managed to write before the reader
+/// stopped, i.e. the cap plus what loopback's socket buffers hold (a few MiB). A reader without a
+/// cap takes all 200 MiB. (This counts bytes, where `VmHWM` would count every test running beside
+/// this one in the same process.)
+const MOST_THE_SERVER_MAY_SEND: u64 = 24 * MIB;
 
 #[tokio::test]
 async fn a_token_url_streaming_200_mib_is_a_clear_error_and_memory_stays_flat() {
     let app = spawn_app().await;
     let (base, sent) = endless_answer(200).await;
     let id = app.add_credentials(Provider::Custom, custom(&format!("{base}/token")), SECRET).await;
-    let before = peak_rss_kib();
     let message = token_error(&app, &id).await;
-    let growth_mib = (peak_rss_kib() - before) / 1024;
     assert!(message.contains("the answer from the token URL (127.0.0.1) is larger than 1 MiB"), "{message}");
-    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
-    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent < MOST_THE_SERVER_MAY_SEND, "reading stopped at the cap, not after {} MiB", sent / MIB);
 }
 
 #[tokio::test]
@@ -341,12 +338,10 @@ async fn an_error_answer_streaming_200_mib_is_cut_to_an_excerpt() {
     let app = spawn_app().await;
     let (base, sent) = endless_answer(500).await;
     let id = app.add_credentials(Provider::Custom, custom(&format!("{base}/token")), SECRET).await;
-    let before = peak_rss_kib();
     let message = token_error(&app, &id).await;
-    let growth_mib = (peak_rss_kib() - before) / 1024;
     assert!(message.starts_with(&format!("Custom answered HTTP 500: {}…", "x".repeat(200))), "{message}");
-    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
-    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent < MOST_THE_SERVER_MAY_SEND, "reading stopped at the cap, not after {} MiB", sent / MIB);
 }
 
 #[tokio::test]
@@ -356,12 +351,10 @@ async fn a_snapinspect_api_answer_streaming_200_mib_does_not_grow_memory() {
         vars.insert("SNAPINSPECT_API_URL".into(), format!("{base}/"));
     })
     .await;
-    let before = peak_rss_kib();
     // The connect flow asks `GET /user` who connected; the answer never ends.
     let _ = app.connect(Some(6847)).await;
-    let growth_mib = (peak_rss_kib() - before) / 1024;
-    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
-    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent < MOST_THE_SERVER_MAY_SEND, "reading stopped at the cap, not after {} MiB", sent / MIB);
 }
 
 #[tokio::test]
@@ -380,7 +373,8 @@ async fn a_receiver_error_streaming_200_mib_is_kept_as_a_short_excerpt() {
     assert!(error.starts_with("the receiver answered HTTP 500"), "{error}");
     let attempt = store.delivery_attempts(delivery.id).await.unwrap().remove(0);
     assert_eq!(attempt.response_excerpt, Some("x".repeat(1024)), "the first KiB of the answer, and no more");
-    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent < MOST_THE_SERVER_MAY_SEND, "reading stopped at the cap, not after {} MiB", sent / MIB);
 }
 
 #[tokio::test]
@@ -391,10 +385,8 @@ async fn a_snapinspect_exchange_answer_streaming_200_mib_is_a_clear_error() {
     })
     .await;
     let id = app.connect_company(6847).await;
-    let before = peak_rss_kib();
     let error = app.state.tokens.refresh(&id, "test").await.expect_err("the exchange fails").to_string();
-    let growth_mib = (peak_rss_kib() - before) / 1024;
     assert!(error.contains("the answer from SnapInspect's ExchangeToken is larger than 1 MiB"), "{error}");
-    assert!(growth_mib < 50, "peak memory grew by {growth_mib} MiB");
-    assert!(sent.load(Ordering::Relaxed) < 100 * MIB, "reading stopped long before the end");
+    let sent = sent.load(Ordering::Relaxed);
+    assert!(sent < MOST_THE_SERVER_MAY_SEND, "reading stopped at the cap, not after {} MiB", sent / MIB);
 }

@@ -48,6 +48,23 @@ impl Backend {
         }
     }
 
+    /// The statement that records `n` delivery results, and how many rows each recorded result
+    /// reports as affected. Each result binds fifteen values, in this order: started_at,
+    /// duration_ms, outcome, http_status, error, response_excerpt, delivery id, claim id (for the
+    /// attempt); state, next_attempt_at, error, http_status, completed_at, delivery id, claim id
+    /// (for the delivery). A result whose claim is no longer current records nothing.
+    ///
+    /// SQLite: two statements per result in one multi-statement query (one round trip to its
+    /// thread), counting the attempt and the delivery. PostgreSQL prepares no multi-statement
+    /// query, so one statement: the results as a `values` list, the attempts inserted by a
+    /// data-modifying `with`, the deliveries updated; only the update counts.
+    pub(super) fn record_results_sql(self, n: usize) -> (String, u64) {
+        match self {
+            Backend::Sqlite => (sqlite::RECORD_RESULT_SQL.repeat(n), 2),
+            Backend::Postgres => (postgres::record_results_sql(n), 1),
+        }
+    }
+
     /// The worker's claim: due events, oldest first, under a lease for `$1` until `$2`. The same
     /// text on both today: SQLite has one writer, and one instance claims on PostgreSQL. Claims
     /// across instances (`for update skip locked`, a claim id) belong here.

@@ -94,3 +94,34 @@ pub(crate) async fn insert(
     tx.commit().await.context("committing webhook events")?;
     Ok(())
 }
+
+/// The types of a delivery result's fifteen binds (see `Backend::record_results_sql`).
+const RESULT_TYPES: [&str; 15] = [
+    "bigint", "bigint", "text", "bigint", "text", "text", "bigint", "text", // the attempt
+    "text", "bigint", "text", "bigint", "bigint", "bigint", "text", // the delivery
+];
+
+/// `n` delivery results in one statement: typed `values` rows, the rows whose claim is current,
+/// their attempts inserted, their deliveries moved on.
+pub(super) fn record_results_sql(n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let cells: Vec<String> =
+                RESULT_TYPES.iter().enumerate().map(|(j, t)| format!("${}::{t}", i * 15 + j + 1)).collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect();
+    format!(
+        "with r (started_at, duration_ms, outcome, http_status, error, response_excerpt, delivery_id, claim_id, \
+         state, next_attempt_at, last_error, last_status, completed_at, delivery_id2, claim_id2) as (values {}), \
+         current as (select r.* from r join deliveries d on d.id = r.delivery_id and d.claim_id = r.claim_id \
+         and d.state = 'processing'), \
+         attempts as (insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
+         error, response_excerpt) select delivery_id, started_at, duration_ms, outcome, http_status, error, \
+         response_excerpt from current) \
+         update deliveries d set state = c.state, next_attempt_at = c.next_attempt_at, lease_owner = null, \
+         last_error = c.last_error, last_status = c.last_status, completed_at = c.completed_at \
+         from current c where d.id = c.delivery_id",
+        rows.join(", ")
+    )
+}
