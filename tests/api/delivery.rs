@@ -667,3 +667,25 @@ async fn client_credentials_connections_raise_created_needs_reconnect_and_recove
     assert_eq!(body(&got[1])["payload"]["previous_status"], "failing");
     assert_eq!(body(&got[2])["payload"]["reason"], "invalid_client");
 }
+
+#[tokio::test]
+async fn deliveries_claimed_but_not_started_are_given_back_on_shutdown() {
+    let app = app_with(&[]).await;
+    let (_, url) = receiver();
+    let (ep, _) = endpoint(&app, &url, "Create_Inspection").await;
+    let store = &app.state.store;
+    let now = now_ms();
+    store.bench_preload(3, &["Create_Inspection"], now).await.unwrap();
+    let claimed = store.claim_deliveries(&[(ep.as_str(), 3)], 3, "w", "clm_a", now, now + 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let mine: Vec<(i64, String)> = claimed.iter().map(|d| (d.id, d.claim_id.clone())).collect();
+    let stale = vec![(claimed[0].id, "clm_other".to_owned())];
+    assert_eq!(store.release_deliveries(&stale, now).await.unwrap(), 0, "only the current claim gives back");
+    assert_eq!(store.release_deliveries(&mine[..2], now).await.unwrap(), 2);
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("select state, attempts from deliveries order by id").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(states, [("pending".into(), 0), ("pending".into(), 0), ("processing".into(), 1)]);
+    let again = store.claim_deliveries(&[(ep.as_str(), 3)], 3, "w", "clm_b", now, now + 60_000).await.unwrap();
+    assert_eq!(again.len(), 2, "due again at once");
+    assert!(again.iter().all(|d| d.attempts == 1), "the given-back claim did not count as an attempt");
+}
