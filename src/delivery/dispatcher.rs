@@ -1,7 +1,8 @@
-//! The delivery pipeline: claims due deliveries as slots free up (at most `concurrency` in flight,
-//! at most `per_endpoint` to one endpoint, so a slow or hanging endpoint uses only its own slots),
-//! sends each on its own task, and hands results to one writer task that records many per
-//! transaction. Claims carry a lease longer than the outbound timeout and a random claim id.
+//! The delivery pipeline: claims due deliveries ahead of the free slots (at most `concurrency`
+//! moving, at most `per_endpoint` to one endpoint; a request kept waiting past `PARK_AFTER` gives
+//! its slot back, so a slow or hanging endpoint holds only its own allowance), sends each on its
+//! own task, and hands results to one writer task that records many per transaction. Claims carry
+//! a lease longer than two outbound timeouts and a random claim id.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -33,6 +34,9 @@ const TARGETS_TTL: Duration = Duration::from_millis(500);
 const WRITER_QUEUE: usize = 4096;
 /// The most results one transaction records.
 const MAX_BATCH: usize = 1024;
+/// A delivery still waiting for its receiver after this long stops counting against
+/// `WORKER_CONCURRENCY` (it still counts against its endpoint's `ENDPOINT_CONCURRENCY`).
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// What the pipeline needs from the configuration.
 #[derive(Debug, Clone)]
@@ -66,6 +70,8 @@ struct Slots {
     by_endpoint: HashMap<String, usize>,
     queued: HashMap<String, VecDeque<(Arc<Target>, ClaimedDelivery)>>,
     queued_total: usize,
+    /// In flight past `PARK_AFTER`: no longer in `total`.
+    parked: usize,
 }
 
 impl Slots {
@@ -129,7 +135,7 @@ impl Dispatcher {
     /// Nothing in flight and every result committed.
     fn idle(&self) -> bool {
         let slots = self.slots();
-        slots.total == 0 && slots.queued_total == 0 && self.unwritten.load(Ordering::SeqCst) == 0
+        slots.total == 0 && slots.parked == 0 && slots.queued_total == 0 && self.unwritten.load(Ordering::SeqCst) == 0
     }
 
     /// Start queued deliveries while there are free slots, taking endpoints in turn.
@@ -281,7 +287,26 @@ impl Dispatcher {
                 signers.push(previous);
             }
         }
-        let sent = deliver(&self.http, &target.url, &signers, d.event.id.as_str(), envelope(&d.event)).await;
+        let send = deliver(&self.http, &target.url, &signers, d.event.id.as_str(), envelope(&d.event));
+        tokio::pin!(send);
+        // A receiver that keeps us waiting past PARK_AFTER gives its slot back to the others; the
+        // request goes on within its endpoint's own allowance (ENDPOINT_CONCURRENCY). So hanging
+        // receivers cannot hold the worker's slots until the outbound timeout.
+        let mut parked = false;
+        let sent = tokio::select! {
+            sent = &mut send => sent,
+            _ = tokio::time::sleep(PARK_AFTER) => {
+                parked = true;
+                {
+                    let mut slots = self.slots();
+                    slots.total -= 1;
+                    slots.parked += 1;
+                }
+                self.start_ready();
+                self.bump();
+                send.await
+            }
+        };
         let duration = clock.elapsed();
         let (state, retry_at, error) = match sent.outcome {
             Outcome::Delivered => (DeliveryState::Done, 0, None),
@@ -320,7 +345,11 @@ impl Dispatcher {
         }
         {
             let mut slots = self.slots();
-            slots.total -= 1;
+            if parked {
+                slots.parked -= 1;
+            } else {
+                slots.total -= 1;
+            }
             if let Some(n) = slots.by_endpoint.get_mut(&d.endpoint_id) {
                 *n -= 1;
             }

@@ -141,6 +141,34 @@ async fn a_hanging_endpoint_does_not_hold_back_the_others() {
 }
 
 #[tokio::test]
+async fn a_hanging_endpoint_gives_back_the_worker_slots_it_waits_in() {
+    // The hanging endpoint alone could fill every slot of the worker.
+    let app = app_with(&[
+        ("WORKER_ENABLED", "true"),
+        ("WORKER_CONCURRENCY", "2"),
+        ("ENDPOINT_CONCURRENCY", "2"),
+        ("OUTBOUND_TIMEOUT", "120s"),
+    ])
+    .await;
+    let (hang, hang_url) = receiver();
+    hang.set_behaviour(Duration::ZERO, true);
+    endpoint(&app, &hang_url, "Create_Inspection").await;
+    app.connect_company(6847).await;
+    for i in 0..4 {
+        app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
+    }
+    wait_until("the hanging endpoint holds its two", || hang.in_flight() == 2).await;
+    let (fast, fast_url) = receiver();
+    endpoint(&app, &fast_url, "Create_Inspection").await;
+    for i in 4..10 {
+        app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
+    }
+    wait_until("the other endpoint got its six", || fast.count() == 6).await;
+    assert_eq!(hang.max_in_flight(), 2, "the hanging one never got more than its own two");
+    assert!(fast.max_in_flight() <= 2, "and the others never more than WORKER_CONCURRENCY");
+}
+
+#[tokio::test]
 async fn no_endpoint_ever_has_more_deliveries_in_flight_than_its_cap() {
     let app = app_with(&[("ENDPOINT_CONCURRENCY", "3")]).await;
     let (slow, url) = receiver();
