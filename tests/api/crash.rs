@@ -51,7 +51,9 @@ async fn every_event_that_got_a_200_survives_sigkill_and_is_processed_after_rest
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let done = ids(&pool, DONE).await;
-        if acked.is_subset(&done) {
+        // Done means enriched and fanned out; its delivery follows.
+        let delivered: HashSet<String> = hub.receiver.received().into_iter().map(|d| d.webhook_id).collect();
+        if acked.is_subset(&done) && acked.is_subset(&delivered) {
             break;
         }
         assert!(
