@@ -8,7 +8,7 @@
 #   hang     as instant, plus a fifth endpoint (every type) that never answers until OUTBOUND_TIMEOUT:
 #            the four others' drain rate                         target within 10 % of instant
 #
-#   bench/delivery.sh            (NO_BUILD=1 BIN=..., EVENTS, WORKER_CONCURRENCY, ENDPOINT_CONCURRENCY, RUST_LOG may be overridden)
+#   bench/delivery.sh            (CASES="instant hang", NO_BUILD=1 BIN=..., EVENTS, WORKER_CONCURRENCY, ENDPOINT_CONCURRENCY, RUST_LOG may be overridden)
 source "$(dirname "$0")/common.sh"
 
 EVENTS="${EVENTS:-20000}"
@@ -93,12 +93,14 @@ run_case() {
   awk -v n="$EVENTS" -v s="$start" -v e="$end" 'BEGIN { printf "%d %.2f %.0f\n", n, e - s, n / (e - s) }'
 }
 
-read -r i_n i_s i_rate < <(run_case instant 0 no)
-read -r s_n s_s s_rate < <(run_case slow 200 no)
-read -r h_n h_s h_rate < <(run_case hang 0 yes)
+CASES="${CASES:-instant slow hang}"
+i_n=- i_s=- i_rate=0 s_n=- s_s=- s_rate=0 h_n=- h_s=- h_rate=0
+case " $CASES " in *" instant "*) read -r i_n i_s i_rate < <(run_case instant 0 no) ;; esac
+case " $CASES " in *" slow "*) read -r s_n s_s s_rate < <(run_case slow 200 no) ;; esac
+case " $CASES " in *" hang "*) read -r h_n h_s h_rate < <(run_case hang 0 yes) ;; esac
 
 slow_target=$(awk -v c="$WORKER_CONCURRENCY" 'BEGIN { printf "%.0f", 0.8 * c / 0.2 }')
-hang_ratio=$(awk -v a="$h_rate" -v b="$i_rate" 'BEGIN { printf "%.1f %%", 100 * a / b }')
+hang_ratio=$(awk -v a="$h_rate" -v b="$i_rate" 'BEGIN { if (b > 0) printf "%.1f %%", 100 * a / b; else print "-" }')
 verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "yes" : "NO" }'; }
 table() { printf '%-52s %11s %9s %14s %14s %5s\n' "$@"; }
 echo

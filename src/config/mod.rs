@@ -352,10 +352,11 @@ impl Settings {
         })
     }
 
-    /// How long a claimed delivery is ours: `LEASE_SECS`, but always longer than the outbound
-    /// timeout, so a lease never ends while its request may still be answered.
+    /// How long a claimed delivery is ours: `LEASE_SECS`, but always longer than two outbound
+    /// timeouts (a claimed delivery may wait for one request of its endpoint, then make its own),
+    /// so a lease never ends while its request may still be answered.
     pub fn delivery_lease(&self) -> Duration {
-        Duration::from_secs(self.lease_secs.max(1)).max(self.outbound_timeout + Duration::from_secs(10))
+        Duration::from_secs(self.lease_secs.max(1)).max(2 * self.outbound_timeout + Duration::from_secs(10))
     }
 
     /// The key ring, or an error naming the missing key and how to make one.

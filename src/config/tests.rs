@@ -95,7 +95,7 @@ fn delivery_settings_have_their_defaults_and_bounds() {
     assert_eq!(s.worker_concurrency, 64);
     assert_eq!(s.endpoint_concurrency, 16);
     assert_eq!(s.endpoint_disable_after, std::time::Duration::from_secs(5 * 86_400));
-    assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(60), "LEASE_SECS beats 20 s + 10 s");
+    assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(60), "LEASE_SECS beats 2 × 20 s + 10 s");
     let s = Settings::from_vars(&vars(&[
         ("WORKER_CONCURRENCY", "8"),
         ("ENDPOINT_CONCURRENCY", "2"),
@@ -105,7 +105,7 @@ fn delivery_settings_have_their_defaults_and_bounds() {
     .unwrap();
     assert_eq!((s.worker_concurrency, s.endpoint_concurrency), (8, 2));
     assert_eq!(s.endpoint_disable_after, std::time::Duration::from_secs(5400));
-    assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(30), "always longer than the outbound timeout");
+    assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(50), "always longer than two outbound timeouts");
     assert!(Settings::from_vars(&vars(&[("WORKER_CONCURRENCY", "0")]))
         .unwrap_err()
         .to_string()

@@ -1,10 +1,11 @@
-//! The delivery pipeline: claims due deliveries as slots free up (at most `concurrency` in flight,
-//! at most `per_endpoint` to one endpoint, so a slow or hanging endpoint uses only its own slots),
-//! sends each on its own task, and hands results to one writer task that records many per
-//! transaction. Claims carry a lease longer than the outbound timeout and a random claim id.
+//! The delivery pipeline: claims due deliveries ahead of the free slots (at most `concurrency`
+//! moving, at most `per_endpoint` to one endpoint; a request kept waiting past `PARK_AFTER` gives
+//! its slot back, so a slow or hanging endpoint holds only its own allowance), sends each on its
+//! own task, and hands results to one writer task that records many per transaction. Claims carry
+//! a lease longer than two outbound timeouts and a random claim id.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -33,6 +34,9 @@ const TARGETS_TTL: Duration = Duration::from_millis(500);
 const WRITER_QUEUE: usize = 4096;
 /// The most results one transaction records.
 const MAX_BATCH: usize = 1024;
+/// A delivery still waiting for its receiver after this long stops counting against
+/// `WORKER_CONCURRENCY` (it still counts against its endpoint's `ENDPOINT_CONCURRENCY`).
+const PARK_AFTER: Duration = Duration::from_secs(1);
 
 /// What the pipeline needs from the configuration.
 #[derive(Debug, Clone)]
@@ -57,10 +61,23 @@ struct Target {
 /// The enabled endpoints as last read, and when.
 type TargetCache = Option<(Instant, Arc<Vec<Arc<Target>>>)>;
 
+/// Deliveries in flight (each holds a slot) and claimed ones waiting for a slot of their
+/// endpoint. Claiming ahead means a freed slot starts the next delivery at once, without waiting
+/// for the database; so the rate does not depend on how many slots a slow endpoint holds.
 #[derive(Default)]
 struct Slots {
     total: usize,
     by_endpoint: HashMap<String, usize>,
+    queued: HashMap<String, VecDeque<(Arc<Target>, ClaimedDelivery)>>,
+    queued_total: usize,
+    /// In flight past `PARK_AFTER`: no longer in `total`.
+    parked: usize,
+}
+
+impl Slots {
+    fn held(&self, endpoint: &str) -> usize {
+        self.by_endpoint.get(endpoint).copied().unwrap_or(0) + self.queued.get(endpoint).map_or(0, VecDeque::len)
+    }
 }
 
 pub struct Dispatcher {
@@ -117,7 +134,39 @@ impl Dispatcher {
 
     /// Nothing in flight and every result committed.
     fn idle(&self) -> bool {
-        self.slots().total == 0 && self.unwritten.load(Ordering::SeqCst) == 0
+        let slots = self.slots();
+        slots.total == 0 && slots.parked == 0 && slots.queued_total == 0 && self.unwritten.load(Ordering::SeqCst) == 0
+    }
+
+    /// Start queued deliveries while there are free slots, taking endpoints in turn.
+    fn start_ready(self: &Arc<Self>) {
+        let mut start = Vec::new();
+        {
+            let mut slots = self.slots();
+            let endpoints: Vec<String> =
+                slots.queued.iter().filter(|(_, q)| !q.is_empty()).map(|(e, _)| e.clone()).collect();
+            let mut progressed = true;
+            while progressed && slots.total < self.config.concurrency {
+                progressed = false;
+                for e in &endpoints {
+                    if slots.total >= self.config.concurrency {
+                        break;
+                    }
+                    if slots.by_endpoint.get(e).copied().unwrap_or(0) >= self.config.per_endpoint {
+                        continue;
+                    }
+                    let Some(next) = slots.queued.get_mut(e).and_then(VecDeque::pop_front) else { continue };
+                    slots.queued_total -= 1;
+                    slots.total += 1;
+                    *slots.by_endpoint.entry(e.clone()).or_default() += 1;
+                    start.push(next);
+                    progressed = true;
+                }
+            }
+        }
+        for (target, d) in start {
+            tokio::spawn(self.clone().attempt(target, d));
+        }
     }
 
     /// Read the endpoints again at the next claim (after an enable, a rotation, …).
@@ -159,24 +208,27 @@ impl Dispatcher {
     /// Claim what the free slots allow, endpoint by endpoint (starting with a different one each
     /// time, so none is always last), and start each delivery. Returns how many started.
     pub async fn fill(self: &Arc<Self>) -> anyhow::Result<usize> {
-        let free = self.config.concurrency.saturating_sub(self.slots().total);
-        if free == 0 {
+        // Claim up to twice the slots: what is in flight, and as much again waiting.
+        let budget = {
+            let slots = self.slots();
+            (2 * self.config.concurrency).saturating_sub(slots.total + slots.queued_total)
+        };
+        if budget == 0 {
             return Ok(0);
         }
         let targets = self.targets().await?;
         if targets.is_empty() {
             return Ok(0);
         }
-        // Every endpoint with room asks for up to its room; the free slots are the budget they
-        // share, in turn (so an endpoint with nothing due leaves its share to the next).
+        // Every endpoint with room asks for up to its room (twice its cap, less what it holds);
+        // the budget is shared in turn, so an endpoint with nothing due leaves its share to the next.
         let mut wanted = Vec::new();
         {
             let slots = self.slots();
             let start = self.rotation.fetch_add(1, Ordering::Relaxed) % targets.len();
             for i in 0..targets.len() {
                 let t = &targets[(start + i) % targets.len()];
-                let busy = slots.by_endpoint.get(&t.id).copied().unwrap_or(0);
-                let n = self.config.per_endpoint.saturating_sub(busy).min(free);
+                let n = (2 * self.config.per_endpoint).saturating_sub(slots.held(&t.id)).min(budget);
                 if n > 0 {
                     wanted.push((t.clone(), n as i64));
                 }
@@ -188,32 +240,41 @@ impl Dispatcher {
         let now = now_ms();
         let claim_id = format!("clm_{}", base32(&random_bytes::<10>()));
         let asks: Vec<(&str, i64)> = wanted.iter().map(|(t, n)| (t.id.as_str(), *n)).collect();
-        let claimed = self
-            .store
-            .claim_deliveries(
-                &asks,
-                free as i64,
-                &self.owner,
-                &claim_id,
-                now,
-                now + self.config.lease.as_millis() as i64,
-            )
-            .await?;
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        let claimed =
+            self.store.claim_deliveries(&asks, budget as i64, &self.owner, &claim_id, now, lease_until).await?;
         let n = claimed.len();
-        if n > 0 {
+        {
             let mut slots = self.slots();
-            for d in &claimed {
-                slots.total += 1;
-                *slots.by_endpoint.entry(d.endpoint_id.clone()).or_default() += 1;
+            for d in claimed {
+                let Some(target) = wanted.iter().find(|(t, _)| t.id == d.endpoint_id).map(|(t, _)| t.clone()) else {
+                    continue;
+                };
+                slots.queued_total += 1;
+                slots.queued.entry(d.endpoint_id.clone()).or_default().push_back((target, d));
             }
         }
-        for d in claimed {
-            let Some(target) = wanted.iter().find(|(t, _)| t.id == d.endpoint_id).map(|(t, _)| t.clone()) else {
-                continue;
-            };
-            tokio::spawn(self.clone().attempt(target, d));
-        }
+        self.start_ready();
         Ok(n)
+    }
+
+    /// Give back what was claimed but not started (on shutdown), so another worker need not wait
+    /// for the leases to end.
+    async fn release_queued(&self) {
+        let waiting: Vec<(i64, String)> = {
+            let mut slots = self.slots();
+            slots.queued_total = 0;
+            slots.queued.drain().flat_map(|(_, q)| q.into_iter().map(|(_, d)| (d.id, d.claim_id))).collect()
+        };
+        if waiting.is_empty() {
+            return;
+        }
+        match self.store.release_deliveries(&waiting, now_ms()).await {
+            Ok(n) => tracing::info!(deliveries = n, "gave back the deliveries claimed but not started"),
+            Err(e) => {
+                tracing::warn!(error.chain = %format!("{e:#}"), "giving back claimed deliveries failed; their leases will end")
+            }
+        }
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %d.event.id, endpoint_id = %d.endpoint_id, attempt = d.attempts))]
@@ -226,7 +287,26 @@ impl Dispatcher {
                 signers.push(previous);
             }
         }
-        let sent = deliver(&self.http, &target.url, &signers, d.event.id.as_str(), envelope(&d.event)).await;
+        let send = deliver(&self.http, &target.url, &signers, d.event.id.as_str(), envelope(&d.event));
+        tokio::pin!(send);
+        // A receiver that keeps us waiting past PARK_AFTER gives its slot back to the others; the
+        // request goes on within its endpoint's own allowance (ENDPOINT_CONCURRENCY). So hanging
+        // receivers cannot hold the worker's slots until the outbound timeout.
+        let mut parked = false;
+        let sent = tokio::select! {
+            sent = &mut send => sent,
+            _ = tokio::time::sleep(PARK_AFTER) => {
+                parked = true;
+                {
+                    let mut slots = self.slots();
+                    slots.total -= 1;
+                    slots.parked += 1;
+                }
+                self.start_ready();
+                self.bump();
+                send.await
+            }
+        };
         let duration = clock.elapsed();
         let (state, retry_at, error) = match sent.outcome {
             Outcome::Delivered => (DeliveryState::Done, 0, None),
@@ -265,11 +345,17 @@ impl Dispatcher {
         }
         {
             let mut slots = self.slots();
-            slots.total -= 1;
+            if parked {
+                slots.parked -= 1;
+            } else {
+                slots.total -= 1;
+            }
             if let Some(n) = slots.by_endpoint.get_mut(&d.endpoint_id) {
                 *n -= 1;
             }
         }
+        // The freed slot takes the next waiting delivery at once.
+        self.start_ready();
         self.bump();
     }
 
@@ -313,6 +399,7 @@ impl Dispatcher {
                 _ = shutdown.changed() => {}
             }
         }
+        self.release_queued().await;
         while !self.idle() {
             let _ = progress.changed().await;
         }

@@ -62,8 +62,8 @@ const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
 impl Store {
     /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
-    /// deliveries (and at most `budget` in all), oldest first: pending and retrying ones whose time has come, and processing ones whose
-    /// lease ran out. One transaction (one commit) for all. While processing, `next_attempt_at`
+    /// deliveries (and at most `budget` in all), in due order: pending and retrying ones whose
+    /// time has come, and processing ones whose lease ran out. One transaction (one commit) for all. While processing, `next_attempt_at`
     /// holds the lease end. A disabled endpoint's deliveries are not claimed (they wait).
     #[tracing::instrument(skip_all, fields(endpoints = asks.len()))]
     pub async fn claim_deliveries(
@@ -83,22 +83,32 @@ impl Store {
             if limit <= 0 {
                 break;
             }
-            let claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(
-                "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
-                 attempts = attempts + 1 \
-                 where id in (select id from deliveries where endpoint_id = $4 and next_attempt_at is not null \
-                 and next_attempt_at <= $5 order by next_attempt_at, id limit $6) \
-                 and exists (select 1 from endpoints where id = $4 and state = 'enabled') \
-                 returning id, event_id, endpoint_id, attempts",
+            // Which ones, in due order; then claim exactly those (the write lock is held since
+            // `begin immediate`, so nobody takes them in between).
+            let due: Vec<i64> = sqlx::query_scalar(
+                "select id from deliveries where endpoint_id = $1 and next_attempt_at is not null \
+                 and next_attempt_at <= $2 and exists (select 1 from endpoints where id = $1 and state = 'enabled') \
+                 order by next_attempt_at, id limit $3",
             )
-            .bind(owner)
-            .bind(claim_id)
-            .bind(lease_until)
             .bind(endpoint)
             .bind(now)
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
+            if due.is_empty() {
+                continue;
+            }
+            let list = (4..4 + due.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!(
+                "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
+                 attempts = attempts + 1 where id in ({list}) returning id, event_id, endpoint_id, attempts"
+            );
+            let mut q = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql).bind(owner).bind(claim_id).bind(lease_until);
+            for id in &due {
+                q = q.bind(id);
+            }
+            let mut claimed = q.fetch_all(&mut *tx).await?;
+            claimed.sort_by_key(|r| due.iter().position(|d| *d == r.0));
             left -= claimed.len() as i64;
             rows.extend(claimed);
         }
@@ -106,7 +116,6 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        rows.sort_by_key(|r| r.0);
         let mut ids: Vec<i64> = rows.iter().map(|r| r.1).collect();
         ids.sort_unstable();
         ids.dedup();
@@ -140,6 +149,28 @@ impl Store {
                 Some(ClaimedDelivery { id, endpoint_id, attempts, claim_id: claim_id.to_owned(), event })
             })
             .collect())
+    }
+
+    /// Give claimed deliveries back (not attempted): due again at `now`, the claim's attempt
+    /// not counted. Only for the current claims; returns how many.
+    pub async fn release_deliveries(&self, claims: &[(i64, String)], now: i64) -> anyhow::Result<u64> {
+        let mut tx = self.write_tx().await?;
+        let mut n = 0;
+        for (id, claim) in claims {
+            n += sqlx::query(
+                "update deliveries set state = case when attempts > 1 then 'retrying' else 'pending' end, \
+                 attempts = attempts - 1, next_attempt_at = $3, lease_owner = null \
+                 where id = $1 and claim_id = $2 and state = 'processing'",
+            )
+            .bind(id)
+            .bind(claim)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Extend a claim's lease; false if the claim is no longer current.

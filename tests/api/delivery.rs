@@ -141,6 +141,34 @@ async fn a_hanging_endpoint_does_not_hold_back_the_others() {
 }
 
 #[tokio::test]
+async fn a_hanging_endpoint_gives_back_the_worker_slots_it_waits_in() {
+    // The hanging endpoint alone could fill every slot of the worker.
+    let app = app_with(&[
+        ("WORKER_ENABLED", "true"),
+        ("WORKER_CONCURRENCY", "2"),
+        ("ENDPOINT_CONCURRENCY", "2"),
+        ("OUTBOUND_TIMEOUT", "120s"),
+    ])
+    .await;
+    let (hang, hang_url) = receiver();
+    hang.set_behaviour(Duration::ZERO, true);
+    endpoint(&app, &hang_url, "Create_Inspection").await;
+    app.connect_company(6847).await;
+    for i in 0..4 {
+        app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
+    }
+    wait_until("the hanging endpoint holds its two", || hang.in_flight() == 2).await;
+    let (fast, fast_url) = receiver();
+    endpoint(&app, &fast_url, "Create_Inspection").await;
+    for i in 4..10 {
+        app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
+    }
+    wait_until("the other endpoint got its six", || fast.count() == 6).await;
+    assert_eq!(hang.max_in_flight(), 2, "the hanging one never got more than its own two");
+    assert!(fast.max_in_flight() <= 2, "and the others never more than WORKER_CONCURRENCY");
+}
+
+#[tokio::test]
 async fn no_endpoint_ever_has_more_deliveries_in_flight_than_its_cap() {
     let app = app_with(&[("ENDPOINT_CONCURRENCY", "3")]).await;
     let (slow, url) = receiver();
@@ -684,4 +712,26 @@ async fn hold_lease(store: &connect_hub::store::Store, id: &connect_hub::domain:
     let now = now_ms();
     let taken = store.acquire_exchange_lease(id, "test", now, now + 60_000).await.unwrap();
     assert_eq!(taken, connect_hub::store::LeaseOutcome::Acquired);
+}
+
+#[tokio::test]
+async fn deliveries_claimed_but_not_started_are_given_back_on_shutdown() {
+    let app = app_with(&[]).await;
+    let (_, url) = receiver();
+    let (ep, _) = endpoint(&app, &url, "Create_Inspection").await;
+    let store = &app.state.store;
+    let now = now_ms();
+    store.bench_preload(3, &["Create_Inspection"], now).await.unwrap();
+    let claimed = store.claim_deliveries(&[(ep.as_str(), 3)], 3, "w", "clm_a", now, now + 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 3);
+    let mine: Vec<(i64, String)> = claimed.iter().map(|d| (d.id, d.claim_id.clone())).collect();
+    let stale = vec![(claimed[0].id, "clm_other".to_owned())];
+    assert_eq!(store.release_deliveries(&stale, now).await.unwrap(), 0, "only the current claim gives back");
+    assert_eq!(store.release_deliveries(&mine[..2], now).await.unwrap(), 2);
+    let states: Vec<(String, i64)> =
+        sqlx::query_as("select state, attempts from deliveries order by id").fetch_all(store.pool()).await.unwrap();
+    assert_eq!(states, [("pending".into(), 0), ("pending".into(), 0), ("processing".into(), 1)]);
+    let again = store.claim_deliveries(&[(ep.as_str(), 3)], 3, "w", "clm_b", now, now + 60_000).await.unwrap();
+    assert_eq!(again.len(), 2, "due again at once");
+    assert!(again.iter().all(|d| d.attempts == 1), "the given-back claim did not count as an attempt");
 }
