@@ -61,6 +61,11 @@ const CREDENTIALS_CACHE_MS: i64 = 2_000;
 /// A forced refresh within this long of the provider's last new token hands out that token instead
 /// of rotating again: an API caller cannot rotate a connection's tokens many times a second.
 pub const REFRESH_COOLDOWN_MS: i64 = 5_000;
+
+/// Whether a token the provider issued at `issued` is too new to rotate again at `now`.
+fn within_cooldown(issued: Option<i64>, now: i64) -> bool {
+    issued.is_some_and(|at| now - at < REFRESH_COOLDOWN_MS)
+}
 /// How often `last_used_at` is written per connection, at most.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
@@ -299,7 +304,7 @@ impl TokenManager {
     pub async fn refresh_unless_fresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
         let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         let now = now_ms();
-        if tokens.last_exchange_at.is_some_and(|at| now - at < REFRESH_COOLDOWN_MS) {
+        if within_cooldown(tokens.last_exchange_at, now) {
             if let Ok(t) = usable(id, &tokens) {
                 tracing::info!("forced refresh within the cooldown: handing out the token just made");
                 return Ok(t);
@@ -424,6 +429,14 @@ pub fn backoff(failures: i64, retry_after: Option<Duration>) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_forced_refresh_is_held_back_for_exactly_the_cooldown() {
+        assert!(!within_cooldown(None, 10_000), "never exchanged");
+        assert!(within_cooldown(Some(10_000), 10_000));
+        assert!(within_cooldown(Some(10_000), 14_999));
+        assert!(!within_cooldown(Some(10_000), 15_000), "five seconds later it may rotate again");
+    }
 
     #[test]
     fn the_refresh_margin_is_a_tenth_clamped_and_never_more_than_half() {

@@ -337,6 +337,32 @@ async fn a_client_credentials_connection_deleted_by_another_process_stops_handin
     .await;
 }
 
+#[tokio::test]
+async fn a_fresh_client_credentials_token_is_served_from_memory_without_reading_the_store() {
+    let app = spawn_app().await;
+    let fake = FakeTokenServer::snapdocs("sd-id", "sd-secret");
+    let url = format!("{}/oauth/token", spawn_token_server(&fake).await);
+    let input = CredentialsInput {
+        client_id: "sd-id".into(),
+        token_url: Some(url),
+        environment: Some("demo".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
+    let first = app.state.tokens.token(&id).await.unwrap();
+    // The stored token vanishes behind the manager's back (as another process would see it for a
+    // moment): within its trust window the manager answers from memory, with no new fetch.
+    sqlx::query("update connections set access_token = null where id = $1")
+        .bind(id.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let again = app.state.tokens.token(&id).await.unwrap();
+    assert_eq!(again.token.expose_secret(), first.token.expose_secret());
+    assert_eq!(again.version, first.version);
+    assert_eq!(fake.calls(), 1, "one fetch in all");
+}
+
 // ---- 8: the connect link's tokens are exchanged promptly, in the background ----
 
 fn with_worker(vars: &mut std::collections::BTreeMap<String, String>) {
