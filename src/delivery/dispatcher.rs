@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use super::{
+    clients::DeliveryClients,
     policy::{after_failure, disable_before, Next},
     types::DeliveryState,
 };
@@ -65,7 +66,7 @@ struct Slots {
 
 pub struct Dispatcher {
     store: Store,
-    http: reqwest::Client,
+    clients: DeliveryClients,
     config: DeliveryConfig,
     owner: String,
     metrics: Arc<Metrics>,
@@ -83,7 +84,7 @@ impl Dispatcher {
     /// Build the dispatcher and start its writer task (needs a tokio runtime).
     pub fn spawn(
         store: Store,
-        http: reqwest::Client,
+        clients: DeliveryClients,
         config: DeliveryConfig,
         owner: String,
         metrics: Arc<Metrics>,
@@ -92,7 +93,7 @@ impl Dispatcher {
         let (progress, _) = watch::channel(0);
         let me = Arc::new(Self {
             store,
-            http,
+            clients,
             config,
             owner,
             metrics,
@@ -118,6 +119,11 @@ impl Dispatcher {
     /// Nothing in flight and every result committed.
     fn idle(&self) -> bool {
         self.slots().total == 0 && self.unwritten.load(Ordering::SeqCst) == 0
+    }
+
+    /// The clients deliveries go out with (the console's test send uses them too).
+    pub fn clients(&self) -> &DeliveryClients {
+        &self.clients
     }
 
     /// Read the endpoints again at the next claim (after an enable, a rotation, …).
@@ -226,7 +232,8 @@ impl Dispatcher {
                 signers.push(previous);
             }
         }
-        let sent = deliver(&self.http, &target.url, &signers, d.event.id.as_str(), envelope(&d.event)).await;
+        let post = self.clients.post(&target.id, &target.url);
+        let sent = deliver(post, &signers, d.event.id.as_str(), envelope(&d.event)).await;
         let duration = clock.elapsed();
         let (state, retry_at, error) = match sent.outcome {
             Outcome::Delivered => (DeliveryState::Done, 0, None),
