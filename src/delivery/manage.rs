@@ -44,6 +44,19 @@ fn invalid(field: &'static str, message: impl Into<String>) -> ManageError {
     ManageError::Invalid { field, message: message.into() }
 }
 
+impl From<ManageError> for crate::error::AppError {
+    fn from(e: ManageError) -> Self {
+        match e {
+            ManageError::Invalid { message, .. } => crate::error::AppError::bad_request(message),
+            ManageError::NotFound(id) => crate::error::AppError::NotFound {
+                code: "endpoint_not_found",
+                message: format!("There is no endpoint with id {id}."),
+            },
+            ManageError::Internal(e) => crate::error::AppError::Internal(e),
+        }
+    }
+}
+
 /// What a person or a program submits for an endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct EndpointInput {
