@@ -492,6 +492,8 @@ async fn the_api_creates_reads_changes_rotates_and_deletes_an_endpoint() {
         actions,
         [
             "endpoint_add",
+            // The first change: the events (an edit), then the state.
+            "endpoint_edit",
             "endpoint_disable",
             "endpoint_edit",
             "endpoint_enable",
