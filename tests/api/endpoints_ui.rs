@@ -265,6 +265,12 @@ async fn rotating_in_the_console_shows_the_new_secret_once_and_deliveries_verify
     for d in &got {
         assert!(verifies(d, &old) && verifies(d, &new), "both secrets verify during the overlap");
     }
+    // The test send is signed like a delivery: with both secrets during the overlap.
+    r.clear();
+    app.admin_post(&format!("/admin/endpoints/{id}/test"), &[("csrf", &csrf)]).await;
+    let got = r.received();
+    assert_eq!(got.len(), 1);
+    assert!(verifies(&got[0], &old) && verifies(&got[0], &new));
     let res = app.admin_post(&format!("/admin/endpoints/{id}/rotate"), &[("csrf", &csrf), ("overlap", "7d")]).await;
     assert_eq!(res.status(), 200);
     let until = app.state.store.endpoints().await.unwrap()[0].previous_until.unwrap();
@@ -550,6 +556,17 @@ async fn endpoint_api_errors_are_json_with_stable_codes() {
         api(&app, Method::PATCH, &format!("/endpoints/{id}"), &key, Some(json!({ "url": "http://[::1]/x" }))).await;
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_url")));
     assert_eq!(app.state.store.endpoints().await.unwrap()[0].url, "https://example.com/h");
+    // The limits themselves are allowed.
+    let longest = format!("https://example.com/{}", "a".repeat(2000 - 20));
+    let body = json!({ "url": longest, "description": "d".repeat(500) });
+    let (status, _) = api(&app, Method::PATCH, &format!("/endpoints/{id}"), &key, Some(body)).await;
+    assert_eq!(status, 200);
+    let body = json!({ "url": format!("{longest}a") });
+    let (status, v) = api(&app, Method::PATCH, &format!("/endpoints/{id}"), &key, Some(body)).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_url")));
+    let body = json!({ "overlap_secs": 2_592_000 });
+    let (status, _) = api(&app, Method::POST, &format!("/endpoints/{id}/rotate-secret"), &key, Some(body)).await;
+    assert_eq!(status, 200);
     for path in ["/endpoints/ep_aaaaaaaaaaaaaaaaaaaaaaaaaa", "/endpoints/nonsense"] {
         let (status, v) = api(&app, Method::GET, path, &key, None).await;
         assert_eq!((status, v["error"].as_str()), (404, Some("endpoint_not_found")), "{path}");
@@ -702,4 +719,20 @@ async fn an_endpoint_with_a_blocked_address_literal_already_stored_is_not_called
     let flash = text_of(&app.page(&format!("/admin/endpoints/{id}")).await, "flash");
     assert!(flash.contains("loopback"), "{flash}");
     assert_eq!(r.count(), 0);
+}
+
+#[tokio::test]
+async fn the_forward_url_endpoint_keeps_its_url_but_its_filter_and_description_may_change() {
+    use reqwest::Method;
+    let app = spawn_app_with(crate::helpers::forwarding).await;
+    let (_, key) = app.api_key("ops").await;
+    let body = json!({ "url": "https://example.com/elsewhere" });
+    let (status, v) = api(&app, Method::PATCH, "/endpoints/ep_forward", &key, Some(body)).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_url")));
+    assert!(v["message"].as_str().unwrap().contains("FORWARD_URL"));
+    let body = json!({ "description": "the old receiver", "events": ["Review_Signed"] });
+    let (status, v) = api(&app, Method::PATCH, "/endpoints/ep_forward", &key, Some(body)).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["url"], app.vars["TEST_RECEIVER_URL"].as_str());
+    assert_eq!(v["events"], json!(["Review_Signed"]));
 }
