@@ -50,15 +50,15 @@ impl Store {
         let rows: Vec<StatsRow> = sqlx::query_as(
             "with ranked as ( \
                  select d.endpoint_id, a.duration_ms, a.outcome, \
-                        row_number() over (partition by d.endpoint_id order by a.duration_ms) as rank, \
+                        row_number() over (partition by d.endpoint_id order by a.duration_ms) as pos, \
                         count(*) over (partition by d.endpoint_id) as n \
                  from delivery_attempts a join deliveries d on d.id = a.delivery_id \
                  where a.started_at >= $1 \
              ) \
              select endpoint_id, count(*) as attempts, \
                     sum(case when outcome = 'done' then 1 else 0 end) as succeeded, \
-                    max(case when rank = (n * 50 + 99) / 100 then duration_ms end) as p50_ms, \
-                    max(case when rank = (n * 95 + 99) / 100 then duration_ms end) as p95_ms \
+                    max(case when pos = (n * 50 + 99) / 100 then duration_ms end) as p50_ms, \
+                    max(case when pos = (n * 95 + 99) / 100 then duration_ms end) as p95_ms \
              from ranked group by endpoint_id",
         )
         .bind(since)

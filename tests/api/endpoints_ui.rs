@@ -722,9 +722,14 @@ async fn an_endpoint_with_a_blocked_address_literal_already_stored_is_not_called
 }
 
 #[tokio::test]
-async fn the_forward_url_endpoint_keeps_its_url_but_its_filter_and_description_may_change() {
+async fn the_forward_url_endpoint_keeps_its_trusted_url_but_its_filter_and_description_may_change() {
     use reqwest::Method;
-    let app = spawn_app_with(crate::helpers::forwarding).await;
+    // Without the allowance: the operator's loopback FORWARD_URL is trusted, and stays editable.
+    let app = spawn_app_with(|vars| {
+        vars.remove("OUTBOUND_ALLOW_NETWORKS");
+        crate::helpers::forwarding(vars);
+    })
+    .await;
     let (_, key) = app.api_key("ops").await;
     let body = json!({ "url": "https://example.com/elsewhere" });
     let (status, v) = api(&app, Method::PATCH, "/endpoints/ep_forward", &key, Some(body)).await;
