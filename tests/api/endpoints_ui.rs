@@ -741,3 +741,30 @@ async fn the_forward_url_endpoint_keeps_its_trusted_url_but_its_filter_and_descr
     assert_eq!(v["url"], app.vars["TEST_RECEIVER_URL"].as_str());
     assert_eq!(v["events"], json!(["Review_Signed"]));
 }
+
+#[tokio::test]
+async fn endpoint_pages_need_a_signed_in_admin() {
+    let app = spawn_app().await;
+    let (_, url) = receiver();
+    let (_, key) = app.api_key("ops").await;
+    let (_, made) = api(&app, reqwest::Method::POST, "/endpoints", &key, Some(json!({ "url": url }))).await;
+    let id = made["id"].as_str().unwrap();
+    for path in [
+        "/admin/endpoints".to_owned(),
+        "/admin/endpoints/new".to_owned(),
+        format!("/admin/endpoints/{id}"),
+        format!("/admin/endpoints/{id}/edit"),
+        format!("/admin/endpoints/{id}/remove"),
+    ] {
+        let res = app.get(&path).await;
+        assert_eq!(res.status(), 303, "{path}");
+        assert!(location(&res).starts_with("/admin/login?next="), "{path}");
+    }
+    for action in ["enable", "disable", "rotate", "test", "remove", "edit"] {
+        let res = app.admin_post(&format!("/admin/endpoints/{id}/{action}"), &[("csrf", "x"), ("overlap", "1h")]).await;
+        assert_eq!(res.status(), 401, "{action}");
+    }
+    assert_eq!(app.admin_post("/admin/endpoints/new", &[("url", "https://example.com/")]).await.status(), 401);
+    let all = app.state.store.endpoints().await.unwrap();
+    assert_eq!((all.len(), all[0].enabled, all[0].previous_until), (1, true, None));
+}
