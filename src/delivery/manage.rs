@@ -25,6 +25,8 @@ pub const MAX_DESCRIPTION: usize = 500;
 /// The longest an old secret may keep signing after a rotation.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_URL: usize = 2000;
+/// The most event types one filter may name.
+pub const MAX_EVENT_TYPES: usize = 100;
 
 /// Why a change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +101,9 @@ fn check(policy: &Policy, input: &EndpointInput, trusted: Option<&str>) -> Resul
     }
     let events = EventTypes::parse_list(input.events.iter().map(String::as_str))
         .map_err(|e| invalid("events", e.to_string()))?;
+    if events.as_slice().len() > MAX_EVENT_TYPES {
+        return Err(invalid("events", format!("name at most {MAX_EVENT_TYPES} event types (none: every type)")));
+    }
     let description = input.description.trim();
     if description.chars().count() > MAX_DESCRIPTION {
         return Err(invalid("description", format!("the description is longer than {MAX_DESCRIPTION} characters")));

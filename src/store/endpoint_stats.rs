@@ -74,14 +74,24 @@ impl Store {
             .collect())
     }
 
-    /// The endpoint's most recent attempt that did not succeed, if any.
-    pub async fn last_failed_attempt(&self, id: &EndpointId) -> anyhow::Result<Option<FailedAttempt>> {
+    /// The endpoint's most recent attempt that did not succeed, among those that started in
+    /// `[from, to]` (the caller bounds it by the endpoint's `last_failure_at`, so the started-at
+    /// index reads a few rows rather than every attempt ever made).
+    pub async fn last_failed_attempt(
+        &self,
+        id: &EndpointId,
+        from: i64,
+        to: i64,
+    ) -> anyhow::Result<Option<FailedAttempt>> {
         Ok(sqlx::query_as(
             "select a.started_at, a.http_status, a.error from delivery_attempts a \
              join deliveries d on d.id = a.delivery_id \
-             where d.endpoint_id = $1 and a.outcome <> 'done' order by a.id desc limit 1",
+             where a.started_at >= $2 and a.started_at <= $3 and d.endpoint_id = $1 and a.outcome <> 'done' \
+             order by a.started_at desc, a.id desc limit 1",
         )
         .bind(id.as_str())
+        .bind(from)
+        .bind(to)
         .fetch_optional(&self.pool)
         .await?)
     }

@@ -564,6 +564,13 @@ async fn endpoint_api_errors_are_json_with_stable_codes() {
     let body = json!({ "url": format!("{longest}a") });
     let (status, v) = api(&app, Method::PATCH, &format!("/endpoints/{id}"), &key, Some(body)).await;
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_url")));
+    let types: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    let body = json!({ "events": types });
+    let (status, v) = api(&app, Method::PATCH, &format!("/endpoints/{id}"), &key, Some(body)).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_events")));
+    let body = json!({ "events": types[..100] });
+    let (status, v) = api(&app, Method::PATCH, &format!("/endpoints/{id}"), &key, Some(body)).await;
+    assert_eq!((status, v["events"].as_array().map(Vec::len)), (200, Some(100)));
     let body = json!({ "overlap_secs": 2_592_000 });
     let (status, _) = api(&app, Method::POST, &format!("/endpoints/{id}/rotate-secret"), &key, Some(body)).await;
     assert_eq!(status, 200);

@@ -109,7 +109,15 @@ struct ShowPage {
 #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
 async fn show(admin: AdminUser, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let e = manage::load(&state.store, &id).await?;
-    let last_error = state.store.last_failed_attempt(&e.id).await?.map(|a| {
+    // `last_failure_at` is when the last failed attempt ended; it started at most a lease before.
+    let last_failed = match e.last_failure_at {
+        Some(at) => {
+            let lease = state.settings.delivery_lease().as_millis() as i64;
+            state.store.last_failed_attempt(&e.id, at - lease, at).await?
+        }
+        None => None,
+    };
+    let last_error = last_failed.map(|a| {
         let status = a.http_status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
         format!("{} ({status}, {})", a.error.unwrap_or_default(), when(Some(a.started_at)))
     });
