@@ -272,8 +272,7 @@ pub fn last_result(e: &Endpoint) -> String {
     }
 }
 
-/// Whether the last attempt failed (the console marks such an endpoint).
+/// Whether its deliveries are failing: a failure and no success since (the console marks it).
 pub fn failing(e: &Endpoint) -> bool {
     e.failing_since.is_some()
-        || matches!((e.last_success_at, e.last_failure_at), (s, Some(f)) if s.is_none_or(|s| f > s))
 }

@@ -352,7 +352,9 @@ async fn the_console_shows_each_endpoints_success_rate_and_latency_over_the_last
     let page = app.page(&format!("/admin/endpoints/{id}")).await;
     assert_eq!(text_of(&page, "hour"), "70 % of 10 ok · p50 50 ms · p95 100 ms");
     assert_eq!(text_of(&page, "day"), "85 % of 20 ok · p50 100 ms · p95 1000 ms");
-    assert_eq!(text_of(&app.page(&format!("/admin/endpoints/{quiet}")).await, "hour"), "no attempts");
+    let quiet = app.page(&format!("/admin/endpoints/{quiet}")).await;
+    assert_eq!(text_of(&quiet, "hour"), "no attempts");
+    assert_eq!(text_of(&quiet, "last-result"), "never tried");
     let list = app.page("/admin/endpoints").await;
     assert!(list.contains("70 % of 10 ok") && list.contains("85 % of 20 ok"), "{list}");
 }
@@ -378,8 +380,16 @@ async fn a_failing_endpoint_stands_out_with_its_badge_and_last_error() {
     assert_eq!(text_of(&good, "state"), "enabled");
     assert_eq!(text_of(&good, "last-error"), "none");
     let list = app.page("/admin/endpoints").await;
-    let row = &list[list.find(&format!("id=\"row-{bad_id}\"")).unwrap()..];
-    assert!(row[..row.find("</tr>").unwrap()].contains("badge failing"));
+    let row = |id: &str| {
+        let row = &list[list.find(&format!("id=\"row-{id}\"")).unwrap()..];
+        row[..row.find("</tr>").unwrap()].to_owned()
+    };
+    assert!(
+        row(&bad_id).contains("badge failing")
+            && row(&bad_id).contains("failed")
+            && row(&bad_id).contains("(HTTP 503)")
+    );
+    assert!(row(&good_id).contains("badge enabled") && row(&good_id).contains("<td>ok "), "{}", row(&good_id));
 }
 
 async fn api(app: &TestApp, method: reqwest::Method, path: &str, key: &str, body: Option<Value>) -> (u16, Value) {
