@@ -417,6 +417,7 @@ async fn the_api_creates_reads_changes_rotates_and_deletes_an_endpoint() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
+    assert_eq!(res.headers()["cache-control"], "no-store", "it holds the secret");
     let id_loc = location(&res);
     let made: Value = res.json().await.unwrap();
     let id = made["id"].as_str().unwrap().to_owned();
@@ -427,6 +428,8 @@ async fn the_api_creates_reads_changes_rotates_and_deletes_an_endpoint() {
         (Some(url.as_str()), json!(["Review_Signed"]), json!(true))
     );
 
+    let res = app.api_get(&format!("/api/v1/endpoints/{id}"), Some(&key)).await;
+    assert_eq!(res.headers()["cache-control"], "no-store");
     let (status, one) = api(&app, Method::GET, &format!("/endpoints/{id}"), &key, None).await;
     assert_eq!(status, 200);
     assert_eq!(one["description"], "warehouse");
