@@ -63,7 +63,7 @@ connect_company() {
 hub_cli() {
   local name="$1"; shift
   env -i PATH="$PATH" DATABASE_URL="sqlite://$WORK/$name/hub.db" ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" \
-    SESSION_KEY="$BENCH_SESSION_KEY" "$BIN" "$@"
+    SESSION_KEY="$BENCH_SESSION_KEY" OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8 "$BIN" "$@"
 }
 
 SERVER_PID=""

@@ -7,10 +7,11 @@ use secrecy::ExposeSecret;
 use super::{cli_settings, open_store, truncate};
 use crate::{
     config::parse_duration,
-    delivery::types::{generate_secret, EndpointId, EndpointUrl, EventTypes},
+    delivery::manage::{self, EndpointInput},
     domain::EventId,
-    store::{NewEndpoint, Store},
-    time::{format_utc, now_ms},
+    outbound::Policy,
+    store::Store,
+    time::format_utc,
 };
 
 #[derive(Subcommand)]
@@ -43,32 +44,23 @@ pub enum EndpointsCommand {
 }
 
 pub(super) async fn endpoints(command: EndpointsCommand) -> anyhow::Result<()> {
-    let store = open_store(&cli_settings()?).await?;
-    let result = run(&store, command).await;
+    let settings = cli_settings()?;
+    let store = open_store(&settings).await?;
+    let result = run(&store, &settings.outbound_policy(), command).await;
     store.close().await;
     result
 }
 
-async fn run(store: &Store, command: EndpointsCommand) -> anyhow::Result<()> {
-    let now = now_ms();
+async fn run(store: &Store, policy: &Policy, command: EndpointsCommand) -> anyhow::Result<()> {
     match command {
         EndpointsCommand::Add { url, events, description } => {
-            let url = EndpointUrl::parse(&url)?;
-            let types = EventTypes::parse(events.as_deref().unwrap_or(""))?;
-            let id = EndpointId::generate();
-            let secret = generate_secret();
-            let description = description.unwrap_or_default();
-            let new = NewEndpoint {
-                id: &id,
-                url: &url,
-                description: description.trim(),
-                event_types: &types,
-                secret: &secret,
-            };
-            store.create_endpoint(&new, now, "cli").await?;
+            let input =
+                EndpointInput::with_csv(&url, events.as_deref().unwrap_or(""), description.as_deref().unwrap_or(""));
+            let (id, secret) = manage::add(store, policy, &input, "cli").await?;
+            let e = manage::load(store, id.as_str()).await?;
             println!("{id}");
             println!("{}", secret.expose_secret());
-            eprintln!("added endpoint {id} for {} ({types}); the secret is shown only now", url.as_str());
+            eprintln!("added endpoint {id} for {} ({}); the secret is shown only now", e.url, e.event_types);
             Ok(())
         }
         EndpointsCommand::List => {
@@ -79,22 +71,14 @@ async fn run(store: &Store, command: EndpointsCommand) -> anyhow::Result<()> {
             }
             println!("{:<29}  {:<40}  {:<40}  {:<8}  LAST RESULT", "ID", "URL", "EVENTS", "STATE");
             for e in all {
-                let last = match (e.last_success_at, e.last_failure_at) {
-                    (Some(s), f) if f.is_none_or(|f| s >= f) => format!("ok {}", format_utc(s)),
-                    (_, Some(f)) => format!(
-                        "failed {} (HTTP {})",
-                        format_utc(f),
-                        e.last_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into())
-                    ),
-                    _ => "never tried".into(),
-                };
                 let state = if e.enabled { "enabled" } else { "disabled" };
                 println!(
-                    "{:<29}  {:<40}  {:<40}  {:<8}  {last}",
+                    "{:<29}  {:<40}  {:<40}  {:<8}  {}",
                     e.id,
                     truncate(&e.url, 40),
                     truncate(&e.event_types.to_string(), 40),
-                    state
+                    state,
+                    manage::last_result(&e)
                 );
                 if let Some(reason) = e.disabled_reason {
                     println!("{:<29}  disabled: {reason}", "");
@@ -103,33 +87,24 @@ async fn run(store: &Store, command: EndpointsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         EndpointsCommand::Enable { id } => {
-            let id = EndpointId::parse(&id)?;
-            anyhow::ensure!(store.set_endpoint_enabled(&id, true, "", now, "cli").await?, "no endpoint with id {id}");
-            println!("endpoint {id} is enabled; its waiting deliveries go out in order");
+            let e = manage::set_enabled(store, &id, true, "cli").await?;
+            println!("endpoint {} is enabled; its waiting deliveries go out in order", e.id);
             Ok(())
         }
         EndpointsCommand::Disable { id } => {
-            let id = EndpointId::parse(&id)?;
-            let ok = store.set_endpoint_enabled(&id, false, "disabled by an operator", now, "cli").await?;
-            anyhow::ensure!(ok, "no endpoint with id {id}");
-            println!("endpoint {id} is disabled; its deliveries wait until `endpoints enable {id}`");
+            let e = manage::set_enabled(store, &id, false, "cli").await?;
+            println!("endpoint {} is disabled; its deliveries wait until `endpoints enable {}`", e.id, e.id);
             Ok(())
         }
         EndpointsCommand::Remove { id } => {
-            let id = EndpointId::parse(&id)?;
-            anyhow::ensure!(store.remove_endpoint(&id, now, "cli").await?, "no endpoint with id {id}");
-            println!("endpoint {id} and its deliveries are removed");
+            manage::remove(store, &id, "cli").await?;
+            println!("endpoint {} and its deliveries are removed", id.trim());
             Ok(())
         }
         EndpointsCommand::RotateSecret { id, overlap } => {
-            let id = EndpointId::parse(&id)?;
             let overlap = parse_duration(&overlap).map_err(|p| anyhow::anyhow!("--overlap {p}"))?;
-            let secret = generate_secret();
-            let until = now + overlap.as_millis() as i64;
-            anyhow::ensure!(
-                store.rotate_endpoint_secret(&id, &secret, until, now, "cli").await?,
-                "no endpoint with id {id}"
-            );
+            let (secret, until) = manage::rotate(store, &id, overlap, "cli").await?;
+            let id = id.trim();
             println!("{}", secret.expose_secret());
             if overlap.is_zero() {
                 eprintln!("new secret for {id}; the old one no longer signs");

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 use url::Url;
 
 use super::{
+    clients::DeliveryClients,
     policy::{after_failure, disable_before, Next},
     types::DeliveryState,
 };
@@ -82,7 +83,7 @@ impl Slots {
 
 pub struct Dispatcher {
     store: Store,
-    http: reqwest::Client,
+    clients: DeliveryClients,
     config: DeliveryConfig,
     owner: String,
     metrics: Arc<Metrics>,
@@ -100,7 +101,7 @@ impl Dispatcher {
     /// Build the dispatcher and start its writer task (needs a tokio runtime).
     pub fn spawn(
         store: Store,
-        http: reqwest::Client,
+        clients: DeliveryClients,
         config: DeliveryConfig,
         owner: String,
         metrics: Arc<Metrics>,
@@ -109,7 +110,7 @@ impl Dispatcher {
         let (progress, _) = watch::channel(0);
         let me = Arc::new(Self {
             store,
-            http,
+            clients,
             config,
             owner,
             metrics,
@@ -167,6 +168,11 @@ impl Dispatcher {
         for (target, d) in start {
             tokio::spawn(self.clone().attempt(target, d));
         }
+    }
+
+    /// The clients deliveries go out with (the console's test send uses them too).
+    pub fn clients(&self) -> &DeliveryClients {
+        &self.clients
     }
 
     /// Read the endpoints again at the next claim (after an enable, a rotation, …).
@@ -287,7 +293,8 @@ impl Dispatcher {
                 signers.push(previous);
             }
         }
-        let send = deliver(&self.http, &target.url, &signers, d.event.id.as_str(), envelope(&d.event));
+        let post = self.clients.post(&target.id, &target.url);
+        let send = deliver(post, &signers, d.event.id.as_str(), envelope(&d.event));
         tokio::pin!(send);
         // A receiver that keeps us waiting past PARK_AFTER gives its slot back to the others; the
         // request goes on within its endpoint's own allowance (ENDPOINT_CONCURRENCY). So hanging

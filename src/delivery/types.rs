@@ -90,8 +90,13 @@ pub struct EventTypes(Vec<String>);
 impl EventTypes {
     /// A comma-separated list, e.g. `Review_Signed,connection.created`; blanks are ignored.
     pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::parse_list(s.split(','))
+    }
+
+    /// One type per item (the API's JSON array); blanks are ignored, duplicates kept once.
+    pub fn parse_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, ParseError> {
         let mut types: Vec<String> = Vec::new();
-        for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        for t in items.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
             if t.len() > 100 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b)) {
                 return Err(ParseError(format!(
                     "`{}` is not an event type (letters, digits and . _ - : only)",

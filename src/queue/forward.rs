@@ -8,10 +8,10 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
-use url::Url;
 
 use crate::{
     http_client::read_excerpt,
+    outbound::{blocked_in, Blocked},
     snapinspect::client::{describe_transport, retry_after},
     store::DeliveryEvent,
     time::rfc3339,
@@ -102,11 +102,20 @@ pub const EXCERPT_BYTES: usize = 1024;
 
 /// POST one message signed with every given key (during a rotation's overlap, two), space-separated
 /// in `webhook-signature` as Standard Webhooks specifies, so the receiver may verify with either.
-pub async fn deliver(http: &reqwest::Client, url: &Url, signers: &[&Signer], id: &str, body: Vec<u8>) -> Sent {
+/// `post` is the request to the endpoint, or the outbound guard's refusal to make it.
+pub async fn deliver(
+    post: Result<reqwest::RequestBuilder, Blocked>,
+    signers: &[&Signer],
+    id: &str,
+    body: Vec<u8>,
+) -> Sent {
+    let post = match post {
+        Ok(p) => p,
+        Err(blocked) => return not_sent(format!("not delivered: {blocked}")),
+    };
     let timestamp = crate::time::now_ms() / 1000;
     let signature = signers.iter().map(|s| s.sign(id, timestamp, &body)).collect::<Vec<_>>().join(" ");
-    let res = http
-        .post(url.clone())
+    let res = post
         .header("content-type", "application/json")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -115,16 +124,12 @@ pub async fn deliver(http: &reqwest::Client, url: &Url, signers: &[&Signer], id:
         .send()
         .await;
     let r = match res {
-        Err(e) => {
-            return Sent {
-                status: None,
-                outcome: Outcome::Failed {
-                    error: format!("delivering: {}", describe_transport(&e)),
-                    retry_after: None,
-                },
-                excerpt: None,
-            }
-        }
+        // A name that resolves to a blocked address fails when connecting: say why, not just
+        // "could not connect".
+        Err(e) => match blocked_in(&e) {
+            Some(blocked) => return not_sent(format!("not delivered: {blocked}")),
+            None => return not_sent(format!("delivering: {}", describe_transport(&e))),
+        },
         Ok(r) => r,
     };
     let status = r.status().as_u16();
@@ -138,6 +143,10 @@ pub async fn deliver(http: &reqwest::Client, url: &Url, signers: &[&Signer], id:
         _ => Outcome::Failed { error: format!("the receiver answered HTTP {status}"), retry_after },
     };
     Sent { status: Some(status), outcome, excerpt }
+}
+
+fn not_sent(error: String) -> Sent {
+    Sent { status: None, outcome: Outcome::Failed { error, retry_after: None }, excerpt: None }
 }
 
 #[cfg(test)]

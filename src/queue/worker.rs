@@ -60,17 +60,17 @@ impl Failure {
 }
 
 impl Worker {
-    /// `http` is the client deliveries go out with (endpoint URLs come from the database).
+    /// `clients`: what deliveries go out with (endpoint URLs from the database through the guard).
     pub fn new(
         tokens: Arc<TokenManager>,
-        http: reqwest::Client,
+        clients: crate::delivery::clients::DeliveryClients,
         config: WorkerConfig,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Self {
         let owner = format!("worker_{}", base32(&random_bytes::<10>()));
         let dispatcher =
-            Dispatcher::spawn(tokens.store().clone(), http, config.delivery.clone(), owner.clone(), metrics.clone());
+            Dispatcher::spawn(tokens.store().clone(), clients, config.delivery.clone(), owner.clone(), metrics.clone());
         Self { tokens, config, owner, wake, metrics, dispatcher }
     }
 

@@ -30,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/connections", web::get().to(list))
             .route("/connections/{id}/token", web::get().to(token))
             .route("/connections/{id}/refresh", web::post().to(refresh))
+            .configure(super::api_endpoints::configure)
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError(AppError::not_found("no such API route: see /api/v1/openapi.json")))
             })),
@@ -96,7 +97,11 @@ impl FromRequest for ApiCaller {
 }
 
 impl ApiCaller {
-    fn actor(&self) -> String {
+    pub(super) fn caller(&self) -> &Caller {
+        &self.0
+    }
+
+    pub(super) fn actor(&self) -> String {
         format!("api:{}", self.0.name)
     }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+mod api_endpoints;
 pub mod assets;
 pub mod connect;
 pub mod health;

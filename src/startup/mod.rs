@@ -111,7 +111,7 @@ impl AppState {
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             snapinspect.clone(),
-            guarded,
+            guarded.clone(),
             settings.token_default_lifetime,
             metrics.clone(),
         ));
@@ -126,7 +126,8 @@ impl AppState {
         );
         let worker = Arc::new(Worker::new(
             tokens.clone(),
-            http.clone(),
+            // Endpoint URLs come from the database: guarded, except the operator's FORWARD_URL.
+            crate::delivery::clients::DeliveryClients::new(http.clone(), guarded),
             WorkerConfig {
                 retry_schedule: settings.retry_schedule.clone(),
                 lease: Duration::from_secs(settings.lease_secs.max(1)),

@@ -68,6 +68,13 @@ pub struct NewEndpoint<'a> {
     pub secret: &'a SecretString,
 }
 
+/// An endpoint's new URL, description and event types (all three are set).
+pub struct EndpointChange<'a> {
+    pub url: &'a EndpointUrl,
+    pub description: &'a str,
+    pub event_types: &'a EventTypes,
+}
+
 impl Store {
     #[tracing::instrument(skip_all, fields(endpoint_id = %new.id))]
     pub async fn create_endpoint(&self, new: &NewEndpoint<'_>, now: i64, actor: &str) -> anyhow::Result<()> {
@@ -88,6 +95,34 @@ impl Store {
         insert_audit(&mut tx, now, actor, "endpoint_add", None, &format!("{id} {}", new.url.as_str())).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Change an endpoint's URL, description and event types (with an audit entry saying what
+    /// changed); false if there is no such endpoint.
+    #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+    pub async fn update_endpoint(
+        &self,
+        id: &EndpointId,
+        change: &EndpointChange<'_>,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let n = sqlx::query("update endpoints set url = $2, description = $3, updated_at = $4 where id = $1")
+            .bind(id.as_str())
+            .bind(change.url.as_str())
+            .bind(change.description)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n == 1 {
+            set_types(&mut tx, id.as_str(), change.event_types).await?;
+            let detail = format!("{id} {} ({})", change.url.as_str(), change.event_types);
+            insert_audit(&mut tx, now, actor, "endpoint_edit", None, &detail).await?;
+        }
+        tx.commit().await?;
+        Ok(n == 1)
     }
 
     /// Define or update the endpoint `FORWARD_URL` / `FORWARD_SECRET` describe (all event types).

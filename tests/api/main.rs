@@ -9,6 +9,7 @@ pub mod crash;
 mod credentials;
 mod delivery;
 mod encryption;
+mod endpoints_ui;
 mod exchange;
 mod hardening;
 mod hardening_outbound;

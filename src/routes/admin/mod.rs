@@ -7,6 +7,8 @@ mod audit;
 mod connections;
 mod credentials;
 mod dashboard;
+mod endpoint_form;
+mod endpoints;
 mod events;
 mod login;
 
@@ -50,6 +52,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(connections::configure)
             .configure(api_keys::configure)
             .configure(events::configure)
+            .configure(endpoints::configure)
             .configure(audit::configure),
     );
 }

@@ -1,0 +1,35 @@
+//! Which client a delivery goes out with: endpoint URLs stored in the database go through the
+//! guarded client (`OUTBOUND_ALLOW_NETWORKS`); only the operator's own `FORWARD_URL` is trusted.
+
+use url::Url;
+
+use super::types::EndpointId;
+use crate::outbound::{Blocked, GuardedClient};
+
+#[derive(Clone)]
+pub struct DeliveryClients {
+    /// For `ep_forward`, whose URL comes from the operator's environment, not from the database.
+    trusted: reqwest::Client,
+    guarded: GuardedClient,
+}
+
+impl DeliveryClients {
+    pub fn new(trusted: reqwest::Client, guarded: GuardedClient) -> Self {
+        Self { trusted, guarded }
+    }
+
+    /// A POST to the endpoint's URL; refused at once when a stored URL names a blocked address
+    /// (a name is checked on what it resolves to, when connecting).
+    pub fn post(&self, endpoint_id: &str, url: &Url) -> Result<reqwest::RequestBuilder, Blocked> {
+        if endpoint_id == EndpointId::FORWARD {
+            Ok(self.trusted.post(url.clone()))
+        } else {
+            self.guarded.post(url.clone())
+        }
+    }
+
+    /// The guard's policy, for checking a URL before it is stored.
+    pub fn policy(&self) -> &crate::outbound::Policy {
+        self.guarded.policy()
+    }
+}

@@ -1,0 +1,235 @@
+//! `/api/v1/endpoints`: list, create (the secret is in the answer once), get, change, delete and
+//! rotate the secret. Endpoints are organisation-wide, so only keys for every connection manage them.
+
+use std::time::Duration;
+
+use actix_web::{http::header, web, HttpResponse};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::api::ApiCaller;
+use crate::{
+    delivery::manage::{self, EndpointInput, ManageError},
+    error::{ApiError, AppError},
+    startup::AppState,
+    store::Endpoint,
+    time::rfc3339,
+};
+
+/// The old secret keeps signing this long when `overlap_secs` is not given (as the CLI does).
+const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+
+/// Mounted inside the `/api/v1` scope.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| {
+        ApiError(AppError::BadRequest { code: "bad_json", title: "Bad JSON", message: e.to_string() }).into()
+    });
+    cfg.service(
+        web::resource("/endpoints").app_data(json.clone()).route(web::get().to(list)).route(web::post().to(create)),
+    )
+    .service(
+        web::resource("/endpoints/{id}")
+            .app_data(json)
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .route("/endpoints/{id}/rotate-secret", web::post().to(rotate));
+}
+
+impl ApiCaller {
+    /// Endpoints receive every connection's events: a key limited to some connections may not see
+    /// or change them, and a read-only key may only read them.
+    fn check_may_manage_endpoints(&self, write: bool) -> Result<(), ApiError> {
+        if self.caller().connections.is_some() {
+            return Err(ApiError(AppError::Forbidden {
+                code: "connection_scoped_key",
+                message:
+                    "endpoints receive every connection's events: use a key that is not limited to some connections"
+                        .into(),
+            }));
+        }
+        if write && self.caller().read_only {
+            return Err(ApiError(AppError::Forbidden {
+                code: "read_only_key",
+                message: "this API key is read-only: it can list endpoints but not change them".into(),
+            }));
+        }
+        Ok(())
+    }
+}
+
+fn api_error(e: ManageError) -> ApiError {
+    match e {
+        ManageError::Invalid { field, message } => {
+            let code = match field {
+                "url" => "invalid_url",
+                "events" => "invalid_events",
+                "description" => "invalid_description",
+                "overlap" => "invalid_overlap",
+                _ => "bad_request",
+            };
+            ApiError(AppError::BadRequest { code, title: "Invalid endpoint", message })
+        }
+        other => ApiError(other.into()),
+    }
+}
+
+fn iso(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |ms| json!(rfc3339(ms)))
+}
+
+fn endpoint_json(e: &Endpoint) -> Value {
+    json!({
+        "id": e.id.as_str(),
+        "url": e.url,
+        "description": e.description,
+        "events": e.event_types.as_slice(),
+        "enabled": e.enabled,
+        "failing": manage::failing(e),
+        "disabled_reason": e.disabled_reason,
+        "disabled_at": iso(e.disabled_at),
+        "last_success_at": iso(e.last_success_at),
+        "last_failure_at": iso(e.last_failure_at),
+        "last_status": e.last_status,
+        "previous_secret_until": iso(e.previous_until.filter(|u| *u > crate::time::now_ms())),
+        "created_at": iso(Some(e.created_at)),
+        "updated_at": iso(Some(e.updated_at)),
+    })
+}
+
+fn ok(body: Value) -> HttpResponse {
+    HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body)
+}
+
+/// The dispatcher reads the endpoints again, and the worker looks for due deliveries now.
+async fn changed(state: &AppState) {
+    state.worker.dispatcher().forget_targets().await;
+    state.worker.wake();
+}
+
+#[tracing::instrument(skip_all)]
+async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.check_may_manage_endpoints(false)?;
+    let all: Vec<Value> = state.store.endpoints().await?.iter().map(endpoint_json).collect();
+    Ok(ok(json!({ "endpoints": all })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewEndpointBody {
+    url: String,
+    #[serde(default)]
+    events: Vec<String>,
+    #[serde(default)]
+    description: String,
+}
+
+#[tracing::instrument(skip_all)]
+async fn create(
+    caller: ApiCaller,
+    body: web::Json<NewEndpointBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_may_manage_endpoints(true)?;
+    let b = body.into_inner();
+    let input = EndpointInput { url: b.url, events: b.events, description: b.description };
+    let policy = state.worker.dispatcher().clients().policy();
+    let (id, secret) = manage::add(&state.store, policy, &input, &caller.actor()).await.map_err(api_error)?;
+    changed(&state).await;
+    let e = manage::load(&state.store, id.as_str()).await.map_err(api_error)?;
+    let mut body = endpoint_json(&e);
+    body["secret"] = json!(secret.expose_secret());
+    Ok(HttpResponse::Created()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::LOCATION, format!("/api/v1/endpoints/{id}")))
+        .json(body))
+}
+
+#[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+async fn get(caller: ApiCaller, id: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    caller.check_may_manage_endpoints(false)?;
+    let e = manage::load(&state.store, &id).await.map_err(api_error)?;
+    Ok(ok(endpoint_json(&e)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    url: Option<String>,
+    description: Option<String>,
+    events: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+#[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+async fn update(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    body: web::Json<ChangeBody>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_may_manage_endpoints(true)?;
+    let b = body.into_inner();
+    let mut e = manage::load(&state.store, &id).await.map_err(api_error)?;
+    if b.url.is_some() || b.description.is_some() || b.events.is_some() {
+        // What is not given stays as it is.
+        let input = EndpointInput {
+            url: b.url.unwrap_or(e.url),
+            events: b.events.unwrap_or_else(|| e.event_types.as_slice().to_vec()),
+            description: b.description.unwrap_or(e.description),
+        };
+        let policy = state.worker.dispatcher().clients().policy();
+        e = manage::edit(&state.store, policy, e.id.as_str(), &input, &caller.actor()).await.map_err(api_error)?;
+    }
+    if let Some(enabled) = b.enabled.filter(|on| *on != e.enabled) {
+        e = manage::set_enabled(&state.store, e.id.as_str(), enabled, &caller.actor()).await.map_err(api_error)?;
+    }
+    changed(&state).await;
+    Ok(ok(endpoint_json(&e)))
+}
+
+#[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+async fn delete(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_may_manage_endpoints(true)?;
+    manage::remove(&state.store, &id, &caller.actor()).await.map_err(api_error)?;
+    changed(&state).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    overlap_secs: Option<u64>,
+}
+
+#[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+async fn rotate(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    caller.check_may_manage_endpoints(true)?;
+    // The body is optional: none (or `{}`) keeps the old secret signing for a day.
+    let b: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(AppError::BadRequest { code: "bad_json", title: "Bad JSON", message: e.to_string() })
+        })?
+    };
+    let overlap = b.overlap_secs.map_or(DEFAULT_OVERLAP, Duration::from_secs);
+    let (secret, until) = manage::rotate(&state.store, &id, overlap, &caller.actor()).await.map_err(api_error)?;
+    changed(&state).await;
+    let e = manage::load(&state.store, &id).await.map_err(api_error)?;
+    let mut body = endpoint_json(&e);
+    body["secret"] = json!(secret.expose_secret());
+    body["previous_secret_until"] = if overlap.is_zero() { Value::Null } else { json!(rfc3339(until)) };
+    Ok(ok(body))
+}
