@@ -222,6 +222,63 @@ pub fn connect_url(public_url: &Url, token: &SessionToken) -> String {
     format!("{}/connect/s/{}", public_url.as_str().trim_end_matches('/'), token.as_str())
 }
 
+/// A connect link just issued.
+pub struct Issued {
+    pub id: String,
+    pub connect_url: String,
+    pub expires_at: i64,
+}
+
+/// Issue a connect link for `end_user` (or, with `reconnect`, one that repairs that connection).
+pub async fn issue(
+    store: &crate::store::Store,
+    public_url: &Url,
+    end_user: &EndUser,
+    return_url: Option<&ReturnUrl>,
+    reconnect: Option<&crate::domain::ConnectionId>,
+    created_by: &str,
+) -> anyhow::Result<Issued> {
+    let token = SessionToken::generate();
+    let id = new_session_id();
+    let now = crate::time::now_ms();
+    let expires_at = now + SESSION_TTL_MS;
+    store
+        .insert_connect_session(&crate::store::NewConnectSession {
+            id: &id,
+            token_hash: &SessionToken::hash_of(token.as_str()),
+            end_user,
+            return_url: return_url.map(ReturnUrl::as_str),
+            connection_id: reconnect,
+            created_by,
+            now,
+            expires_at,
+        })
+        .await?;
+    tracing::info!(session_id = %id, reconnect = ?reconnect.map(|c| c.as_str()), created_by, "connect link issued");
+    Ok(Issued { id, connect_url: connect_url(public_url, &token), expires_at })
+}
+
+/// The end user a reconnect link records: the connection's own (kept as it is on completion).
+pub fn end_user_of(c: &crate::store::Connection) -> EndUser {
+    EndUser {
+        id: c.end_user_id.clone().unwrap_or_default(),
+        email: c.end_user_email.clone(),
+        display_name: c.end_user_display_name.clone(),
+        tags: c.tags.clone(),
+    }
+}
+
+/// Why a connection cannot have a reconnect link.
+pub fn reconnect_refusal(c: &crate::store::Connection) -> Option<&'static str> {
+    if c.provider != crate::domain::Provider::SnapInspect {
+        return Some("only SnapInspect connections are reconnected by their users; update a client-credentials connection's secret instead");
+    }
+    if c.company_id.is_none() {
+        return Some("this connection has no SnapInspect company yet: assign one first, so a reconnect can be checked against it");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -149,6 +149,8 @@ struct DetailPage {
     credentials: Option<CredentialsView>,
     unidentified: bool,
     exchangeable: bool,
+    /// Needs reconnecting: the page offers a reconnect link.
+    reconnectable: bool,
     disconnected: bool,
     token_state: String,
     failures: i64,
@@ -208,6 +210,7 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         exchangeable: c.provider == Provider::SnapInspect
             && c.has_tokens
             && !matches!(c.status, ConnectionStatus::Disconnected | ConnectionStatus::NeedsReconnect),
+        reconnectable: c.status == ConnectionStatus::NeedsReconnect && crate::connect_sessions::reconnect_refusal(&c).is_none(),
         disconnected: c.status == ConnectionStatus::Disconnected,
         token_state,
         failures: c.failure_count,
