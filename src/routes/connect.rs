@@ -199,7 +199,7 @@ async fn handle_callback(
     let client = state.snapinspect.as_ref().ok_or(Problem::NotConfigured)?;
     let parsed = parse_callback(req.query_string()).map_err(|e| {
         tracing::info!(error = %e, "callback refused: malformed");
-        Problem::BadCallback
+        Problem::BadCallback(super::connect_result::bad_callback_code(&e))
     })?;
     let browser_hash = browser_hash(req, state);
     let now = now_ms();
@@ -276,7 +276,7 @@ impl Problem {
         Some(match self {
             Problem::Denied(code) if *code == "access_denied" => return None,
             Problem::Denied(_) => FailReason::ProviderError,
-            Problem::BadCallback | Problem::UnverifiedDenial | Problem::State(_) => FailReason::BadCallback,
+            Problem::BadCallback(_) | Problem::UnverifiedDenial | Problem::State(_) => FailReason::BadCallback,
             Problem::UserUnavailable => FailReason::UserUnavailable,
             Problem::TokenRefused => FailReason::TokenRefused,
             Problem::CompanyMismatch => FailReason::CompanyMismatch,

@@ -8,6 +8,7 @@ use super::connect::{cookie_error, flow_cookie};
 use crate::{
     domain::{ConnectionId, ConnectionStatus},
     error::AppError,
+    snapinspect::connect::CallbackError,
     startup::AppState,
     store::StateRejection,
 };
@@ -29,7 +30,8 @@ pub enum Problem {
     Denied(&'static str),
     /// A denial whose `state` we cannot vouch for: nothing it carried is shown.
     UnverifiedDenial,
-    BadCallback,
+    /// The callback's query was malformed; the code is one of [`bad_callback_code`]'s.
+    BadCallback(&'static str),
     State(StateRejection),
     UserUnavailable,
     TokenRefused,
@@ -51,12 +53,25 @@ pub fn denial_code(error: &str) -> &'static str {
     }
 }
 
+/// A stable code for what was wrong with the callback's query.
+pub fn bad_callback_code(e: &CallbackError) -> &'static str {
+    match e {
+        CallbackError::MissingState => "missing_state",
+        CallbackError::MissingAccessToken => "missing_access_token",
+        CallbackError::MissingRefreshToken => "missing_refresh_token",
+        CallbackError::MissingTokenType => "missing_token_type",
+        CallbackError::WrongTokenType(_) => "wrong_token_type",
+        CallbackError::Repeated(_) => "repeated",
+        CallbackError::TooLong => "too_long",
+    }
+}
+
 impl Problem {
     fn code(&self) -> String {
         match self {
             Problem::Denied(c) => format!("denied:{c}"),
             Problem::UnverifiedDenial => "unverified_denial".into(),
-            Problem::BadCallback => "bad_callback".into(),
+            Problem::BadCallback(c) => format!("bad_callback:{c}"),
             Problem::State(StateRejection::Unknown) => "state_unknown".into(),
             Problem::State(StateRejection::Expired) => "state_expired".into(),
             Problem::State(StateRejection::AlreadyUsed) => "state_used".into(),
@@ -86,10 +101,31 @@ fn page_for(code: &str) -> (StatusCode, &'static str) {
             "SnapInspect refused to start the connection because of a setup problem on our side, so nothing was connected. Please let the people who sent you here know.",
         ),
         "denied:other" | "unverified_denial" => (StatusCode::OK, START_AGAIN),
-        "bad_callback" => (
+        "bad_callback:missing_state" => (
             StatusCode::BAD_REQUEST,
-            "The link back from SnapInspect was incomplete or malformed, so nothing was connected. Please start again.",
+            "The link back from SnapInspect is incomplete: it has no state. Please start again.",
         ),
+        "bad_callback:missing_access_token" => {
+            (StatusCode::BAD_REQUEST, "SnapInspect sent no access token, so nothing was connected. Please start again.")
+        }
+        "bad_callback:missing_refresh_token" => {
+            (StatusCode::BAD_REQUEST, "SnapInspect sent no refresh token, so nothing was connected. Please start again.")
+        }
+        "bad_callback:missing_token_type" => (
+            StatusCode::BAD_REQUEST,
+            "SnapInspect sent no token type; only Bearer tokens are accepted. Please start again.",
+        ),
+        "bad_callback:wrong_token_type" => (
+            StatusCode::BAD_REQUEST,
+            "SnapInspect sent a token of another type; only Bearer tokens are accepted. Please start again.",
+        ),
+        "bad_callback:repeated" => (
+            StatusCode::BAD_REQUEST,
+            "The link back from SnapInspect repeats a parameter, so it is ambiguous. Please start again.",
+        ),
+        "bad_callback:too_long" => {
+            (StatusCode::BAD_REQUEST, "The link back from SnapInspect is too long to be genuine. Please start again.")
+        }
         "state_unknown" => (
             StatusCode::BAD_REQUEST,
             "This link back from SnapInspect does not belong to a connection we started. Please start again.",
@@ -224,6 +260,8 @@ mod tests {
         assert!(page_for("state_other_browser").1.contains("different browser"));
         assert_eq!(page_for("company_mismatch").0, StatusCode::CONFLICT);
         assert_eq!(page_for("user_unavailable").0, StatusCode::BAD_GATEWAY);
+        assert!(page_for("bad_callback:missing_state").1.contains("no state"));
+        assert_eq!(bad_callback_code(&CallbackError::TooLong), "too_long");
         assert_eq!(page_for("garbage").0, StatusCode::INTERNAL_SERVER_ERROR);
         assert_eq!(denial_code("access_denied"), "access_denied");
         assert_eq!(denial_code("invalid_scope"), "setup");
