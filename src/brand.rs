@@ -161,6 +161,35 @@ mod tests {
     }
 
     #[test]
+    fn names_are_short_and_printable() {
+        assert!(BrandSettings::parse_name(&"a".repeat(80)).is_ok());
+        assert!(BrandSettings::parse_name(&"a".repeat(81)).is_err());
+        assert!(BrandSettings::parse_name("Acme\nInc").is_err());
+        assert_eq!(Brand::default().who(), "Your organisation");
+        assert_eq!(Brand { name: Some("Acme".into()), ..Default::default() }.who(), "Acme");
+    }
+
+    #[test]
+    fn a_logo_file_is_read_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logo.png");
+        let mut edge = PNG_MAGIC.to_vec();
+        edge.resize(MAX_LOGO_BYTES, 0);
+        std::fs::write(&path, &edge).unwrap();
+        assert_eq!(Logo::read(&path).unwrap().bytes.len(), MAX_LOGO_BYTES);
+        edge.push(0);
+        std::fs::write(&path, &edge).unwrap();
+        assert!(Logo::read(&path).unwrap_err().contains("256 KiB"));
+    }
+
+    #[test]
+    fn attributes_that_merely_contain_on_are_not_event_handlers() {
+        let svg = r#"<svg version="1.1"><metadata contributor="x"/><text font-weight="bold" content="on">icon</text></svg>"#;
+        assert!(Logo::check(svg.into()).is_ok());
+        assert!(Logo::check(b"<svg><g\tonclick = 'x'/></svg>".to_vec()).is_err());
+    }
+
+    #[test]
     fn support_urls_are_http() {
         assert!(BrandSettings::parse_support_url("https://help.example.com/x").is_ok());
         assert!(BrandSettings::parse_support_url("javascript:alert(1)").is_err());

@@ -249,6 +249,13 @@ async fn a_denial_or_a_failure_goes_back_to_the_app_with_its_status() {
     assert_eq!(res.status(), 303);
     assert_eq!(location(&res), format!("{RETURN_URL}&status=denied"));
 
+    // An error other than a denial, with a state this browser was issued.
+    let s = session(&app, &key, json!({"end_user_id": "u1", "return_url": RETURN_URL})).await;
+    let authorize = open_link(&app, s["connect_url"].as_str().unwrap()).await;
+    let state = authorize.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+    let res = app.get(&format!("/connect/snapinspect/callback?error=server_error&state={state}")).await;
+    assert_eq!(location(&res), format!("{RETURN_URL}&status=failed&reason=provider_error"));
+
     app.fake.set_user_shape(connect_hub::fake::snapinspect::UserShape::Fail(503));
     let s = session(&app, &key, json!({"end_user_id": "u1", "return_url": RETURN_URL})).await;
     let res = complete(&app, s["connect_url"].as_str().unwrap(), 6847, true).await;
@@ -352,7 +359,29 @@ async fn reconnect_links_are_only_for_snapinspect_connections_within_the_keys_sc
     let res =
         post_json(&app, "/api/v1/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/reconnect-session", &key, &json!({})).await;
     assert_eq!(res.status(), 404);
+    // An unidentified connection has no company to check a reconnect against.
+    app.connect(None).await;
+    let unidentified = app.state.store.connections().await.unwrap().into_iter().find(|c| c.company_id.is_none()).unwrap();
+    let path = format!("/api/v1/connections/{}/reconnect-session", unidentified.id.as_str());
+    assert_eq!(post_json(&app, &path, &key, &json!({})).await.status(), 409);
     assert_eq!(count(&app, "select count(*) from connect_sessions").await, 0);
+
+    // A key limited to some connections may repair its own, but start no new ones.
+    let mine = app.connect_company(6847).await;
+    let other = app.connect_company(7012).await;
+    let scope = connect_hub::api_keys::KeyScope { connections: Some(vec![mine.clone()]), read_only: false };
+    let (_, scoped) = app.state.api_keys.create_scoped("scoped", &scope, "test").await.unwrap();
+    let scoped = scoped.expose_secret();
+    let res = post_json(&app, "/api/v1/connect-sessions", scoped, &json!({"end_user_id": "u1"})).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "scoped_key");
+    let path = |id: &connect_hub::domain::ConnectionId| format!("/api/v1/connections/{}/reconnect-session", id.as_str());
+    assert_eq!(post_json(&app, &path(&other), scoped, &json!({})).await.status(), 404);
+    assert_eq!(post_json(&app, &path(&mine), scoped, &json!({})).await.status(), 201);
+    let reader_scope = connect_hub::api_keys::KeyScope { connections: None, read_only: true };
+    let (_, reader) = app.state.api_keys.create_scoped("reader", &reader_scope, "test").await.unwrap();
+    assert_eq!(post_json(&app, &path(&mine), reader.expose_secret(), &json!({})).await.status(), 403);
+    assert_eq!(count(&app, "select count(*) from connect_sessions").await, 1);
 }
 
 #[tokio::test]
