@@ -12,9 +12,9 @@ create table connect_sessions (
     return_url     text,                          -- checked against CONNECT_RETURN_ORIGINS at creation
     connection_id  text references connections (id) on delete cascade,
     created_by     text not null,                 -- api:<key name>, cli, admin:<email>
-    created_at     integer not null,
-    expires_at     integer not null,
-    opened_at      integer                        -- set once, atomically: a link works once
+    created_at     bigint  not null,
+    expires_at     bigint  not null,
+    opened_at      bigint                         -- set once, atomically: a link works once
 );
 
 create index connect_sessions_expires on connect_sessions (expires_at);
