@@ -132,7 +132,8 @@ fn svg_root(text: &str) -> bool {
                 None => return false,
             }
         } else {
-            return rest.starts_with("<svg") && rest[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/');
+            return rest.starts_with("<svg")
+                && rest[4..].starts_with(|c: char| c.is_whitespace() || c == '>' || c == '/');
         }
     }
 }
@@ -143,8 +144,7 @@ fn has_event_handler(lower: &str) -> bool {
     lower.match_indices("on").any(|(i, _)| {
         let before_ok = i > 0 && (bytes[i - 1].is_ascii_whitespace() || bytes[i - 1] == b'/');
         let name_end = lower[i + 2..].find(|c: char| !c.is_ascii_alphabetic()).map(|n| i + 2 + n);
-        before_ok
-            && name_end.is_some_and(|e| e > i + 2 && lower[e..].trim_start().starts_with('='))
+        before_ok && name_end.is_some_and(|e| e > i + 2 && lower[e..].trim_start().starts_with('='))
     })
 }
 
@@ -184,7 +184,8 @@ mod tests {
 
     #[test]
     fn attributes_that_merely_contain_on_are_not_event_handlers() {
-        let svg = r#"<svg version="1.1"><metadata contributor="x"/><text font-weight="bold" content="on">icon</text></svg>"#;
+        let svg =
+            r#"<svg version="1.1"><metadata contributor="x"/><text font-weight="bold" content="on">icon</text></svg>"#;
         assert!(Logo::check(svg.into()).is_ok());
         assert!(Logo::check(b"<svg><g\tonclick = 'x'/></svg>".to_vec()).is_err());
     }
@@ -201,7 +202,8 @@ mod tests {
         let mut png = PNG_MAGIC.to_vec();
         png.extend_from_slice(&[0; 10]);
         assert_eq!(Logo::check(png).unwrap().content_type, "image/png");
-        let svg = r#"<?xml version="1.0"?><!-- logo --><svg xmlns="http://www.w3.org/2000/svg"><rect width="1"/></svg>"#;
+        let svg =
+            r#"<?xml version="1.0"?><!-- logo --><svg xmlns="http://www.w3.org/2000/svg"><rect width="1"/></svg>"#;
         assert_eq!(Logo::check(svg.into()).unwrap().content_type, "image/svg+xml");
         assert!(Logo::check(b"<svg><ellipse onmouseover='x'/></svg>".to_vec()).is_err());
     }

@@ -187,7 +187,10 @@ impl SessionRequest {
         for (k, v) in &tags {
             text("a tag name", k, MAX_TAG_KEY)?;
             if v.chars().count() > MAX_TAG_VALUE || v.chars().any(char::is_control) {
-                return Err(format!("the tag `{}` has a value longer than {MAX_TAG_VALUE} characters or with control characters", k.chars().take(MAX_TAG_KEY).collect::<String>()));
+                return Err(format!(
+                    "the tag `{}` has a value longer than {MAX_TAG_VALUE} characters or with control characters",
+                    k.chars().take(MAX_TAG_KEY).collect::<String>()
+                ));
             }
         }
         let return_url = self.return_url.map(|r| ReturnUrl::parse(&r, allowed)).transpose()?;
@@ -314,7 +317,10 @@ mod tests {
         assert!(ReturnOrigin::parse("ftp://app.example.com").is_err());
         assert!(ReturnOrigin::parse("app.example.com").is_err());
         assert_eq!(ReturnOrigin::parse_list(" , ").unwrap(), vec![]);
-        assert_eq!(ReturnOrigin::parse("https://A.example.com:443").unwrap(), ReturnOrigin::parse("https://a.example.com").unwrap());
+        assert_eq!(
+            ReturnOrigin::parse("https://A.example.com:443").unwrap(),
+            ReturnOrigin::parse("https://a.example.com").unwrap()
+        );
     }
 
     #[test]
@@ -324,7 +330,10 @@ mod tests {
             r.with_outcome(Some("con_x"), &SessionOutcome::Connected),
             "https://app.example.com/back?tenant=7&connection_id=con_x&status=connected"
         );
-        assert_eq!(r.with_outcome(None, &SessionOutcome::Denied), "https://app.example.com/back?tenant=7&status=denied");
+        assert_eq!(
+            r.with_outcome(None, &SessionOutcome::Denied),
+            "https://app.example.com/back?tenant=7&status=denied"
+        );
         assert_eq!(
             r.with_outcome(None, &SessionOutcome::Failed(FailReason::CompanyMismatch)),
             "https://app.example.com/back?tenant=7&status=failed&reason=company_mismatch"

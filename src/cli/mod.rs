@@ -259,17 +259,15 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 
 async fn connect_link(end_user: String, return_url: Option<String>) -> anyhow::Result<()> {
     let settings = cli_settings()?;
-    let request = crate::connect_sessions::SessionRequest {
-        end_user_id: Some(end_user),
-        return_url,
-        ..Default::default()
-    };
-    let (end_user, return_url) = request
-        .check(&settings.connect_return_origins)
-        .map_err(|e| anyhow::anyhow!("{}", e.replace("end_user_id", "--end-user").replace("return_url", "--return-url")))?;
+    let request =
+        crate::connect_sessions::SessionRequest { end_user_id: Some(end_user), return_url, ..Default::default() };
+    let (end_user, return_url) = request.check(&settings.connect_return_origins).map_err(|e| {
+        anyhow::anyhow!("{}", e.replace("end_user_id", "--end-user").replace("return_url", "--return-url"))
+    })?;
     let store = open_store(&settings).await?;
     let issued =
-        crate::connect_sessions::issue(&store, &settings.public_url, &end_user, return_url.as_ref(), None, "cli").await?;
+        crate::connect_sessions::issue(&store, &settings.public_url, &end_user, return_url.as_ref(), None, "cli")
+            .await?;
     println!("{}", issued.connect_url);
     eprintln!("single use, valid until {}", crate::time::format_utc(issued.expires_at));
     Ok(())

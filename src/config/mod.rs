@@ -355,9 +355,15 @@ impl Settings {
             .map_err(|p| bad("CONNECT_RETURN_ORIGINS", p))?,
             connect_public_start: parse_bool("CONNECT_PUBLIC_START", get("CONNECT_PUBLIC_START"), true)?,
             brand: crate::brand::BrandSettings {
-                name: get("BRAND_NAME").map(crate::brand::BrandSettings::parse_name).transpose().map_err(|p| bad("BRAND_NAME", p))?,
+                name: get("BRAND_NAME")
+                    .map(crate::brand::BrandSettings::parse_name)
+                    .transpose()
+                    .map_err(|p| bad("BRAND_NAME", p))?,
                 logo: get("BRAND_LOGO").map(PathBuf::from),
-                color: get("BRAND_COLOR").map(crate::brand::BrandSettings::parse_color).transpose().map_err(|p| bad("BRAND_COLOR", p))?,
+                color: get("BRAND_COLOR")
+                    .map(crate::brand::BrandSettings::parse_color)
+                    .transpose()
+                    .map_err(|p| bad("BRAND_COLOR", p))?,
                 support_url: get("BRAND_SUPPORT_URL")
                     .map(crate::brand::BrandSettings::parse_support_url)
                     .transpose()

@@ -114,7 +114,11 @@ async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
 
 /// Issue a `state` bound to this browser (and to a connect session, if one started this) and
 /// send the browser to SnapInspect's authorize page.
-pub(super) async fn begin(req: &HttpRequest, state: &AppState, session_id: Option<&str>) -> Result<HttpResponse, AppError> {
+pub(super) async fn begin(
+    req: &HttpRequest,
+    state: &AppState,
+    session_id: Option<&str>,
+) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
     if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(req)) {
         state.metrics.rate_limited.inc("connect");
@@ -251,7 +255,8 @@ async fn handle_callback(
         }
     };
     let end_user = session.as_ref().filter(|s| s.connection_id.is_none()).map(|s| s.end_user.clone());
-    let link = NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh, end_user };
+    let link =
+        NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh, end_user };
     let saved = match session.as_ref().and_then(|s| s.connection_id.as_ref()) {
         Some(target) => match state.store.reconnect_snapinspect_link(target, &link, now_ms()).await? {
             Ok(saved) => saved,

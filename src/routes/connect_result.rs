@@ -46,9 +46,11 @@ pub fn denial_code(error: &str) -> &'static str {
     match error {
         "access_denied" => "access_denied",
         "server_error" | "temporarily_unavailable" => "temporarily_unavailable",
-        "invalid_request" | "unauthorized_client" | "unsupported_response_type" | "invalid_scope" | "invalid_client" => {
-            "setup"
-        }
+        "invalid_request"
+        | "unauthorized_client"
+        | "unsupported_response_type"
+        | "invalid_scope"
+        | "invalid_client" => "setup",
         _ => "other",
     }
 }
@@ -213,7 +215,12 @@ async fn result(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
 }
 
 /// A page about a connect link itself (unknown, used, expired, or public start off).
-pub fn link_problem_page(state: &AppState, status: StatusCode, title: &str, reason: &str) -> Result<HttpResponse, AppError> {
+pub fn link_problem_page(
+    state: &AppState,
+    status: StatusCode,
+    title: &str,
+    reason: &str,
+) -> Result<HttpResponse, AppError> {
     let page = NotConnectedPage { title, reason, try_again: false, brand: &state.brand };
     Ok(HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")

@@ -21,7 +21,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 #[tracing::instrument(skip_all)]
-async fn open(req: HttpRequest, token: web::Path<String>, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+async fn open(
+    req: HttpRequest,
+    token: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
     if state.snapinspect.is_none() {
         return Err(super::connect::not_configured());
     }

@@ -378,10 +378,7 @@ async fn a_person_connects_from_the_organisations_app_and_lands_back_in_it() {
     let back = b.current_url().await;
     assert!(back.starts_with(&format!("{org}/back?")) && !back.contains("token"), "{back}");
     b.screenshot("back-in-the-app-1280").await;
-    assert_eq!(
-        app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(),
-        Some("tenant-42")
-    );
+    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-42"));
 
     // The hub's own end-user pages, branded, at both widths: the used link and the start page.
     for (width, height) in [(1280, 900), (375, 812)] {

@@ -72,10 +72,8 @@ async fn a_connect_session_links_the_end_user_and_sends_the_browser_back_to_the_
     assert!(s["expires_at"].as_str().unwrap().ends_with('Z'), "RFC 3339: {s}");
     let life = count(&app, "select expires_at - created_at from connect_sessions").await;
     assert_eq!(life, 30 * 60 * 1000, "valid 30 minutes");
-    let stored: Vec<u8> = sqlx::query_scalar("select token_hash from connect_sessions")
-        .fetch_one(app.state.store.pool())
-        .await
-        .unwrap();
+    let stored: Vec<u8> =
+        sqlx::query_scalar("select token_hash from connect_sessions").fetch_one(app.state.store.pool()).await.unwrap();
     assert_eq!(stored, connect_hub::domain::sha256(token.as_bytes()), "only the token's hash is stored");
 
     let res = complete(&app, connect_url, 6847, true).await;
@@ -165,7 +163,10 @@ async fn a_connect_session_needs_a_writing_key_and_a_valid_body() {
         assert_eq!(res.json::<Value>().await.unwrap()["error"], "bad_body");
     }
     assert_eq!(count(&app, "select count(*) from connect_sessions").await, 0);
-    assert_eq!(post_json(&app, "/api/v1/connect-sessions", &key, &json!({"end_user_id": "x".repeat(200)})).await.status(), 201);
+    assert_eq!(
+        post_json(&app, "/api/v1/connect-sessions", &key, &json!({"end_user_id": "x".repeat(200)})).await.status(),
+        201
+    );
 }
 
 #[tokio::test]
@@ -179,10 +180,8 @@ async fn a_connect_link_works_once() {
     assert_eq!(again.status(), 410);
     assert!(again.text().await.unwrap().contains("already been used"));
     assert_eq!(count(&app, "select count(*) from oauth_states").await, 1, "the second open issued nothing");
-    let session_id: Option<String> = sqlx::query_scalar("select session_id from oauth_states")
-        .fetch_one(app.state.store.pool())
-        .await
-        .unwrap();
+    let session_id: Option<String> =
+        sqlx::query_scalar("select session_id from oauth_states").fetch_one(app.state.store.pool()).await.unwrap();
     assert_eq!(session_id.as_deref(), s["id"].as_str(), "the state references the session");
 }
 
@@ -289,7 +288,8 @@ async fn a_reconnect_link_repairs_the_same_connection_in_place() {
     let s: Value = res.json().await.unwrap();
     let authorize = open_link(&app, s["connect_url"].as_str().unwrap()).await;
     let back = app.decide_at_fake(&authorize, Some(6847), true).await;
-    let new_access = url::Url::parse(&back).unwrap().query_pairs().find(|(k, _)| k == "access_token").unwrap().1.into_owned();
+    let new_access =
+        url::Url::parse(&back).unwrap().query_pairs().find(|(k, _)| k == "access_token").unwrap().1.into_owned();
     let res = app.client.get(&back).send().await.unwrap();
     assert_eq!(location(&res), format!("{RETURN_URL}&connection_id={}&status=connected", id.as_str()));
 
@@ -354,14 +354,16 @@ async fn reconnect_links_are_only_for_snapinspect_connections_within_the_keys_sc
             "secret",
         )
         .await;
-    let res = post_json(&app, &format!("/api/v1/connections/{}/reconnect-session", cc.as_str()), &key, &json!({})).await;
+    let res =
+        post_json(&app, &format!("/api/v1/connections/{}/reconnect-session", cc.as_str()), &key, &json!({})).await;
     assert_eq!(res.status(), 409);
     let res =
         post_json(&app, "/api/v1/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa/reconnect-session", &key, &json!({})).await;
     assert_eq!(res.status(), 404);
     // An unidentified connection has no company to check a reconnect against.
     app.connect(None).await;
-    let unidentified = app.state.store.connections().await.unwrap().into_iter().find(|c| c.company_id.is_none()).unwrap();
+    let unidentified =
+        app.state.store.connections().await.unwrap().into_iter().find(|c| c.company_id.is_none()).unwrap();
     let path = format!("/api/v1/connections/{}/reconnect-session", unidentified.id.as_str());
     assert_eq!(post_json(&app, &path, &key, &json!({})).await.status(), 409);
     assert_eq!(count(&app, "select count(*) from connect_sessions").await, 0);
@@ -375,7 +377,8 @@ async fn reconnect_links_are_only_for_snapinspect_connections_within_the_keys_sc
     let res = post_json(&app, "/api/v1/connect-sessions", scoped, &json!({"end_user_id": "u1"})).await;
     assert_eq!(res.status(), 403);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "scoped_key");
-    let path = |id: &connect_hub::domain::ConnectionId| format!("/api/v1/connections/{}/reconnect-session", id.as_str());
+    let path =
+        |id: &connect_hub::domain::ConnectionId| format!("/api/v1/connections/{}/reconnect-session", id.as_str());
     assert_eq!(post_json(&app, &path(&other), scoped, &json!({})).await.status(), 404);
     assert_eq!(post_json(&app, &path(&mine), scoped, &json!({})).await.status(), 201);
     let reader_scope = connect_hub::api_keys::KeyScope { connections: None, read_only: true };
@@ -558,7 +561,8 @@ async fn support_staff_can_print_a_connect_link_from_the_shell() {
     assert_eq!(location(&res), format!("{RETURN_URL}&connection_id={}&status=connected", id.as_str()));
     assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-9"));
 
-    let bad = crate::cli::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", "https://evil.example/"]);
+    let bad =
+        crate::cli::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", "https://evil.example/"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--return-url"));
 }

@@ -210,7 +210,8 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         exchangeable: c.provider == Provider::SnapInspect
             && c.has_tokens
             && !matches!(c.status, ConnectionStatus::Disconnected | ConnectionStatus::NeedsReconnect),
-        reconnectable: c.status == ConnectionStatus::NeedsReconnect && crate::connect_sessions::reconnect_refusal(&c).is_none(),
+        reconnectable: c.status == ConnectionStatus::NeedsReconnect
+            && crate::connect_sessions::reconnect_refusal(&c).is_none(),
         disconnected: c.status == ConnectionStatus::Disconnected,
         token_state,
         failures: c.failure_count,

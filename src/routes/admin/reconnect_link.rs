@@ -4,7 +4,10 @@
 use actix_web::{web, HttpResponse};
 use askama::Template;
 
-use super::{connections::{load, parse_id}, render, when, AdminUser, CsrfForm, Nav};
+use super::{
+    connections::{load, parse_id},
+    render, when, AdminUser, CsrfForm, Nav,
+};
 use crate::{
     connect_sessions::{end_user_of, issue, reconnect_refusal},
     error::AppError,
@@ -38,7 +41,8 @@ async fn create(
     if let Some(why) = reconnect_refusal(&c) {
         return Err(AppError::conflict("cannot_reconnect", why));
     }
-    let issued = issue(&state.store, &state.settings.public_url, &end_user_of(&c), None, Some(&id), &admin.actor()).await?;
+    let issued =
+        issue(&state.store, &state.settings.public_url, &end_user_of(&c), None, Some(&id), &admin.actor()).await?;
     let mut res = render(LinkPage {
         nav: admin.nav("connections"),
         id: id.as_str().to_owned(),
@@ -47,6 +51,7 @@ async fn create(
         expires: when(Some(issued.expires_at)),
     })?;
     // The link is a credential for 30 minutes: never cached.
-    res.headers_mut().insert(actix_web::http::header::CACHE_CONTROL, actix_web::http::header::HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(actix_web::http::header::CACHE_CONTROL, actix_web::http::header::HeaderValue::from_static("no-store"));
     Ok(res)
 }
