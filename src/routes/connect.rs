@@ -109,7 +109,17 @@ async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
             "Open your organisation's app, go to its settings and choose to connect SnapInspect there. It will send you a personal link.",
         );
     }
+    check_connect_limit(&req, &state)?;
     begin(&req, &state, None).await
+}
+
+/// The per-address limit on starting a connect (checked before a connect link is used up).
+pub(super) fn check_connect_limit(req: &HttpRequest, state: &AppState) -> Result<(), AppError> {
+    if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(req)) {
+        state.metrics.rate_limited.inc("connect");
+        return Err(crate::routes::too_many("rate_limited", "Too many connection attempts from your address", wait));
+    }
+    Ok(())
 }
 
 /// Issue a `state` bound to this browser (and to a connect session, if one started this) and
@@ -120,10 +130,6 @@ pub(super) async fn begin(
     session_id: Option<&str>,
 ) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
-    if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(req)) {
-        state.metrics.rate_limited.inc("connect");
-        return Err(crate::routes::too_many("rate_limited", "Too many connection attempts from your address", wait));
-    }
     let (browser, new_cookie) = browser_id(req, state);
     let oauth_state = State::generate();
     let now = now_ms();

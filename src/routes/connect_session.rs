@@ -29,6 +29,8 @@ async fn open(
     if state.snapinspect.is_none() {
         return Err(super::connect::not_configured());
     }
+    // Before the link is used up, so a person who is slowed down can still use it afterwards.
+    super::connect::check_connect_limit(&req, &state)?;
     let opened = state.store.open_connect_session(&SessionToken::hash_of(&token), now_ms()).await?;
     let session = match opened {
         Ok(s) => s,

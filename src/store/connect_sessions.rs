@@ -109,6 +109,16 @@ impl Store {
         }))
     }
 
+    /// Delete the connect sessions that expired before `before`.
+    pub(super) async fn purge_connect_sessions(&self, before: i64) -> anyhow::Result<u64> {
+        let n = sqlx::query("delete from connect_sessions where expires_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n)
+    }
+
     pub async fn connect_session(&self, id: &str) -> anyhow::Result<Option<ConnectSession>> {
         let sql = format!("select {COLUMNS} from connect_sessions where id = $1");
         let row: Option<Row> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;

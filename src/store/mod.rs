@@ -185,7 +185,7 @@ impl Store {
         migrations_current(&self.pool, self.backend).await
     }
 
-    /// Delete expired connect states, sessions and sign-in throttle rows; returns how many rows went.
+    /// Delete expired connect states, sessions, connect links and sign-in throttle rows; returns how many rows went.
     #[tracing::instrument(skip_all)]
     pub async fn purge_expired(&self, now: i64) -> anyhow::Result<u64> {
         let states = sqlx::query("delete from oauth_states where expires_at < $1")
@@ -204,7 +204,9 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(states + sessions + throttle)
+        // Connect links a day past their end: kept that long so a late click is told "expired".
+        let links = self.purge_connect_sessions(now - 24 * 3_600_000).await?;
+        Ok(states + sessions + throttle + links)
     }
 
     /// A consistent copy of the whole database, taken online (`VACUUM INTO`: one read transaction,

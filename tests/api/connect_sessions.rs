@@ -213,6 +213,15 @@ async fn an_expired_or_unknown_connect_link_is_a_clear_page_and_stores_nothing()
         .await
         .unwrap();
     open_link(&app, fresh["connect_url"].as_str().unwrap()).await;
+
+    // Kept a day past their end (a late click is told "expired"), then purged.
+    let now = connect_hub::time::now_ms();
+    app.state.store.purge_expired(now).await.unwrap();
+    assert_eq!(count(&app, "select count(*) from connect_sessions").await, 2);
+    app.state.store.purge_expired(now + 24 * 3_600_000 + 2).await.unwrap();
+    assert_eq!(count(&app, "select count(*) from connect_sessions").await, 1, "the expired one went");
+    app.state.store.purge_expired(now + 24 * 3_600_000 + 120_000).await.unwrap();
+    assert_eq!(count(&app, "select count(*) from connect_sessions").await, 0);
 }
 
 #[tokio::test]
@@ -321,7 +330,8 @@ async fn a_reconnect_link_completed_by_another_company_changes_nothing() {
     let res = complete(&app, s["connect_url"].as_str().unwrap(), 7012, true).await;
     let page = app.follow(&app.client, res).await;
     assert_eq!(page.status(), 409);
-    assert!(page.text().await.unwrap().contains("different SnapInspect company"));
+    let text = page.text().await.unwrap();
+    assert!(text.contains("different SnapInspect company") && text.contains("was not reconnected"), "{text}");
 
     // With one: the app is told.
     let s: Value = post_json(&app, &path, &key, &json!({"return_url": RETURN_URL})).await.json().await.unwrap();
@@ -592,4 +602,18 @@ async fn every_callback_answer_is_a_redirect_that_leaves_the_tokens_behind() {
     let fresh = crate::helpers::browser_client();
     let res = fresh.get(format!("{}/connect/snapinspect/result", app.addr)).send().await.unwrap();
     assert_eq!(location(&res), "/");
+}
+
+#[tokio::test]
+async fn a_rate_limited_start_does_not_use_up_the_connect_link() {
+    let app = spawn_app_with(|v| {
+        v.insert("RATE_LIMIT_CONNECT".into(), "1".into());
+    })
+    .await;
+    let (_, key) = app.api_key("crm").await;
+    let s = session(&app, &key, json!({"end_user_id": "u1"})).await;
+    app.start_connect().await;
+    let res = app.client.get(s["connect_url"].as_str().unwrap()).send().await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert_eq!(count(&app, "select count(*) from connect_sessions where opened_at is null").await, 1, "still usable");
 }
