@@ -407,6 +407,7 @@ async fn the_console_offers_a_reconnect_link_for_a_connection_that_needs_one() {
     assert!(!app.page(&format!("/admin/connections/{}", healthy.as_str())).await.contains("get-reconnect-link"));
     let page = app.page(&format!("/admin/connections/{}", id.as_str())).await;
     assert!(page.contains("Get reconnect link"), "{page}");
+    assert!(page.contains("<dd id=\"end-user\">tenant-42 · plan=pro</dd>"), "{page}");
 
     let path = format!("/admin/connections/{}/reconnect-link", id.as_str());
     assert_eq!(app.admin_post(&path, &[("csrf", "wrong")]).await.status(), 403);
