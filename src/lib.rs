@@ -4,9 +4,11 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod brand;
 pub mod cli;
 pub mod client_credentials;
 pub mod config;
+pub mod connect_sessions;
 pub mod crypto;
 pub mod delivery;
 pub mod demo;

@@ -113,6 +113,15 @@ enum Command {
         #[arg(long, default_value = "Create_Inspection")]
         types: String,
     },
+    /// Print a single-use connect URL (30 minutes) for one end user, for support staff.
+    ConnectLink {
+        /// The organisation's id for the end user (or tenant) the new connection belongs to.
+        #[arg(long)]
+        end_user: String,
+        /// Where the end user is sent afterwards; its origin must be in CONNECT_RETURN_ORIGINS.
+        #[arg(long)]
+        return_url: Option<String>,
+    },
     /// API keys for /api/v1.
     ApiKey {
         #[command(subcommand)]
@@ -210,6 +219,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Connections { command } => connections(command).await,
         Command::Events { command } => events(command).await,
         Command::ApiKey { command } => api_key(command).await,
+        Command::ConnectLink { end_user, return_url } => connect_link(end_user, return_url).await,
         Command::Endpoints { command } => endpoints::endpoints(command).await,
         Command::FakeReceiver { bind, delay_ms, hang } => {
             let receiver = crate::fake::receiver::FakeReceiver::new(None);
@@ -245,6 +255,22 @@ fn cli_settings() -> anyhow::Result<Settings> {
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let keys = Arc::new(settings.keyring()?);
     Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await
+}
+
+async fn connect_link(end_user: String, return_url: Option<String>) -> anyhow::Result<()> {
+    let settings = cli_settings()?;
+    let request =
+        crate::connect_sessions::SessionRequest { end_user_id: Some(end_user), return_url, ..Default::default() };
+    let (end_user, return_url) = request.check(&settings.connect_return_origins).map_err(|e| {
+        anyhow::anyhow!("{}", e.replace("end_user_id", "--end-user").replace("return_url", "--return-url"))
+    })?;
+    let store = open_store(&settings).await?;
+    let issued =
+        crate::connect_sessions::issue(&store, &settings.public_url, &end_user, return_url.as_ref(), None, "cli")
+            .await?;
+    println!("{}", issued.connect_url);
+    eprintln!("single use, valid until {}", crate::time::format_utc(issued.expires_at));
+    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

@@ -140,6 +140,12 @@ pub struct Settings {
     /// A cap on the SQLite file, in pages (4 KiB): past it, writes fail cleanly instead of filling the disk.
     pub sqlite_max_pages: Option<u64>,
     pub rate_limits: RateLimits,
+    /// Origins a connect session's `return_url` may point to (`CONNECT_RETURN_ORIGINS`).
+    pub connect_return_origins: Vec<crate::connect_sessions::ReturnOrigin>,
+    /// Whether `/` and `/connect/snapinspect` start a connect without a connect session.
+    pub connect_public_start: bool,
+    /// The organisation's brand on end-user pages.
+    pub brand: crate::brand::BrandSettings,
     pub rust_log: String,
     pub log_format: LogFormat,
 }
@@ -343,6 +349,26 @@ impl Settings {
                 connect_per_minute: parse_u64("RATE_LIMIT_CONNECT", get("RATE_LIMIT_CONNECT"), 30)? as u32,
                 sign_in_per_minute: parse_u64("RATE_LIMIT_SIGN_IN", get("RATE_LIMIT_SIGN_IN"), 30)? as u32,
             },
+            connect_return_origins: crate::connect_sessions::ReturnOrigin::parse_list(
+                get("CONNECT_RETURN_ORIGINS").unwrap_or(""),
+            )
+            .map_err(|p| bad("CONNECT_RETURN_ORIGINS", p))?,
+            connect_public_start: parse_bool("CONNECT_PUBLIC_START", get("CONNECT_PUBLIC_START"), true)?,
+            brand: crate::brand::BrandSettings {
+                name: get("BRAND_NAME")
+                    .map(crate::brand::BrandSettings::parse_name)
+                    .transpose()
+                    .map_err(|p| bad("BRAND_NAME", p))?,
+                logo: get("BRAND_LOGO").map(PathBuf::from),
+                color: get("BRAND_COLOR")
+                    .map(crate::brand::BrandSettings::parse_color)
+                    .transpose()
+                    .map_err(|p| bad("BRAND_COLOR", p))?,
+                support_url: get("BRAND_SUPPORT_URL")
+                    .map(crate::brand::BrandSettings::parse_support_url)
+                    .transpose()
+                    .map_err(|p| bad("BRAND_SUPPORT_URL", p))?,
+            },
             rust_log: get("RUST_LOG").unwrap_or("info").to_owned(),
             log_format: match get("LOG_FORMAT").unwrap_or("pretty") {
                 "pretty" => LogFormat::Pretty,
@@ -402,6 +428,9 @@ impl Settings {
         if let Some(tls) = &self.tls {
             crate::startup::tls::server_config(tls)
                 .map_err(|e| bad("TLS_CERT", format!("/ TLS_KEY cannot be used: {e:#}")))?;
+        }
+        if let Some(logo) = &self.brand.logo {
+            crate::brand::Logo::read(logo).map_err(|p| bad("BRAND_LOGO", p))?;
         }
         if let Some(ca) = &self.outbound_ca_file {
             crate::http_client::read_roots(ca)

@@ -18,6 +18,8 @@ use crate::{
     tokens::AccessToken,
 };
 
+mod sessions;
+
 const OPENAPI: &str = include_str!("../../static/openapi.json");
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,6 +33,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/connections/{id}/token", web::get().to(token))
             .route("/connections/{id}/refresh", web::post().to(refresh))
             .configure(super::api_endpoints::configure)
+            // Connect sessions (issue 13): single-use connect links for the app's end users.
+            .route("/connect-sessions", web::post().to(sessions::create))
+            .route("/connections/{id}/reconnect-session", web::post().to(sessions::reconnect))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError(AppError::not_found("no such API route: see /api/v1/openapi.json")))
             })),
@@ -134,12 +139,22 @@ fn iso(ms: Option<i64>) -> serde_json::Value {
     ms.map_or(serde_json::Value::Null, |ms| json!(rfc3339(ms)))
 }
 
+#[derive(Deserialize)]
+struct ListQuery {
+    end_user_id: Option<String>,
+}
+
 #[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id))]
-async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let connections: Vec<serde_json::Value> = state
-        .store
-        .connections()
-        .await?
+async fn list(
+    caller: ApiCaller,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let all = match query.end_user_id.as_deref() {
+        Some(u) => state.store.connections_for_end_user(u).await?,
+        None => state.store.connections().await?,
+    };
+    let connections: Vec<serde_json::Value> = all
         .into_iter()
         .filter(|c| caller.0.may_use(&c.id))
         .map(|c| {
@@ -154,6 +169,8 @@ async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpRespo
                 "last_used_at": iso(c.last_used_at),
                 "token_expires_at": iso(c.token_expires_at),
                 "last_error": c.last_error,
+                "end_user_id": c.end_user_id,
+                "tags": c.tags,
             })
         })
         .collect();

@@ -1,5 +1,5 @@
 //! The end user's side of SnapInspect Connect: the landing page with the button, the start of the
-//! flow (a fresh `state` bound to this browser), the callback, and the clean result page.
+//! flow (a fresh `state` bound to this browser, maybe to a connect session), and the callback.
 
 use actix_web::{
     http::header::{self, HeaderValue},
@@ -8,24 +8,24 @@ use actix_web::{
 };
 use askama::Template;
 
+use super::connect_result::{outcome_redirect, Problem};
 use crate::{
-    domain::{random_bytes, sha256, ConnectionId, ConnectionStatus},
+    connect_sessions::{FailReason, ReturnUrl, SessionOutcome},
+    domain::{random_bytes, sha256, ConnectionId},
     error::AppError,
     snapinspect::{
-        connect::{authorize_url, parse_callback, Callback, CallbackError, State, STATE_TTL_MS},
+        connect::{authorize_url, parse_callback, Callback, State, STATE_TTL_MS},
         ApiCallError,
     },
     startup::AppState,
-    store::{NewSnapInspectLink, StateRejection},
+    store::{ConnectSession, LinkRefusal, NewSnapInspectLink},
     time::now_ms,
 };
 
 /// Encrypted cookie with the random id that binds a `state` to this browser (no server row).
 const BROWSER_ID: &str = "connect_hub_browser";
-/// Encrypted cookie with the connection the last successful callback linked (for the result page).
-const LINKED: &str = "connect_hub_linked";
-/// Both cookies are only sent to the connect flow's pages.
-const FLOW_PATH: &str = "/connect/snapinspect";
+/// The flow's cookies are only sent to the connect flow's pages.
+pub(super) const FLOW_PATH: &str = "/connect/snapinspect";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/", web::get().to(index))
@@ -40,37 +40,45 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .route(web::get().to(callback)),
         )
-        .route("/connect/snapinspect/done", web::get().to(done));
+        .configure(super::connect_result::configure)
+        .configure(super::connect_session::configure);
 }
 
 #[derive(Template)]
 #[template(path = "index.html")]
-struct IndexPage {
+struct IndexPage<'a> {
     configured: bool,
+    public_start: bool,
+    brand: &'a crate::brand::Brand,
 }
 
-fn html(body: String) -> HttpResponse {
+pub(super) fn html(body: String) -> HttpResponse {
     HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
 }
 
 #[tracing::instrument(skip_all)]
 async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    Ok(html(IndexPage { configured: state.snapinspect.is_some() }.render().map_err(anyhow::Error::from)?))
+    let page = IndexPage {
+        configured: state.snapinspect.is_some(),
+        public_start: state.settings.connect_public_start,
+        brand: &state.brand,
+    };
+    Ok(html(page.render().map_err(anyhow::Error::from)?))
 }
 
-fn not_configured() -> AppError {
+pub(super) fn not_configured() -> AppError {
     AppError::unavailable(
         "not_configured",
         "SnapInspect Connect is not set up on this server yet: an operator has to set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET.",
     )
 }
 
-fn cookie_error(e: impl std::fmt::Display) -> AppError {
+pub(super) fn cookie_error(e: impl std::fmt::Display) -> AppError {
     AppError::Internal(anyhow::anyhow!("cookie: {e}"))
 }
 
 /// A connect flow's cookie: as long as a `state` lives.
-fn flow_cookie(state: &AppState, name: &str, value: &str) -> actix_web::cookie::Cookie<'static> {
+pub(super) fn flow_cookie(state: &AppState, name: &str, value: &str) -> actix_web::cookie::Cookie<'static> {
     let max_age = actix_web::cookie::time::Duration::milliseconds(STATE_TTL_MS);
     state.cookies.seal(name, value, FLOW_PATH, max_age, state.settings.is_https())
 }
@@ -91,26 +99,49 @@ fn browser_hash(req: &HttpRequest, state: &AppState) -> Option<Vec<u8>> {
     state.cookies.get(req, BROWSER_ID).map(|b| sha256(b.as_bytes()))
 }
 
-/// After a successful callback: to the result page, remembering (in a cookie) what was linked.
-fn linked_redirect(state: &AppState, id: &ConnectionId) -> Result<HttpResponse, AppError> {
-    let mut res = HttpResponse::SeeOther().insert_header((header::LOCATION, "/connect/snapinspect/done")).finish();
-    res.add_cookie(&flow_cookie(state, LINKED, id.as_str())).map_err(cookie_error)?;
-    Ok(res)
-}
-
 #[tracing::instrument(skip_all)]
 async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
-    if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(&req)) {
+    if !state.settings.connect_public_start {
+        return super::connect_result::link_problem_page(
+            &state,
+            actix_web::http::StatusCode::FORBIDDEN,
+            "Connecting starts from your organisation's app",
+            "Open your organisation's app, go to its settings and choose to connect SnapInspect there. It will send you a personal link.",
+        );
+    }
+    check_connect_limit(&req, &state)?;
+    begin(&req, &state, None).await
+}
+
+/// The per-address limit on starting a connect (checked before a connect link is used up).
+pub(super) fn check_connect_limit(req: &HttpRequest, state: &AppState) -> Result<(), AppError> {
+    if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(req)) {
         state.metrics.rate_limited.inc("connect");
         return Err(crate::routes::too_many("rate_limited", "Too many connection attempts from your address", wait));
     }
-    let (browser, new_cookie) = browser_id(&req, &state);
+    Ok(())
+}
+
+/// Issue a `state` bound to this browser (and to a connect session, if one started this) and
+/// send the browser to SnapInspect's authorize page.
+pub(super) async fn begin(
+    req: &HttpRequest,
+    state: &AppState,
+    session_id: Option<&str>,
+) -> Result<HttpResponse, AppError> {
+    let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
+    let (browser, new_cookie) = browser_id(req, state);
     let oauth_state = State::generate();
     let now = now_ms();
     state
         .store
-        .insert_state(&State::hash_of(oauth_state.as_str()), &sha256(browser.as_bytes()), now, now + STATE_TTL_MS)
+        .insert_state(
+            &State::hash_of(oauth_state.as_str()),
+            &sha256(browser.as_bytes()),
+            session_id,
+            now,
+            now + STATE_TTL_MS,
+        )
         .await?;
     let url = authorize_url(&client.settings().authorize_url, client.client_id(), client.redirect_uri(), &oauth_state);
     let mut res = HttpResponse::SeeOther()
@@ -123,50 +154,64 @@ async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     Ok(res)
 }
 
-#[derive(Template)]
-#[template(path = "not_connected.html")]
-struct NotConnectedPage<'a> {
-    reason: &'a str,
-}
-
-fn callback_error(message: impl Into<String>) -> AppError {
-    AppError::BadRequest { code: "bad_callback", title: "SnapInspect was not connected", message: message.into() }
-}
-
-/// A denial whose `state` we cannot vouch for: nothing it carried is shown.
-const UNVERIFIED_DENIAL: &str = "SnapInspect did not connect your account. Please start again from the Connect button.";
-
-/// `/user` failed or timed out right after the connect: nothing was stored.
-const USER_UNAVAILABLE: &str = "SnapInspect could not tell us which account you connected just now (it may be busy), so nothing was connected. Please try again in a few minutes.";
-
-/// Our own words for the OAuth error codes (RFC 6749 §4.1.2.1), for a denial with a valid state.
-fn denied_reason(error: &str) -> &'static str {
-    match error {
-        "access_denied" => "You chose not to allow access, so nothing was connected.",
-        "server_error" | "temporarily_unavailable" => {
-            "SnapInspect had a temporary problem, so nothing was connected. Please try again in a few minutes."
-        }
-        "invalid_request" | "unauthorized_client" | "unsupported_response_type" | "invalid_scope" | "invalid_client" => {
-            "SnapInspect refused to start the connection because of a setup problem on our side, so nothing was connected. Please let the people who sent you here know."
-        }
-        _ => "SnapInspect did not connect your account. Please start again from the Connect button.",
-    }
-}
-
-fn state_message(r: StateRejection) -> &'static str {
-    match r {
-        StateRejection::Unknown => "This link back from SnapInspect does not belong to a connection we started. Please start again from the Connect button.",
-        StateRejection::Expired => "This connection attempt took longer than 10 minutes and has expired. Please start again.",
-        StateRejection::AlreadyUsed => "This link back from SnapInspect has already been used. Please start again if you want to connect another account.",
-        StateRejection::OtherBrowser => "This connection was started in a different browser. Please start again in the browser you want to use.",
-    }
-}
-
+/// Every callback answer is a 303 to a clean URL, so the tokens leave the address bar: the
+/// session's return URL, or our own result page (told what happened by an encrypted cookie).
 #[tracing::instrument(skip_all)]
 async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
-    let parsed = parse_callback(req.query_string()).map_err(|e: CallbackError| callback_error(e.to_string()))?;
-    let browser_hash = browser_hash(&req, &state);
+    let mut session: Option<ConnectSession> = None;
+    let result = handle_callback(&req, &state, &mut session).await;
+    let return_url = session.as_ref().and_then(|s| s.return_url.as_deref()).and_then(ReturnUrl::stored);
+    let target = session.as_ref().and_then(|s| s.connection_id.clone());
+    let outcome = match result {
+        Ok(id) => Ok(id),
+        Err(Problem::Internal(e)) => {
+            tracing::error!(error = ?e, "the connect callback failed");
+            Err(Problem::Internal(e))
+        }
+        Err(p) => Err(p),
+    };
+    match (return_url, outcome) {
+        (Some(r), Ok(id)) => Ok(see_other(&r.with_outcome(Some(id.as_str()), &SessionOutcome::Connected))),
+        (Some(r), Err(p)) => {
+            let o = match p.fail_reason() {
+                None => SessionOutcome::Denied,
+                Some(reason) => SessionOutcome::Failed(reason),
+            };
+            Ok(see_other(&r.with_outcome(target.as_ref().map(ConnectionId::as_str), &o)))
+        }
+        (None, Ok(id)) => super::connect_result::linked_redirect(&state, &id),
+        (None, Err(p)) => outcome_redirect(&state, &p),
+    }
+}
+
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther().insert_header((header::LOCATION, location)).finish()
+}
+
+impl From<AppError> for Problem {
+    fn from(e: AppError) -> Self {
+        Problem::Internal(anyhow::anyhow!(e))
+    }
+}
+
+impl From<anyhow::Error> for Problem {
+    fn from(e: anyhow::Error) -> Self {
+        Problem::Internal(e)
+    }
+}
+
+/// Verify and store; `session` is filled in as soon as the `state` names one.
+async fn handle_callback(
+    req: &HttpRequest,
+    state: &AppState,
+    session: &mut Option<ConnectSession>,
+) -> Result<ConnectionId, Problem> {
+    let client = state.snapinspect.as_ref().ok_or(Problem::NotConfigured)?;
+    let parsed = parse_callback(req.query_string()).map_err(|e| {
+        tracing::info!(error = %e, "callback refused: malformed");
+        Problem::BadCallback(super::connect_result::bad_callback_code(&e))
+    })?;
+    let browser_hash = browser_hash(req, state);
     let now = now_ms();
 
     let (state_value, access, refresh) = match parsed {
@@ -174,24 +219,27 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             // Use the state up, so this link cannot be replayed. Only a state we issued to this
             // browser lets the page say anything about why: the words are ours, chosen by the
             // error code, never the link's own text (anyone can send a link to our domain).
-            let valid = match st {
-                Some(st) => {
-                    state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?.is_ok()
-                }
-                None => false,
+            let consumed = match st {
+                Some(st) => state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?.ok(),
+                None => None,
             };
-            tracing::info!(error = %error.chars().take(60).collect::<String>().escape_debug(), valid_state = valid, "SnapInspect connect was declined");
-            let reason = if valid { denied_reason(&error) } else { UNVERIFIED_DENIAL };
-            return Ok(html(NotConnectedPage { reason }.render().map_err(anyhow::Error::from)?));
+            tracing::info!(error = %error.chars().take(60).collect::<String>().escape_debug(), valid_state = consumed.is_some(), "SnapInspect connect was declined");
+            let Some(session_id) = consumed else { return Err(Problem::UnverifiedDenial) };
+            if let Some(id) = session_id {
+                *session = state.store.connect_session(&id).await?;
+            }
+            return Err(Problem::Denied(crate::routes::connect_result::denial_code(&error)));
         }
         Callback::Approved { state, access_token, refresh_token } => (state, access_token, refresh_token),
     };
 
-    if let Err(rejection) =
-        state.store.consume_state(&State::hash_of(&state_value), browser_hash.as_deref(), now).await?
-    {
-        tracing::warn!(?rejection, "callback refused: bad state");
-        return Err(callback_error(state_message(rejection)));
+    match state.store.consume_state(&State::hash_of(&state_value), browser_hash.as_deref(), now).await? {
+        Ok(Some(id)) => *session = state.store.connect_session(&id).await?,
+        Ok(None) => {}
+        Err(rejection) => {
+            tracing::warn!(?rejection, "callback refused: bad state");
+            return Err(Problem::State(rejection));
+        }
     }
 
     // Which company is this? Nothing public documents /user, so read it tolerantly. Only an
@@ -206,50 +254,45 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             };
             (info.company_id, name, Some(info.raw))
         }
-        Err(ApiCallError::Unauthorized) => {
-            return Err(AppError::upstream(
-                "token_refused",
-                "SnapInspect did not accept the access token it just issued, so nothing was connected. Please try again in a moment.",
-            ));
-        }
+        Err(ApiCallError::Unauthorized) => return Err(Problem::TokenRefused),
         Err(e) => {
             tracing::warn!(error = %e, "could not identify the company; nothing stored");
-            let page = NotConnectedPage { reason: USER_UNAVAILABLE }.render().map_err(anyhow::Error::from)?;
-            return Ok(HttpResponse::BadGateway().content_type("text/html; charset=utf-8").body(page));
+            return Err(Problem::UserUnavailable);
         }
     };
-    let link = NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh };
-    let saved = state.store.save_snapinspect_link(&link, now_ms()).await?;
-    tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, "SnapInspect connected");
+    let end_user = session.as_ref().filter(|s| s.connection_id.is_none()).map(|s| s.end_user.clone());
+    let link =
+        NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh, end_user };
+    let saved = match session.as_ref().and_then(|s| s.connection_id.as_ref()) {
+        Some(target) => match state.store.reconnect_snapinspect_link(target, &link, now_ms()).await? {
+            Ok(saved) => saved,
+            Err(refusal) => {
+                tracing::warn!(connection_id = %target, company_id = ?company_id, ?refusal, "reconnect link refused; nothing stored");
+                return Err(match refusal {
+                    LinkRefusal::CompanyMismatch => Problem::CompanyMismatch,
+                    LinkRefusal::ConnectionGone => Problem::ConnectionGone,
+                });
+            }
+        },
+        None => state.store.save_snapinspect_link(&link, now_ms()).await?,
+    };
+    tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, session = session.is_some(), "SnapInspect connected");
     state.on_connected(&saved, company_id).await;
-
-    linked_redirect(&state, &saved.id)
+    Ok(saved.id)
 }
 
-#[derive(Template)]
-#[template(path = "connected.html")]
-struct ConnectedPage<'a> {
-    company_id: Option<String>,
-    name: &'a str,
-    identified: bool,
-}
-
-#[tracing::instrument(skip_all)]
-async fn done(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let linked = state.cookies.get(&req, LINKED);
-    let Some(id) = linked.and_then(|s| ConnectionId::parse(&s).ok()) else {
-        return Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/")).finish());
-    };
-    let Some(conn) = state.store.connection(&id).await? else {
-        return Ok(HttpResponse::SeeOther().insert_header((header::LOCATION, "/")).finish());
-    };
-    let page = ConnectedPage {
-        company_id: conn.company_id.map(|c| c.to_string()),
-        name: &conn.name,
-        identified: conn.status != ConnectionStatus::Unidentified,
-    };
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header((header::CACHE_CONTROL, "no-store"))
-        .body(page.render().map_err(anyhow::Error::from)?))
+impl Problem {
+    /// What a session's return URL is told (`None`: the person said no).
+    fn fail_reason(&self) -> Option<FailReason> {
+        Some(match self {
+            Problem::Denied(code) if *code == "access_denied" => return None,
+            Problem::Denied(_) => FailReason::ProviderError,
+            Problem::BadCallback(_) | Problem::UnverifiedDenial | Problem::State(_) => FailReason::BadCallback,
+            Problem::UserUnavailable => FailReason::UserUnavailable,
+            Problem::TokenRefused => FailReason::TokenRefused,
+            Problem::CompanyMismatch => FailReason::CompanyMismatch,
+            Problem::ConnectionGone => FailReason::ConnectionGone,
+            Problem::NotConfigured | Problem::Internal(_) => FailReason::Internal,
+        })
+    }
 }

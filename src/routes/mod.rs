@@ -5,6 +5,8 @@ pub mod api;
 mod api_endpoints;
 pub mod assets;
 pub mod connect;
+pub mod connect_result;
+pub mod connect_session;
 pub mod health;
 pub mod webhooks;
 

@@ -55,6 +55,8 @@ pub struct AppState {
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub webhook_secrets: crate::routes::webhooks::WebhookSecrets,
+    /// The organisation's brand on end-user pages.
+    pub brand: crate::brand::Brand,
 }
 
 /// The request rate limits (see `RateLimits` in the configuration).
@@ -152,7 +154,9 @@ impl AppState {
             settings.webhook_secret.as_ref(),
             settings.webhook_secret_old.as_ref(),
         );
+        let brand = crate::brand::Brand::load(&settings.brand)?;
         Ok(Self {
+            brand,
             webhook_secrets,
             api_keys: ApiKeys::new(store.clone()),
             settings: Arc::new(settings),

@@ -32,13 +32,17 @@ pub(super) async fn announce_change(
     before: Option<String>,
     now: i64,
 ) -> Result<(), sqlx::Error> {
-    type Row = (String, String, Option<i64>, String, Option<String>);
-    let row: Option<Row> =
-        sqlx::query_as("select provider, name, company_id, status, last_error from connections where id = $1")
-            .bind(id.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-    let Some((provider, name, company, status, last_error)) = row else { return Ok(()) };
+    type Row = (String, String, Option<i64>, String, Option<String>, Option<String>, Option<String>);
+    let row: Option<Row> = sqlx::query_as(
+        "select provider, name, company_id, status, last_error, end_user_id, tags from connections where id = $1",
+    )
+    .bind(id.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((provider, name, company, status, last_error, end_user_id, tags)) = row else { return Ok(()) };
+    // Tags were stored as a JSON object of strings by this program; anything else reads as none.
+    let tags: serde_json::Value =
+        tags.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_else(|| serde_json::json!({}));
     let Some(kind) = event_for(before.as_deref(), &status) else { return Ok(()) };
     let reason = (kind == "connection.needs_reconnect").then_some(last_error).flatten();
     let event = OperationalEvent {
@@ -51,6 +55,8 @@ pub(super) async fn announce_change(
             "status": status,
             "previous_status": before,
             "reason": reason,
+            "end_user_id": end_user_id,
+            "tags": tags,
         }),
         connection_id: Some(id.as_str().to_owned()),
         company_id: company,

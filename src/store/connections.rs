@@ -41,6 +41,11 @@ pub struct Connection {
     pub token_url: Option<String>,
     pub auth_style: Option<String>,
     pub token_expires_at: Option<i64>,
+    /// Which of the organisation's end users it belongs to (from its connect session).
+    pub end_user_id: Option<String>,
+    pub end_user_email: Option<String>,
+    pub end_user_display_name: Option<String>,
+    pub tags: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -73,13 +78,17 @@ struct ConnectionRecord {
     token_url: Option<String>,
     auth_style: Option<String>,
     token_expires_at: Option<i64>,
+    end_user_id: Option<String>,
+    end_user_email: Option<String>,
+    end_user_display_name: Option<String>,
+    tags: Option<String>,
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
     case when access_token is null then 0 else 1 end as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
     failure_count, retry_after, case when callback_tokens_pending then 1 else 0 end as callback_tokens_pending, client_id, scope, audience, domain, environment, token_url, auth_style, \
-    token_expires_at";
+    token_expires_at, end_user_id, end_user_email, end_user_display_name, tags";
 
 impl TryFrom<ConnectionRecord> for Connection {
     type Error = anyhow::Error;
@@ -113,6 +122,10 @@ impl TryFrom<ConnectionRecord> for Connection {
             token_url: r.token_url,
             auth_style: r.auth_style,
             token_expires_at: r.token_expires_at,
+            end_user_id: r.end_user_id,
+            end_user_email: r.end_user_email,
+            end_user_display_name: r.end_user_display_name,
+            tags: r.tags.map(|t| serde_json::from_str(&t)).transpose()?.unwrap_or_default(),
         })
     }
 }
@@ -138,6 +151,14 @@ impl Store {
     pub async fn connections(&self) -> anyhow::Result<Vec<Connection>> {
         let sql = format!("select {CONNECTION_COLUMNS} from connections order by created_at desc, id");
         let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql).fetch_all(&self.pool).await?;
+        recs.into_iter().map(Connection::try_from).collect()
+    }
+
+    /// The connections of one of the organisation's end users, newest first.
+    pub async fn connections_for_end_user(&self, end_user_id: &str) -> anyhow::Result<Vec<Connection>> {
+        let sql =
+            format!("select {CONNECTION_COLUMNS} from connections where end_user_id = $1 order by created_at desc, id");
+        let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql).bind(end_user_id).fetch_all(&self.pool).await?;
         recs.into_iter().map(Connection::try_from).collect()
     }
 

@@ -9,7 +9,10 @@ use super::{
     connections::{aad, fingerprint},
     is_unique_violation, Store,
 };
-use crate::domain::{CompanyId, ConnectionId, ConnectionStatus};
+use crate::{
+    connect_sessions::EndUser,
+    domain::{CompanyId, ConnectionId, ConnectionStatus},
+};
 
 /// What the connect callback hands the store once SnapInspect has redirected back.
 pub struct NewSnapInspectLink {
@@ -18,6 +21,17 @@ pub struct NewSnapInspectLink {
     pub user_info: Option<String>,
     pub access_token: SecretString,
     pub refresh_token: SecretString,
+    /// The end user a connect session named; `None` leaves an existing connection's as it was.
+    pub end_user: Option<EndUser>,
+}
+
+/// Why a reconnect link's completion changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRefusal {
+    /// The connection is gone (or is not a SnapInspect connection).
+    ConnectionGone,
+    /// SnapInspect connected a different company than the connection's.
+    CompanyMismatch,
 }
 
 /// The outcome of linking: which connection, and whether it already existed.
@@ -77,28 +91,13 @@ impl Store {
         let status = if link.company_id.is_some() { ConnectionStatus::Active } else { ConnectionStatus::Unidentified };
         let fp = fingerprint(&link.access_token);
         if reconnected {
-            sqlx::query(
-                "update connections set name = $2, status = $3, access_token = $4, refresh_token = $5, \
-                 token_fingerprint = $6, token_version = token_version + 1, token_obtained_at = $7, user_info = $8, \
-                 updated_at = $7, connected_at = $7, last_error = null, last_error_at = null, failure_count = 0, \
-                 retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
-                 callback_tokens_pending = true where id = $1",
-            )
-            .bind(id.as_str())
-            .bind(&link.name)
-            .bind(status.as_str())
-            .bind(access)
-            .bind(refresh)
-            .bind(fp)
-            .bind(now)
-            .bind(&link.user_info)
-            .execute(&mut *tx)
-            .await?;
+            update_tokens(&mut tx, &id, link, link.end_user.as_ref(), status, [access, refresh], &fp, now).await?;
         } else {
             sqlx::query(
                 "insert into connections (id, provider, name, company_id, status, access_token, refresh_token, \
                  token_fingerprint, token_version, token_obtained_at, user_info, created_at, updated_at, connected_at, \
-                 callback_tokens_pending) values ($1, 'snapinspect', $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $8, $8, true)",
+                 callback_tokens_pending, end_user_id, end_user_email, end_user_display_name, tags) \
+                 values ($1, 'snapinspect', $2, $3, $4, $5, $6, $7, 1, $8, $9, $8, $8, $8, true, $10, $11, $12, $13)",
             )
             .bind(id.as_str())
             .bind(&link.name)
@@ -109,6 +108,10 @@ impl Store {
             .bind(fp)
             .bind(now)
             .bind(&link.user_info)
+            .bind(link.end_user.as_ref().map(|u| &u.id))
+            .bind(link.end_user.as_ref().and_then(|u| u.email.as_ref()))
+            .bind(link.end_user.as_ref().and_then(|u| u.display_name.as_ref()))
+            .bind(link.end_user.as_ref().and_then(|u| super::connect_sessions::tags_json(&u.tags)))
             .execute(&mut *tx)
             .await?;
         }
@@ -125,6 +128,44 @@ impl Store {
         super::connection_events::announce_change(&mut tx, &id, before, now).await?;
         tx.commit().await?;
         Ok(SavedLink { id, reconnected, matched_events })
+    }
+
+    /// Complete a reconnect link: new tokens for `target`, same id, end user and tags, status back
+    /// to active; only if SnapInspect connected the same company. A refusal stores nothing (the
+    /// other company's freshly issued tokens are dropped).
+    #[tracing::instrument(skip_all, fields(connection_id = %target, company_id = ?link.company_id))]
+    pub async fn reconnect_snapinspect_link(
+        &self,
+        target: &ConnectionId,
+        link: &NewSnapInspectLink,
+        now: i64,
+    ) -> anyhow::Result<Result<SavedLink, LinkRefusal>> {
+        let mut tx = self.write_tx().await?;
+        let row: Option<(String, Option<i64>)> =
+            sqlx::query_as("select provider, company_id from connections where id = $1")
+                .bind(target.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+        let company = match row {
+            Some((p, Some(c))) if p == "snapinspect" => c,
+            Some((p, None)) if p == "snapinspect" => return Ok(Err(LinkRefusal::CompanyMismatch)),
+            _ => return Ok(Err(LinkRefusal::ConnectionGone)),
+        };
+        let Some(new_company) = link.company_id.filter(|c| c.get() == company) else {
+            return Ok(Err(LinkRefusal::CompanyMismatch));
+        };
+        let before = super::connection_events::status_before(&mut tx, target).await?;
+        let access = self.keys.seal_str(&link.access_token, aad(target.as_str(), "access_token"));
+        let refresh = self.keys.seal_str(&link.refresh_token, aad(target.as_str(), "refresh_token"));
+        let fp = fingerprint(&link.access_token);
+        // The end user and tags stay as they were: a reconnect link repairs, it does not reassign.
+        update_tokens(&mut tx, target, link, None, ConnectionStatus::Active, [access, refresh], &fp, now).await?;
+        let detail = format!("SnapInspect company {new_company} ({}) through a reconnect link", link.name);
+        insert_audit(&mut tx, now, "end-user", "reconnect", Some(target), &detail).await?;
+        let matched_events = super::events::match_unmatched(&mut tx, target, new_company, now).await?;
+        super::connection_events::announce_change(&mut tx, target, before, now).await?;
+        tx.commit().await?;
+        Ok(Ok(SavedLink { id: target.clone(), reconnected: true, matched_events }))
     }
 
     /// Give an unidentified SnapInspect connection its company; the company's waiting events are
@@ -172,4 +213,44 @@ impl Store {
         tx.commit().await?;
         Ok(Ok(matched))
     }
+}
+
+/// A new token pair for an existing connection (same id, same history); the end user only
+/// changes when the link names one.
+#[allow(clippy::too_many_arguments)]
+async fn update_tokens(
+    tx: &mut super::Tx,
+    id: &ConnectionId,
+    link: &NewSnapInspectLink,
+    user: Option<&EndUser>,
+    status: ConnectionStatus,
+    [access, refresh]: [Vec<u8>; 2],
+    fp: &str,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update connections set name = $2, status = $3, access_token = $4, refresh_token = $5, \
+         token_fingerprint = $6, token_version = token_version + 1, token_obtained_at = $7, user_info = $8, \
+         updated_at = $7, connected_at = $7, last_error = null, last_error_at = null, failure_count = 0, \
+         retry_after = null, exchange_lease_until = null, exchange_lease_owner = null, \
+         callback_tokens_pending = true, \
+         end_user_id = coalesce($9, end_user_id), end_user_email = case when $9 is null then end_user_email else $10 end, \
+         end_user_display_name = case when $9 is null then end_user_display_name else $11 end, \
+         tags = case when $9 is null then tags else $12 end where id = $1",
+    )
+    .bind(id.as_str())
+    .bind(&link.name)
+    .bind(status.as_str())
+    .bind(access)
+    .bind(refresh)
+    .bind(fp)
+    .bind(now)
+    .bind(&link.user_info)
+    .bind(user.map(|u| &u.id))
+    .bind(user.and_then(|u| u.email.as_ref()))
+    .bind(user.and_then(|u| u.display_name.as_ref()))
+    .bind(user.and_then(|u| super::connect_sessions::tags_json(&u.tags)))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -5,6 +5,7 @@ mod admins;
 mod api_keys;
 mod attempts;
 mod audit;
+mod connect_sessions;
 mod connection_events;
 mod connections;
 mod credentials;
@@ -32,6 +33,7 @@ pub use admins::Admin;
 pub use api_keys::ApiKey;
 pub use attempts::{Attempt, AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt};
 pub use audit::AuditEntry;
+pub use connect_sessions::{ConnectSession, NewConnectSession, SessionRejection};
 pub use connections::{Connection, ConnectionFilter};
 pub use credentials::StoredCredentials;
 pub use deliveries::{DeliveryAttempt, DeliveryReplayRefusal, DeliveryRow, OperationalEvent};
@@ -41,7 +43,7 @@ pub use endpoint_stats::{EndpointStats, FailedAttempt};
 pub use endpoints::{Endpoint, EndpointChange, NewEndpoint, SigningSecrets};
 pub use events::{EventFilter, EventRow, ReplayRefusal};
 pub use intake::{EventWriter, Inserted, NewEvent};
-pub use links::{AssignRefusal, NewSnapInspectLink, SavedLink};
+pub use links::{AssignRefusal, LinkRefusal, NewSnapInspectLink, SavedLink};
 pub use rotate::RotationReport;
 pub use secrets::{ExchangeFailure, LeaseOutcome, StoredTokens};
 pub use states::StateRejection;
@@ -185,7 +187,7 @@ impl Store {
         migrations_current(&self.pool, self.backend).await
     }
 
-    /// Delete expired connect states, sessions and sign-in throttle rows; returns how many rows went.
+    /// Delete expired connect states, sessions, connect links and sign-in throttle rows; returns how many rows went.
     #[tracing::instrument(skip_all)]
     pub async fn purge_expired(&self, now: i64) -> anyhow::Result<u64> {
         let states = sqlx::query("delete from oauth_states where expires_at < $1")
@@ -204,7 +206,9 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        Ok(states + sessions + throttle)
+        // Connect links a day past their end: kept that long so a late click is told "expired".
+        let links = self.purge_connect_sessions(now - 24 * 3_600_000).await?;
+        Ok(states + sessions + throttle + links)
     }
 
     /// A consistent copy of the whole database, taken online (`VACUUM INTO`: one read transaction,

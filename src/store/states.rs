@@ -16,19 +16,23 @@ pub enum StateRejection {
 }
 
 impl Store {
-    /// Remember a freshly issued state (by hash) for the browser whose binding hash is given.
+    /// Remember a freshly issued state (by hash) for the browser whose binding hash is given, and
+    /// the connect session it was started from, if any.
     pub async fn insert_state(
         &self,
         state_hash: &[u8],
         browser_hash: &[u8],
+        session_id: Option<&str>,
         now: i64,
         expires_at: i64,
     ) -> anyhow::Result<()> {
         sqlx::query(
-            "insert into oauth_states (state_hash, browser_hash, created_at, expires_at) values ($1, $2, $3, $4)",
+            "insert into oauth_states (state_hash, browser_hash, session_id, created_at, expires_at) \
+             values ($1, $2, $3, $4, $5)",
         )
         .bind(state_hash)
         .bind(browser_hash)
+        .bind(session_id)
         .bind(now)
         .bind(expires_at)
         .execute(&self.pool)
@@ -38,26 +42,27 @@ impl Store {
 
     /// Consume a state atomically (RFC 9700 §2.1: one use): succeeds for exactly one caller, and
     /// only if it is unexpired and was issued to this browser. A refusal consumes nothing.
+    /// Answers the connect session the state was started from, if any.
     #[tracing::instrument(skip_all)]
     pub async fn consume_state(
         &self,
         state_hash: &[u8],
         browser_hash: Option<&[u8]>,
         now: i64,
-    ) -> anyhow::Result<Result<(), StateRejection>> {
+    ) -> anyhow::Result<Result<Option<String>, StateRejection>> {
         if let Some(browser) = browser_hash {
-            let used = sqlx::query(
+            let used: Option<(Option<String>,)> = sqlx::query_as(
                 "update oauth_states set used_at = $3 \
-                 where state_hash = $1 and browser_hash = $2 and used_at is null and expires_at > $3",
+                 where state_hash = $1 and browser_hash = $2 and used_at is null and expires_at > $3 \
+                 returning session_id",
             )
             .bind(state_hash)
             .bind(browser)
             .bind(now)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-            if used == 1 {
-                return Ok(Ok(()));
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((session,)) = used {
+                return Ok(Ok(session));
             }
         }
         // Not consumed: say why, without changing anything.

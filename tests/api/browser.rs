@@ -296,3 +296,102 @@ async fn an_admin_exchanges_a_connection_and_replays_a_dead_event_in_a_real_brow
     assert!(b.current_url().await.contains("/admin/login"));
     b.quit().await;
 }
+
+/// The organisation's own app, as a tiny local site: a settings page with the connect link, and
+/// the page the hub sends the person back to.
+fn org_app(listener: std::net::TcpListener, connect_url: String) {
+    use actix_web::{web, HttpRequest, HttpResponse};
+    let page = |body: String| {
+        HttpResponse::Ok().content_type("text/html; charset=utf-8").body(format!(
+            "<!doctype html><html><head><meta name=\"viewport\" content=\"width=device-width\"><title>Acme app</title></head><body>{body}</body></html>"
+        ))
+    };
+    let server = connect_hub::fake::serve(
+        move |cfg: &mut web::ServiceConfig| {
+            let link = connect_url.clone();
+            cfg.route(
+                "/settings",
+                web::get().to(move || {
+                    let link = link.clone();
+                    async move { page(format!("<h1>Acme settings</h1><p><a id=\"connect\" href=\"{link}\">Connect SnapInspect</a></p>")) }
+                }),
+            )
+            .route(
+                "/back",
+                web::get().to(move |req: HttpRequest| async move {
+                    let q: std::collections::BTreeMap<String, String> =
+                        url::form_urlencoded::parse(req.query_string().as_bytes()).into_owned().collect();
+                    let safe = |k: &str| q.get(k).map(|v| v.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').collect::<String>()).unwrap_or_default();
+                    page(format!(
+                        "<h1>Back in Acme</h1><p>Status: <span id=\"status\">{}</span></p><p>Connection: <span id=\"connection\">{}</span></p>",
+                        safe("status"),
+                        safe("connection_id")
+                    ))
+                }),
+            );
+        },
+        listener,
+    )
+    .unwrap();
+    tokio::spawn(server);
+}
+
+#[tokio::test]
+async fn a_person_connects_from_the_organisations_app_and_lands_back_in_it() {
+    let org_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let org = format!("http://{}", org_listener.local_addr().unwrap());
+    let logo = tempfile::tempdir().unwrap();
+    let logo_path = logo.path().join("logo.svg");
+    std::fs::write(
+        &logo_path,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="28" height="28"><circle cx="14" cy="14" r="12" fill="#0a7f3f"/></svg>"##,
+    )
+    .unwrap();
+    let app = spawn_app_with(|v| {
+        v.insert("CONNECT_RETURN_ORIGINS".into(), org.clone());
+        v.insert("BRAND_NAME".into(), "Acme Inspections".into());
+        v.insert("BRAND_COLOR".into(), "#0a7f3f".into());
+        v.insert("BRAND_LOGO".into(), logo_path.display().to_string());
+        v.insert("BRAND_SUPPORT_URL".into(), "https://help.acme.example/".into());
+    })
+    .await;
+    let (_, key) = app.api_key("acme-app").await;
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/connect-sessions", app.addr))
+        .bearer_auth(&key)
+        .json(&json!({"end_user_id": "tenant-42", "tags": {"plan": "pro"}, "return_url": format!("{org}/back")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let connect_url = res.json::<Value>().await.unwrap()["connect_url"].as_str().unwrap().to_owned();
+    org_app(org_listener, connect_url.clone());
+
+    let Some(mut b) = Browser::start("connect_from_app").await else { return };
+    b.goto(&format!("{org}/settings")).await;
+    b.click("#connect").await;
+    assert!(b.current_url().await.starts_with(&app.fake_addr), "on SnapInspect's page");
+    b.click("#allow").await;
+    assert_eq!(b.text("#status").await, "connected");
+    let id = app.connection_id_for(6847).await;
+    assert_eq!(b.text("#connection").await, id.as_str());
+    let back = b.current_url().await;
+    assert!(back.starts_with(&format!("{org}/back?")) && !back.contains("token"), "{back}");
+    b.screenshot("back-in-the-app-1280").await;
+    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-42"));
+
+    // The hub's own end-user pages, branded, at both widths: the used link and the start page.
+    for (width, height) in [(1280, 900), (375, 812)] {
+        b.resize(width, height).await;
+        b.goto(&connect_url).await;
+        assert!(b.text("#reason").await.contains("already been used"));
+        assert!(b.text("#brand-name").await.contains("Acme Inspections"));
+        b.screenshot(&format!("used-link-{width}")).await;
+        b.goto(&format!("{}/", app.addr)).await;
+        assert!(b.text("h1").await.contains("Acme Inspections wants access to your SnapInspect account"));
+        b.screenshot(&format!("branded-start-{width}")).await;
+        b.goto(&format!("{org}/back?status=connected&connection_id={}", id.as_str())).await;
+        b.screenshot(&format!("back-in-the-app-{width}")).await;
+    }
+    b.quit().await;
+}

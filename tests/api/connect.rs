@@ -93,8 +93,9 @@ async fn when_user_cannot_be_read_nothing_is_stored_and_the_user_is_asked_to_try
     let app = spawn_app().await;
     app.fake.set_user_shape(UserShape::Fail(503));
     let connected = app.connect(Some(6847)).await;
-    assert_eq!(connected.callback.status(), 502);
-    assert!(connected.callback.text().await.unwrap().contains("href=\"/connect/snapinspect\""), "offers to try again");
+    let page = app.follow(&app.client, connected.callback).await;
+    assert_eq!(page.status(), 502);
+    assert!(page.text().await.unwrap().contains("href=\"/connect/snapinspect\""), "offers to try again");
     assert_eq!(app.connection_count().await, 0, "no unidentified connection from an unanswered /user");
 }
 
@@ -122,6 +123,7 @@ async fn denying_access_shows_a_not_connected_page_that_offers_to_try_again() {
     let back = app.decide_at_fake(&authorize, Some(6847), false).await;
     assert!(back.contains("error=access_denied"));
     let res = app.client.get(&back).send().await.unwrap();
+    let res = app.follow(&app.client, res).await;
     assert_eq!(res.status(), 200);
     let body = res.text().await.unwrap();
     assert!(body.contains("was not connected"), "{body}");
@@ -129,13 +131,14 @@ async fn denying_access_shows_a_not_connected_page_that_offers_to_try_again() {
     assert_eq!(app.connection_count().await, 0);
 }
 
-/// Send the callback with `query` from the app's browser and check it is a 400 page that says
-/// `expect`, with nothing stored.
+/// Send the callback with `query` from the app's browser and check it redirects to a clean 400
+/// page that says `expect`, with nothing stored.
 async fn assert_refused(app: &crate::helpers::TestApp, client: &reqwest::Client, query: &str, expect: &str) {
     let res = client.get(format!("{}/connect/snapinspect/callback?{query}", app.addr)).send().await.unwrap();
-    assert_eq!(res.status(), 400, "refused: {query}");
     assert_eq!(res.headers()["referrer-policy"], "no-referrer");
     assert_eq!(res.headers()["cache-control"], "no-store");
+    let res = app.follow(client, res).await;
+    assert_eq!(res.status(), 400, "refused: {query}");
     let body = res.text().await.unwrap();
     assert!(body.contains(expect), "page says `{expect}`: {body}");
     assert!(!body.contains("at_secret") && !body.contains("rt_secret"), "tokens are never rendered");
@@ -150,7 +153,7 @@ async fn fresh_state(app: &crate::helpers::TestApp) -> String {
 #[tokio::test]
 async fn a_callback_without_a_state_is_refused() {
     let app = spawn_app().await;
-    assert_refused(&app, &app.client, "access_token=at_secret&token_type=Bearer&refresh_token=rt_secret", "no `state`")
+    assert_refused(&app, &app.client, "access_token=at_secret&token_type=Bearer&refresh_token=rt_secret", "no state")
         .await;
 }
 
@@ -187,6 +190,7 @@ async fn a_callback_with_a_replayed_state_is_refused() {
     let connected = app.connect(Some(6847)).await;
     assert_eq!(connected.callback.status(), 303);
     let res = app.client.get(&connected.callback_url).send().await.unwrap();
+    let res = app.follow(&app.client, res).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("already been used"));
     assert_eq!(app.connection_count().await, 1, "the replay stored nothing more");
@@ -214,7 +218,8 @@ async fn a_state_issued_to_another_browser_is_refused() {
         .send()
         .await
         .unwrap();
-    assert_ne!(res.status(), 400);
+    let page = app.follow(&app.client, res).await.text().await.unwrap();
+    assert!(!page.contains("different browser") && !page.contains("already been used"), "{page}");
 }
 
 #[tokio::test]

@@ -229,7 +229,9 @@ async fn the_connect_flow_binds_the_browser_and_shows_the_result_without_a_sessi
     // Another browser (no binding cookie) cannot use a state this one started.
     let authorize = app.start_connect().await;
     let callback = app.decide_at_fake(&authorize, Some(6848), true).await;
-    let res = bare().get(&callback).send().await.unwrap();
+    let other = crate::helpers::browser_client();
+    let res = other.get(&callback).send().await.unwrap();
+    let res = app.follow(&other, res).await;
     assert_eq!(res.status(), 400);
     assert!(res.text().await.unwrap().contains("different browser"));
 }

@@ -448,6 +448,7 @@ async fn a_callback_error_with_a_bogus_state_does_not_show_what_the_link_carried
     let res = app
         .get("/connect/snapinspect/callback?error=server_error&error_description=Call+0800+555+to+unlock&state=bogus")
         .await;
+    let res = app.follow(&app.client, res).await;
     assert_eq!(res.status(), 200);
     let body = res.text().await.unwrap();
     assert!(body.contains("was not connected") && body.contains("start again"), "{body}");
@@ -469,7 +470,8 @@ async fn a_callback_error_with_a_valid_state_shows_only_our_words_for_its_code()
         let authorize = app.start_connect().await;
         let state = authorize.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
         let query = format!("error={code}&error_description=Visit+evil.example+now&state={state}");
-        let body = app.get(&format!("/connect/snapinspect/callback?{query}")).await.text().await.unwrap();
+        let res = app.get(&format!("/connect/snapinspect/callback?{query}")).await;
+        let body = app.follow(&app.client, res).await.text().await.unwrap();
         assert!(body.contains(ours), "{code}: {body}");
         assert!(!body.contains("evil.example") && !body.contains(code), "{code}: {body}");
     }
@@ -480,8 +482,9 @@ async fn a_user_endpoint_failing_with_500_stores_no_connection_and_offers_to_try
     let app = spawn_app().await;
     app.fake.set_user_shape(UserShape::Fail(500));
     let connected = app.connect(Some(6847)).await;
-    assert_eq!(connected.callback.status(), 502);
-    let body = connected.callback.text().await.unwrap();
+    let page = app.follow(&app.client, connected.callback).await;
+    assert_eq!(page.status(), 502);
+    let body = page.text().await.unwrap();
     assert!(body.contains("try again") && body.contains("href=\"/connect/snapinspect\""), "{body}");
     assert_eq!(app.connection_count().await, 0);
 }

@@ -262,6 +262,15 @@ impl TestApp {
         (self.state, self.handle, self.app_task) = (state, handle, Some(task));
     }
 
+    /// Follow the callback's 303 to its clean page in `client`'s browser (its cookies say what
+    /// happened); the address bar never keeps the tokens.
+    pub async fn follow(&self, client: &reqwest::Client, res: Response) -> Response {
+        assert_eq!(res.status(), 303, "every callback answer is a redirect to a clean URL");
+        let to = location(&res);
+        assert!(to.starts_with("/connect/snapinspect/") && !to.contains('?'), "a clean URL: {to}");
+        client.get(format!("{}{to}", self.addr)).send().await.unwrap()
+    }
+
     pub async fn get(&self, path: &str) -> Response {
         self.client.get(format!("{}{path}", self.addr)).send().await.unwrap()
     }

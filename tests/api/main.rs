@@ -5,6 +5,7 @@ mod admin;
 mod browser;
 mod cli;
 mod connect;
+mod connect_sessions;
 pub mod crash;
 mod credentials;
 mod delivery;

@@ -149,6 +149,10 @@ struct DetailPage {
     credentials: Option<CredentialsView>,
     unidentified: bool,
     exchangeable: bool,
+    /// Who it belongs to in the organisation's app (from its connect session), with its tags.
+    end_user: Option<String>,
+    /// Needs reconnecting: the page offers a reconnect link.
+    reconnectable: bool,
     disconnected: bool,
     token_state: String,
     failures: i64,
@@ -208,6 +212,9 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         exchangeable: c.provider == Provider::SnapInspect
             && c.has_tokens
             && !matches!(c.status, ConnectionStatus::Disconnected | ConnectionStatus::NeedsReconnect),
+        end_user: end_user_line(&c),
+        reconnectable: c.status == ConnectionStatus::NeedsReconnect
+            && crate::connect_sessions::reconnect_refusal(&c).is_none(),
         disconnected: c.status == ConnectionStatus::Disconnected,
         token_state,
         failures: c.failure_count,
@@ -226,6 +233,16 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         c: Row::from(&c),
     };
     render(page)
+}
+
+/// `tenant-42 · ops@harbour.example · Harbour ops · plan=pro`, or nothing without an end user.
+fn end_user_line(c: &Connection) -> Option<String> {
+    let id = c.end_user_id.as_ref()?;
+    let mut parts = vec![id.clone()];
+    parts.extend(c.end_user_email.clone());
+    parts.extend(c.end_user_display_name.clone());
+    parts.extend(c.tags.iter().map(|(k, v)| format!("{k}={v}")));
+    Some(parts.join(" · "))
 }
 
 /// "exchanged at …" or "not yet exchanged, next try in …" for the pair from the connect link.

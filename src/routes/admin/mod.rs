@@ -11,6 +11,7 @@ mod endpoint_form;
 mod endpoints;
 mod events;
 mod login;
+mod reconnect_link;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -50,6 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // Before connections: `/connections/new` must not be taken for a connection id.
             .configure(credentials::configure)
             .configure(connections::configure)
+            .configure(reconnect_link::configure)
             .configure(api_keys::configure)
             .configure(events::configure)
             .configure(endpoints::configure)

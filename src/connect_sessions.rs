@@ -1,0 +1,384 @@
+//! Connect sessions: what the organisation's app asks for (an end user, tags, a return URL),
+//! checked into domain types, the single-use link token, and the answers sent back to the app.
+
+use std::collections::BTreeMap;
+
+use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
+use url::Url;
+
+use crate::domain::{base32, random_bytes, sha256};
+
+/// How long a connect link works.
+pub const SESSION_TTL_MS: i64 = 30 * 60 * 1000;
+const MAX_END_USER_ID: usize = 200;
+const MAX_TEXT: usize = 200;
+const MAX_EMAIL: usize = 320;
+const MAX_TAGS: usize = 20;
+const MAX_TAG_KEY: usize = 64;
+const MAX_TAG_VALUE: usize = 200;
+const MAX_RETURN_URL: usize = 2000;
+
+/// An origin (`scheme://host[:port]`) a return URL may point to (`CONNECT_RETURN_ORIGINS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnOrigin(url::Origin);
+
+impl ReturnOrigin {
+    /// Only a bare http(s) origin: no path beyond `/`, no query, no credentials.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let u = Url::parse(raw).map_err(|e| format!("holds `{raw}`, which is not an origin ({e})"))?;
+        if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+            return Err(format!("holds `{raw}`: an origin is http(s)://host[:port]"));
+        }
+        if u.path() != "/" || u.query().is_some() || u.fragment().is_some() || !u.username().is_empty() {
+            return Err(format!("holds `{raw}`: an origin is http(s)://host[:port], without a path"));
+        }
+        Ok(Self(u.origin()))
+    }
+
+    /// `CONNECT_RETURN_ORIGINS`: comma-separated origins.
+    pub fn parse_list(raw: &str) -> Result<Vec<Self>, String> {
+        raw.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Self::parse).collect()
+    }
+}
+
+/// A return URL whose origin is one of the allowed ones, compared as origins (scheme, host and
+/// port), never as string prefixes: `https://app.example.com.evil.com` is not `https://app.example.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReturnUrl(Url);
+
+impl ReturnUrl {
+    pub fn parse(raw: &str, allowed: &[ReturnOrigin]) -> Result<Self, String> {
+        if raw.len() > MAX_RETURN_URL {
+            return Err(format!("return_url is longer than {MAX_RETURN_URL} characters"));
+        }
+        let u = Url::parse(raw).map_err(|_| "return_url is not an absolute URL".to_owned())?;
+        if !matches!(u.scheme(), "http" | "https") || !u.username().is_empty() || u.password().is_some() {
+            return Err("return_url must be an http(s) URL without credentials".into());
+        }
+        if u.fragment().is_some() {
+            return Err("return_url must not have a #fragment".into());
+        }
+        if !allowed.iter().any(|o| o.0 == u.origin()) {
+            return Err(if allowed.is_empty() {
+                "return_url is not allowed: this server has no CONNECT_RETURN_ORIGINS set".into()
+            } else {
+                "return_url's origin is not one of CONNECT_RETURN_ORIGINS".into()
+            });
+        }
+        Ok(Self(u))
+    }
+
+    /// A URL read back from the store (it was checked at creation).
+    pub fn stored(raw: &str) -> Option<Self> {
+        Url::parse(raw).ok().map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The URL with the outcome added to its own query.
+    pub fn with_outcome(&self, connection_id: Option<&str>, outcome: &SessionOutcome) -> String {
+        let mut u = self.0.clone();
+        {
+            let mut q = u.query_pairs_mut();
+            if let Some(id) = connection_id {
+                q.append_pair("connection_id", id);
+            }
+            match outcome {
+                SessionOutcome::Connected => q.append_pair("status", "connected"),
+                SessionOutcome::Denied => q.append_pair("status", "denied"),
+                SessionOutcome::Failed(r) => q.append_pair("status", "failed").append_pair("reason", r.code()),
+            };
+        }
+        u.into()
+    }
+}
+
+/// How a session's connect ended, as its return URL tells the app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    Connected,
+    Denied,
+    Failed(FailReason),
+}
+
+/// Why a session's connect failed: stable codes, documented in docs/connect-from-your-app.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailReason {
+    /// SnapInspect answered the authorize request with an error other than a denial.
+    ProviderError,
+    /// The link back from SnapInspect was malformed.
+    BadCallback,
+    /// SnapInspect did not say which account was connected (its `/user` failed).
+    UserUnavailable,
+    /// SnapInspect refused the token it had just issued.
+    TokenRefused,
+    /// A reconnect link was completed with another SnapInspect company.
+    CompanyMismatch,
+    /// The connection a reconnect link was for no longer exists.
+    ConnectionGone,
+    /// Something failed on the hub's side.
+    Internal,
+}
+
+impl FailReason {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::ProviderError => "provider_error",
+            Self::BadCallback => "bad_callback",
+            Self::UserUnavailable => "user_unavailable",
+            Self::TokenRefused => "token_refused",
+            Self::CompanyMismatch => "company_mismatch",
+            Self::ConnectionGone => "connection_gone",
+            Self::Internal => "internal_error",
+        }
+    }
+}
+
+/// Who the new connection is for, checked.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EndUser {
+    pub id: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// The JSON body of `POST /api/v1/connect-sessions`, before checking.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub end_user_id: Option<String>,
+    pub end_user_email: Option<String>,
+    pub display_name: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub return_url: Option<String>,
+}
+
+fn text(name: &str, v: &str, max: usize) -> Result<String, String> {
+    let v = v.trim();
+    if v.is_empty() {
+        return Err(format!("{name} must not be empty"));
+    }
+    if v.chars().count() > max {
+        return Err(format!("{name} is longer than {max} characters"));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(format!("{name} must not contain control characters"));
+    }
+    Ok(v.to_owned())
+}
+
+impl SessionRequest {
+    /// Check every field; the message names the field and the rule.
+    pub fn check(self, allowed: &[ReturnOrigin]) -> Result<(EndUser, Option<ReturnUrl>), String> {
+        let id = self.end_user_id.ok_or("end_user_id is required")?;
+        let id = text("end_user_id", &id, MAX_END_USER_ID)?;
+        let email = self.end_user_email.map(|e| text("end_user_email", &e, MAX_EMAIL)).transpose()?;
+        if email.as_deref().is_some_and(|e| !e.contains('@')) {
+            return Err("end_user_email is not an email address".into());
+        }
+        let display_name = self.display_name.map(|d| text("display_name", &d, MAX_TEXT)).transpose()?;
+        let tags = self.tags.unwrap_or_default();
+        if tags.len() > MAX_TAGS {
+            return Err(format!("tags has more than {MAX_TAGS} entries"));
+        }
+        for (k, v) in &tags {
+            text("a tag name", k, MAX_TAG_KEY)?;
+            if v.chars().count() > MAX_TAG_VALUE || v.chars().any(char::is_control) {
+                return Err(format!(
+                    "the tag `{}` has a value longer than {MAX_TAG_VALUE} characters or with control characters",
+                    k.chars().take(MAX_TAG_KEY).collect::<String>()
+                ));
+            }
+        }
+        let return_url = self.return_url.map(|r| ReturnUrl::parse(&r, allowed)).transpose()?;
+        Ok((EndUser { id, email, display_name, tags }, return_url))
+    }
+}
+
+/// A connect link's token: 256 bits from the OS. Stored only as its hash.
+pub struct SessionToken(String);
+
+impl SessionToken {
+    pub fn generate() -> Self {
+        Self(URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash_of(received: &str) -> Vec<u8> {
+        sha256(received.as_bytes())
+    }
+}
+
+/// A new session's id: `cs_` + 26 base32 characters.
+pub fn new_session_id() -> String {
+    format!("cs_{}", base32(&random_bytes::<16>()))
+}
+
+/// `PUBLIC_URL/connect/s/{token}`.
+pub fn connect_url(public_url: &Url, token: &SessionToken) -> String {
+    format!("{}/connect/s/{}", public_url.as_str().trim_end_matches('/'), token.as_str())
+}
+
+/// A connect link just issued.
+pub struct Issued {
+    pub id: String,
+    pub connect_url: String,
+    pub expires_at: i64,
+}
+
+/// Issue a connect link for `end_user` (or, with `reconnect`, one that repairs that connection).
+pub async fn issue(
+    store: &crate::store::Store,
+    public_url: &Url,
+    end_user: &EndUser,
+    return_url: Option<&ReturnUrl>,
+    reconnect: Option<&crate::domain::ConnectionId>,
+    created_by: &str,
+) -> anyhow::Result<Issued> {
+    let token = SessionToken::generate();
+    let id = new_session_id();
+    let now = crate::time::now_ms();
+    let expires_at = now + SESSION_TTL_MS;
+    store
+        .insert_connect_session(&crate::store::NewConnectSession {
+            id: &id,
+            token_hash: &SessionToken::hash_of(token.as_str()),
+            end_user,
+            return_url: return_url.map(ReturnUrl::as_str),
+            connection_id: reconnect,
+            created_by,
+            now,
+            expires_at,
+        })
+        .await?;
+    tracing::info!(session_id = %id, reconnect = ?reconnect.map(|c| c.as_str()), created_by, "connect link issued");
+    Ok(Issued { id, connect_url: connect_url(public_url, &token), expires_at })
+}
+
+/// The end user a reconnect link records: the connection's own (kept as it is on completion).
+pub fn end_user_of(c: &crate::store::Connection) -> EndUser {
+    EndUser {
+        id: c.end_user_id.clone().unwrap_or_default(),
+        email: c.end_user_email.clone(),
+        display_name: c.end_user_display_name.clone(),
+        tags: c.tags.clone(),
+    }
+}
+
+/// Why a connection cannot have a reconnect link.
+pub fn reconnect_refusal(c: &crate::store::Connection) -> Option<&'static str> {
+    if c.provider != crate::domain::Provider::SnapInspect {
+        return Some("only SnapInspect connections are reconnected by their users; update a client-credentials connection's secret instead");
+    }
+    if c.company_id.is_none() {
+        return Some("this connection has no SnapInspect company yet: assign one first, so a reconnect can be checked against it");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins() -> Vec<ReturnOrigin> {
+        ReturnOrigin::parse_list("https://app.example.com, http://127.0.0.1:9000").unwrap()
+    }
+
+    #[test]
+    fn a_return_url_must_have_an_allowed_origin_exactly() {
+        let o = origins();
+        assert!(ReturnUrl::parse("https://app.example.com/settings?x=1", &o).is_ok());
+        assert!(ReturnUrl::parse("http://127.0.0.1:9000/back", &o).is_ok());
+        for bad in [
+            "https://app.example.com.evil.com/",
+            "https://evil.com/https://app.example.com",
+            "http://app.example.com/",
+            "https://app.example.com:8443/",
+            "http://127.0.0.1:9001/back",
+            "https://user@app.example.com/",
+            "https://app.example.com/#frag",
+            "javascript:alert(1)",
+            "/relative",
+        ] {
+            assert!(ReturnUrl::parse(bad, &o).is_err(), "{bad} must be refused");
+        }
+        assert!(ReturnUrl::parse("https://app.example.com/", &[]).is_err());
+    }
+
+    #[test]
+    fn origins_are_bare() {
+        assert!(ReturnOrigin::parse("https://app.example.com/path").is_err());
+        assert!(ReturnOrigin::parse("ftp://app.example.com").is_err());
+        assert!(ReturnOrigin::parse("app.example.com").is_err());
+        assert_eq!(ReturnOrigin::parse_list(" , ").unwrap(), vec![]);
+        assert_eq!(
+            ReturnOrigin::parse("https://A.example.com:443").unwrap(),
+            ReturnOrigin::parse("https://a.example.com").unwrap()
+        );
+    }
+
+    #[test]
+    fn the_outcome_is_added_to_the_return_urls_query() {
+        let r = ReturnUrl::parse("https://app.example.com/back?tenant=7", &origins()).unwrap();
+        assert_eq!(
+            r.with_outcome(Some("con_x"), &SessionOutcome::Connected),
+            "https://app.example.com/back?tenant=7&connection_id=con_x&status=connected"
+        );
+        assert_eq!(
+            r.with_outcome(None, &SessionOutcome::Denied),
+            "https://app.example.com/back?tenant=7&status=denied"
+        );
+        assert_eq!(
+            r.with_outcome(None, &SessionOutcome::Failed(FailReason::CompanyMismatch)),
+            "https://app.example.com/back?tenant=7&status=failed&reason=company_mismatch"
+        );
+    }
+
+    fn req(id: &str) -> SessionRequest {
+        SessionRequest { end_user_id: Some(id.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn the_end_user_id_is_one_to_two_hundred_characters() {
+        assert_eq!(req(&"x".repeat(200)).check(&[]).unwrap().0.id.len(), 200);
+        assert!(req(&"x".repeat(201)).check(&[]).is_err());
+        assert!(req(" ").check(&[]).is_err());
+        assert!(req("a\nb").check(&[]).is_err());
+        assert!(SessionRequest::default().check(&[]).is_err());
+    }
+
+    #[test]
+    fn tags_are_bounded() {
+        let mut r = req("u1");
+        r.tags = Some((0..20).map(|i| (format!("k{i}"), "v".repeat(200))).collect());
+        assert_eq!(r.check(&[]).unwrap().0.tags.len(), 20);
+        let mut r = req("u1");
+        r.tags = Some((0..21).map(|i| (format!("k{i}"), "v".into())).collect());
+        assert!(r.check(&[]).is_err());
+        let mut r = req("u1");
+        r.tags = Some([("k".to_owned(), "v".repeat(201))].into());
+        assert!(r.check(&[]).is_err());
+        let mut r = req("u1");
+        r.tags = Some([("k".repeat(65), "v".into())].into());
+        assert!(r.check(&[]).is_err());
+        let mut r = req("u1");
+        r.end_user_email = Some("not-an-email".into());
+        assert!(r.check(&[]).is_err());
+    }
+
+    #[test]
+    fn the_connect_url_is_under_the_public_url() {
+        let t = SessionToken::generate();
+        assert!(t.as_str().len() >= 43, "256 bits");
+        assert_eq!(
+            connect_url(&Url::parse("https://hub.example.com/").unwrap(), &t),
+            format!("https://hub.example.com/connect/s/{}", t.as_str())
+        );
+    }
+}
