@@ -288,11 +288,14 @@ impl TokenManager {
     /// one request to the provider.
     #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
     pub async fn refresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
+        // Arrival is now, before the read below: a caller whose read is slow still joins an
+        // exchange that started (and even finished) meanwhile, instead of starting another.
+        let seen = self.slot(id).generation.load(Ordering::Acquire);
         let op = match self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?.provider {
             Provider::SnapInspect => Op::Exchange(None),
             _ => Op::Fetch { force: true },
         };
-        self.single_flight(id, op, actor).await
+        self.single_flight_since(id, op, actor, seen).await
     }
 
     /// A forced refresh for an API caller: if the provider issued the stored token less than
@@ -355,8 +358,20 @@ impl TokenManager {
     }
 
     async fn single_flight(&self, id: &ConnectionId, op: Op, actor: &str) -> Result<AccessToken, TokenError> {
+        let seen = self.slot(id).generation.load(Ordering::Acquire);
+        self.single_flight_since(id, op, actor, seen).await
+    }
+
+    /// As `single_flight`, for a caller that arrived when the slot's generation was `seen`: an
+    /// exchange that finished since then (even before this call) is the one it joins.
+    async fn single_flight_since(
+        &self,
+        id: &ConnectionId,
+        op: Op,
+        actor: &str,
+        seen: u64,
+    ) -> Result<AccessToken, TokenError> {
         let slot = self.slot(id);
-        let seen = slot.generation.load(Ordering::Acquire);
         let _guard = slot.lock.lock().await;
         if slot.generation.load(Ordering::Acquire) != seen {
             // An exchange finished while we waited: its outcome is ours.
