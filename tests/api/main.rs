@@ -16,6 +16,7 @@ mod hardening_signin;
 mod hardening_tokens;
 mod helpers;
 mod logs;
+mod newcomer;
 mod processes;
 mod stores;
 mod token_api;

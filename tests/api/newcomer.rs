@@ -1,0 +1,73 @@
+//! What a newcomer tripped over (issue 13, item 5): error chains that read as one sentence, console
+//! errors that stay in the console, webhooks that can never match, and the small things.
+
+use std::net::TcpListener;
+
+use connect_hub::{client_credentials::CredentialsInput, domain::Provider};
+
+use crate::helpers::{spawn_app_with, TestApp};
+
+/// Undo the HTML escaping a template applies, so a test can look for the sentence a person reads.
+fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// A Signicat connection whose token URL is `url`, in an app that gives up on calls after 300 ms.
+async fn signicat_at(url: &str) -> (TestApp, connect_hub::domain::ConnectionId) {
+    let app = spawn_app_with(|v| {
+        v.insert("OUTBOUND_TIMEOUT".into(), "300ms".into());
+    })
+    .await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(url.to_owned()),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    (app, id)
+}
+
+/// The console's "Test" button, the connection's last error, the audit log and the API all say
+/// `sentence`, and the page says it after the provider's name, once.
+async fn assert_said_everywhere(app: &TestApp, id: &connect_hub::domain::ConnectionId, sentence: &str) {
+    let csrf = app.sign_in().await;
+    let res = app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let page = unescape(&app.page(&format!("/admin/connections/{id}")).await);
+    assert!(page.contains(&format!("Signicat did not issue a token: {sentence}")), "the flash: {page}");
+    assert!(page.contains(&format!("{sentence} (")), "the last error: {page}");
+
+    let c = app.state.store.connection(id).await.unwrap().unwrap();
+    assert_eq!(c.last_error.as_deref(), Some(sentence));
+    let audit = app.state.store.recent_failures(10).await.unwrap();
+    assert_eq!(audit.first().and_then(|a| a.detail.as_deref()), Some(sentence), "the audit log");
+
+    let (_, key) = app.api_key("reader").await;
+    let listed: serde_json::Value = app.api_get("/api/v1/connections", Some(&key)).await.json().await.unwrap();
+    assert_eq!(listed["connections"][0]["last_error"], sentence, "the API");
+}
+
+#[tokio::test]
+async fn a_refused_connection_reads_as_one_sentence_everywhere() {
+    // A port nobody listens on: bind, note it, let go.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/oauth/connect/token");
+    let (app, id) = signicat_at(&url).await;
+    assert_said_everywhere(&app, &id, &format!("the token request to {url} could not connect")).await;
+}
+
+#[tokio::test]
+async fn a_token_server_that_never_answers_reads_as_one_sentence_everywhere() {
+    // The kernel accepts the connection into the backlog; nobody ever reads or answers it.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/oauth/connect/token", silent.local_addr().unwrap());
+    let (app, id) = signicat_at(&url).await;
+    assert_said_everywhere(&app, &id, &format!("the token request to {url} timed out")).await;
+    drop(silent);
+}
