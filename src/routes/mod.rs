@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod api_contract;
 pub mod assets;
 pub mod connect;
 pub mod health;

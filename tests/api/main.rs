@@ -5,6 +5,7 @@ mod admin;
 mod browser;
 mod cli;
 mod connect;
+mod contract;
 pub mod crash;
 mod credentials;
 mod delivery;
