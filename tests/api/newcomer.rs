@@ -143,3 +143,79 @@ async fn the_demo_prints_the_line_that_lets_the_cli_use_its_database_and_keys() 
         assert_eq!(mode & 0o077, 0, "the file holds the demo's keys: only its owner may read it");
     }
 }
+
+#[tokio::test]
+async fn a_bad_event_filter_shows_the_list_with_the_message_beside_the_field() {
+    let app = crate::helpers::spawn_app().await;
+    app.sign_in().await;
+    for (query, field, words) in [
+        ("company=Harbour", "company-error", "a company id is a positive integer"),
+        ("status=bogus", "status-error", "bogus"),
+        ("after=garbage", "page-error", "This page link is broken"),
+        ("before=garbage&company=7", "page-error", "This page link is broken"),
+    ] {
+        let res = app.get(&format!("/admin/events?{query}")).await;
+        assert_eq!(res.status(), 400, "{query}");
+        let page = unescape(&res.text().await.unwrap());
+        let beside = page.split(&format!("id=\"{field}\">")).nth(1).unwrap_or_else(|| panic!("{query}: {page}"));
+        assert!(beside.split('<').next().unwrap().contains(words), "{query}: {page}");
+        // Still the events list, in the console, with its navigation.
+        assert!(page.contains("<h1>Events</h1>"), "{query}");
+        assert!(page.contains("href=\"/admin/audit\""), "{query}");
+        assert!(!page.contains("Query deserialize error"), "{query}");
+        assert!(!page.contains("Start again"), "{query}");
+    }
+    // A good filter is no error.
+    assert_eq!(app.get("/admin/events?company=7&status=dead").await.status(), 200);
+}
+
+#[tokio::test]
+async fn console_errors_stay_in_the_console_with_a_way_back_to_the_section() {
+    let app = crate::helpers::spawn_app().await;
+    app.sign_in().await;
+    for (path, status, back) in [
+        ("/admin/connections?status=bogus", 400, "/admin/connections"),
+        ("/admin/audit?before=garbage", 400, "/admin/audit"),
+        ("/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa", 404, "/admin/connections"),
+        ("/admin/events/nonsense", 404, "/admin/events"),
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), status, "{path}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("connect-hub admin"), "{path}: {page}");
+        assert!(page.contains("href=\"/admin/events\">Events</a>"), "the console's navigation: {path}");
+        assert!(page.contains(&format!("href=\"{back}\" id=\"error-back\"")), "{path}: {page}");
+        assert!(!page.contains("Start again"), "{path}");
+        assert!(!page.contains("Query deserialize error"), "{path}: {page}");
+    }
+}
+
+#[tokio::test]
+async fn the_sign_in_429_page_links_back_to_sign_in() {
+    let app = crate::helpers::spawn_app().await;
+    app.create_admin(crate::helpers::ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
+    let client = crate::helpers::browser_client();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(app.try_sign_in(&client, crate::helpers::ADMIN_EMAIL, "a wrong guess!!").await);
+    }
+    let res = last.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("href=\"/admin/login\" id=\"error-back\""), "{page}");
+    assert!(!page.contains("Start again"));
+    assert!(!page.contains("href=\"/admin/events\""), "no console navigation for someone not signed in");
+}
+
+#[tokio::test]
+async fn end_user_error_pages_show_no_status_numbers_or_backticks() {
+    let app = crate::helpers::spawn_app().await;
+    // A callback without its parameters: an end-user page.
+    let res = app.get("/connect/snapinspect/callback?state=x").await;
+    assert!(res.status().is_client_error());
+    let page = res.text().await.unwrap();
+    assert!(page.contains("id=\"error-message\""), "{page}");
+    assert!(!page.contains("HTTP 4"), "{page}");
+    assert!(!page.contains('`'), "{page}");
+}
