@@ -83,7 +83,7 @@ pub enum AdminCommand {
 pub enum EventsCommand {
     /// The most recent events, newest first.
     List {
-        /// Only events in this status: pending, processing, retrying, done, dead or unmatched.
+        /// Only events in this status: pending, processing, retrying, done, dead, unmatched or rejected.
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]

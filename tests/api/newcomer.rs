@@ -219,3 +219,96 @@ async fn end_user_error_pages_show_no_status_numbers_or_backticks() {
     assert!(!page.contains("HTTP 4"), "{page}");
     assert!(!page.contains('`'), "{page}");
 }
+
+#[tokio::test]
+async fn events_that_can_never_match_are_rejected_and_still_replayable() {
+    let app = crate::helpers::spawn_app().await;
+    let none = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1}"#).await;
+    let words = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":"Harbour"}"#).await;
+    let zero = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":3,"iCompanyID":0}"#).await;
+    let waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":4,"iCompanyID":9999}"#).await;
+    for id in [&none, &words, &zero] {
+        assert_eq!(app.event(id).await.state, "rejected", "{id}");
+    }
+    assert_eq!(app.event(&waiting).await.state, "unmatched");
+
+    app.sign_in().await;
+    let dashboard = app.page("/admin").await;
+    assert!(dashboard.contains("id=\"rejected-count\">3</span> rejected events</a>"), "{dashboard}");
+    assert!(dashboard.contains("id=\"unmatched-count\">1</span> unmatched event</a>"), "one event, singular");
+    assert!(dashboard.contains("id=\"dead-count\">0</span> dead events</a>"));
+    let listed = app.get("/admin/events?status=rejected").await;
+    assert_eq!(listed.status(), 200);
+    let listed = listed.text().await.unwrap();
+    assert!(listed.contains(none.as_str()) && !listed.contains(waiting.as_str()));
+
+    // Replayed, it is processed without a connection.
+    let page = app.page(&format!("/admin/events/{none}")).await;
+    assert!(page.contains("id=\"replay\"") && page.contains("id=\"dismiss\""), "{page}");
+    let csrf = crate::helpers::csrf_from(&page);
+    assert_eq!(app.admin_post(&format!("/admin/events/{none}/replay"), &[("csrf", &csrf)]).await.status(), 303);
+    assert_eq!(app.event(&none).await.state, "pending");
+    app.state.worker.drain().await.unwrap();
+    assert_eq!(app.event(&none).await.state, "done");
+}
+
+#[tokio::test]
+async fn unmatched_and_rejected_events_can_be_dismissed_and_others_cannot() {
+    let (app, company) = (crate::helpers::spawn_app().await, 6847);
+    let waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":4,"iCompanyID":9999}"#).await;
+    let rejected = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":5}"#).await;
+    let csrf = app.sign_in().await;
+    let page = app.page(&format!("/admin/events/{waiting}")).await;
+    assert!(page.contains("id=\"dismiss\"") && !page.contains("id=\"replay\""), "{page}");
+    for id in [&waiting, &rejected] {
+        let res = app.admin_post(&format!("/admin/events/{id}/dismiss"), &[("csrf", &csrf)]).await;
+        assert_eq!(res.status(), 303);
+        assert!(app.state.store.event(id).await.unwrap().is_none(), "{id} is gone");
+    }
+    let audit = app.state.store.audit_entries(None, None, 5).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "event_dismissed").count(), 2);
+    assert!(audit.iter().any(|a| a.detail.as_deref() == Some(&format!("event {waiting} (was unmatched)")[..])));
+
+    // A matched event stays, and says why.
+    app.connect_company(company).await;
+    let matched = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":6,"iCompanyID":6847}"#).await;
+    let res = app.admin_post(&format!("/admin/events/{matched}/dismiss"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert!(app.state.store.event(&matched).await.unwrap().is_some());
+    let page = app.page(&format!("/admin/events/{matched}")).await;
+    assert!(page.contains("Not dismissed"), "{page}");
+    assert!(!page.contains("id=\"dismiss\""));
+    // Without the form's token, nothing happens.
+    let other = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":7}"#).await;
+    assert_eq!(app.admin_post(&format!("/admin/events/{other}/dismiss"), &[("csrf", "wrong")]).await.status(), 403);
+    assert!(app.state.store.event(&other).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn waiting_events_expire_after_the_retention_and_no_sooner() {
+    let app = crate::helpers::spawn_app().await;
+    let old_waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":9999}"#).await;
+    let old_rejected = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2}"#).await;
+    let new_waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":3,"iCompanyID":9999}"#).await;
+    let now = connect_hub::time::now_ms();
+    let retention = 7 * 86_400_000;
+    for id in [&old_waiting, &old_rejected] {
+        sqlx::query("update events set received_at = $1 where public_id = $2")
+            .bind(now - retention - 1)
+            .bind(id.as_str())
+            .execute(app.state.store.pool())
+            .await
+            .unwrap();
+    }
+    // Exactly at the boundary: kept.
+    sqlx::query("update events set received_at = $1 where public_id = $2")
+        .bind(now - retention)
+        .bind(new_waiting.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(app.state.store.purge_waiting_events(now - retention).await.unwrap(), 2);
+    assert!(app.state.store.event(&old_waiting).await.unwrap().is_none());
+    assert!(app.state.store.event(&old_rejected).await.unwrap().is_none());
+    assert!(app.state.store.event(&new_waiting).await.unwrap().is_some());
+}

@@ -21,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(list))
         .route("/events/replay-dead", web::post().to(replay_dead))
         .route("/events/{id}", web::get().to(detail))
-        .route("/events/{id}/replay", web::post().to(replay));
+        .route("/events/{id}/replay", web::post().to(replay))
+        .route("/events/{id}/dismiss", web::post().to(dismiss));
 }
 
 /// The filter as the form and the links carry it (all text, so a mistyped value reaches the
@@ -187,6 +188,7 @@ struct DetailPage {
     attempts: Vec<AttemptView>,
     deliveries: Vec<DeliveryView>,
     replayable: bool,
+    dismissable: bool,
 }
 
 /// One delivery on the event page, with its attempts.
@@ -258,7 +260,8 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         inspection: e.inspection.as_deref().map(pretty),
         attempts,
         deliveries,
-        replayable: matches!(e.state.as_str(), "dead" | "done" | "retrying" | "pending"),
+        replayable: matches!(e.state.as_str(), "dead" | "done" | "retrying" | "pending" | "rejected"),
+        dismissable: matches!(e.state.as_str(), "unmatched" | "rejected"),
         e: EventRowView::from(e),
     };
     render(page)
@@ -296,6 +299,32 @@ async fn replay(
         Err(refusal) => admin.flash(FlashKind::Bad, format!("Not replayed: {refusal}.")),
     }
     Ok(redirect(&format!("/admin/events/{id}")))
+}
+
+/// An event that waits for a company that may never connect (or names none) is removed.
+#[tracing::instrument(skip_all, fields(event_id = %id))]
+async fn dismiss(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let id = parse_id(&id)?;
+    if state.store.dismiss_event(&id, now_ms(), &admin.actor()).await? {
+        admin.flash(FlashKind::Ok, format!("Event {id} is dismissed: deleted, and noted in the audit log."));
+        return Ok(redirect("/admin/events"));
+    }
+    match state.store.event(&id).await? {
+        Some(e) => {
+            admin.flash(
+                FlashKind::Bad,
+                format!("Not dismissed: only unmatched or rejected events can be, and this one is {}.", e.state),
+            );
+            Ok(redirect(&format!("/admin/events/{id}")))
+        }
+        None => Err(AppError::not_found("There is no event with that id.")),
+    }
 }
 
 #[derive(Deserialize)]
