@@ -312,3 +312,38 @@ async fn waiting_events_expire_after_the_retention_and_no_sooner() {
     assert!(app.state.store.event(&old_rejected).await.unwrap().is_none());
     assert!(app.state.store.event(&new_waiting).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn a_client_credentials_page_shows_no_snapinspect_fields_and_says_not_yet_used() {
+    let app = crate::helpers::spawn_app().await;
+    let fake = connect_hub::fake::token_server::FakeTokenServer::snapdocs("sd", "sd-secret");
+    let url = format!("{}/oauth/token", crate::helpers::spawn_token_server(&fake).await);
+    let input = CredentialsInput { client_id: "sd".into(), token_url: Some(url), ..Default::default() };
+    let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
+    app.sign_in().await;
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("id=\"status\">not yet used</span>"), "{page}");
+    for snapinspect_only in ["<dt>Company</dt>", "<dt>Last exchange</dt>", "Recent events"] {
+        assert!(!page.contains(snapinspect_only), "{snapinspect_only}");
+    }
+    let list = app.page("/admin/connections").await;
+    assert!(list.contains(">not yet used</span>"), "{list}");
+
+    // Once it has fetched a token it is simply active.
+    app.state.tokens.token(&id).await.unwrap();
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("id=\"status\">active</span>"), "{page}");
+    // The API keeps the stored status.
+    let (_, key) = app.api_key("k").await;
+    let listed: serde_json::Value = app.api_get("/api/v1/connections", Some(&key)).await.json().await.unwrap();
+    assert_eq!(listed["connections"][0]["status"], "active");
+
+    // A SnapInspect connection still shows its company, exchanges and events.
+    app.connect_company(6847).await;
+    let snap = app.connection_id_for(6847).await;
+    let page = app.page(&format!("/admin/connections/{snap}")).await;
+    for field in ["<dt>Company</dt>", "<dt>Last exchange</dt>", "Recent events"] {
+        assert!(page.contains(field), "{field}");
+    }
+    assert!(page.contains("id=\"status\">active</span>"));
+}

@@ -31,6 +31,11 @@ pub struct Row {
     pub name: String,
     pub provider: &'static str,
     pub status: &'static str,
+    /// The status as people read it: "not yet used" for a client-credentials connection that
+    /// has never fetched a token (it is `active` in the store and the API).
+    pub status_label: &'static str,
+    /// Client-credentials connections have no SnapInspect company, exchanges or webhook events.
+    pub snapinspect: bool,
     pub connected_at: String,
     pub last_exchange: String,
     pub last_used: String,
@@ -45,11 +50,22 @@ impl From<&Connection> for Row {
             name: c.name.clone(),
             provider: c.provider.label(),
             status: c.status.as_str(),
+            status_label: status_label(c),
+            snapinspect: c.provider == Provider::SnapInspect,
             connected_at: when(Some(c.connected_at)),
             last_exchange: when(c.last_exchange_at),
             last_used: when(c.last_used_at),
             last_error: c.last_error.clone().unwrap_or_default(),
         }
+    }
+}
+
+fn status_label(c: &Connection) -> &'static str {
+    let never_fetched = c.token_obtained_at.is_none() && c.last_exchange_at.is_none() && !c.has_tokens;
+    if c.provider != Provider::SnapInspect && c.status == ConnectionStatus::Active && never_fetched {
+        "not yet used"
+    } else {
+        c.status.as_str()
     }
 }
 
