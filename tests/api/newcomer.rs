@@ -347,3 +347,55 @@ async fn a_client_credentials_page_shows_no_snapinspect_fields_and_says_not_yet_
     }
     assert!(page.contains("id=\"status\">active</span>"));
 }
+
+#[tokio::test]
+async fn the_credentials_form_speaks_of_its_own_fields_not_cli_flags() {
+    let app = crate::helpers::spawn_app().await;
+    let csrf = app.sign_in().await;
+    let form = app.page("/admin/connections/new").await;
+    assert!(!form.contains("production (default)"), "one production, not two");
+    assert_eq!(form.matches(">production</option>").count(), 1);
+    for (fields, field, words) in [
+        (vec![("provider", "custom"), ("auth", "post")], "token_url", "a custom provider needs a token URL"),
+        (
+            vec![("provider", "custom"), ("token_url", "https://auth.example.com/t")],
+            "auth",
+            "needs a client authentication",
+        ),
+        (vec![("provider", "signicat")], "scope", "Signicat needs the scopes to ask for"),
+        (vec![("provider", "docplanner")], "domain", "Docplanner needs the country's domain"),
+        (
+            vec![("provider", "snapdocs"), ("environment", "staging")],
+            "environment",
+            "a demo and a production environment",
+        ),
+    ] {
+        let mut all = vec![("csrf", csrf.as_str()), ("name", "x"), ("client_id", "id"), ("client_secret", "s")];
+        all.extend(fields);
+        let res = app.admin_post("/admin/connections/new", &all).await;
+        assert_eq!(res.status(), 400, "{field}");
+        let page = unescape(&res.text().await.unwrap());
+        let beside = page.split(&format!("id=\"{field}-error\">")).nth(1).unwrap_or_else(|| panic!("{field}: {page}"));
+        let message = beside.split('<').next().unwrap();
+        assert!(message.contains(words), "{field}: {message}");
+        assert!(!message.contains("--"), "no command-line flags in a web form: {message}");
+        assert!(!page.contains("id=\"form-error\""), "{field}: shown beside the field, not above the form");
+    }
+}
+
+#[tokio::test]
+async fn the_edit_form_shows_the_provider_as_text_not_an_input() {
+    let app = crate::helpers::spawn_app().await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some("https://auth.example.com/token".into()),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    app.sign_in().await;
+    let page = app.page(&format!("/admin/connections/{id}/edit")).await;
+    assert!(page.contains("<p id=\"provider\" class=\"fixed\">Signicat"), "{page}");
+    assert!(!page.contains("readonly"), "{page}");
+    assert!(page.contains("<input type=\"hidden\" name=\"provider\" value=\"signicat\">"));
+}

@@ -224,7 +224,7 @@ async fn api_keys_and_client_credentials_connections_from_the_shell() {
 
     // Wrong input says what to fix.
     let bad = crate::cli::hub(&app, &["connections", "add", "--provider", "custom", "--name", "x", "--client-id", "y"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs --token-url"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("a custom provider needs a token URL (--token-url)"));
     let no_secret = crate::cli::hub(
         &app,
         &["connections", "add", "--provider", "smartdocumentor", "--name", "x", "--client-id", "y"],
