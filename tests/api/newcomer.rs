@@ -399,3 +399,84 @@ async fn the_edit_form_shows_the_provider_as_text_not_an_input() {
     assert!(!page.contains("readonly"), "{page}");
     assert!(page.contains("<input type=\"hidden\" name=\"provider\" value=\"signicat\">"));
 }
+
+#[tokio::test]
+async fn signing_out_says_so_on_the_sign_in_page() {
+    let app = crate::helpers::spawn_app().await;
+    let csrf = app.sign_in().await;
+    let res = app.admin_post("/admin/logout", &[("csrf", &csrf)]).await;
+    let page = app.page(&crate::helpers::location(&res)).await;
+    assert!(page.contains("id=\"signed-out\">You are signed out."), "{page}");
+    assert!(!app.page("/admin/login").await.contains("signed-out"), "only after signing out");
+}
+
+#[tokio::test]
+async fn api_keys_show_active_and_revoking_asks_first() {
+    let app = crate::helpers::spawn_app().await;
+    let (id, key) = app.api_key("billing").await;
+    let csrf = app.sign_in().await;
+    let list = app.page("/admin/api-keys").await;
+    let status = list.split(&format!("id=\"status-{id}\">")).nth(1).unwrap();
+    assert!(status.starts_with("<span class=\"badge active\">active</span>"), "{status}");
+    assert!(list.contains(&format!("href=\"/admin/api-keys/{id}/revoke\"")), "a link to a confirmation");
+    assert!(!list.contains(&format!("action=\"/admin/api-keys/{id}/revoke\"")), "no one-click revoke");
+
+    let confirm = app.page(&format!("/admin/api-keys/{id}/revoke")).await;
+    assert!(confirm.contains("Revoke the API key billing?") && confirm.contains("id=\"confirm-revoke\""), "{confirm}");
+    assert_eq!(app.api_get("/api/v1/connections", Some(&key)).await.status(), 200, "showing the page revokes nothing");
+    let res = app.admin_post(&format!("/admin/api-keys/{id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.api_get("/api/v1/connections", Some(&key)).await.status(), 401);
+    assert_eq!(app.get(&format!("/admin/api-keys/{id}/revoke")).await.status(), 404, "nothing left to revoke");
+    let list = app.page("/admin/api-keys").await;
+    assert!(list
+        .split(&format!("id=\"status-{id}\">"))
+        .nth(1)
+        .unwrap()
+        .starts_with("<span class=\"badge dead\">revoked"));
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_the_admins_email_and_the_time_apart_from_its_age() {
+    let app = crate::helpers::spawn_app().await;
+    app.sign_in().await;
+    let page = app.page("/admin/audit").await;
+    assert!(page.contains(&format!("<td class=\"actor\">{}</td>", crate::helpers::ADMIN_EMAIL)), "{page}");
+    assert!(!page.contains("admin:"), "{page}");
+    assert!(page.contains("<br><span class=\"muted\">0 s ago</span></td>") || page.contains("s ago</span></td>"));
+}
+
+#[tokio::test]
+async fn refresh_failures_on_the_dashboard_name_the_connection() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (app, id) = signicat_at(&format!("http://127.0.0.1:{port}/token")).await;
+    let _ = app.state.tokens.token(&id).await;
+    app.sign_in().await;
+    let page = app.page("/admin").await;
+    assert!(page.contains(&format!("<a href=\"/admin/connections/{id}\">Signicat test</a>")), "{page}");
+}
+
+#[tokio::test]
+async fn the_fire_webhook_page_and_the_receiver_link_to_each_other() {
+    let app = crate::helpers::spawn_app().await;
+    let page = reqwest::get(format!("{}/fire-webhook", app.fake_addr)).await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("href=\"{}/fake/receiver/\" id=\"receiver-link\"", app.addr)), "{page}");
+    assert!(page.contains(&format!("href=\"{}/admin/events\"", app.addr)));
+    let sent = reqwest::Client::new()
+        .post(format!("{}/fire-webhook", app.fake_addr))
+        .form(&[("type", "Create_Inspection"), ("company", "6847"), ("inspection", "5")])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sent.contains("Sent Create_Inspection for company 6847: the hub answered HTTP 200."), "{sent}");
+    assert!(sent.contains("<pre id=\"sent\">"), "the payload apart, where it can wrap");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let receiver = connect_hub::fake::receiver::FakeReceiver::new(None);
+    tokio::spawn(connect_hub::fake::serve(receiver.configure(), listener).unwrap());
+    let receiver = reqwest::get(format!("{base}/")).await.unwrap().text().await.unwrap();
+    assert!(receiver.contains("href=\"/fake/snapinspect/fire-webhook\" id=\"fire-link\""), "{receiver}");
+}
