@@ -150,8 +150,13 @@ async fn fresh_state(app: &crate::helpers::TestApp) -> String {
 #[tokio::test]
 async fn a_callback_without_a_state_is_refused() {
     let app = spawn_app().await;
-    assert_refused(&app, &app.client, "access_token=at_secret&token_type=Bearer&refresh_token=rt_secret", "no `state`")
-        .await;
+    assert_refused(
+        &app,
+        &app.client,
+        "access_token=at_secret&token_type=Bearer&refresh_token=rt_secret",
+        "no &#34;state&#34;",
+    )
+    .await;
 }
 
 #[tokio::test]
