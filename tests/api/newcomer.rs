@@ -170,11 +170,27 @@ async fn a_bad_event_filter_shows_the_list_with_the_message_beside_the_field() {
 }
 
 #[tokio::test]
+async fn a_bad_connection_status_shows_the_list_with_the_message_beside_it() {
+    let app = crate::helpers::spawn_app().await;
+    app.connect_company(6847).await;
+    app.sign_in().await;
+    let res = app.get("/admin/connections?status=bogus").await;
+    assert_eq!(res.status(), 400);
+    let page = unescape(&res.text().await.unwrap());
+    let beside = page.split("id=\"status-error\">").nth(1).expect("a message beside the status");
+    assert!(beside.split('<').next().unwrap().contains("bogus"), "{page}");
+    assert!(page.contains("<h1>Connections</h1>") && page.contains("Harbour View Realty"), "the list, unfiltered");
+    let good = app.get("/admin/connections?status=active").await;
+    assert_eq!(good.status(), 200);
+    assert!(!good.text().await.unwrap().contains("status-error"));
+}
+
+#[tokio::test]
 async fn console_errors_stay_in_the_console_with_a_way_back_to_the_section() {
     let app = crate::helpers::spawn_app().await;
     app.sign_in().await;
     for (path, status, back) in [
-        ("/admin/connections?status=bogus", 400, "/admin/connections"),
+        ("/admin/api-keys/key_nonsense/revoke", 404, "/admin/api-keys"),
         ("/admin/audit?before=garbage", 400, "/admin/audit"),
         ("/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa", 404, "/admin/connections"),
         ("/admin/events/nonsense", 404, "/admin/events"),

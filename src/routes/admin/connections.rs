@@ -77,6 +77,8 @@ struct ListPage {
     q: String,
     status: String,
     statuses: Vec<&'static str>,
+    /// A status that is not one, explained beside the field (the list is shown without it).
+    status_error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -93,19 +95,28 @@ async fn list(
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let status = match query.status.trim() {
-        "" => None,
-        s => Some(ConnectionStatus::parse(s).map_err(|e| AppError::bad_request(e.to_string()))?),
+    let (status, status_error) = match query.status.trim() {
+        "" => (None, None),
+        s => match ConnectionStatus::parse(s) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
     };
     let filter = ConnectionFilter { query: Some(query.q.clone()), status };
     let rows = state.store.find_connections(&filter, 500).await?.iter().map(Row::from).collect();
-    render(ListPage {
+    let bad = status_error.is_some();
+    let mut res = render(ListPage {
         nav: admin.nav("connections"),
         rows,
         q: query.q.clone(),
         status: query.status.clone(),
         statuses: ConnectionStatus::ALL.iter().map(|s| s.as_str()).collect(),
-    })
+        status_error,
+    })?;
+    if bad {
+        *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
 }
 
 fn no_such_connection() -> AppError {

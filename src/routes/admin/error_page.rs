@@ -38,12 +38,7 @@ fn section(path: &str) -> (&'static str, &'static str) {
 /// For `ErrorHandlers::default_handler` on `/admin`: an [`AppError`] page is drawn again in the
 /// console's layout, keeping its status and headers (`Retry-After`); anything else passes.
 pub fn render<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_page = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    let Some(error) = res.response().error().and_then(|e| e.as_error::<AppError>()).filter(|_| is_page) else {
+    let Some(error) = res.response().error().and_then(|e| e.as_error::<AppError>()) else {
         return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
     };
     let (title, message) = (error.title(), error.public_message());
