@@ -44,6 +44,10 @@ export CONNECT_HUB_CONFIG="$DATA/connect-hub.toml"
 KEY="$("$BIN" api-key create --name schemathesis 2>/dev/null)"
 
 echo "== schemathesis over $BASE/api/v1/openapi.json (all checks)"
+# From the temporary directory: Schemathesis keeps its cache in the working directory.
+ST="$(cd "$(dirname "$ST")" 2>/dev/null && pwd)/$(basename "$ST")"
+[ -x "$ST" ] || ST="$(command -v st)"
+cd "$DATA"
 "$ST" run "$BASE/api/v1/openapi.json" \
   --checks all \
   --header "Authorization: Bearer $KEY" \
