@@ -86,6 +86,11 @@ pub struct DemoOptions {
 }
 
 pub fn demo_settings(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
+    Ok(Settings::from_vars(&demo_vars(opts, secrets)?)?)
+}
+
+/// The demo's configuration, by the environment's names.
+fn demo_vars(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> anyhow::Result<BTreeMap<String, String>> {
     let (bind, data_dir) = (opts.bind, opts.data_dir.as_path());
     let scheme = if opts.tls.is_some() { "https" } else { "http" };
     let base = format!("{scheme}://{bind}");
@@ -116,14 +121,37 @@ pub fn demo_settings(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> 
         vars.insert("OUTBOUND_CA_FILE".into(), files.cert.display().to_string());
         vars.insert("HTTP_REDIRECT_ADDR".into(), redirect.to_string());
     }
-    Ok(Settings::from_vars(&vars)?)
+    Ok(vars)
 }
 
-pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+/// The file `demo` writes for the command line, so `connect-hub connections list` (and every other
+/// command) can open the demo's database with its keys: `export CONNECT_HUB_CONFIG=<it>`.
+pub const CLI_CONFIG_FILE: &str = "connect-hub.toml";
+
+/// The demo's settings as a config file for the CLI (TOML, the same names as the environment).
+pub fn cli_config(vars: &BTreeMap<String, String>) -> anyhow::Result<String> {
+    Ok(format!(
+        "# Written by `connect-hub demo` on every start: the demo's database and keys, for the command\n\
+         # line. Use it with `export CONNECT_HUB_CONFIG={CLI_CONFIG_FILE}` (its full path). Keep private.\n{}",
+        toml::to_string(vars)?
+    ))
+}
+
+/// The line that points the CLI at a demo's data directory.
+pub fn cli_export_line(data_dir: &Path) -> String {
+    format!("export CONNECT_HUB_CONFIG={}", data_dir.join(CLI_CONFIG_FILE).display())
+}
+
+pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&opts.data_dir).with_context(|| format!("creating {}", opts.data_dir.display()))?;
+    // Absolute, so the database URL in the CLI's config works from any directory.
+    opts.data_dir =
+        std::fs::canonicalize(&opts.data_dir).with_context(|| format!("resolving {}", opts.data_dir.display()))?;
     let data_dir = opts.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let secrets = demo_secrets(&data_dir)?;
-    let settings = demo_settings(&opts, &secrets)?;
+    let vars = demo_vars(&opts, &secrets)?;
+    write_private(&data_dir.join(CLI_CONFIG_FILE), &cli_config(&vars)?)?;
+    let settings = Settings::from_vars(&vars)?;
     settings.check_serve()?;
     telemetry::init(&settings.rust_log, settings.log_format);
 
@@ -182,7 +210,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     println!("  Fire a SnapInspect webhook:  {public}/fake/snapinspect/fire-webhook");
     println!("  See the signed, forwarded events arrive: {public}/fake/receiver/");
     println!("  ... and the endpoint that only wants Review_Signed: {public}/fake/receiver-signed/");
-    println!("  Endpoints: `connect-hub endpoints list` (with this data directory's settings)");
+    println!("  The command line on this demo's database and keys, in another terminal:");
+    println!("    {}", cli_export_line(&data_dir));
+    println!("    connect-hub connections list");
     println!("  Data and generated keys: {} (kept between runs)", data_dir.display());
     println!();
     app.run_until_stopped().await?;

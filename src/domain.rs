@@ -287,18 +287,23 @@ pub enum EventState {
     Done,
     /// Every attempt failed, or the receiver answered 410: kept for an admin to replay.
     Dead,
-    /// No connection for its company yet: processed once the company connects.
+    /// No connection for its company yet: processed once the company connects, dismissed by an
+    /// admin, or purged after `EVENT_RETENTION`.
     Unmatched,
+    /// It names no company, or not a number: it can never match a connection. Kept to be looked
+    /// at, replayed (processed without a connection) or dismissed; purged after `EVENT_RETENTION`.
+    Rejected,
 }
 
 impl EventState {
-    pub const ALL: [EventState; 6] = [
+    pub const ALL: [EventState; 7] = [
         EventState::Pending,
         EventState::Processing,
         EventState::Retrying,
         EventState::Done,
         EventState::Dead,
         EventState::Unmatched,
+        EventState::Rejected,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -309,13 +314,14 @@ impl EventState {
             EventState::Done => "done",
             EventState::Dead => "dead",
             EventState::Unmatched => "unmatched",
+            EventState::Rejected => "rejected",
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, ParseError> {
         Self::ALL.into_iter().find(|st| st.as_str() == s.trim()).ok_or_else(|| {
             ParseError(format!(
-                "unknown event status `{}`: use pending, processing, retrying, done, dead or unmatched",
+                "unknown event status `{}`: use pending, processing, retrying, done, dead, unmatched or rejected",
                 truncate(s)
             ))
         })

@@ -93,7 +93,7 @@ impl AppError {
         }
     }
 
-    fn title(&self) -> &'static str {
+    pub fn title(&self) -> &'static str {
         match self {
             Self::BadRequest { title, .. } => title,
             Self::Unauthorized { .. } => "Please sign in",
@@ -134,7 +134,6 @@ impl From<sqlx::Error> for AppError {
 struct ErrorPage<'a> {
     title: &'a str,
     message: &'a str,
-    status: u16,
 }
 
 impl ResponseError for AppError {
@@ -157,10 +156,9 @@ impl ResponseError for AppError {
     fn error_response(&self) -> HttpResponse {
         self.log_if_internal();
         let status = self.status_code();
-        let message = self.public_message();
-        let body = ErrorPage { title: self.title(), message: &message, status: status.as_u16() }
-            .render()
-            .unwrap_or_else(|_| message.clone());
+        // People read this page: no status numbers, no code-style backticks.
+        let message = self.public_message().replace('`', "\"");
+        let body = ErrorPage { title: self.title(), message: &message }.render().unwrap_or_else(|_| message.clone());
         let mut res = HttpResponse::build(status);
         res.insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
             .insert_header((header::CACHE_CONTROL, "no-store"));

@@ -7,14 +7,22 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-/// A short human description of how long ago `then_ms` was, e.g. "3 min ago".
+/// A short human description of how far `then_ms` is from now: "3 min ago" for the past,
+/// "in 59 min" for the future (expiry times and next tries are usually ahead of us).
 pub fn ago(then_ms: i64, now_ms: i64) -> String {
-    let secs = (now_ms - then_ms).max(0) / 1000;
+    if then_ms > now_ms {
+        return format!("in {}", span((then_ms - now_ms) / 1000));
+    }
+    format!("{} ago", span((now_ms - then_ms) / 1000))
+}
+
+/// Whole seconds as the largest unit that fits: "5 s", "3 min", "2 h", "4 d".
+fn span(secs: i64) -> String {
     match secs {
-        0..=59 => format!("{secs} s ago"),
-        60..=3599 => format!("{} min ago", secs / 60),
-        3600..=86_399 => format!("{} h ago", secs / 3600),
-        _ => format!("{} d ago", secs / 86_400),
+        i64::MIN..=59 => format!("{secs} s"),
+        60..=3599 => format!("{} min", secs / 60),
+        3600..=86_399 => format!("{} h", secs / 3600),
+        _ => format!("{} d", secs / 86_400),
     }
 }
 
@@ -77,5 +85,27 @@ mod tests {
         assert_eq!(ago(0, 5_000), "5 s ago");
         assert_eq!(ago(0, 180_000), "3 min ago");
         assert_eq!(ago(0, 7_200_000), "2 h ago");
+        assert_eq!(ago(0, 3 * 86_400_000), "3 d ago");
+        assert_eq!(ago(1_000, 1_000), "0 s ago");
+    }
+
+    #[test]
+    fn ago_says_in_for_future_times() {
+        // A token valid for an hour, read one second after it was issued.
+        assert_eq!(ago(3_600_000, 1_000), "in 59 min");
+        assert_eq!(ago(65_000, 5_000), "in 1 min");
+        assert_eq!(ago(5_999, 0), "in 5 s");
+        assert_eq!(ago(7_200_000, 0), "in 2 h");
+        assert_eq!(ago(2 * 86_400_000, 0), "in 2 d");
+    }
+
+    #[test]
+    fn ago_changes_unit_at_the_boundaries() {
+        assert_eq!(ago(0, 59_999), "59 s ago");
+        assert_eq!(ago(0, 60_000), "1 min ago");
+        assert_eq!(ago(0, 3_599_999), "59 min ago");
+        assert_eq!(ago(0, 3_600_000), "1 h ago");
+        assert_eq!(ago(0, 86_399_999), "23 h ago");
+        assert_eq!(ago(0, 86_400_000), "1 d ago");
     }
 }

@@ -83,7 +83,7 @@ pub enum AdminCommand {
 pub enum EventsCommand {
     /// The most recent events, newest first.
     List {
-        /// Only events in this status: pending, processing, retrying, done, dead or unmatched.
+        /// Only events in this status: pending, processing, retrying, done, dead, unmatched or rejected.
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -152,11 +152,15 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 token_url,
                 auth: auth.as_deref().map(AuthStyle::parse).transpose()?,
             };
-            let settings = input.resolve(provider)?;
+            let settings = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
             // An address the service may not call is refused now, not at the first token request.
-            state.settings.outbound_policy().check_url(&settings.resolved_token_url()?).map_err(|b| {
-                anyhow::anyhow!("--token-url cannot be used: {b} (e.g. OUTBOUND_ALLOW_NETWORKS=10.0.0.0/8)")
-            })?;
+            state
+                .settings
+                .outbound_policy()
+                .check_url(&settings.resolved_token_url().map_err(|e| anyhow::anyhow!(e.for_cli()))?)
+                .map_err(|b| {
+                    anyhow::anyhow!("--token-url cannot be used: {b} (e.g. OUTBOUND_ALLOW_NETWORKS=10.0.0.0/8)")
+                })?;
             let secret = if client_secret_stdin {
                 first_line_of_stdin()?
             } else {

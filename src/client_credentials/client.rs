@@ -12,7 +12,7 @@ use super::{AuthStyle, Settings};
 use crate::{
     http_client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
     outbound::{blocked_in, GuardedClient},
-    snapinspect::client::{describe_transport, redact, retry_after},
+    snapinspect::client::{describe_request, redact, retry_after},
 };
 
 /// A token as the provider issued it.
@@ -112,7 +112,8 @@ pub async fn fetch_token(
         // The settings point at an address the operator has not allowed: no retry will help.
         Some(blocked) => FetchError::Settings(blocked.to_string()),
         None => FetchError::Transient {
-            message: format!("the token request to {} {}", settings.provider.label(), describe_transport(&e)),
+            // The page adds the provider's name; here only what happened to which URL.
+            message: describe_request("the token request", &e),
             retry_after: None,
         },
     })?;
@@ -122,10 +123,9 @@ pub async fn fetch_token(
     let body = if status.is_success() {
         read_capped(res, ANSWER_CAP, &from).await.map_err(|e| match e {
             BodyError::TooLarge { .. } => FetchError::Malformed(e.to_string()),
-            BodyError::Transport(e) => FetchError::Transient {
-                message: format!("reading the token answer: {}", describe_transport(&e)),
-                retry_after: None,
-            },
+            BodyError::Transport(e) => {
+                FetchError::Transient { message: describe_request("the token request", &e), retry_after: None }
+            }
         })?
     } else {
         read_excerpt(res, EXCERPT_CAP).await

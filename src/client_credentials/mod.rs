@@ -71,11 +71,13 @@ impl Settings {
             None => self.token_url.clone(),
         };
         if raw.contains("{domain}") {
-            return Err(PresetError(
-                "the token URL holds {domain} but no domain is set (e.g. --domain doctoralia.es)".into(),
+            return Err(PresetError::new(
+                "domain",
+                "the token URL holds {domain} but no domain is set (e.g. doctoralia.es)",
             ));
         }
-        Url::parse(&raw).map_err(|e| PresetError(format!("the token URL `{raw}` is not a URL: {e}")))
+        Url::parse(&raw)
+            .map_err(|e| PresetError::new("token_url", format!("the token URL \"{raw}\" is not a URL: {e}")))
     }
 
     /// Whether the secret would go to the same place, as the same client, in the same way: an

@@ -10,13 +10,32 @@
 use super::{AuthStyle, Settings};
 use crate::domain::Provider;
 
-/// A setting that does not fit the provider; the message says what to change.
+/// A setting that does not fit the provider. The message names the setting in plain words (it is
+/// shown beside a form field as well as on the command line); `field` says which one, as the form
+/// and the CLI flag name it (`token_url`, `--token-url`), or "" for none in particular.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct PresetError(pub String);
+#[error("{message}")]
+pub struct PresetError {
+    pub field: &'static str,
+    pub message: String,
+}
 
-fn err<T>(msg: impl Into<String>) -> Result<T, PresetError> {
-    Err(PresetError(msg.into()))
+impl PresetError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+
+    /// The message with the flag that sets the field, for the command line.
+    pub fn for_cli(&self) -> String {
+        match self.field {
+            "" => self.message.clone(),
+            field => format!("{} (--{})", self.message, field.replace('_', "-")),
+        }
+    }
+}
+
+fn err<T>(field: &'static str, msg: impl Into<String>) -> Result<T, PresetError> {
+    Err(PresetError::new(field, msg))
 }
 
 const SNAPDOCS_DEMO_URL: &str = "https://login.demo-eks.snpd.io/oauth/token";
@@ -53,10 +72,10 @@ impl CredentialsInput {
     pub fn resolve(&self, provider: Provider) -> Result<Settings, PresetError> {
         let client_id = self.client_id.trim().to_owned();
         if client_id.is_empty() {
-            return err("a client id is required");
+            return err("client_id", "a client id is required");
         }
         if client_id.len() > 512 {
-            return err("the client id is longer than 512 characters");
+            return err("client_id", "the client id is longer than 512 characters");
         }
         let url_override = given(&self.token_url);
         let scope = given(&self.scope).map(|s| scopes(&s));
@@ -73,6 +92,7 @@ impl CredentialsInput {
         match provider {
             Provider::SnapInspect => {
                 return err(
+                    "provider",
                     "SnapInspect is connected through the Connect with SnapInspect button, not with client credentials",
                 )
             }
@@ -81,7 +101,12 @@ impl CredentialsInput {
                 let (url, audience) = match env.as_str() {
                     "demo" => (SNAPDOCS_DEMO_URL, SNAPDOCS_DEMO_AUDIENCE),
                     "production" => (SNAPDOCS_PRODUCTION_URL, SNAPDOCS_PRODUCTION_AUDIENCE),
-                    other => return err(format!("Snapdocs has a demo and a production environment, not `{other}`")),
+                    other => {
+                        return err(
+                            "environment",
+                            format!("Snapdocs has a demo and a production environment, not \"{other}\""),
+                        )
+                    }
                 };
                 s.token_url = url_override.unwrap_or_else(|| url.into());
                 s.audience = s.audience.or_else(|| Some(audience.into()));
@@ -91,7 +116,7 @@ impl CredentialsInput {
             }
             Provider::SmartDocumentor => {
                 if scope.as_deref().is_some_and(|sc| sc != "WebAPI") {
-                    return err("SmartDocumentor's scope is always WebAPI");
+                    return err("scope", "SmartDocumentor's scope is always WebAPI");
                 }
                 s.token_url = url_override.unwrap_or_else(|| SMARTDOCUMENTOR_URL.into());
                 s.scope = Some("WebAPI".into());
@@ -99,7 +124,7 @@ impl CredentialsInput {
             }
             Provider::Signicat => {
                 let Some(scope) = scope else {
-                    return err("Signicat needs the scopes to ask for, e.g. --scope \"document_read document_write\"");
+                    return err("scope", "Signicat needs the scopes to ask for, e.g. \"document_read document_write\"");
                 };
                 s.token_url = url_override.unwrap_or_else(|| SIGNICAT_URL.into());
                 s.scope = Some(scope);
@@ -108,11 +133,12 @@ impl CredentialsInput {
             Provider::Docplanner => {
                 let Some(domain) = given(&self.domain).map(|d| d.trim_start_matches("www.").to_lowercase()) else {
                     return err(
-                        "Docplanner needs the country's domain, e.g. --domain doctoralia.es or --domain znanylekarz.pl",
+                        "domain",
+                        "Docplanner needs the country's domain, e.g. doctoralia.es or znanylekarz.pl",
                     );
                 };
                 if !domain.contains('.') || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
-                    return err(format!("`{domain}` is not a domain like doctoralia.es"));
+                    return err("domain", format!("\"{domain}\" is not a domain like doctoralia.es"));
                 }
                 s.token_url = url_override.unwrap_or_else(|| DOCPLANNER_URL.into());
                 s.domain = Some(domain);
@@ -120,9 +146,9 @@ impl CredentialsInput {
                 s.auth = self.auth.unwrap_or(AuthStyle::Basic);
             }
             Provider::Custom => {
-                let Some(url) = url_override else { return err("a custom provider needs --token-url") };
+                let Some(url) = url_override else { return err("token_url", "a custom provider needs a token URL") };
                 let Some(auth) = self.auth else {
-                    return err("a custom provider needs --auth basic, basic-raw or post");
+                    return err("auth", "a custom provider needs a client authentication: basic, basic-raw or post");
                 };
                 s.token_url = url;
                 s.auth = auth;
@@ -132,10 +158,13 @@ impl CredentialsInput {
         }
         let url = s.resolved_token_url()?;
         if url.scheme() != "https" && !crate::config::is_loopback(&url) {
-            return err(format!(
-                "the token URL must be https (only loopback may be plain http), got {}",
-                url.origin().ascii_serialization()
-            ));
+            return err(
+                "token_url",
+                format!(
+                    "the token URL must be https (only loopback may be plain http), got {}",
+                    url.origin().ascii_serialization()
+                ),
+            );
         }
         Ok(s)
     }
@@ -197,6 +226,18 @@ mod tests {
     }
 
     #[test]
+    fn the_command_line_gets_the_flag_and_the_form_plain_words() {
+        let e = input("id").resolve(Provider::Custom).unwrap_err();
+        assert_eq!(e.field, "token_url");
+        assert_eq!(e.to_string(), "a custom provider needs a token URL");
+        assert_eq!(e.for_cli(), "a custom provider needs a token URL (--token-url)");
+        assert_eq!(PresetError::new("", "whole").for_cli(), "whole");
+        let e = input("id").resolve(Provider::Docplanner).unwrap_err();
+        assert_eq!(e.field, "domain");
+        assert!(!e.message.contains("--"), "{}", e.message);
+    }
+
+    #[test]
     fn custom_needs_url_and_auth_and_https() {
         assert!(input("id").resolve(Provider::Custom).is_err());
         let plain = CredentialsInput {
@@ -204,7 +245,7 @@ mod tests {
             auth: Some(AuthStyle::Post),
             ..input("id")
         };
-        assert!(plain.resolve(Provider::Custom).unwrap_err().0.contains("must be https"));
+        assert!(plain.resolve(Provider::Custom).unwrap_err().message.contains("must be https"));
         let local = CredentialsInput {
             token_url: Some("http://127.0.0.1:9/token".into()),
             auth: Some(AuthStyle::Post),

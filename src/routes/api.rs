@@ -20,13 +20,20 @@ use crate::{
 
 mod sessions;
 
-const OPENAPI: &str = include_str!("../../static/openapi.json");
+use super::api_contract::OPENAPI;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            // Strict: a parameter that breaks the document's schema is a 400, never a default.
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                ApiError(AppError::BadRequest { code: "bad_query", title: "Bad query", message: e.to_string() }).into()
+                let message = match e {
+                    actix_web::error::QueryPayloadError::Deserialize(cause) => {
+                        format!("the query string does not fit the API: {cause}")
+                    }
+                    other => other.to_string(),
+                };
+                ApiError(AppError::BadRequest { code: "bad_query", title: "Bad query", message }).into()
             }))
             .route("/openapi.json", web::get().to(openapi))
             .route("/connections", web::get().to(list))
@@ -36,9 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // Connect sessions (issue 13): single-use connect links for the app's end users.
             .route("/connect-sessions", web::post().to(sessions::create))
             .route("/connections/{id}/reconnect-session", web::post().to(sessions::reconnect))
-            .default_service(web::to(|| async {
-                Err::<HttpResponse, _>(ApiError(AppError::not_found("no such API route: see /api/v1/openapi.json")))
-            })),
+            .default_service(web::to(super::api_contract::fallback)),
     );
 }
 
@@ -205,8 +210,9 @@ fn token_response(t: &AccessToken) -> HttpResponse {
 
 #[derive(Deserialize)]
 struct TokenQuery {
+    /// Only `true` or `false`, as the document's boolean says; anything else is a 400.
     #[serde(default)]
-    force_refresh: Option<String>,
+    force_refresh: Option<bool>,
 }
 
 #[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id, connection_id = %id))]
@@ -217,20 +223,7 @@ async fn token(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let id = caller.connection(&id)?;
-    let force = match query.force_refresh.as_deref() {
-        None | Some("false" | "0" | "") => false,
-        Some("true" | "1") => true,
-        Some(other) => {
-            return Err(ApiError(AppError::BadRequest {
-                code: "bad_query",
-                title: "Bad query",
-                message: format!(
-                    "force_refresh must be true or false, got `{}`",
-                    other.chars().take(20).collect::<String>()
-                ),
-            }))
-        }
-    };
+    let force = query.force_refresh.unwrap_or(false);
     let t = if force {
         caller.check_may_refresh()?;
         state.tokens.refresh_unless_fresh(&id, &caller.actor()).await

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod api_contract;
 mod api_endpoints;
 pub mod assets;
 pub mod connect;

@@ -84,7 +84,13 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 
 /// Describe a transport failure without the URL's query (reqwest's Display includes the URL).
 pub fn describe_transport(e: &reqwest::Error) -> String {
-    let what = if e.is_timeout() {
+    describe_request("the request", e)
+}
+
+/// The same, with the caller's name for the request as the subject, so a layer that knows what
+/// the request was for says it once: "the token request to https://…/token could not connect".
+pub fn describe_request(what: &str, e: &reqwest::Error) -> String {
+    let verb = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {
         "could not connect"
@@ -94,8 +100,8 @@ pub fn describe_transport(e: &reqwest::Error) -> String {
         "failed"
     };
     match e.url() {
-        Some(u) => format!("the request to {}{} {what}", u.origin().ascii_serialization(), u.path()),
-        None => format!("the request {what}"),
+        Some(u) => format!("{what} to {}{} {verb}", u.origin().ascii_serialization(), u.path()),
+        None => format!("{what} {verb}"),
     }
 }
 
@@ -144,7 +150,7 @@ impl SnapInspectClient {
             .send()
             .await
             .map_err(|e| ExchangeError::Transient {
-                message: format!("ExchangeToken: {}", describe_transport(&e)),
+                message: describe_request("the ExchangeToken request", &e),
                 retry_after: None,
             })?;
         let status = res.status();
@@ -154,7 +160,7 @@ impl SnapInspectClient {
             read_capped(res, ANSWER_CAP, "SnapInspect's ExchangeToken").await.map_err(|e| match e {
                 BodyError::TooLarge { .. } => ExchangeError::Malformed(e.to_string()),
                 BodyError::Transport(e) => ExchangeError::Transient {
-                    message: format!("ExchangeToken: {}", describe_transport(&e)),
+                    message: describe_request("the ExchangeToken request", &e),
                     retry_after: None,
                 },
             })?

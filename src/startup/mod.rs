@@ -344,8 +344,8 @@ async fn callback_token_sweeper(tokens: Arc<TokenManager>) {
     }
 }
 
-/// Every ten minutes: purge expired connect states and sessions, and done events older than the
-/// retention.
+/// Every ten minutes: purge expired connect states and sessions, done events older than the
+/// retention, and events that waited (unmatched or rejected) for longer than it.
 async fn janitor(store: Store, retention: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(600));
     loop {
@@ -360,6 +360,11 @@ async fn janitor(store: Store, retention: Duration) {
             Ok(n) if n > 0 => tracing::info!(events = n, "purged done events past their retention"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging done events failed"),
+        }
+        match store.purge_waiting_events(now - retention.as_millis() as i64).await {
+            Ok(n) if n > 0 => tracing::info!(events = n, "purged unmatched and rejected events past their retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging waiting events failed"),
         }
     }
 }

@@ -235,6 +235,35 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Dismiss an event that waits for a company (`unmatched`) or never will match (`rejected`):
+    /// it is deleted, and the audit log says so. False if there is no such waiting event.
+    pub async fn dismiss_event(&self, id: &EventId, now: i64, actor: &str) -> anyhow::Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let gone: Option<(String,)> = sqlx::query_as(
+            "delete from events where public_id = $1 and state in ('unmatched', 'rejected') returning state",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((state,)) = gone else { return Ok(false) };
+        super::audit::insert_audit(&mut tx, now, actor, "event_dismissed", None, &format!("event {id} (was {state})"))
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Delete `unmatched` and `rejected` events received before `before`: a company that has not
+    /// connected within `EVENT_RETENTION` is not waited for any longer.
+    pub async fn purge_waiting_events(&self, before: i64) -> anyhow::Result<u64> {
+        Ok(sqlx::query("delete from events where state in ('unmatched', 'rejected') and received_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}
+
 /// Inside a connect transaction: the company's waiting events now belong to the connection.
 pub(super) async fn match_unmatched(
     tx: &mut super::Tx,

@@ -8,13 +8,27 @@ use super::{
     dialect::{self, Backend, WriterOptions},
     Store,
 };
-use crate::{domain::EventId, snapinspect::webhook::WebhookPayload};
+use crate::{
+    domain::{EventId, EventState},
+    snapinspect::webhook::WebhookPayload,
+};
 
 /// An event as intake hands it to the store.
 pub struct NewEvent {
     pub id: EventId,
     pub received_at: i64,
     pub payload: WebhookPayload,
+}
+
+impl NewEvent {
+    /// `unmatched` until its company's connection takes it (at once, if there is one); `rejected`
+    /// when it names no company (or one that is not a positive number), so it never could.
+    pub fn initial_state(&self) -> EventState {
+        match self.payload.company_id {
+            Some(_) => EventState::Unmatched,
+            None => EventState::Rejected,
+        }
+    }
 }
 
 /// What became of one event of a batch.

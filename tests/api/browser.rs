@@ -144,6 +144,17 @@ impl Browser {
         self.cmd(reqwest::Method::POST, "/window/rect", Some(json!({ "width": width, "height": height }))).await;
     }
 
+    /// Whether the element matching `css` fits inside its parent and the page has no sideways
+    /// scroll: what "the table fits its card" means on screen.
+    pub async fn fits(&self, css: &str) -> bool {
+        self.find(css).await;
+        let script = "const e = document.querySelector(arguments[0]); \
+            return e.scrollWidth <= e.parentElement.clientWidth + 1 \
+            && document.documentElement.scrollWidth <= window.innerWidth + 1;";
+        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": [css] }))).await
+            == Value::Bool(true)
+    }
+
     pub async fn refresh(&mut self) {
         self.cmd(reqwest::Method::POST, "/refresh", Some(json!({}))).await;
     }
@@ -288,6 +299,36 @@ async fn an_admin_exchanges_a_connection_and_replays_a_dead_event_in_a_real_brow
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     b.screenshot("replayed-done").await;
+    // The audit log and the fire-webhook confirmation fit at a laptop's width and at a phone's.
+    let failing = app
+        .add_credentials(
+            connect_hub::domain::Provider::Signicat,
+            connect_hub::client_credentials::CredentialsInput {
+                client_id: "id".into(),
+                token_url: Some(
+                    "http://127.0.0.1:9/a/rather/long/path/to/a/token/endpoint/that/does/not/answer".into(),
+                ),
+                scope: Some("identify".into()),
+                ..Default::default()
+            },
+            "secret",
+        )
+        .await;
+    let _ = app.state.tokens.token(&failing).await;
+    for (width, height) in [(1280, 900), (375, 812)] {
+        b.resize(width, height).await;
+        b.goto(&format!("{}/admin/audit", app.addr)).await;
+        assert!(b.fits("table.audit").await, "the audit table fits its card at {width} px");
+        b.screenshot(&format!("audit-{width}")).await;
+        b.goto(&format!("{}/admin", app.addr)).await;
+        assert!(b.fits("main").await, "the dashboard fits at {width} px");
+        b.screenshot(&format!("dashboard-{width}")).await;
+        b.goto(&format!("{}/fire-webhook", app.fake_addr)).await;
+        b.click("button.allow").await;
+        assert!(b.text("#fire-result").await.contains("the hub answered HTTP 200"));
+        assert!(b.fits("#sent").await, "the fire-webhook confirmation fits at {width} px");
+        b.screenshot(&format!("fire-webhook-{width}")).await;
+    }
     // The console on a phone.
     b.resize(390, 844).await;
     b.goto(&format!("{}/admin", app.addr)).await;

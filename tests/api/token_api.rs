@@ -224,7 +224,7 @@ async fn api_keys_and_client_credentials_connections_from_the_shell() {
 
     // Wrong input says what to fix.
     let bad = crate::cli::hub(&app, &["connections", "add", "--provider", "custom", "--name", "x", "--client-id", "y"]);
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("needs --token-url"));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("a custom provider needs a token URL (--token-url)"));
     let no_secret = crate::cli::hub(
         &app,
         &["connections", "add", "--provider", "smartdocumentor", "--name", "x", "--client-id", "y"],
@@ -351,8 +351,11 @@ async fn the_console_creates_shows_once_and_revokes_api_keys() {
     assert_eq!(app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.status(), 200);
     let list = app.page("/admin/api-keys").await;
     assert!(list.contains("warehouse") && !list.contains(&key), "shown once, never again");
-    let key_id = list.split("action=\"/admin/api-keys/").nth(1).unwrap().split('/').next().unwrap().to_owned();
-    app.admin_post(&format!("/admin/api-keys/{key_id}/revoke"), &[("csrf", &csrf_from(&list))]).await;
+    let key_id = list.split("href=\"/admin/api-keys/").nth(1).unwrap().split('/').next().unwrap().to_owned();
+    // Revoking asks first: the confirmation page carries the form.
+    let confirm = app.page(&format!("/admin/api-keys/{key_id}/revoke")).await;
+    assert!(confirm.contains("warehouse"), "{confirm}");
+    app.admin_post(&format!("/admin/api-keys/{key_id}/revoke"), &[("csrf", &csrf_from(&confirm))]).await;
     assert!(app.page("/admin/api-keys").await.contains("revoked"));
     assert_eq!(app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.status(), 401);
 }

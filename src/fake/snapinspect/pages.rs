@@ -108,7 +108,18 @@ pub(super) async fn authorize_decision(body: web::Bytes, fake: web::Data<FakeSna
 struct FirePage<'a> {
     target: Option<String>,
     message: Option<String>,
+    /// What was sent, shown wrapped under the message.
+    sent: Option<String>,
+    /// The hub's origin (from the webhook URL), for links to where the event shows up.
+    hub: Option<String>,
     companies: &'a [(i64, &'a str)],
+}
+
+/// The origin of the hub the webhooks go to: its console, and in the demo the fake receiver, live
+/// there.
+fn hub_origin(fake: &FakeSnapInspect) -> Option<String> {
+    let url = url::Url::parse(fake.config.webhook_url.as_deref()?).ok()?;
+    Some(url.origin().ascii_serialization())
 }
 
 /// The webhook URL with its last path segment (the secret) masked, for display.
@@ -121,7 +132,13 @@ fn shown_target(fake: &FakeSnapInspect) -> Option<String> {
 }
 
 pub(super) async fn fire_webhook_page(fake: web::Data<FakeSnapInspect>) -> HttpResponse {
-    let page = FirePage { target: shown_target(&fake), message: None, companies: COMPANIES };
+    let page = FirePage {
+        target: shown_target(&fake),
+        message: None,
+        sent: None,
+        hub: hub_origin(&fake),
+        companies: COMPANIES,
+    };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, FAKE_CSP))
@@ -147,11 +164,18 @@ pub(super) async fn fire_webhook_submit(body: web::Bytes, fake: web::Data<FakeSn
     let message = match fake.config.webhook_url.as_deref() {
         None => "No webhook URL is configured (start the fake with --webhook-url).".to_owned(),
         Some(url) => match fake.fire_webhook(url, &payload).await {
-            Ok(status) => format!("Sent {payload}: the hub answered HTTP {status}."),
+            Ok(status) => format!("Sent {kind} for company {company}: the hub answered HTTP {status}."),
             Err(e) => format!("Sending failed: {e}"),
         },
     };
-    let page = FirePage { target: shown_target(&fake), message: Some(message), companies: COMPANIES };
+    let sent = serde_json::to_string_pretty(&payload).ok();
+    let page = FirePage {
+        target: shown_target(&fake),
+        message: Some(message),
+        sent,
+        hub: hub_origin(&fake),
+        companies: COMPANIES,
+    };
     HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CONTENT_SECURITY_POLICY, FAKE_CSP))

@@ -1,5 +1,5 @@
 //! API keys in the console: the list, creating one (shown once, on the page that follows), and
-//! revoking one.
+//! revoking one (after a confirmation page: a revoked key cannot be restored).
 
 use actix_web::{web, HttpResponse};
 use askama::Template;
@@ -12,6 +12,7 @@ use crate::{api_keys::KeyScope, error::AppError, startup::AppState};
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api-keys", web::get().to(list))
         .route("/api-keys", web::post().to(create))
+        .route("/api-keys/{id}/revoke", web::get().to(confirm_revoke))
         .route("/api-keys/{id}/revoke", web::post().to(revoke));
 }
 
@@ -40,26 +41,44 @@ async fn page(
     state: &AppState,
     new_key: Option<(String, String)>,
 ) -> Result<HttpResponse, AppError> {
-    let rows = state
-        .api_keys
-        .list()
-        .await?
-        .into_iter()
-        .map(|k| Row {
-            id: k.id,
-            name: k.name,
-            prefix: k.prefix,
-            created: when(Some(k.created_at)),
-            last_used: when(k.last_used_at),
-            revoked: k.revoked_at.map(|t| when(Some(t))),
-            scope: format!(
-                "{}{}",
-                k.connection_scope.as_deref().map_or("all connections".to_owned(), |c| c.replace(',', ", ")),
-                if k.read_only { "; read-only" } else { "" }
-            ),
-        })
-        .collect();
+    let rows = state.api_keys.list().await?.into_iter().map(row).collect();
     render(ListPage { nav: admin.nav("api-keys"), rows, new_key })
+}
+
+fn row(k: crate::store::ApiKey) -> Row {
+    Row {
+        id: k.id,
+        name: k.name,
+        prefix: k.prefix,
+        created: when(Some(k.created_at)),
+        last_used: when(k.last_used_at),
+        revoked: k.revoked_at.map(|t| when(Some(t))),
+        scope: format!(
+            "{}{}",
+            k.connection_scope.as_deref().map_or("all connections".to_owned(), |c| c.replace(',', ", ")),
+            if k.read_only { "; read-only" } else { "" }
+        ),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "admin/confirm_revoke.html")]
+struct ConfirmPage {
+    nav: Nav,
+    k: Row,
+}
+
+#[tracing::instrument(skip_all)]
+async fn confirm_revoke(
+    admin: AdminUser,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let key = state.api_keys.list().await?.into_iter().find(|k| k.id == *id && k.revoked_at.is_none());
+    let Some(key) = key else {
+        return Err(AppError::not_found("There is no active API key with that id; was it already revoked?"));
+    };
+    render(ConfirmPage { nav: admin.nav("api-keys"), k: row(key) })
 }
 
 #[tracing::instrument(skip_all)]

@@ -31,6 +31,11 @@ pub struct Row {
     pub name: String,
     pub provider: &'static str,
     pub status: &'static str,
+    /// The status as people read it: "not yet used" for a client-credentials connection that
+    /// has never fetched a token (it is `active` in the store and the API).
+    pub status_label: &'static str,
+    /// Client-credentials connections have no SnapInspect company, exchanges or webhook events.
+    pub snapinspect: bool,
     pub connected_at: String,
     pub last_exchange: String,
     pub last_used: String,
@@ -45,11 +50,22 @@ impl From<&Connection> for Row {
             name: c.name.clone(),
             provider: c.provider.label(),
             status: c.status.as_str(),
+            status_label: status_label(c),
+            snapinspect: c.provider == Provider::SnapInspect,
             connected_at: when(Some(c.connected_at)),
             last_exchange: when(c.last_exchange_at),
             last_used: when(c.last_used_at),
             last_error: c.last_error.clone().unwrap_or_default(),
         }
+    }
+}
+
+fn status_label(c: &Connection) -> &'static str {
+    let never_fetched = c.token_obtained_at.is_none() && c.last_exchange_at.is_none() && !c.has_tokens;
+    if c.provider != Provider::SnapInspect && c.status == ConnectionStatus::Active && never_fetched {
+        "not yet used"
+    } else {
+        c.status.as_str()
     }
 }
 
@@ -61,6 +77,8 @@ struct ListPage {
     q: String,
     status: String,
     statuses: Vec<&'static str>,
+    /// A status that is not one, explained beside the field (the list is shown without it).
+    status_error: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -77,19 +95,28 @@ async fn list(
     query: web::Query<ListQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let status = match query.status.trim() {
-        "" => None,
-        s => Some(ConnectionStatus::parse(s).map_err(|e| AppError::bad_request(e.to_string()))?),
+    let (status, status_error) = match query.status.trim() {
+        "" => (None, None),
+        s => match ConnectionStatus::parse(s) {
+            Ok(s) => (Some(s), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
     };
     let filter = ConnectionFilter { query: Some(query.q.clone()), status };
     let rows = state.store.find_connections(&filter, 500).await?.iter().map(Row::from).collect();
-    render(ListPage {
+    let bad = status_error.is_some();
+    let mut res = render(ListPage {
         nav: admin.nav("connections"),
         rows,
         q: query.q.clone(),
         status: query.status.clone(),
         statuses: ConnectionStatus::ALL.iter().map(|s| s.as_str()).collect(),
-    })
+        status_error,
+    })?;
+    if bad {
+        *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+    }
+    Ok(res)
 }
 
 fn no_such_connection() -> AppError {

@@ -61,11 +61,11 @@ fn opt(s: &str) -> Option<String> {
 }
 
 impl CredentialsForm {
-    fn input(&self) -> Result<(Provider, CredentialsInput), String> {
-        let provider = Provider::parse(&self.provider).map_err(|e| e.to_string())?;
+    fn input(&self) -> Result<(Provider, CredentialsInput), Invalid> {
+        let provider = Provider::parse(&self.provider).map_err(|e| Invalid("provider", e.to_string()))?;
         let auth = match self.auth.trim() {
             "" => None,
-            a => Some(AuthStyle::parse(a).map_err(|e| e.to_string())?),
+            a => Some(AuthStyle::parse(a).map_err(|e| Invalid("auth", e.to_string()))?),
         };
         Ok((
             provider,
@@ -96,6 +96,19 @@ struct FormPage {
     providers: Vec<(&'static str, &'static str)>,
 }
 
+impl FormPage {
+    /// Whether the error is shown beside its field; if not, it goes above the form.
+    fn field_has_slot(&self) -> bool {
+        ["client_id", "client_secret", "scope", "environment", "domain", "token_url", "auth"]
+            .contains(&self.error_field)
+    }
+
+    /// The provider as people know it (the form carries its id).
+    fn provider_label(&self) -> &'static str {
+        Provider::parse(&self.f.provider).map(|p| p.label()).unwrap_or("unknown")
+    }
+}
+
 fn providers() -> Vec<(&'static str, &'static str)> {
     Provider::ALL.iter().filter(|p| **p != Provider::SnapInspect).map(|p| (p.as_str(), p.label())).collect()
 }
@@ -120,6 +133,13 @@ struct Invalid(&'static str, String);
 impl From<String> for Invalid {
     fn from(message: String) -> Self {
         Invalid("", message)
+    }
+}
+
+/// A preset's complaint, beside the field it is about, in its own plain words (no CLI flags).
+impl From<crate::client_credentials::PresetError> for Invalid {
+    fn from(e: crate::client_credentials::PresetError) -> Self {
+        Invalid(e.field, e.message)
     }
 }
 
@@ -156,7 +176,7 @@ async fn create(
     admin.check_csrf(&form.csrf)?;
     let f = form.into_inner();
     let action = "/admin/connections/new".to_owned();
-    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(|e| e.to_string())) {
+    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(Invalid::from)) {
         Ok(s) => s,
         Err(e) => return form_again(&admin, f, action, false, e),
     };
@@ -228,7 +248,7 @@ async fn update(
     // The provider is fixed once a connection exists.
     f.provider = c.provider.as_str().into();
     let action = format!("/admin/connections/{id}/edit");
-    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(|e| e.to_string())) {
+    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(Invalid::from)) {
         Ok(s) => s,
         Err(e) => return form_again(&admin, f, action, true, e),
     };

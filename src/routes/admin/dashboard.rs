@@ -25,7 +25,8 @@ pub struct Count {
 
 pub struct Failure {
     pub at: String,
-    pub connection: Option<String>,
+    /// The connection's id (for the link) and name (what people recognise).
+    pub connection: Option<(String, String)>,
     pub detail: String,
 }
 
@@ -37,6 +38,7 @@ struct DashboardPage {
     events_24h: Vec<Count>,
     dead: i64,
     unmatched: i64,
+    rejected: i64,
     failures: Vec<Failure>,
 }
 
@@ -63,11 +65,18 @@ async fn dashboard(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpR
             class: s.as_str().to_owned(),
         })
         .collect();
-    let failures = store
-        .recent_failures(10)
-        .await?
+    let entries = store.recent_failures(10).await?;
+    let names = if entries.is_empty() { Vec::new() } else { store.connections().await? };
+    let failures = entries
         .into_iter()
-        .map(|a| Failure { at: when(Some(a.at)), connection: a.connection_id, detail: a.detail.unwrap_or_default() })
+        .map(|a| Failure {
+            at: when(Some(a.at)),
+            connection: a.connection_id.map(|id| {
+                let name = names.iter().find(|c| c.id.as_str() == id).map_or_else(|| id.clone(), |c| c.name.clone());
+                (id, name)
+            }),
+            detail: a.detail.unwrap_or_default(),
+        })
         .collect();
     render(DashboardPage {
         nav: admin.nav("dashboard"),
@@ -75,6 +84,7 @@ async fn dashboard(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpR
         events_24h,
         dead: store.event_count_in(EventState::Dead).await?,
         unmatched: store.event_count_in(EventState::Unmatched).await?,
+        rejected: store.event_count_in(EventState::Rejected).await?,
         failures,
     })
 }

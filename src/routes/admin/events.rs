@@ -21,10 +21,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/events", web::get().to(list))
         .route("/events/replay-dead", web::post().to(replay_dead))
         .route("/events/{id}", web::get().to(detail))
-        .route("/events/{id}/replay", web::post().to(replay));
+        .route("/events/{id}/replay", web::post().to(replay))
+        .route("/events/{id}/dismiss", web::post().to(dismiss));
 }
 
-/// The filter as the form and the links carry it (all text, validated into an `EventFilter`).
+/// The filter as the form and the links carry it (all text, so a mistyped value reaches the
+/// page and is explained beside its field, instead of failing to deserialize).
 #[derive(Deserialize, Default, Clone)]
 struct FilterForm {
     #[serde(default)]
@@ -33,22 +35,50 @@ struct FilterForm {
     kind: String,
     #[serde(default)]
     company: String,
-    before: Option<i64>,
-    after: Option<i64>,
+    #[serde(default)]
+    before: String,
+    #[serde(default)]
+    after: String,
+}
+
+/// A filter value that could not be used, and which field it came from.
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
 }
 
 impl FilterForm {
+    /// The filter, or the first field that is wrong.
     fn parse(&self) -> Result<EventFilter, AppError> {
+        let (filter, errors) = self.parse_lenient();
+        match errors.into_iter().next() {
+            Some(e) => Err(AppError::bad_request(e.message)),
+            None => Ok(filter),
+        }
+    }
+
+    /// The filter with every wrong field left out, and what was wrong with each.
+    fn parse_lenient(&self) -> (EventFilter, Vec<FieldError>) {
+        let mut errors = Vec::new();
+        let mut wrong = |field, message: String| errors.push(FieldError { field, message });
         let state = match self.status.trim() {
             "" => None,
-            s => Some(EventState::parse(s).map_err(|e| AppError::bad_request(e.to_string()))?),
+            s => EventState::parse(s).map_err(|e| wrong("status", e.to_string())).ok(),
         };
         let company = match self.company.trim() {
             "" => None,
-            c => Some(CompanyId::parse(c).map_err(|e| AppError::bad_request(e.to_string()))?),
+            c => CompanyId::parse(c).map_err(|e| wrong("company", e.to_string())).ok(),
         };
+        let mut cursor = |field, raw: &str| match raw.trim() {
+            "" => None,
+            r => r
+                .parse::<i64>()
+                .map_err(|_| wrong(field, "This page link is broken; showing the newest events instead.".into()))
+                .ok(),
+        };
+        let (before, after) = (cursor("page", &self.before), cursor("page", &self.after));
         let kind = Some(self.kind.trim()).filter(|k| !k.is_empty()).map(str::to_owned);
-        Ok(EventFilter { state, kind, company, before: self.before, after: self.after, since: None })
+        (EventFilter { state, kind, company, before, after, since: None }, errors)
     }
 
     /// The query string for a page link, keeping the filter.
@@ -76,6 +106,14 @@ struct ListPage {
     newer: Option<String>,
     older: Option<String>,
     dead_matching: i64,
+    errors: Vec<FieldError>,
+}
+
+impl ListPage {
+    /// What is wrong with `field`, to show beside it.
+    fn error_for(&self, field: &str) -> Option<&str> {
+        self.errors.iter().find(|e| e.field == field).map(|e| e.message.as_str())
+    }
 }
 
 #[tracing::instrument(skip_all)]
@@ -85,7 +123,8 @@ async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let form = query.into_inner();
-    let filter = form.parse()?;
+    // A wrong field is left out of the filter and explained beside it, with a 400.
+    let (filter, errors) = form.parse_lenient();
     let rows = state.store.events(&filter, PAGE).await?;
     let base = EventFilter { before: None, after: None, ..filter.clone() };
     let (newer, older) = match (rows.first(), rows.last()) {
@@ -101,6 +140,7 @@ async fn list(
     } else {
         0
     };
+    let page_has_errors = !errors.is_empty();
     render(ListPage {
         nav: admin.nav("events"),
         rows: rows.into_iter().map(EventRowView::from).collect(),
@@ -111,6 +151,13 @@ async fn list(
         newer,
         older,
         dead_matching,
+        errors,
+    })
+    .map(|mut res| {
+        if page_has_errors {
+            *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+        }
+        res
     })
 }
 
@@ -141,6 +188,7 @@ struct DetailPage {
     attempts: Vec<AttemptView>,
     deliveries: Vec<DeliveryView>,
     replayable: bool,
+    dismissable: bool,
 }
 
 /// One delivery on the event page, with its attempts.
@@ -212,7 +260,8 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         inspection: e.inspection.as_deref().map(pretty),
         attempts,
         deliveries,
-        replayable: matches!(e.state.as_str(), "dead" | "done" | "retrying" | "pending"),
+        replayable: matches!(e.state.as_str(), "dead" | "done" | "retrying" | "pending" | "rejected"),
+        dismissable: matches!(e.state.as_str(), "unmatched" | "rejected"),
         e: EventRowView::from(e),
     };
     render(page)
@@ -252,6 +301,32 @@ async fn replay(
     Ok(redirect(&format!("/admin/events/{id}")))
 }
 
+/// An event that waits for a company that may never connect (or names none) is removed.
+#[tracing::instrument(skip_all, fields(event_id = %id))]
+async fn dismiss(
+    admin: AdminUser,
+    id: web::Path<String>,
+    form: web::Form<CsrfForm>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    admin.check_csrf(&form.csrf)?;
+    let id = parse_id(&id)?;
+    if state.store.dismiss_event(&id, now_ms(), &admin.actor()).await? {
+        admin.flash(FlashKind::Ok, format!("Event {id} is dismissed: deleted, and noted in the audit log."));
+        return Ok(redirect("/admin/events"));
+    }
+    match state.store.event(&id).await? {
+        Some(e) => {
+            admin.flash(
+                FlashKind::Bad,
+                format!("Not dismissed: only unmatched or rejected events can be, and this one is {}.", e.state),
+            );
+            Ok(redirect(&format!("/admin/events/{id}")))
+        }
+        None => Err(AppError::not_found("There is no event with that id.")),
+    }
+}
+
 #[derive(Deserialize)]
 struct ReplayDeadForm {
     #[serde(default)]
@@ -267,13 +342,13 @@ async fn replay_dead(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
-    let filter = FilterForm { before: None, after: None, ..form.filter.clone() }.parse()?;
+    let filter = FilterForm { before: String::new(), after: String::new(), ..form.filter.clone() }.parse()?;
     let n = state.store.replay_dead(&filter, now_ms(), &admin.actor()).await?;
     if n > 0 {
         state.worker.wake();
     }
     admin.flash(FlashKind::Ok, format!("{n} dead events are queued again."));
-    let back = FilterForm { status: "dead".into(), before: None, after: None, ..form.filter.clone() };
+    let back = FilterForm { status: "dead".into(), before: String::new(), after: String::new(), ..form.filter.clone() };
     let mut q = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in [("status", &back.status), ("type", &back.kind), ("company", &back.company)] {
         if !v.trim().is_empty() {

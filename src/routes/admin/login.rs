@@ -33,12 +33,17 @@ struct LoginPage<'a> {
     next: &'a str,
     email: &'a str,
     error: Option<&'a str>,
+    /// Just signed out: say so.
+    signed_out: bool,
 }
 
 #[derive(Deserialize)]
 struct LoginQuery {
     #[serde(default)]
     next: String,
+    /// Set by the sign-out redirect.
+    #[serde(default)]
+    signed_out: Option<String>,
 }
 
 /// Only a path inside the console: never an open redirect to another site, never a control
@@ -76,7 +81,13 @@ async fn login_page(
     query: web::Query<LoginQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    let page = LoginPage { csrf: String::new(), next: safe_next(&query.next), email: "", error: None };
+    let page = LoginPage {
+        csrf: String::new(),
+        next: safe_next(&query.next),
+        email: "",
+        error: None,
+        signed_out: query.signed_out.is_some(),
+    };
     sign_in_page(&req, &state, page)
 }
 
@@ -183,6 +194,7 @@ async fn login(
             next: &next,
             email: &typed,
             error: Some("That email and password do not match an admin account."),
+            signed_out: false,
         };
         let mut res = sign_in_page(&req, &state, page)?;
         *res.status_mut() = actix_web::http::StatusCode::UNAUTHORIZED;
@@ -216,7 +228,8 @@ async fn logout(
     admin.check_csrf(&form.csrf)?;
     let _ = state.store.audit(now_ms(), &admin.actor(), "sign_out", None, "").await;
     admin.session.purge();
-    Ok(redirect("/admin/login"))
+    // The session is gone, so no flash: the sign-in page says it from its address.
+    Ok(redirect("/admin/login?signed_out=1"))
 }
 
 #[cfg(test)]

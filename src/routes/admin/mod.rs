@@ -9,6 +9,7 @@ mod credentials;
 mod dashboard;
 mod endpoint_form;
 mod endpoints;
+mod error_page;
 mod events;
 mod login;
 mod reconnect_link;
@@ -37,6 +38,7 @@ const ABSOLUTE_TIMEOUT_MS: i64 = 12 * 3600 * 1000;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
+            .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error_page::render))
             .app_data(web::FormConfig::default().limit(crate::startup::BODY_LIMIT).error_handler(|e, _| match e {
                 actix_web::error::UrlencodedError::Overflow { .. } => {
                     AppError::PayloadTooLarge { message: "The form is larger than any form here can be.".into() }.into()
@@ -44,7 +46,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 e => AppError::bad_request(format!("The form could not be read: {e}")).into(),
             }))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                AppError::bad_request(format!("The address has a parameter that could not be read: {e}")).into()
+                // Not serde's words ("Query deserialize error"): the cause is enough.
+                let cause = match e {
+                    actix_web::error::QueryPayloadError::Deserialize(cause) => cause.to_string(),
+                    other => other.to_string(),
+                };
+                AppError::bad_request(format!("The address has a parameter that could not be read ({cause}).")).into()
             }))
             .configure(login::configure)
             .configure(dashboard::configure)

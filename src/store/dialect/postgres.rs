@@ -43,9 +43,9 @@ pub(crate) async fn writer(options: &PgConnectOptions) -> anyhow::Result<PgConne
 /// statement is the same (and prepared once) whatever the batch size.
 const INSERT_SQL: &str = "insert into events (public_id, received_at, event_type, company_id, inspection_id, \
     review_id, status_text, payload, payload_hash, connection_id, state, next_attempt_at) \
-    select id, at, kind, company, inspection, review, status, payload, hash, null, 'unmatched', at \
+    select id, at, kind, company, inspection, review, status, payload, hash, null, state, at \
     from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], \
-    $8::text[], $9::text[]) as t(id, at, kind, company, inspection, review, status, payload, hash)";
+    $8::text[], $9::text[], $10::text[]) as t(id, at, kind, company, inspection, review, status, payload, hash, state)";
 
 /// Match the batch's events to their companies' connections (see the SQLite version).
 const MATCH_SQL: &str = "update events set state = 'pending', connection_id = (select c.id from connections c \
@@ -76,6 +76,7 @@ pub(crate) async fn insert(
             .bind(events.iter().map(|e| e.payload.status.as_deref()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.raw.as_str()).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.initial_state().as_str()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
             .context("storing webhook events")?;

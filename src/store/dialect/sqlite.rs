@@ -128,8 +128,9 @@ fn insert_sql(rows: usize) -> &'static str {
             .map(|&n| {
                 // Anonymous `?` parameters: sqlx looks a named one up by name, which SQLite does
                 // by a linear walk, so 700 `$N` would cost more than the insert. Events start
-                // unmatched; MATCH_SQL then gives those of connected companies their connection.
-                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, null, 'unmatched', ?)"; n];
+                // unmatched (or rejected, see `NewEvent::initial_state`); MATCH_SQL then gives
+                // those of connected companies their connection.
+                let values = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, null, ?, ?)"; n];
                 format!(
                     "insert into events (public_id, received_at, event_type, company_id, inspection_id, review_id, \
                      status_text, payload, payload_hash, connection_id, state, next_attempt_at) values {}",
@@ -189,6 +190,7 @@ pub(crate) async fn insert(
             .bind(p.status.as_deref())
             .bind(p.raw.as_str())
             .bind(p.dedupe_hash.as_str())
+            .bind(e.initial_state().as_str())
             // A new event is due at once.
             .bind(e.received_at);
     }

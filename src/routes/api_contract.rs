@@ -1,0 +1,99 @@
+//! The API keeps the promises of its own OpenAPI document: a path the document lists, asked with
+//! a method it does not, answers 405 with `Allow` (RFC 9110 §15.5.6); anything else unknown, 404.
+
+use std::sync::LazyLock;
+
+use actix_web::{http::header, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use crate::error::{ApiError, AppError};
+
+/// The document, served at `/api/v1/openapi.json` and read here for its paths and methods.
+pub const OPENAPI: &str = include_str!("../../static/openapi.json");
+
+/// Where the document's paths are mounted (its `servers` URL).
+const BASE: &str = "/api/v1";
+
+/// Each path template of the document, split into segments, with its methods in upper case.
+static PATHS: LazyLock<Vec<(Vec<String>, Vec<String>)>> = LazyLock::new(|| paths_of(OPENAPI));
+
+const METHODS: [&str; 8] = ["get", "put", "post", "delete", "options", "head", "patch", "trace"];
+
+fn paths_of(document: &str) -> Vec<(Vec<String>, Vec<String>)> {
+    let doc: serde_json::Value = serde_json::from_str(document).expect("static/openapi.json is valid JSON");
+    let Some(paths) = doc["paths"].as_object() else { return Vec::new() };
+    paths
+        .iter()
+        .map(|(template, item)| {
+            let methods = METHODS.iter().filter(|m| item.get(**m).is_some()).map(|m| m.to_ascii_uppercase()).collect();
+            (template.split('/').map(str::to_owned).collect(), methods)
+        })
+        .collect()
+}
+
+/// The methods the document declares for `path` (below `/api/v1`), if it lists the path at all.
+/// A `{parameter}` segment matches any one non-empty segment, as the router's does.
+fn declared_methods<'a>(paths: &'a [(Vec<String>, Vec<String>)], path: &str) -> Option<&'a [String]> {
+    let segments: Vec<&str> = path.split('/').collect();
+    paths
+        .iter()
+        .find(|(template, _)| {
+            template.len() == segments.len()
+                && template.iter().zip(&segments).all(|(t, s)| {
+                    if t.starts_with('{') && t.ends_with('}') {
+                        !s.is_empty()
+                    } else {
+                        t == s
+                    }
+                })
+        })
+        .map(|(_, methods)| methods.as_slice())
+}
+
+/// The answer for whatever no API route took: 405 with `Allow` for a documented path, else 404.
+pub async fn fallback(req: HttpRequest) -> HttpResponse {
+    let below = req.path().strip_prefix(BASE).unwrap_or_default();
+    match declared_methods(&PATHS, below) {
+        Some(methods) => {
+            let allow = methods.join(", ");
+            HttpResponse::MethodNotAllowed()
+                .insert_header((header::ALLOW, allow.clone()))
+                .insert_header((header::CACHE_CONTROL, "no-store"))
+                .json(json!({
+                    "error": "method_not_allowed",
+                    "message": format!("{} is not offered here; this path answers {allow}", req.method()),
+                }))
+        }
+        None => actix_web::ResponseError::error_response(&ApiError(AppError::not_found(
+            "no such API route: see /api/v1/openapi.json",
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"paths": {
+        "/things": {"get": {}, "post": {}},
+        "/things/{id}/token": {"get": {}, "parameters": []}
+    }}"#;
+
+    #[test]
+    fn a_documented_path_gives_its_methods_and_parameters_match_one_segment() {
+        let paths = paths_of(DOC);
+        assert_eq!(declared_methods(&paths, "/things"), Some(&["GET".to_owned(), "POST".to_owned()][..]));
+        assert_eq!(declared_methods(&paths, "/things/abc/token"), Some(&["GET".to_owned()][..]));
+        assert_eq!(declared_methods(&paths, "/things//token"), None, "an empty segment is no id");
+        assert_eq!(declared_methods(&paths, "/things/a/b/token"), None);
+        assert_eq!(declared_methods(&paths, "/things/abc/tokens"), None);
+        assert_eq!(declared_methods(&paths, "/thing"), None);
+        assert_eq!(declared_methods(&paths, "/things/abc"), None);
+    }
+
+    #[test]
+    fn the_served_document_lists_the_token_operations() {
+        assert_eq!(declared_methods(&PATHS, "/connections"), Some(&["GET".to_owned()][..]));
+        assert_eq!(declared_methods(&PATHS, "/connections/x/refresh"), Some(&["POST".to_owned()][..]));
+    }
+}
