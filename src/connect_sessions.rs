@@ -23,6 +23,11 @@ const MAX_RETURN_URL: usize = 2000;
 pub struct ReturnOrigin(url::Origin);
 
 impl ReturnOrigin {
+    /// `scheme://host[:port]`, as compared.
+    pub fn serialized(&self) -> String {
+        self.0.ascii_serialization()
+    }
+
     /// Only a bare http(s) origin: no path beyond `/`, no query, no credentials.
     pub fn parse(raw: &str) -> Result<Self, String> {
         let u = Url::parse(raw).map_err(|e| format!("holds `{raw}`, which is not an origin ({e})"))?;

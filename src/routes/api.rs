@@ -20,8 +20,6 @@ use crate::{
 
 mod sessions;
 
-use super::api_contract::OPENAPI;
-
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
@@ -136,8 +134,10 @@ impl ApiCaller {
     }
 }
 
-async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(OPENAPI)
+async fn openapi(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(super::api_contract::document(&state.settings.connect_return_origins))
 }
 
 fn iso(ms: Option<i64>) -> serde_json::Value {

@@ -11,6 +11,46 @@ use crate::error::{ApiError, AppError};
 /// The document, served at `/api/v1/openapi.json` and read here for its paths and methods.
 pub const OPENAPI: &str = include_str!("../../static/openapi.json");
 
+/// The document as this server answers it: a `return_url` may only start with one of
+/// `CONNECT_RETURN_ORIGINS`, which a fixed document cannot say, so its schema gets a pattern of
+/// exactly those origins, or is left out when there are none (any `return_url` is then refused).
+pub fn document(origins: &[crate::connect_sessions::ReturnOrigin]) -> String {
+    let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("static/openapi.json is valid JSON");
+    let alternatives: Vec<String> = origins.iter().map(|o| escape_regex(&o.serialized())).collect();
+    let pattern = format!("^({})(/[A-Za-z0-9._~/-]*)?$", alternatives.join("|"));
+    restrict_return_urls(&mut doc, (!origins.is_empty()).then_some(pattern.as_str()));
+    doc.to_string()
+}
+
+fn escape_regex(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| if c.is_ascii_alphanumeric() || c == '/' || c == ':' { vec![c] } else { vec!['\\', c] })
+        .collect()
+}
+
+fn restrict_return_urls(v: &mut serde_json::Value, pattern: Option<&str>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(serde_json::Value::Object(props)) = map.get_mut("properties") {
+                match pattern {
+                    Some(p) => {
+                        if let Some(serde_json::Value::Object(r)) = props.get_mut("return_url") {
+                            r.insert("pattern".into(), json!(p));
+                            r.remove("format");
+                        }
+                    }
+                    None => {
+                        props.remove("return_url");
+                    }
+                }
+            }
+            map.values_mut().for_each(|x| restrict_return_urls(x, pattern));
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(|x| restrict_return_urls(x, pattern)),
+        _ => {}
+    }
+}
+
 /// Where the document's paths are mounted (its `servers` URL).
 const BASE: &str = "/api/v1";
 

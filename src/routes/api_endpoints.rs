@@ -60,6 +60,36 @@ impl ApiCaller {
     }
 }
 
+/// The endpoint URLs the API takes, exactly as `static/openapi.json` documents them (a test checks
+/// that the two agree): http(s), a host name, an optional port, path and query. Anything the
+/// document calls invalid is refused, so the document is the contract (IPv6 literals are for the
+/// command line and the console).
+pub(crate) const URL_PATTERN: &str = r"^https?://([A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,9}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})(:([1-9][0-9]{0,3}|[1-5][0-9]{4}))?(/[A-Za-z0-9._~%/-]*)?(\?[A-Za-z0-9._~%=&-]*)?$";
+
+static URL_SHAPE: std::sync::LazyLock<regex::Regex> =
+    std::sync::LazyLock::new(|| regex::Regex::new(URL_PATTERN).expect("the documented pattern compiles"));
+
+fn documented_url(url: Option<&str>) -> Result<(), ApiError> {
+    match url {
+        Some(u) if !URL_SHAPE.is_match(u) => Err(api_error(ManageError::Invalid {
+            field: "url",
+            message: "the endpoint URL must be http(s)://host[:port][/path][?query] with a host name or an IPv4 \
+                      address (see the OpenAPI document's pattern)"
+                .into(),
+        })),
+        _ => Ok(()),
+    }
+}
+
+/// JSON names each event type on its own, so an empty one is a mistake, not a separator to skip
+/// (as the command line's `--events a,,b` may be).
+fn no_blank_types(events: &[String]) -> Result<(), ApiError> {
+    if events.iter().any(|t| t.trim().is_empty()) {
+        return Err(api_error(ManageError::Invalid { field: "events", message: "an event type is empty".into() }));
+    }
+    Ok(())
+}
+
 fn api_error(e: ManageError) -> ApiError {
     match e {
         ManageError::Invalid { field, message } => {
@@ -134,6 +164,8 @@ async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.check_may_manage_endpoints(true)?;
     let b = body.into_inner();
+    no_blank_types(&b.events)?;
+    documented_url(Some(&b.url))?;
     let input = EndpointInput { url: b.url, events: b.events, description: b.description };
     let policy = state.worker.dispatcher().clients().policy();
     let (id, secret) = manage::add(&state.store, policy, &input, &caller.actor()).await.map_err(api_error)?;
@@ -173,6 +205,8 @@ async fn update(
     caller.check_may_manage_endpoints(true)?;
     let b = body.into_inner();
     let mut e = manage::load(&state.store, &id).await.map_err(api_error)?;
+    no_blank_types(b.events.as_deref().unwrap_or_default())?;
+    documented_url(b.url.as_deref())?;
     if b.url.is_some() || b.description.is_some() || b.events.is_some() {
         // What is not given stays as it is.
         let input = EndpointInput {
@@ -205,7 +239,15 @@ async fn delete(
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RotateBody {
-    overlap_secs: Option<u64>,
+    /// A JSON number: `86400` and `86400.0` are the same integer to JSON Schema, so both are taken.
+    overlap_secs: Option<serde_json::Number>,
+}
+
+/// Whole seconds from a JSON number, or a message for the `invalid_overlap` error.
+fn whole_seconds(n: &serde_json::Number) -> Result<u64, String> {
+    n.as_u64()
+        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= 2_592_000.0).map(|f| f as u64))
+        .ok_or_else(|| format!("overlap_secs must be a whole number of seconds from 0 to 2592000, not {n}"))
 }
 
 #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
@@ -224,7 +266,12 @@ async fn rotate(
             ApiError(AppError::BadRequest { code: "bad_json", title: "Bad JSON", message: e.to_string() })
         })?
     };
-    let overlap = b.overlap_secs.map_or(DEFAULT_OVERLAP, Duration::from_secs);
+    let overlap = match &b.overlap_secs {
+        None => DEFAULT_OVERLAP,
+        Some(n) => Duration::from_secs(whole_seconds(n).map_err(|message| {
+            ApiError(AppError::BadRequest { code: "invalid_overlap", title: "Invalid endpoint", message })
+        })?),
+    };
     let (secret, until) = manage::rotate(&state.store, &id, overlap, &caller.actor()).await.map_err(api_error)?;
     changed(&state).await;
     let e = manage::load(&state.store, &id).await.map_err(api_error)?;
@@ -232,4 +279,23 @@ async fn rotate(
     body["secret"] = json!(secret.expose_secret());
     body["previous_secret_until"] = if overlap.is_zero() { Value::Null } else { json!(rfc3339(until)) };
     Ok(ok(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_pattern_is_the_one_the_document_publishes() {
+        let doc: Value = serde_json::from_str(super::super::api_contract::OPENAPI).unwrap();
+        for schema in ["NewEndpoint", "EndpointChange"] {
+            assert_eq!(doc["components"]["schemas"][schema]["properties"]["url"]["pattern"], URL_PATTERN, "{schema}");
+        }
+        assert!(URL_SHAPE.is_match("https://hooks.example.com:8443/in?x=1"));
+        assert!(!URL_SHAPE.is_match("http://a*"));
+        assert!(!URL_SHAPE.is_match("ftp://example.com/"));
+        assert!(URL_SHAPE.is_match("http://10.0.0.1/"), "the guard, not the pattern, judges addresses");
+        assert!(!URL_SHAPE.is_match("http://256.0.0.1/"));
+        assert!(!URL_SHAPE.is_match("http://[::1]/"), "IPv6 literals are for the CLI and the console");
+    }
 }
