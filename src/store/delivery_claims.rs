@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::Store;
+use super::{dialect, Backend, Store};
 use crate::{
     delivery::types::DeliveryState,
     domain::{CompanyId, ConnectionId, EventId},
@@ -178,49 +178,61 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.write_tx().await?;
-        // Multi-statement queries: one round trip to SQLite's thread per group, as in intake.
-        let mut recorded = 0;
-        let mut rest = results;
-        while !rest.is_empty() {
-            // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
-            let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let sql = RECORD_SQL.repeat(size);
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                let outcome = match r.state {
-                    DeliveryState::Done => "done",
-                    DeliveryState::Dead => "dead",
-                    _ => "retry",
-                };
-                let (next, completed) = match r.state {
-                    DeliveryState::Done | DeliveryState::Dead => (None, Some(r.finished_at())),
-                    _ => (Some(r.retry_at), None),
-                };
-                q = q
-                    .bind(r.started_at)
-                    .bind(r.duration_ms)
-                    .bind(outcome)
-                    .bind(r.http_status.map(i64::from))
-                    .bind(r.error.as_deref())
-                    .bind(r.response_excerpt.as_deref())
-                    .bind(r.delivery_id)
-                    .bind(&r.claim_id)
-                    .bind(r.state.as_str())
-                    .bind(next)
-                    .bind(r.error.as_deref())
-                    .bind(r.http_status.map(i64::from))
-                    .bind(completed)
-                    .bind(r.delivery_id)
-                    .bind(&r.claim_id);
-            }
-            // Each recorded result changes two rows (its attempt and its delivery).
-            recorded += q.execute(&mut *tx).await?.rows_affected() / 2;
-        }
-
+        let recorded = match self.backend {
+            Backend::Sqlite => record_sqlite(&mut tx, results).await?,
+            Backend::Postgres => dialect::postgres::record_delivery_results(&mut tx, results).await?,
+        };
         super::delivery_health::after_results(&mut tx, results, now, disable_before).await?;
         tx.commit().await?;
         Ok(recorded)
     }
+}
+
+/// What an attempt's row says about it: the outcome, and when it is next due or was finished.
+pub(super) fn outcome_of(r: &DeliveryResult) -> (&'static str, Option<i64>, Option<i64>) {
+    let outcome = match r.state {
+        DeliveryState::Done => "done",
+        DeliveryState::Dead => "dead",
+        _ => "retry",
+    };
+    match r.state {
+        DeliveryState::Done | DeliveryState::Dead => (outcome, None, Some(r.finished_at())),
+        _ => (outcome, Some(r.retry_at), None),
+    }
+}
+
+/// SQLite: multi-statement queries, one round trip to SQLite's thread per group, as in intake.
+async fn record_sqlite(tx: &mut super::Tx, results: &[DeliveryResult]) -> Result<u64, sqlx::Error> {
+    let mut recorded = 0;
+    let mut rest = results;
+    while !rest.is_empty() {
+        // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
+        let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = RECORD_SQL.repeat(size);
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let (outcome, next, completed) = outcome_of(r);
+            q = q
+                .bind(r.started_at)
+                .bind(r.duration_ms)
+                .bind(outcome)
+                .bind(r.http_status.map(i64::from))
+                .bind(r.error.as_deref())
+                .bind(r.response_excerpt.as_deref())
+                .bind(r.delivery_id)
+                .bind(&r.claim_id)
+                .bind(r.state.as_str())
+                .bind(next)
+                .bind(r.error.as_deref())
+                .bind(r.http_status.map(i64::from))
+                .bind(completed)
+                .bind(r.delivery_id)
+                .bind(&r.claim_id);
+        }
+        // Each recorded result changes two rows (its attempt and its delivery).
+        recorded += q.execute(&mut **tx).await?.rows_affected() / 2;
+    }
+    Ok(recorded)
 }

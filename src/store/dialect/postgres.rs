@@ -12,7 +12,11 @@ use sqlx::{
 
 use crate::{
     domain::{CompanyId, EventId},
-    store::intake::NewEvent,
+    store::{
+        delivery_claims::{outcome_of, DeliveryResult},
+        intake::NewEvent,
+        Tx,
+    },
 };
 
 /// Open the pool; returns it and the options the intake writer opens its own connection with.
@@ -93,4 +97,33 @@ pub(crate) async fn insert(
     }
     tx.commit().await.context("committing webhook events")?;
     Ok(())
+}
+
+/// A batch of delivery results in one statement: the `Any` driver binds no arrays, so the batch
+/// travels as one JSON array. The attempt is inserted only for a delivery whose claim is current.
+const RECORD_SQL: &str = "with r as (select * from json_to_recordset($1::json) as r(id bigint, claim text, \
+    started bigint, duration bigint, outcome text, state text, next bigint, status bigint, error text, \
+    excerpt text, completed bigint)), \
+    u as (update deliveries d set state = r.state, next_attempt_at = r.next, lease_owner = null, \
+    last_error = r.error, last_status = r.status, completed_at = r.completed \
+    from r where d.id = r.id and d.claim_id = r.claim and d.state = 'processing' returning d.id) \
+    insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, error, response_excerpt) \
+    select r.id, r.started, r.duration, r.outcome, r.status, r.error, r.excerpt from r join u on u.id = r.id";
+
+/// Record delivery results whose claim is still current; returns how many were.
+pub(crate) async fn record_delivery_results(tx: &mut Tx, results: &[DeliveryResult]) -> Result<u64, sqlx::Error> {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let (outcome, next, completed) = outcome_of(r);
+            serde_json::json!({
+                "id": r.delivery_id, "claim": r.claim_id, "started": r.started_at, "duration": r.duration_ms,
+                "outcome": outcome, "state": r.state.as_str(), "next": next,
+                "status": r.http_status.map(i64::from), "error": r.error, "excerpt": r.response_excerpt,
+                "completed": completed,
+            })
+        })
+        .collect();
+    let json = serde_json::Value::Array(rows).to_string();
+    Ok(sqlx::query(RECORD_SQL).bind(json).execute(&mut **tx).await?.rows_affected())
 }
