@@ -90,14 +90,7 @@ impl Store {
             if limit <= 0 {
                 break;
             }
-            let claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(
-                "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
-                 attempts = attempts + 1 \
-                 where id in (select id from deliveries where endpoint_id = $4 and next_attempt_at is not null \
-                 and next_attempt_at <= $5 order by next_attempt_at, id limit $6) \
-                 and exists (select 1 from endpoints where id = $4 and state = 'enabled') \
-                 returning id, event_id, endpoint_id, attempts",
-            )
+            let claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(self.backend.claim_deliveries_sql())
             .bind(owner)
             .bind(claim_id)
             .bind(lease_until)

@@ -2,9 +2,13 @@
 //! concurrent intake batch is stored, matched and deduplicated alike, `/readyz` reads each
 //! store's migrations, and `backup` on PostgreSQL points to `pg_dump`.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
-use connect_hub::{domain::EventId, store::Backend};
+use connect_hub::{
+    domain::EventId,
+    store::{AttemptOutcome, Backend, FinishedEvent, NewAttempt},
+    time::now_ms,
+};
 use futures_util::future::join_all;
 use serde_json::Value;
 
@@ -84,4 +88,68 @@ async fn backup_on_postgresql_refuses_and_points_to_pg_dump() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pg_dump") && stderr.contains("SQLite"), "{stderr}");
     assert!(!target.exists(), "no file is left behind");
+}
+
+fn finished(event: connect_hub::store::ClaimedEvent, outcome: AttemptOutcome) -> FinishedEvent {
+    let attempt = NewAttempt { started_at: now_ms(), duration_ms: 1, outcome, http_status: None, error: None };
+    FinishedEvent { event, attempt, retry_at: now_ms() + 60_000, inspection: None }
+}
+
+#[tokio::test]
+async fn an_attempt_under_a_claim_that_was_taken_over_does_not_move_the_event() {
+    let app = spawn_app().await;
+    app.connect_company(6847).await;
+    let id = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":6847}"#).await;
+    let store = &app.state.store;
+    let now = now_ms();
+    // The same worker claims twice: its first lease ran out (it was paused) and it claimed again.
+    // An owner check cannot tell the two claims apart; the claim id does.
+    let stale: Vec<_> = store.claim_events("worker_a", now, now, 100).await.unwrap();
+    let stale = stale.into_iter().find(|e| e.id == id).expect("claimed");
+    let current: Vec<_> = store.claim_events("worker_a", now, now + 60_000, 100).await.unwrap();
+    let current = current.into_iter().find(|e| e.id == id).expect("claimed again once the lease ran out");
+    assert_ne!(stale.claim_id, current.claim_id);
+
+    let kept = store.finish_attempts(&[finished(stale, AttemptOutcome::Dead)]).await.unwrap();
+    assert_eq!(kept, vec![false], "the stale claim may not record");
+    let e = app.event(&id).await;
+    assert_eq!((e.state.as_str(), e.attempts), ("processing", 2), "left to the current claim");
+    let kept = store.finish_attempts(&[finished(current, AttemptOutcome::Done)]).await.unwrap();
+    assert_eq!(kept, vec![true]);
+    assert_eq!(app.event(&id).await.state, "done");
+}
+
+#[tokio::test]
+async fn a_claim_on_postgresql_skips_events_another_instance_is_claiming() {
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        println!("skipped on SQLite: one writer claims at a time; this runs in the PostgreSQL pass");
+        return;
+    }
+    app.connect_company(6847).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(
+            app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await,
+        );
+    }
+    let store = &app.state.store;
+    // Another instance is in the middle of claiming the oldest event: it holds its row lock.
+    let mut other = store.pool().begin().await.unwrap();
+    sqlx::query("select id from events where public_id = $1 for update")
+        .bind(ids[0].as_str())
+        .fetch_all(&mut *other)
+        .await
+        .unwrap();
+    let now = now_ms();
+    // Without `skip locked` this claim would wait for the other transaction (here: forever).
+    let claimed =
+        tokio::time::timeout(Duration::from_secs(5), store.claim_events("worker_b", now, now + 60_000, 100))
+            .await
+            .expect("the claim does not wait for rows another instance holds")
+            .unwrap();
+    let claimed: Vec<EventId> = claimed.into_iter().map(|e| e.id).collect();
+    assert!(!claimed.contains(&ids[0]), "the locked event is skipped");
+    assert!(claimed.contains(&ids[1]) && claimed.contains(&ids[2]), "the others are claimed");
+    other.rollback().await.unwrap();
 }
