@@ -2,13 +2,15 @@
 //! concurrent intake batch is stored, matched and deduplicated alike, `/readyz` reads each
 //! store's migrations, and `backup` on PostgreSQL points to `pg_dump`.
 
-use std::{collections::HashMap, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use connect_hub::{
     domain::EventId,
-    store::{AttemptOutcome, Backend, FinishedEvent, NewAttempt},
+    queue::ingest::{IngestOptions, Ingestor},
+    store::{AttemptOutcome, Backend, FinishedEvent, Inserted, NewAttempt},
     time::now_ms,
 };
+use tokio::sync::Notify;
 use futures_util::future::join_all;
 use serde_json::Value;
 
@@ -152,4 +154,89 @@ async fn a_claim_on_postgresql_skips_events_another_instance_is_claiming() {
     assert!(!claimed.contains(&ids[0]), "the locked event is skipped");
     assert!(claimed.contains(&ids[1]) && claimed.contains(&ids[2]), "the others are claimed");
     other.rollback().await.unwrap();
+}
+
+/// Another instance's intake on the same database: its own writer, with its own memory.
+fn second_intake(app: &crate::helpers::TestApp) -> Ingestor {
+    let options = IngestOptions { group_commit: true, dedupe_window: Duration::from_secs(7200) };
+    Ingestor::spawn(app.state.store.clone(), options, Arc::new(Notify::new()))
+}
+
+fn payload(body: &str) -> connect_hub::snapinspect::webhook::WebhookPayload {
+    connect_hub::snapinspect::webhook::parse_payload(body.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn on_postgresql_the_same_webhook_sent_to_two_instances_gets_one_event_id() {
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        println!("skipped on SQLite: one instance, whose intake window is in memory; this runs in the PostgreSQL pass");
+        return;
+    }
+    let other = second_intake(&app);
+    let before = app.event_count().await;
+    // One after the other: the second instance never saw the first event in its memory.
+    let body = r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":6847}"#;
+    let first = app.send_event(body).await;
+    match other.submit(payload(body)).await.unwrap() {
+        Inserted::Duplicate(id) => assert_eq!(id, first),
+        stored => panic!("stored again on the other instance: {stored:?}"),
+    }
+    // At the same moment, several times each, on both instances.
+    let body = r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":6847}"#;
+    let here = join_all((0..3).map(|_| app.post_webhook(body)));
+    let there = join_all((0..3).map(|_| other.submit(payload(body))));
+    let (here, there) = tokio::join!(here, there);
+    let mut ids = Vec::new();
+    for res in here {
+        assert_eq!(res.status(), 200);
+        ids.push(res.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    for outcome in there {
+        ids.push(match outcome.unwrap() {
+            Inserted::Stored(id) | Inserted::Duplicate(id) => id.to_string(),
+        });
+    }
+    ids.dedup();
+    assert_eq!(ids.len(), 1, "one event id for all six: {ids:?}");
+    assert_eq!(app.event_count().await, before + 2, "each webhook stored once");
+    let first = app.event(&first).await;
+    let second = app.event(&EventId::parse(&ids[0]).unwrap()).await;
+    assert_eq!((first.duplicates, second.duplicates), (1, 5), "every copy is counted on the one event");
+}
+
+#[tokio::test]
+async fn on_postgresql_a_webhook_past_the_shared_window_is_a_new_event() {
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        println!("skipped on SQLite: its window is in memory (see the intake tests); this runs in the PostgreSQL pass");
+        return;
+    }
+    let other = second_intake(&app);
+    let body = r#"{"sType":"Create_Inspection","iInspectionID":3,"iCompanyID":6847}"#;
+    let first = app.send_event(body).await;
+    // The first arrival is now just past the window (2 h), seen from the other instance.
+    sqlx::query("update event_dedupe set received_at = received_at - 7200001")
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let again = match other.submit(payload(body)).await.unwrap() {
+        Inserted::Stored(id) => id,
+        dup => panic!("a webhook past the window is new: {dup:?}"),
+    };
+    assert_ne!(again, first);
+    // And it now holds the window: a copy to the other instance is its duplicate.
+    sqlx::query("update event_dedupe set received_at = received_at - 7199000")
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let mut third = second_intake(&app);
+    match third.submit(payload(body)).await.unwrap() {
+        Inserted::Duplicate(id) => assert_eq!(id, again, "just inside the window"),
+        stored => panic!("{stored:?}"),
+    }
+    third = second_intake(&app);
+    drop(third);
+    assert_eq!(app.state.store.purge_duplicate_window(now_ms() - 7_200_000).await.unwrap(), 0, "inside: kept");
+    assert_eq!(app.state.store.purge_duplicate_window(now_ms()).await.unwrap(), 1);
 }
