@@ -15,6 +15,7 @@ mod hardening_outbound;
 mod hardening_signin;
 mod hardening_tokens;
 mod helpers;
+mod instances;
 mod logs;
 mod processes;
 mod stores;
