@@ -70,6 +70,17 @@ enum Command {
     Migrate,
     /// Write a consistent copy of the database to PATH while the service runs.
     Backup { path: PathBuf },
+    /// Copy every row of a SQLite database into a new, empty PostgreSQL database (secrets stay
+    /// encrypted under the same ENCRYPTION_KEY; ids are kept) and verify the row counts. Stop
+    /// `serve` first.
+    MigrateStore {
+        /// The SQLite database to move, e.g. sqlite://data/connect-hub.db
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database to move to, e.g. postgres://hub@127.0.0.1/hub
+        #[arg(long)]
+        to: String,
+    },
     /// Re-encrypt every stored secret under the current ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
     RotateKey,
     /// Manage admin accounts for the console.
@@ -181,6 +192,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
             db.migrate().await?;
             db.close().await;
             println!("migrations applied");
+            Ok(())
+        }
+        Command::MigrateStore { from, to } => {
+            // The duplicate window is filled from the events received within it.
+            let window = match std::env::var("DEDUPE_WINDOW_SECS") {
+                Ok(v) => anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?,
+                Err(_) => 7200,
+            };
+            let report = crate::store::migrate_store(&from, &to, window * 1000).await?;
+            for (table, rows) in &report.tables {
+                println!("{table:<22} {rows:>10} rows");
+            }
+            println!("copied; every table has the same row count in both. Point DATABASE_URL at the new database.");
             Ok(())
         }
         Command::Backup { path } => {

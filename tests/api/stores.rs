@@ -240,3 +240,88 @@ async fn on_postgresql_a_webhook_past_the_shared_window_is_a_new_event() {
     assert_eq!(app.state.store.purge_duplicate_window(now_ms() - 7_200_000).await.unwrap(), 0, "inside: kept");
     assert_eq!(app.state.store.purge_duplicate_window(now_ms()).await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_that_then_serves_it() {
+    let probe = tempfile::tempdir().unwrap();
+    let target = crate::helpers::TestDb::new(probe.path()).await;
+    if !target.is_postgres() {
+        println!("skipped: migrate-store needs a PostgreSQL server (TEST_DATABASE_URL)");
+        return;
+    }
+    // The SQLite deployment, with a connection, events delivered to an endpoint, a key and an admin.
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", sqlite_dir.path().join("old.db").display());
+    let url = sqlite_url.clone();
+    let old = crate::helpers::spawn_app_with(move |v| {
+        crate::helpers::forwarding(v);
+        v.insert("DATABASE_URL".into(), url);
+    })
+    .await;
+    let conn = old.connect_company(6847).await;
+    let body = r#"{"sType":"Create_Inspection","iInspectionID":77,"iCompanyID":6847}"#;
+    let event = old.send_event(body).await;
+    old.state.worker.drain().await.unwrap();
+    let token = old.state.tokens.token(&conn).await.unwrap();
+    let (key_id, key) = old.api_key("moved").await;
+    old.create_admin("ops@example.com", "correct horse battery staple").await;
+    let counts = |pool: sqlx::AnyPool| async move {
+        let mut out = Vec::new();
+        for t in ["connections", "events", "event_attempts", "deliveries", "delivery_attempts", "api_keys", "admins"] {
+            let n: i64 = sqlx::query_scalar(&format!("select count(*) from {t}")).fetch_one(&pool).await.unwrap();
+            out.push((t, n));
+        }
+        out
+    };
+    let before = counts(old.state.store.pool().clone()).await;
+    assert!(before.iter().all(|(_, n)| *n > 0), "every table has rows to move: {before:?}");
+
+    let out = crate::cli::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("same row count") && stdout.contains("delivery_attempts"), "{stdout}");
+
+    // The same keys open the moved database: tokens, keys and events as they were.
+    let shared: Vec<(String, String)> = ["ENCRYPTION_KEY", "SESSION_KEY"]
+        .into_iter()
+        .map(|k| (k.to_owned(), old.vars[k].clone()))
+        .collect();
+    let target_url = target.url.clone();
+    let new = crate::helpers::spawn_app_with(move |v| {
+        crate::helpers::forwarding(v);
+        v.extend(shared);
+        v.insert("DATABASE_URL".into(), target_url);
+    })
+    .await;
+    assert_eq!(counts(new.state.store.pool().clone()).await, before, "row counts per table");
+    let moved = new.state.tokens.token(&conn).await.unwrap();
+    assert_eq!(
+        secrecy::ExposeSecret::expose_secret(&moved.token),
+        secrecy::ExposeSecret::expose_secret(&token.token),
+        "sealed tokens still open (same row ids)"
+    );
+    let caller = new.state.api_keys.verify(&secrecy::SecretString::from(key)).await.unwrap();
+    assert_eq!(caller.unwrap().key_id, key_id);
+    assert_eq!(new.event(&event).await.state, "done");
+    // A webhook sent again after the move is still a duplicate; a new one gets new ids (the
+    // sequences continue after the copied ids) and is delivered.
+    let again: Value = new.post_webhook(body).await.json().await.unwrap();
+    assert_eq!((again["duplicate"].as_bool(), again["id"].as_str()), (Some(true), Some(event.as_str())));
+    // (No inspection to read: this app's fake SnapInspect never issued the moved token.)
+    let fresh = new.send_event(r#"{"sType":"Company_Updated","iCompanyID":6847}"#).await;
+    new.state.worker.drain().await.unwrap();
+    assert_eq!(new.event(&fresh).await.state, "done");
+    let deliveries: i64 =
+        sqlx::query_scalar("select count(*) from deliveries").fetch_one(new.state.store.pool()).await.unwrap();
+    assert_eq!(deliveries, before.iter().find(|(t, _)| *t == "deliveries").unwrap().1 + 1);
+
+    // Into a database that is not empty, or from a file that does not exist: a clear refusal.
+    let out = crate::cli::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("target is not empty"), "{out:?}");
+    let missing = format!("sqlite://{}", sqlite_dir.path().join("nope.db").display());
+    let out = crate::cli::hub(&old, &["migrate-store", "--from", &missing, "--to", &target.url]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
+    assert!(!sqlite_dir.path().join("nope.db").exists(), "no empty source is created");
+}
