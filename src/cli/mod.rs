@@ -124,6 +124,15 @@ enum Command {
         #[arg(long, default_value = "Create_Inspection")]
         types: String,
     },
+    /// Benchmark: queue ROWS due events (into a scratch database!), then time CLAIMS claims of 16
+    /// as the worker makes them, and print the claim's query plan.
+    #[command(hide = true)]
+    BenchClaims {
+        #[arg(long, default_value_t = 10_000)]
+        rows: i64,
+        #[arg(long, default_value_t = 200)]
+        claims: u32,
+    },
     /// API keys for /api/v1.
     ApiKey {
         #[command(subcommand)]
@@ -241,6 +250,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let listener = std::net::TcpListener::bind(bind)?;
             println!("fake receiver on http://{}/events", listener.local_addr()?);
             crate::fake::serve(receiver.configure(), listener)?.await?;
+            Ok(())
+        }
+        Command::BenchClaims { rows, claims } => {
+            let store = open_store(&cli_settings()?).await?;
+            let now = crate::time::now_ms();
+            let started = std::time::Instant::now();
+            let queued = store.bench_queue_events(rows, now - rows - 1).await?;
+            println!("queued {queued} events in {:.1} s", started.elapsed().as_secs_f64());
+            let mut times = Vec::with_capacity(claims as usize);
+            for _ in 0..claims {
+                let t = std::time::Instant::now();
+                let got = store.claim_events("bench", now, now + 600_000, 16).await?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+                anyhow::ensure!(got.len() == 16, "a claim took {} events; queue more rows than 16 x claims", got.len());
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+            println!(
+                "claim of 16 at {rows} queued: median {:.0} us, p90 {:.0} us, max {:.0} us ({claims} claims, {:?})",
+                at(0.5),
+                at(0.9),
+                at(1.0),
+                store.backend()
+            );
+            for line in store.explain_claim().await? {
+                println!("  plan: {line}");
+            }
+            store.close().await;
             Ok(())
         }
         Command::BenchPreload { events, types } => {

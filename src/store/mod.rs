@@ -5,6 +5,7 @@ mod admins;
 mod api_keys;
 mod attempts;
 mod audit;
+mod bench;
 mod connection_events;
 mod connections;
 mod copy;
