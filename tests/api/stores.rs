@@ -325,3 +325,40 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
     assert!(!sqlite_dir.path().join("nope.db").exists(), "no empty source is created");
 }
+
+#[tokio::test]
+async fn a_claim_takes_the_longest_due_events_first_whatever_their_state() {
+    let app = spawn_app().await;
+    app.connect_company(6847).await;
+    let now = now_ms();
+    let mut ids = Vec::new();
+    // (state, due in ms from now): a retry due first, an expired lease next, then a new event;
+    // one not yet due.
+    for (i, (state, due)) in [("pending", -1000), ("retrying", -3000), ("processing", -2000), ("pending", 60_000)]
+        .into_iter()
+        .enumerate()
+    {
+        let id =
+            app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
+        sqlx::query("update events set state = $1, next_attempt_at = $2 where public_id = $3")
+            .bind(state)
+            .bind(now + due)
+            .bind(id.as_str())
+            .execute(app.state.store.pool())
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    // The connect's own event is not for the worker to wait on here.
+    sqlx::query("update events set state = 'done' where event_type <> 'Create_Inspection'")
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let store = &app.state.store;
+    let first: std::collections::HashSet<EventId> =
+        store.claim_events("w", now, now + 60_000, 2).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(first, [ids[1].clone(), ids[2].clone()].into(), "oldest due first, across states");
+    let rest: Vec<EventId> =
+        store.claim_events("w", now, now + 60_000, 10).await.unwrap().into_iter().map(|e| e.id).collect();
+    assert_eq!(rest, vec![ids[0].clone()], "the one not yet due waits");
+}
