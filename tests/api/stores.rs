@@ -362,3 +362,52 @@ async fn a_claim_takes_the_longest_due_events_first_whatever_their_state() {
         store.claim_events("w", now, now + 60_000, 10).await.unwrap().into_iter().map(|e| e.id).collect();
     assert_eq!(rest, vec![ids[0].clone()], "the one not yet due waits");
 }
+
+#[tokio::test]
+async fn a_delivery_claim_on_postgresql_skips_deliveries_another_instance_is_claiming() {
+    let app = crate::helpers::spawn_app_with(crate::helpers::forwarding).await;
+    if !app.db.is_postgres() {
+        println!("skipped on SQLite: one writer claims at a time; this runs in the PostgreSQL pass");
+        return;
+    }
+    app.connect_company(6847).await;
+    for i in 0..3 {
+        app.send_event(&format!(r#"{{"sType":"Company_Updated","iCompanyID":6847,"n":{i}}}"#)).await;
+    }
+    // Enriched and fanned out, not yet delivered.
+    while app.state.worker.run_once().await.unwrap() > 0 {}
+    let store = &app.state.store;
+    let ids: Vec<i64> = sqlx::query_scalar("select id from deliveries order by id").fetch_all(store.pool()).await.unwrap();
+    assert!(ids.len() >= 3, "{ids:?}");
+    let mut other = store.pool().begin().await.unwrap();
+    sqlx::query("select id from deliveries where id = $1 for update").bind(ids[0]).fetch_all(&mut *other).await.unwrap();
+    let now = now_ms();
+    let claimed = tokio::time::timeout(
+        Duration::from_secs(5),
+        store.claim_deliveries(&[("ep_forward", 100)], 100, "worker_b", "clm_b", now, now + 60_000),
+    )
+    .await
+    .expect("the claim does not wait for rows another instance holds")
+    .unwrap();
+    let claimed: Vec<i64> = claimed.into_iter().map(|d| d.id).collect();
+    assert!(!claimed.contains(&ids[0]), "the locked delivery is skipped");
+    assert_eq!(claimed.len(), ids.len() - 1, "the others are claimed");
+    other.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn on_postgresql_storing_events_notifies_every_instance() {
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        println!("skipped on SQLite: one instance, woken in-process; this runs in the PostgreSQL pass");
+        return;
+    }
+    let mut listener = sqlx::postgres::PgListener::connect(&app.db.url).await.unwrap();
+    listener.listen(connect_hub::notify::EVENTS_CHANNEL).await.unwrap();
+    app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":6847}"#).await;
+    let heard = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a notification").unwrap();
+    assert_eq!(
+        connect_hub::notify::Signal::parse(heard.channel(), heard.payload()),
+        Some(connect_hub::notify::Signal::EventsStored)
+    );
+}
