@@ -86,9 +86,13 @@ mod tests {
         assert_eq!(Signal::parse("hub_events", ""), Some(Signal::EventsStored));
         assert_eq!(Signal::parse("hub_forget", &format!("con:{id}")), Some(Signal::ForgetConnection(id)));
         assert_eq!(Signal::parse("hub_forget", "key:key_abc"), Some(Signal::ForgetKey("key_abc".into())));
-        for (channel, payload) in
-            [("hub_forget", "con:nope"), ("hub_forget", "key:"), ("hub_forget", "other:x"), ("hub_forget", "x"), ("elsewhere", "key:k")]
-        {
+        for (channel, payload) in [
+            ("hub_forget", "con:nope"),
+            ("hub_forget", "key:"),
+            ("hub_forget", "other:x"),
+            ("hub_forget", "x"),
+            ("elsewhere", "key:k"),
+        ] {
             assert_eq!(Signal::parse(channel, payload), None, "{channel} {payload}");
         }
     }

@@ -206,7 +206,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::MigrateStore { from, to } => {
             // The duplicate window is filled from the events received within it.
             let window = match std::env::var("DEDUPE_WINDOW_SECS") {
-                Ok(v) => anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?,
+                Ok(v) => {
+                    anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?
+                }
                 Err(_) => 7200,
             };
             let report = crate::store::migrate_store(&from, &to, window * 1000).await?;

@@ -36,14 +36,21 @@ impl Store {
     /// The plan of the claim's scan, one line per step.
     pub async fn explain_claim(&self) -> anyhow::Result<Vec<String>> {
         Ok(match self.backend {
-            Backend::Postgres => sqlx::query_scalar(&format!("explain {CLAIM_SCAN_POSTGRES}"))
-                .bind(i64::MAX)
-                .fetch_all(&self.pool)
-                .await?,
+            Backend::Postgres => {
+                sqlx::query_scalar(&format!("explain {CLAIM_SCAN_POSTGRES}"))
+                    .bind(i64::MAX)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
             Backend::Sqlite => {
                 let sql = format!("explain query plan {}", super::dialect::CLAIM_SCAN_SQLITE);
-                let rows: Vec<(i64, i64, i64, String)> =
-                    sqlx::query_as(&sql).bind(i64::MAX).bind(i64::MAX).bind(i64::MAX).bind(16_i64).fetch_all(&self.pool).await?;
+                let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(&sql)
+                    .bind(i64::MAX)
+                    .bind(i64::MAX)
+                    .bind(i64::MAX)
+                    .bind(16_i64)
+                    .fetch_all(&self.pool)
+                    .await?;
                 rows.into_iter().map(|r| r.3).collect()
             }
         })

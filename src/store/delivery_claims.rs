@@ -91,14 +91,14 @@ impl Store {
                 break;
             }
             let claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(self.backend.claim_deliveries_sql())
-            .bind(owner)
-            .bind(claim_id)
-            .bind(lease_until)
-            .bind(endpoint)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
+                .bind(owner)
+                .bind(claim_id)
+                .bind(lease_until)
+                .bind(endpoint)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
             left -= claimed.len() as i64;
             rows.extend(claimed);
         }

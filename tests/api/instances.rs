@@ -19,7 +19,9 @@ use futures_util::future::join_all;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{browser_client, csrf_from, spawn_app, spawn_app_with, TestApp, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::helpers::{
+    browser_client, csrf_from, spawn_app, spawn_app_with, TestApp, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD,
+};
 
 const SKIP: &str = "skipped on SQLite: many instances need PostgreSQL; this runs in the PostgreSQL pass";
 
@@ -131,10 +133,12 @@ async fn three_instances_share_connects_console_sessions_api_keys_and_the_duplic
     // An API key works on every instance; revoked through C, every instance refuses it.
     let (key_id, key) = cluster.api_key().await;
     for base in [a, b, c] {
-        let res = reqwest::Client::new().get(format!("{base}/api/v1/connections")).bearer_auth(&key).send().await.unwrap();
+        let res =
+            reqwest::Client::new().get(format!("{base}/api/v1/connections")).bearer_auth(&key).send().await.unwrap();
         assert_eq!(res.status(), 200, "{base} accepts the key");
     }
-    let res = browser.post(format!("{c}/admin/api-keys/{key_id}/revoke")).form(&[("csrf", &csrf)]).send().await.unwrap();
+    let res =
+        browser.post(format!("{c}/admin/api-keys/{key_id}/revoke")).form(&[("csrf", &csrf)]).send().await.unwrap();
     assert_eq!(res.status(), 303);
     for base in [a, b, c] {
         let url = format!("{base}/api/v1/connections");
@@ -328,10 +332,7 @@ async fn on_postgresql_an_instance_forgets_a_token_and_a_key_another_replaced_or
     // A exchanges the token and revokes the key: B hears of both and drops them (its own short
     // windows would only stop trusting them, not drop them).
     let fresh = a.state.tokens.refresh(&id, "test").await.unwrap();
-    assert_ne!(
-        secrecy::ExposeSecret::expose_secret(&fresh.token),
-        secrecy::ExposeSecret::expose_secret(&token.token)
-    );
+    assert_ne!(secrecy::ExposeSecret::expose_secret(&fresh.token), secrecy::ExposeSecret::expose_secret(&token.token));
     eventually(Duration::from_secs(10), "B still holds the replaced token", || async {
         !b.state.tokens.remembers(&id)
     })

@@ -10,9 +10,9 @@ use connect_hub::{
     store::{AttemptOutcome, Backend, FinishedEvent, Inserted, NewAttempt},
     time::now_ms,
 };
-use tokio::sync::Notify;
 use futures_util::future::join_all;
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::helpers::spawn_app;
 
@@ -145,11 +145,10 @@ async fn a_claim_on_postgresql_skips_events_another_instance_is_claiming() {
         .unwrap();
     let now = now_ms();
     // Without `skip locked` this claim would wait for the other transaction (here: forever).
-    let claimed =
-        tokio::time::timeout(Duration::from_secs(5), store.claim_events("worker_b", now, now + 60_000, 100))
-            .await
-            .expect("the claim does not wait for rows another instance holds")
-            .unwrap();
+    let claimed = tokio::time::timeout(Duration::from_secs(5), store.claim_events("worker_b", now, now + 60_000, 100))
+        .await
+        .expect("the claim does not wait for rows another instance holds")
+        .unwrap();
     let claimed: Vec<EventId> = claimed.into_iter().map(|e| e.id).collect();
     assert!(!claimed.contains(&ids[0]), "the locked event is skipped");
     assert!(claimed.contains(&ids[1]) && claimed.contains(&ids[2]), "the others are claimed");
@@ -282,10 +281,8 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
     assert!(stdout.contains("same row count") && stdout.contains("delivery_attempts"), "{stdout}");
 
     // The same keys open the moved database: tokens, keys and events as they were.
-    let shared: Vec<(String, String)> = ["ENCRYPTION_KEY", "SESSION_KEY"]
-        .into_iter()
-        .map(|k| (k.to_owned(), old.vars[k].clone()))
-        .collect();
+    let shared: Vec<(String, String)> =
+        ["ENCRYPTION_KEY", "SESSION_KEY"].into_iter().map(|k| (k.to_owned(), old.vars[k].clone())).collect();
     let target_url = target.url.clone();
     let new = crate::helpers::spawn_app_with(move |v| {
         crate::helpers::forwarding(v);
@@ -334,9 +331,8 @@ async fn a_claim_takes_the_longest_due_events_first_whatever_their_state() {
     let mut ids = Vec::new();
     // (state, due in ms from now): a retry due first, an expired lease next, then a new event;
     // one not yet due.
-    for (i, (state, due)) in [("pending", -1000), ("retrying", -3000), ("processing", -2000), ("pending", 60_000)]
-        .into_iter()
-        .enumerate()
+    for (i, (state, due)) in
+        [("pending", -1000), ("retrying", -3000), ("processing", -2000), ("pending", 60_000)].into_iter().enumerate()
     {
         let id =
             app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
@@ -377,10 +373,15 @@ async fn a_delivery_claim_on_postgresql_skips_deliveries_another_instance_is_cla
     // Enriched and fanned out, not yet delivered.
     while app.state.worker.run_once().await.unwrap() > 0 {}
     let store = &app.state.store;
-    let ids: Vec<i64> = sqlx::query_scalar("select id from deliveries order by id").fetch_all(store.pool()).await.unwrap();
+    let ids: Vec<i64> =
+        sqlx::query_scalar("select id from deliveries order by id").fetch_all(store.pool()).await.unwrap();
     assert!(ids.len() >= 3, "{ids:?}");
     let mut other = store.pool().begin().await.unwrap();
-    sqlx::query("select id from deliveries where id = $1 for update").bind(ids[0]).fetch_all(&mut *other).await.unwrap();
+    sqlx::query("select id from deliveries where id = $1 for update")
+        .bind(ids[0])
+        .fetch_all(&mut *other)
+        .await
+        .unwrap();
     let now = now_ms();
     let claimed = tokio::time::timeout(
         Duration::from_secs(5),

@@ -97,7 +97,8 @@ const CLAIM_EVENTS_SQLITE: &str = concat!(
     ") returning id, public_id, received_at, event_type, company_id, inspection_id, connection_id, payload, attempts"
 );
 
-const CLAIM_EVENTS_POSTGRES: &str = "with due as (select id from events where state in ('pending', 'retrying', 'processing') \
+const CLAIM_EVENTS_POSTGRES: &str =
+    "with due as (select id from events where state in ('pending', 'retrying', 'processing') \
     and next_attempt_at <= $3 order by next_attempt_at, id limit $4 for update skip locked) \
     update events set state = 'processing', lease_owner = $1, claim_id = $5, next_attempt_at = $2, \
     attempts = events.attempts + 1 from due where events.id = due.id \

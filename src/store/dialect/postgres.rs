@@ -111,7 +111,8 @@ pub(crate) async fn insert(
                 .into_iter()
                 .collect();
             for e in lost {
-                let holder = holders.get(&e.payload.dedupe_hash).context("a duplicate's original is not in the window")?;
+                let holder =
+                    holders.get(&e.payload.dedupe_hash).context("a duplicate's original is not in the window")?;
                 let original = EventId::parse(holder)?;
                 // The event itself, and the duplicates of it this batch already counted.
                 let carried = counts.remove(&e.id).unwrap_or(0);
