@@ -1,6 +1,8 @@
 //! The same service on either store: the one `TEST_DATABASE_URL` names is the one in use, a
 //! concurrent intake batch is stored, matched and deduplicated alike, `/readyz` reads each
-//! store's migrations, and `backup` on PostgreSQL points to `pg_dump`.
+//! store's migrations, `backup` on PostgreSQL points to `pg_dump`; claims carry claim ids and skip
+//! what another instance holds, the duplicate window is shared, and `migrate-store` moves a
+//! SQLite database to PostgreSQL.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 

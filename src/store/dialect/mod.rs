@@ -1,5 +1,6 @@
 //! What differs between the two stores, in one place: opening each backend's connections, the
-//! write transaction's `begin`, the intake writer's batch insert, checkpoints and backups.
+//! write transaction's `begin`, key locks, the worker's claims, the intake writer's batch insert
+//! (with PostgreSQL's shared duplicate window), checkpoints and backups.
 
 pub(super) mod postgres;
 pub(super) mod sqlite;

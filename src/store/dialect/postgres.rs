@@ -1,5 +1,6 @@
 //! PostgreSQL's side: the pool with `synchronous_commit` on (a 200 only after the commit is
-//! durable), and the intake's batch as array-bound statements in one transaction.
+//! durable), the intake's batch as array-bound statements in one transaction, deciding duplicates
+//! across instances there, and a batch of delivery results as one JSON-bound statement.
 
 use std::{
     collections::{HashMap, HashSet},
