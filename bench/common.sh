@@ -3,7 +3,11 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# BIN given: that binary is used as it is (e.g. BIN=target/debug/connect-hub to try a script out);
+# otherwise the release build, built first.
+BUILD="${BIN:+no}"
 BIN="${BIN:-$ROOT/target/release/connect-hub}"
+case "$BIN" in /*) ;; *) BIN="$PWD/$BIN" ;; esac
 CONNS="${CONNS:-64}"
 RUNS="${RUNS:-3}"
 FAKE_PORT="${FAKE_PORT:-18090}"
@@ -21,8 +25,10 @@ build_and_install() {
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wrk >/dev/null
   fi
-  echo "building release..." >&2
-  (cd "$ROOT" && cargo build --release --quiet)
+  if [ "$BUILD" != no ]; then
+    echo "building release..." >&2
+    (cd "$ROOT" && cargo build --release --quiet)
+  fi
   BENCH_ENCRYPTION_KEY="$("$BIN" generate-key)"
   BENCH_SESSION_KEY="$("$BIN" generate-key --bytes 64)"
 }
@@ -67,14 +73,59 @@ hub_cli() {
 }
 
 SERVER_PID=""
+SERVER2_PID=""
 stop_server() {
-  if [ -n "$SERVER_PID" ]; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
-    SERVER_PID=""
-  fi
+  local pid
+  for pid in $SERVER_PID $SERVER2_PID; do
+    kill -TERM "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  SERVER_PID=""; SERVER2_PID=""
 }
-trap 'stop_server; stop_fake' EXIT
+trap 'stop_server; stop_fake; drop_pg_databases' EXIT
+
+# PostgreSQL: DATABASE_URL names a server (postgres://user@host:port); each run gets a fresh
+# database on it, dropped at the end. psql does the creating.
+PG_SERVER="${DATABASE_URL:-}"
+case "$PG_SERVER" in postgres://*|postgresql://*) ;; *) PG_SERVER="" ;; esac
+pg_url() { printf '%s/%s' "${PG_SERVER%/}" "$1"; }
+# fresh_pg_database NAME: prints the URL of a new, empty database (named after this script's pid,
+# so the exit trap finds it even when it was made in a subshell).
+fresh_pg_database() {
+  local db="bench_${1//[^a-z0-9_]/_}_$$"
+  psql -q "$PG_SERVER" -c "drop database if exists $db with (force)" -c "create database $db" >/dev/null
+  pg_url "$db"
+}
+drop_pg_databases() {
+  [ -n "$PG_SERVER" ] || return 0
+  local db
+  for db in $(psql -At "$PG_SERVER" -c "select datname from pg_database where datname like 'bench\_%\_$$'" 2>/dev/null); do
+    psql -q "$PG_SERVER" -c "drop database if exists $db with (force)" >/dev/null 2>&1 || true
+  done
+}
+
+# start_second_server NAME [VAR=VALUE ...]: another `serve` on PORT2, on the database the first
+# one uses (pass the same DATABASE_URL=...); same keys.
+PORT2="${PORT2:-18081}"
+BASE2="http://127.0.0.1:$PORT2"
+start_second_server() {
+  local name="$1"; shift
+  mkdir -p "$WORK/$name"
+  env -i PATH="$PATH" HOME="${HOME:-/root}" \
+    BIND_ADDR="127.0.0.1:$PORT2" PUBLIC_URL="$BASE" \
+    ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" SESSION_KEY="$BENCH_SESSION_KEY" \
+    WEBHOOK_SECRET=bench-secret RUST_LOG="${RUST_LOG:-warn}" \
+    SNAPINSPECT_CLIENT_ID=bench-client SNAPINSPECT_CLIENT_SECRET=bench-client-secret \
+    SNAPINSPECT_AUTHORIZE_URL="$FAKE/integration/SnapInspectConnect" \
+    SNAPINSPECT_EXCHANGE_URL="$FAKE/integration/ExchangeToken" SNAPINSPECT_API_URL="$FAKE/" "$@" \
+    "$BIN" serve >"$WORK/$name/server2.log" 2>&1 &
+  SERVER2_PID=$!
+  for _ in $(seq 1 200); do
+    if curl -fsS "$BASE2/readyz" >/dev/null 2>&1; then return 0; fi
+    sleep 0.05
+  done
+  echo "the second server did not start; its log:" >&2; cat "$WORK/$name/server2.log" >&2; exit 1
+}
 
 # start_server NAME [VAR=VALUE ...]: a fresh database, then `serve` with the given settings.
 start_server() {
@@ -110,14 +161,35 @@ to_ms() {
 # run_wrk NAME URL [wrk args...]: prints "rps p50_ms p99_ms non2xx" and keeps wrk's full output.
 run_wrk() {
   local name="$1" url="$2"; shift 2
-  wrk -t"$THREADS" -c"$CONNS" -d5s "$@" "$url" >/dev/null 2>&1 || true    # warm-up
+  wrk -t"$THREADS" -c"$CONNS" -d"${WARMUP:-5s}" "$@" "$url" >/dev/null 2>&1 || true    # warm-up
   wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$WORK/$name.wrk.txt" 2>&1
+  wrk_figures "$WORK/$name.wrk.txt"
+}
+
+# wrk_figures FILE: "rps p50_ms p99_ms non2xx" from wrk's output.
+wrk_figures() {
   local rps p50 p99 bad
-  rps=$(awk '/^Requests\/sec:/ {print $2}' "$WORK/$name.wrk.txt")
-  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$WORK/$name.wrk.txt")")
-  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$WORK/$name.wrk.txt")")
-  bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$WORK/$name.wrk.txt")
+  rps=$(awk '/^Requests\/sec:/ {print $2}' "$1")
+  p50=$(to_ms "$(awk '$1 == "50%" {print $2}' "$1")")
+  p99=$(to_ms "$(awk '$1 == "99%" {print $2}' "$1")")
+  bad=$(awk '/Non-2xx or 3xx responses:/ {print $5}' "$1")
   echo "$rps $p50 $p99 ${bad:-0}"
+}
+
+# run_wrk_pair NAME URL1 URL2 [wrk args...]: half the connections on each instance at once;
+# prints the summed requests/s, the larger p50 and p99, and the summed non-2xx.
+run_wrk_pair() {
+  local name="$1" u1="$2" u2="$3"; shift 3
+  local half=$(( (CONNS + 1) / 2 )) t=$(( (THREADS + 1) / 2 )) pid
+  # `wait` on the one wrk only: the servers and the fake are background jobs too.
+  wrk -t"$t" -c"$half" -d"${WARMUP:-5s}" "$@" "$u1" >/dev/null 2>&1 & pid=$!
+  wrk -t"$t" -c"$half" -d"${WARMUP:-5s}" "$@" "$u2" >/dev/null 2>&1 || true
+  wait "$pid" || true
+  wrk -t"$t" -c"$half" -d"$DURATION" --latency "$@" "$u1" >"$WORK/$name.1.wrk.txt" 2>&1 & pid=$!
+  wrk -t"$t" -c"$half" -d"$DURATION" --latency "$@" "$u2" >"$WORK/$name.2.wrk.txt" 2>&1
+  wait "$pid"
+  paste -d' ' <(wrk_figures "$WORK/$name.1.wrk.txt") <(wrk_figures "$WORK/$name.2.wrk.txt") |
+    awk '{ printf "%.2f %.3f %.3f %d\n", $1 + $5, ($2 > $6 ? $2 : $6), ($3 > $7 ? $3 : $7), $4 + $8 }'
 }
 
 # median_of FILE: each column's median over the runs (requests/s, p50, p99), and the most non-2xx of any run.

@@ -133,11 +133,30 @@ impl ApiKeys {
 
     pub async fn revoke(&self, id: &str, actor: &str) -> anyhow::Result<bool> {
         let revoked = self.store.revoke_api_key(id, now_ms(), actor).await?;
+        self.forget(id);
+        Ok(revoked)
+    }
+
+    /// Drop what memory holds for a key (revoked here, or by another instance: see `notify`).
+    pub fn forget(&self, id: &str) {
         self.checked
             .write()
             .expect("key cache poisoned")
             .retain(|_, c| c.caller.as_ref().is_none_or(|k| k.key_id != id));
-        Ok(revoked)
+    }
+
+    /// Drop every remembered check (the next request of each key reads the database).
+    pub fn forget_all(&self) {
+        self.checked.write().expect("key cache poisoned").clear();
+    }
+
+    /// Whether a check of the key with this id is remembered (tests of the invalidation).
+    pub fn remembers(&self, id: &str) -> bool {
+        self.checked
+            .read()
+            .expect("key cache poisoned")
+            .values()
+            .any(|c| c.caller.as_ref().is_some_and(|k| k.key_id == id))
     }
 
     pub async fn list(&self) -> anyhow::Result<Vec<ApiKey>> {

@@ -18,6 +18,7 @@ pub mod fake;
 pub mod http_client;
 pub mod limits;
 pub mod metrics;
+pub mod notify;
 pub mod outbound;
 pub mod private_cookie;
 pub mod queue;

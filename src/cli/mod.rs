@@ -70,6 +70,17 @@ enum Command {
     Migrate,
     /// Write a consistent copy of the database to PATH while the service runs.
     Backup { path: PathBuf },
+    /// Copy every row of a SQLite database into a new, empty PostgreSQL database (secrets stay
+    /// encrypted under the same ENCRYPTION_KEY; ids are kept) and verify the row counts. Stop
+    /// `serve` first.
+    MigrateStore {
+        /// The SQLite database to move, e.g. sqlite://data/connect-hub.db
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database to move to, e.g. postgres://hub@127.0.0.1/hub
+        #[arg(long)]
+        to: String,
+    },
     /// Re-encrypt every stored secret under the current ENCRYPTION_KEY (old keys in ENCRYPTION_KEYS_OLD).
     RotateKey,
     /// Manage admin accounts for the console.
@@ -121,6 +132,15 @@ enum Command {
         /// Where the end user is sent afterwards; its origin must be in CONNECT_RETURN_ORIGINS.
         #[arg(long)]
         return_url: Option<String>,
+    },
+    /// Benchmark: queue ROWS due events (into a scratch database!), then time CLAIMS claims of 16
+    /// as the worker makes them, and print the claim's query plan.
+    #[command(hide = true)]
+    BenchClaims {
+        #[arg(long, default_value_t = 10_000)]
+        rows: i64,
+        #[arg(long, default_value_t = 200)]
+        claims: u32,
     },
     /// API keys for /api/v1.
     ApiKey {
@@ -192,6 +212,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
+        Command::MigrateStore { from, to } => {
+            // The duplicate window is filled from the events received within it.
+            let window = match std::env::var("DEDUPE_WINDOW_SECS") {
+                Ok(v) => {
+                    anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?
+                }
+                Err(_) => 7200,
+            };
+            let report = crate::store::migrate_store(&from, &to, window * 1000).await?;
+            for (table, rows) in &report.tables {
+                println!("{table:<22} {rows:>10} rows");
+            }
+            println!("copied; every table has the same row count in both. Point DATABASE_URL at the new database.");
+            Ok(())
+        }
         Command::Backup { path } => {
             let store = open_store(&cli_settings()?).await?;
             let bytes = store.backup(&path).await?;
@@ -227,6 +262,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let listener = std::net::TcpListener::bind(bind)?;
             println!("fake receiver on http://{}/events", listener.local_addr()?);
             crate::fake::serve(receiver.configure(), listener)?.await?;
+            Ok(())
+        }
+        Command::BenchClaims { rows, claims } => {
+            let store = open_store(&cli_settings()?).await?;
+            let now = crate::time::now_ms();
+            let started = std::time::Instant::now();
+            let queued = store.bench_queue_events(rows, now - rows - 1).await?;
+            println!("queued {queued} events in {:.1} s", started.elapsed().as_secs_f64());
+            let mut times = Vec::with_capacity(claims as usize);
+            for _ in 0..claims {
+                let t = std::time::Instant::now();
+                let got = store.claim_events("bench", now, now + 600_000, 16).await?;
+                times.push(t.elapsed().as_secs_f64() * 1e6);
+                anyhow::ensure!(got.len() == 16, "a claim took {} events; queue more rows than 16 x claims", got.len());
+            }
+            times.sort_by(|a, b| a.total_cmp(b));
+            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
+            println!(
+                "claim of 16 at {rows} queued: median {:.0} us, p90 {:.0} us, max {:.0} us ({claims} claims, {:?})",
+                at(0.5),
+                at(0.9),
+                at(1.0),
+                store.backend()
+            );
+            for line in store.explain_claim().await? {
+                println!("  plan: {line}");
+            }
+            store.close().await;
             Ok(())
         }
         Command::BenchPreload { events, types } => {

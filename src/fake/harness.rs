@@ -122,11 +122,18 @@ impl HubProcess {
     /// Link `company` through the real connect flow, as a browser would click through it. Returns
     /// the callback URL SnapInspect sent the browser to (it carries the tokens).
     pub async fn connect(&self, company: i64) -> anyhow::Result<String> {
+        self.connect_via(&self.base, &self.base, company).await
+    }
+
+    /// The connect flow started at the instance at `start` and finished at the one at `finish`
+    /// (as a load balancer may send the browser's two requests to two instances): the callback
+    /// SnapInspect redirects to (on `PUBLIC_URL`) is sent to `finish` instead.
+    pub async fn connect_via(&self, start: &str, finish: &str, company: i64) -> anyhow::Result<String> {
         let location = |r: &reqwest::Response| -> anyhow::Result<String> {
             Ok(r.headers().get("location").context("a redirect")?.to_str()?.to_owned())
         };
         let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build()?;
-        let res = browser.get(format!("{}/connect/snapinspect", self.base)).send().await?;
+        let res = browser.get(format!("{start}/connect/snapinspect")).send().await?;
         // The session cookie that binds the state to this "browser".
         let cookie = res
             .headers()
@@ -151,7 +158,12 @@ impl HubProcess {
         ];
         let back = browser.post(post).form(&form).send().await?;
         let callback = location(&back)?;
-        let res = browser.get(&callback).header("cookie", cookie).send().await?;
+        let public = &self.env["PUBLIC_URL"];
+        let target = match callback.strip_prefix(public.as_str()) {
+            Some(rest) => format!("{finish}{rest}"),
+            None => callback.clone(),
+        };
+        let res = browser.get(&target).header("cookie", cookie).send().await?;
         anyhow::ensure!(res.status() == 303, "the callback answered {}", res.status());
         Ok(callback)
     }

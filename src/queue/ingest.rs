@@ -26,6 +26,8 @@ use crate::{
 const MAX_BATCH: usize = 1024;
 /// How often the writer finishes a checkpoint itself (see `EventWriter::finish_checkpoint`).
 const FINISH_CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How often the shared duplicate window (PostgreSQL) drops rows older than the window.
+const PURGE_WINDOW_EVERY: Duration = Duration::from_secs(600);
 /// Requests waiting for the writer beyond this wait to be queued (backpressure).
 const QUEUE_DEPTH: usize = 8192;
 
@@ -90,6 +92,7 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let dirty = Arc::new(AtomicBool::new(false));
     let checkpointer = tokio::spawn(checkpointer(store.clone(), dirty.clone()));
     let mut last_finish = std::time::Instant::now();
+    let mut last_purge = std::time::Instant::now();
     // Ends when every Ingestor is dropped and the queue is drained: in-flight events are written.
     while rx.recv_many(&mut jobs, max).await > 0 {
         dedupe.expire(now_ms());
@@ -116,23 +119,37 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
         }
         let duplicates: Vec<(EventId, i64)> = duplicates.into_iter().collect();
         let result = match conn.as_mut() {
-            Some(w) => w.insert(&fresh, &duplicates).await,
+            Some(w) => w.insert(&fresh, &duplicates, window_ms).await,
             None => match store.event_writer().await {
-                Ok(w) => conn.insert(w).insert(&fresh, &duplicates).await,
+                Ok(w) => conn.insert(w).insert(&fresh, &duplicates, window_ms).await,
                 Err(e) => Err(e),
             },
         };
         match result {
-            Ok(()) => {
+            Ok(taken) => {
                 dirty.store(true, Ordering::Relaxed);
-                if !fresh.is_empty() {
+                if fresh.len() > taken.len() {
                     stored.notify_one();
                 }
+                // Events another instance had already stored are duplicates of its event.
                 for e in fresh {
-                    dedupe.remember(e.payload.dedupe_hash, e.id, e.received_at);
+                    let id = taken.get(&e.id).cloned().unwrap_or(e.id);
+                    dedupe.remember(e.payload.dedupe_hash, id, e.received_at);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let outcome = match outcome {
+                        Inserted::Stored(id) | Inserted::Duplicate(id) if taken.contains_key(&id) => {
+                            Inserted::Duplicate(taken[&id].clone())
+                        }
+                        other => other,
+                    };
                     let _ = reply.send(Ok(outcome));
+                }
+                if last_purge.elapsed() >= PURGE_WINDOW_EVERY {
+                    last_purge = std::time::Instant::now();
+                    if let Err(e) = store.purge_duplicate_window(now_ms() - window_ms).await {
+                        tracing::warn!(error.chain = %format!("{e:#}"), "purging the duplicate window failed");
+                    }
                 }
                 // After the replies are out, so no answer waits for it.
                 if last_finish.elapsed() >= FINISH_CHECKPOINT_EVERY {

@@ -91,11 +91,11 @@ impl Worker {
         let n = events.len();
         let finished = join_all(events.into_iter().map(|e| self.process(e))).await;
         // One transaction for the batch: one commit, not one per event.
-        match self.tokens.store().finish_attempts(&finished, &self.owner).await {
+        match self.tokens.store().finish_attempts(&finished).await {
             Ok(kept) => {
                 for (f, kept) in finished.iter().zip(kept) {
                     if !kept {
-                        tracing::warn!(event_id = %f.event.id, "the event's lease ran out during the attempt; another worker owns it now");
+                        tracing::warn!(event_id = %f.event.id, "the event's claim ran out during the attempt; another worker owns it now");
                     }
                 }
             }

@@ -300,6 +300,10 @@ impl Application {
         let worker = settings.worker_enabled.then(|| tokio::spawn(self.state.worker.clone().run(stopped)));
         let janitor = tokio::spawn(janitor(self.state.store.clone(), settings.event_retention));
         let sweeper = settings.worker_enabled.then(|| tokio::spawn(callback_token_sweeper(self.state.tokens.clone())));
+        // Other instances on the same PostgreSQL database tell this one what changed.
+        let listener = (self.state.store.backend() == crate::store::Backend::Postgres).then(|| {
+            tokio::spawn(crate::notify::listen((*settings.database_url).to_owned(), self.state.clone().into_inner()))
+        });
         let redirect = self.redirect.map(|r| {
             let handle = r.handle();
             tokio::spawn(r);
@@ -320,6 +324,9 @@ impl Application {
         janitor.abort();
         if let Some(s) = sweeper {
             s.abort();
+        }
+        if let Some(l) = listener {
+            l.abort();
         }
         self.state.store.close().await;
         result

@@ -17,6 +17,8 @@ pub struct ClaimedEvent {
     pub payload: String,
     /// Including this one.
     pub attempts: i64,
+    /// This claim's random id: only it may record the attempt.
+    pub claim_id: String,
 }
 
 /// What one attempt ended in.
@@ -69,7 +71,9 @@ pub struct Attempt {
 impl Store {
     /// Claim up to `limit` due events for `owner` until `lease_until`: pending and retrying events
     /// whose time has come, and processing events whose lease ran out (their worker died). While
-    /// an event is processing, `next_attempt_at` holds its lease end.
+    /// an event is processing, `next_attempt_at` holds its lease end. The claim gets a random id
+    /// (`claim_id`): only it may record the attempt. On PostgreSQL instances claim side by side,
+    /// each skipping the rows another is claiming (see `Backend::claim_events_sql`).
     #[tracing::instrument(skip_all)]
     pub async fn claim_events(
         &self,
@@ -79,11 +83,13 @@ impl Store {
         limit: i64,
     ) -> anyhow::Result<Vec<ClaimedEvent>> {
         type Row = (i64, String, i64, Option<String>, Option<i64>, Option<i64>, Option<String>, String, i64);
-        let rows: Vec<Row> = sqlx::query_as(self.backend.claim_sql())
+        let claim_id = format!("clm_{}", crate::domain::base32(&crate::domain::random_bytes::<10>()));
+        let rows: Vec<Row> = sqlx::query_as(self.backend.claim_events_sql())
             .bind(owner)
             .bind(lease_until)
             .bind(now)
             .bind(limit)
+            .bind(&claim_id)
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter()
@@ -98,6 +104,7 @@ impl Store {
                     connection_id: connection.map(|c| ConnectionId::parse(&c)).transpose()?,
                     payload,
                     attempts,
+                    claim_id: claim_id.clone(),
                 })
             })
             .collect()
@@ -105,14 +112,14 @@ impl Store {
 
     /// Record a batch of attempts and move each event on, in one transaction (one commit for
     /// all). `retry_at` is used for `Retry`; `inspection` is kept on `Done`. Returns, per attempt,
-    /// whether the lease was still ours (if not, the attempt is still recorded; the new owner
-    /// decides the state).
+    /// whether its claim was still current (if not, the attempt is still recorded as history, but
+    /// the event is left to the claim that took over).
     #[tracing::instrument(skip_all, fields(events = batch.len()))]
-    pub async fn finish_attempts(&self, batch: &[FinishedEvent], owner: &str) -> anyhow::Result<Vec<bool>> {
+    pub async fn finish_attempts(&self, batch: &[FinishedEvent]) -> anyhow::Result<Vec<bool>> {
         let mut tx = self.write_tx().await?;
         let mut out = Vec::with_capacity(batch.len());
         for f in batch {
-            out.push(finish_in(&mut tx, &f.event, owner, &f.attempt, f.retry_at, f.inspection.as_deref()).await?);
+            out.push(finish_in(&mut tx, &f.event, &f.attempt, f.retry_at, f.inspection.as_deref()).await?);
         }
         tx.commit().await?;
         Ok(out)
@@ -134,7 +141,6 @@ impl Store {
 async fn finish_in(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     event: &ClaimedEvent,
-    owner: &str,
     attempt: &NewAttempt,
     retry_at: i64,
     inspection: Option<&str>,
@@ -156,18 +162,18 @@ async fn finish_in(
     let updated = match attempt_outcome {
         AttemptOutcome::Done => sqlx::query(
             "update events set state = 'done', completed_at = $3, last_error = null, lease_owner = null, \
-                 inspection = coalesce($4, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
+                 inspection = coalesce($4, inspection) where id = $1 and claim_id = $2 and state = 'processing'",
         )
         .bind(event.rowid)
-        .bind(owner)
+        .bind(&event.claim_id)
         .bind(now)
         .bind(inspection),
         AttemptOutcome::Retry | AttemptOutcome::Dead => sqlx::query(
             "update events set state = $3, next_attempt_at = $4, last_error = $5, lease_owner = null, \
-                 inspection = coalesce($6, inspection) where id = $1 and lease_owner = $2 and state = 'processing'",
+                 inspection = coalesce($6, inspection) where id = $1 and claim_id = $2 and state = 'processing'",
         )
         .bind(event.rowid)
-        .bind(owner)
+        .bind(&event.claim_id)
         .bind(if attempt_outcome == AttemptOutcome::Dead { "dead" } else { "retrying" })
         .bind(if attempt_outcome == AttemptOutcome::Dead { now } else { retry_at })
         .bind(&attempt.error)

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::Store;
+use super::{dialect, Backend, Store};
 use crate::{
     delivery::types::DeliveryState,
     domain::{CompanyId, ConnectionId, EventId},
@@ -60,6 +60,13 @@ impl DeliveryResult {
 /// How many results one statement group records (the rest go in smaller groups).
 const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
 
+/// One result: the attempt, inserted only while the claim is current, then the delivery moved on.
+const RECORD_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
+    error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
+    and state = 'processing';\n\
+    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
+    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";
+
 impl Store {
     /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
     /// deliveries (and at most `budget` in all), in due order: pending and retrying ones whose
@@ -83,32 +90,18 @@ impl Store {
             if limit <= 0 {
                 break;
             }
-            // Which ones, in due order; then claim exactly those (the write lock is held since
-            // `begin immediate`, so nobody takes them in between).
-            let due: Vec<i64> = sqlx::query_scalar(
-                "select id from deliveries where endpoint_id = $1 and next_attempt_at is not null \
-                 and next_attempt_at <= $2 and exists (select 1 from endpoints where id = $1 and state = 'enabled') \
-                 order by next_attempt_at, id limit $3",
-            )
-            .bind(endpoint)
-            .bind(now)
-            .bind(limit)
-            .fetch_all(&mut *tx)
-            .await?;
-            if due.is_empty() {
-                continue;
-            }
-            let list = (4..4 + due.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!(
-                "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
-                 attempts = attempts + 1 where id in ({list}) returning id, event_id, endpoint_id, attempts"
-            );
-            let mut q = sqlx::query_as::<_, (i64, i64, String, i64)>(&sql).bind(owner).bind(claim_id).bind(lease_until);
-            for id in &due {
-                q = q.bind(id);
-            }
-            let mut claimed = q.fetch_all(&mut *tx).await?;
-            claimed.sort_by_key(|r| due.iter().position(|d| *d == r.0));
+            let mut claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(self.backend.claim_deliveries_sql())
+                .bind(owner)
+                .bind(claim_id)
+                .bind(lease_until)
+                .bind(endpoint)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            // Due order: a delivery is due from its event's arrival, and events are numbered as
+            // they arrive, so within an endpoint the oldest event goes first.
+            claimed.sort_by_key(|r| (r.1, r.0));
             left -= claimed.len() as i64;
             rows.extend(claimed);
         }
@@ -202,50 +195,61 @@ impl Store {
             return Ok(0);
         }
         let mut tx = self.write_tx().await?;
-        // Multi-statement queries: one round trip to SQLite's thread per group, as in intake.
-        let mut recorded = 0;
-        let mut rest = results;
-        while !rest.is_empty() {
-            // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
-            let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            // The statement text is the dialect's (see `Backend::record_results_sql`); the binds,
-            // fifteen per result in this order, are the same on both.
-            let (sql, rows_per_result) = self.backend.record_results_sql(size);
-            let mut q = sqlx::query(&sql);
-            for r in chunk {
-                let outcome = match r.state {
-                    DeliveryState::Done => "done",
-                    DeliveryState::Dead => "dead",
-                    _ => "retry",
-                };
-                let (next, completed) = match r.state {
-                    DeliveryState::Done | DeliveryState::Dead => (None, Some(r.finished_at())),
-                    _ => (Some(r.retry_at), None),
-                };
-                q = q
-                    .bind(r.started_at)
-                    .bind(r.duration_ms)
-                    .bind(outcome)
-                    .bind(r.http_status.map(i64::from))
-                    .bind(r.error.as_deref())
-                    .bind(r.response_excerpt.as_deref())
-                    .bind(r.delivery_id)
-                    .bind(&r.claim_id)
-                    .bind(r.state.as_str())
-                    .bind(next)
-                    .bind(r.error.as_deref())
-                    .bind(r.http_status.map(i64::from))
-                    .bind(completed)
-                    .bind(r.delivery_id)
-                    .bind(&r.claim_id);
-            }
-            recorded += q.execute(&mut *tx).await?.rows_affected() / rows_per_result;
-        }
-
+        let recorded = match self.backend {
+            Backend::Sqlite => record_sqlite(&mut tx, results).await?,
+            Backend::Postgres => dialect::postgres::record_delivery_results(&mut tx, results).await?,
+        };
         super::delivery_health::after_results(&mut tx, results, now, disable_before).await?;
         tx.commit().await?;
         Ok(recorded)
     }
+}
+
+/// What an attempt's row says about it: the outcome, and when it is next due or was finished.
+pub(super) fn outcome_of(r: &DeliveryResult) -> (&'static str, Option<i64>, Option<i64>) {
+    let outcome = match r.state {
+        DeliveryState::Done => "done",
+        DeliveryState::Dead => "dead",
+        _ => "retry",
+    };
+    match r.state {
+        DeliveryState::Done | DeliveryState::Dead => (outcome, None, Some(r.finished_at())),
+        _ => (outcome, Some(r.retry_at), None),
+    }
+}
+
+/// SQLite: multi-statement queries, one round trip to SQLite's thread per group, as in intake.
+async fn record_sqlite(tx: &mut super::Tx, results: &[DeliveryResult]) -> Result<u64, sqlx::Error> {
+    let mut recorded = 0;
+    let mut rest = results;
+    while !rest.is_empty() {
+        // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
+        let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = RECORD_SQL.repeat(size);
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let (outcome, next, completed) = outcome_of(r);
+            q = q
+                .bind(r.started_at)
+                .bind(r.duration_ms)
+                .bind(outcome)
+                .bind(r.http_status.map(i64::from))
+                .bind(r.error.as_deref())
+                .bind(r.response_excerpt.as_deref())
+                .bind(r.delivery_id)
+                .bind(&r.claim_id)
+                .bind(r.state.as_str())
+                .bind(next)
+                .bind(r.error.as_deref())
+                .bind(r.http_status.map(i64::from))
+                .bind(completed)
+                .bind(r.delivery_id)
+                .bind(&r.claim_id);
+        }
+        // Each recorded result changes two rows (its attempt and its delivery).
+        recorded += q.execute(&mut **tx).await?.rows_affected() / 2;
+    }
+    Ok(recorded)
 }

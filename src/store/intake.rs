@@ -2,6 +2,8 @@
 //! batch in one transaction (one commit, one fsync), matching events to their company's connection,
 //! the duplicate window's warm-up, and checkpoints kept off the commit path.
 
+use std::collections::HashMap;
+
 use sqlx::{postgres::PgConnection, sqlite::SqliteConnection};
 
 use super::{
@@ -55,11 +57,23 @@ impl EventWriter {
     /// Store a batch of new events and count the duplicates that arrived with it, in one
     /// transaction (one commit, one fsync for all). Each event is matched to its company's
     /// SnapInspect connection; without one it waits as `unmatched`.
+    ///
+    /// Returns the events of `events` the database found to be duplicates (with the event each
+    /// duplicates): on PostgreSQL other instances share the window (`window_ms`), so the database
+    /// decides. SQLite has one instance, whose own window (the caller's) is complete: none.
     #[tracing::instrument(skip_all, fields(events = events.len(), duplicates = duplicates.len()))]
-    pub async fn insert(&mut self, events: &[NewEvent], duplicates: &[(EventId, i64)]) -> anyhow::Result<()> {
+    pub async fn insert(
+        &mut self,
+        events: &[NewEvent],
+        duplicates: &[(EventId, i64)],
+        window_ms: i64,
+    ) -> anyhow::Result<HashMap<EventId, EventId>> {
         match &mut self.conn {
-            WriterConn::Sqlite(conn) => dialect::sqlite::insert(conn, events, duplicates).await,
-            WriterConn::Postgres(conn) => dialect::postgres::insert(conn, events, duplicates).await,
+            WriterConn::Sqlite(conn) => {
+                dialect::sqlite::insert(conn, events, duplicates).await?;
+                Ok(HashMap::new())
+            }
+            WriterConn::Postgres(conn) => dialect::postgres::insert(conn, events, duplicates, window_ms).await,
         }
     }
 
@@ -109,6 +123,15 @@ impl Store {
                 out.push((hash, EventId::parse(&id)?, at));
             }
         }
+    }
+
+    /// Forget the shared duplicate window's rows received before `before` (PostgreSQL; SQLite
+    /// keeps its window in the intake writer's memory). Returns how many went.
+    pub async fn purge_duplicate_window(&self, before: i64) -> anyhow::Result<u64> {
+        if self.backend != Backend::Postgres {
+            return Ok(0);
+        }
+        Ok(sqlx::query(dialect::postgres::PURGE_DEDUPE_SQL).bind(before).execute(&self.pool).await?.rows_affected())
     }
 
     /// Copy committed WAL frames into the database file without blocking writers or readers

@@ -204,7 +204,19 @@ impl TokenManager {
         self.unsaved.lock().expect("unsaved poisoned").remove(id);
     }
 
-    fn forget_cached(&self, id: &ConnectionId) {
+    /// Drop every cached token (pairs waiting to be stored stay: they are this process's own).
+    pub fn forget_all(&self) {
+        self.cache.write().expect("token cache poisoned").clear();
+    }
+
+    /// Whether a token for the connection is in memory (tests of the invalidation).
+    pub fn remembers(&self, id: &ConnectionId) -> bool {
+        self.cache.read().expect("token cache poisoned").contains_key(id)
+    }
+
+    /// Drop only the cached token (another instance changed the connection: see `notify`). A
+    /// pair still waiting to be stored stays: its commit checks the stored version itself.
+    pub fn forget_cached(&self, id: &ConnectionId) {
         self.cache.write().expect("token cache poisoned").remove(id);
     }
 

@@ -18,6 +18,7 @@ mod hardening_outbound;
 mod hardening_signin;
 mod hardening_tokens;
 mod helpers;
+mod instances;
 mod logs;
 mod newcomer;
 mod processes;

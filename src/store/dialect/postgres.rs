@@ -1,7 +1,11 @@
 //! PostgreSQL's side: the pool with `synchronous_commit` on (a 200 only after the commit is
-//! durable), and the intake's batch as array-bound statements in one transaction.
+//! durable), the intake's batch as array-bound statements in one transaction, deciding duplicates
+//! across instances there, and a batch of delivery results as one JSON-bound statement.
 
-use std::str::FromStr;
+use std::{
+    collections::{HashMap, HashSet},
+    str::FromStr,
+};
 
 use anyhow::Context;
 use sqlx::{
@@ -12,7 +16,11 @@ use sqlx::{
 
 use crate::{
     domain::{CompanyId, EventId},
-    store::intake::NewEvent,
+    store::{
+        delivery_claims::{outcome_of, DeliveryResult},
+        intake::NewEvent,
+        Tx,
+    },
 };
 
 /// Open the pool; returns it and the options the intake writer opens its own connection with.
@@ -56,27 +64,79 @@ const MATCH_SQL: &str = "update events set state = 'pending', connection_id = (s
 const DUPLICATES_SQL: &str = "update events set duplicates = events.duplicates + d.n \
     from unnest($1::text[], $2::bigint[]) as d(id, n) where events.public_id = d.id";
 
-/// Store a batch and count its duplicates in one transaction (see `EventWriter::insert`).
+/// The shared duplicate window: insert each new event's hash, or take it over if the row there is
+/// older than the window (`$4` ms). Returns the ids of the events that now own their hash; an event
+/// whose hash another instance holds within the window is a duplicate of that one. On a conflict
+/// with a transaction still open PostgreSQL waits for it, so two instances cannot both win. Sorted
+/// by hash, so two batches lock their hashes in the same order (no deadlock between instances).
+const DEDUPE_SQL: &str = "insert into event_dedupe (payload_hash, public_id, received_at) \
+    select hash, id, at from unnest($1::text[], $2::text[], $3::bigint[]) as t(hash, id, at) order by hash \
+    on conflict (payload_hash) do update set public_id = excluded.public_id, received_at = excluded.received_at \
+    where event_dedupe.received_at < excluded.received_at - $4 \
+    returning public_id";
+
+/// Who holds these hashes (read after `DEDUPE_SQL`, which locked them for this transaction).
+const HOLDERS_SQL: &str = "select payload_hash, public_id from event_dedupe where payload_hash = any($1)";
+
+/// Store a batch and count its duplicates in one transaction (see `EventWriter::insert`). The
+/// database decides what is a duplicate across instances: returns the events of `events` that
+/// another instance already stored within `window_ms`, each with the id of the one it stored
+/// (they are counted there, not stored).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     events: &[NewEvent],
     duplicates: &[(EventId, i64)],
-) -> anyhow::Result<()> {
+    window_ms: i64,
+) -> anyhow::Result<HashMap<EventId, EventId>> {
     let mut tx = conn.begin().await.context("storing webhook events")?;
+    let mut taken: HashMap<EventId, EventId> = HashMap::new();
+    let mut counts: HashMap<EventId, i64> = duplicates.iter().cloned().collect();
+    let mut owned: Vec<&NewEvent> = events.iter().collect();
     if !events.is_empty() {
-        let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
-        let p = |f: fn(&NewEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+        let ours: Vec<String> = sqlx::query_scalar(DEDUPE_SQL)
+            .bind(events.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+            .bind(window_ms)
+            .fetch_all(&mut *tx)
+            .await
+            .context("checking the duplicate window")?;
+        let ours: HashSet<&str> = ours.iter().map(String::as_str).collect();
+        let lost: Vec<&NewEvent> = events.iter().filter(|e| !ours.contains(e.id.as_str())).collect();
+        if !lost.is_empty() {
+            let holders: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(HOLDERS_SQL)
+                .bind(lost.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
+                .fetch_all(&mut *tx)
+                .await
+                .context("reading the duplicate window")?
+                .into_iter()
+                .collect();
+            for e in lost {
+                let holder =
+                    holders.get(&e.payload.dedupe_hash).context("a duplicate's original is not in the window")?;
+                let original = EventId::parse(holder)?;
+                // The event itself, and the duplicates of it this batch already counted.
+                let carried = counts.remove(&e.id).unwrap_or(0);
+                *counts.entry(original.clone()).or_default() += 1 + carried;
+                taken.insert(e.id.clone(), original);
+            }
+            owned.retain(|e| !taken.contains_key(&e.id));
+        }
+    }
+    if !owned.is_empty() {
+        let ids: Vec<&str> = owned.iter().map(|e| e.id.as_str()).collect();
+        let p = |f: fn(&NewEvent) -> Option<i64>| owned.iter().map(|e| f(e)).collect::<Vec<_>>();
         sqlx::query(INSERT_SQL)
             .bind(&ids)
-            .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.payload.kind.as_deref()).collect::<Vec<_>>())
+            .bind(owned.iter().map(|e| e.received_at).collect::<Vec<_>>())
+            .bind(owned.iter().map(|e| e.payload.kind.as_deref()).collect::<Vec<_>>())
             .bind(p(|e| e.payload.company_id.map(CompanyId::get)))
             .bind(p(|e| e.payload.inspection_id))
             .bind(p(|e| e.payload.review_id))
-            .bind(events.iter().map(|e| e.payload.status.as_deref()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.payload.raw.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.initial_state().as_str()).collect::<Vec<_>>())
+            .bind(owned.iter().map(|e| e.payload.status.as_deref()).collect::<Vec<_>>())
+            .bind(owned.iter().map(|e| e.payload.raw.as_str()).collect::<Vec<_>>())
+            .bind(owned.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
+            .bind(owned.iter().map(|e| e.initial_state().as_str()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
             .context("storing webhook events")?;
@@ -84,45 +144,46 @@ pub(crate) async fn insert(
         // it matches these events itself (`match_unmatched`).
         sqlx::query(MATCH_SQL).bind(&ids).execute(&mut *tx).await.context("matching webhook events")?;
     }
-    if !duplicates.is_empty() {
+    if !counts.is_empty() {
         sqlx::query(DUPLICATES_SQL)
-            .bind(duplicates.iter().map(|(id, _)| id.as_str()).collect::<Vec<_>>())
-            .bind(duplicates.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+            .bind(counts.keys().map(|id| id.as_str()).collect::<Vec<_>>())
+            .bind(counts.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
             .await
             .context("counting duplicate webhook events")?;
     }
     tx.commit().await.context("committing webhook events")?;
-    Ok(())
+    Ok(taken)
 }
 
-/// The types of a delivery result's fifteen binds (see `Backend::record_results_sql`).
-const RESULT_TYPES: [&str; 15] = [
-    "bigint", "bigint", "text", "bigint", "text", "text", "bigint", "text", // the attempt
-    "text", "bigint", "text", "bigint", "bigint", "bigint", "text", // the delivery
-];
+/// Forget duplicate-window rows received before `before`.
+pub(crate) const PURGE_DEDUPE_SQL: &str = "delete from event_dedupe where received_at < $1";
 
-/// `n` delivery results in one statement: typed `values` rows, the rows whose claim is current,
-/// their attempts inserted, their deliveries moved on.
-pub(super) fn record_results_sql(n: usize) -> String {
-    let rows: Vec<String> = (0..n)
-        .map(|i| {
-            let cells: Vec<String> =
-                RESULT_TYPES.iter().enumerate().map(|(j, t)| format!("${}::{t}", i * 15 + j + 1)).collect();
-            format!("({})", cells.join(", "))
+/// A batch of delivery results in one statement: the `Any` driver binds no arrays, so the batch
+/// travels as one JSON array. The attempt is inserted only for a delivery whose claim is current.
+const RECORD_SQL: &str = "with r as (select * from json_to_recordset($1::json) as r(id bigint, claim text, \
+    started bigint, duration bigint, outcome text, state text, next bigint, status bigint, error text, \
+    excerpt text, completed bigint)), \
+    u as (update deliveries d set state = r.state, next_attempt_at = r.next, lease_owner = null, \
+    last_error = r.error, last_status = r.status, completed_at = r.completed \
+    from r where d.id = r.id and d.claim_id = r.claim and d.state = 'processing' returning d.id) \
+    insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, error, response_excerpt) \
+    select r.id, r.started, r.duration, r.outcome, r.status, r.error, r.excerpt from r join u on u.id = r.id";
+
+/// Record delivery results whose claim is still current; returns how many were.
+pub(crate) async fn record_delivery_results(tx: &mut Tx, results: &[DeliveryResult]) -> Result<u64, sqlx::Error> {
+    let rows: Vec<serde_json::Value> = results
+        .iter()
+        .map(|r| {
+            let (outcome, next, completed) = outcome_of(r);
+            serde_json::json!({
+                "id": r.delivery_id, "claim": r.claim_id, "started": r.started_at, "duration": r.duration_ms,
+                "outcome": outcome, "state": r.state.as_str(), "next": next,
+                "status": r.http_status.map(i64::from), "error": r.error, "excerpt": r.response_excerpt,
+                "completed": completed,
+            })
         })
         .collect();
-    format!(
-        "with r (started_at, duration_ms, outcome, http_status, error, response_excerpt, delivery_id, claim_id, \
-         state, next_attempt_at, last_error, last_status, completed_at, delivery_id2, claim_id2) as (values {}), \
-         current as (select r.* from r join deliveries d on d.id = r.delivery_id and d.claim_id = r.claim_id \
-         and d.state = 'processing'), \
-         attempts as (insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
-         error, response_excerpt) select delivery_id, started_at, duration_ms, outcome, http_status, error, \
-         response_excerpt from current) \
-         update deliveries d set state = c.state, next_attempt_at = c.next_attempt_at, lease_owner = null, \
-         last_error = c.last_error, last_status = c.last_status, completed_at = c.completed_at \
-         from current c where d.id = c.delivery_id",
-        rows.join(", ")
-    )
+    let json = serde_json::Value::Array(rows).to_string();
+    Ok(sqlx::query(RECORD_SQL).bind(json).execute(&mut **tx).await?.rows_affected())
 }

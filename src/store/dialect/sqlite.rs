@@ -227,11 +227,3 @@ pub(crate) async fn backup(pool: &AnyPool, target: &Path) -> anyhow::Result<u64>
     }
     Ok(std::fs::metadata(target)?.len())
 }
-
-/// One delivery result (see `Backend::record_results_sql`): the attempt, inserted only while the
-/// claim is current, then the delivery moved on.
-pub(super) const RECORD_RESULT_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, \
-    outcome, http_status, error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? \
-    and claim_id = ? and state = 'processing';\n\
-    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
-    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";

@@ -1,0 +1,99 @@
+//! Signals between instances on PostgreSQL: one `LISTEN` connection per process hears when another
+//! instance stored events (wake the worker) or changed a connection's tokens or an API key (drop
+//! what memory holds), so no instance serves what another replaced or revoked. The notifications
+//! come from triggers (migrations/postgres/0009), so every path that writes them is covered.
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::postgres::PgListener;
+
+use crate::{domain::ConnectionId, startup::AppState};
+
+/// Events were stored (by any instance).
+pub const EVENTS_CHANNEL: &str = "hub_events";
+/// `con:<id>`: a connection's tokens or status changed, or it went; `key:<id>`: an API key did.
+pub const FORGET_CHANNEL: &str = "hub_forget";
+
+/// What one notification asks of this process.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Signal {
+    EventsStored,
+    ForgetConnection(ConnectionId),
+    ForgetKey(String),
+}
+
+impl Signal {
+    /// Read a notification; `None` for anything this version does not know.
+    pub fn parse(channel: &str, payload: &str) -> Option<Self> {
+        match (channel, payload.split_once(':')) {
+            (EVENTS_CHANNEL, _) => Some(Signal::EventsStored),
+            (FORGET_CHANNEL, Some(("con", id))) => ConnectionId::parse(id).ok().map(Signal::ForgetConnection),
+            (FORGET_CHANNEL, Some(("key", id))) if !id.is_empty() => Some(Signal::ForgetKey(id.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// Act on one signal.
+pub fn apply(state: &AppState, signal: Signal) {
+    match signal {
+        Signal::EventsStored => state.worker.wake(),
+        Signal::ForgetConnection(id) => state.tokens.forget_cached(&id),
+        Signal::ForgetKey(id) => state.api_keys.forget(&id),
+    }
+}
+
+/// Listen until the process ends. When the connection drops, notifications may have been missed,
+/// so everything cached is dropped before listening again.
+pub async fn listen(database_url: String, state: Arc<AppState>) {
+    loop {
+        match listen_once(&database_url, &state).await {
+            Ok(()) => tracing::warn!("lost the LISTEN connection; reconnecting"),
+            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "listening for other instances failed; retrying"),
+        }
+        forget_everything(&state);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn listen_once(database_url: &str, state: &AppState) -> anyhow::Result<()> {
+    let mut listener = PgListener::connect(database_url).await?;
+    listener.listen_all([EVENTS_CHANNEL, FORGET_CHANNEL]).await?;
+    // Whatever changed before this point was not heard.
+    forget_everything(state);
+    tracing::debug!("listening for other instances");
+    // `try_recv` gives `None` when the connection dropped (and reconnects on the next call).
+    while let Some(n) = listener.try_recv().await? {
+        if let Some(signal) = Signal::parse(n.channel(), n.payload()) {
+            apply(state, signal);
+        }
+    }
+    Ok(())
+}
+
+fn forget_everything(state: &AppState) {
+    state.tokens.forget_all();
+    state.api_keys.forget_all();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_are_read_and_unknown_ones_ignored() {
+        let id = ConnectionId::generate();
+        assert_eq!(Signal::parse("hub_events", ""), Some(Signal::EventsStored));
+        assert_eq!(Signal::parse("hub_forget", &format!("con:{id}")), Some(Signal::ForgetConnection(id)));
+        assert_eq!(Signal::parse("hub_forget", "key:key_abc"), Some(Signal::ForgetKey("key_abc".into())));
+        for (channel, payload) in [
+            ("hub_forget", "con:nope"),
+            ("hub_forget", "key:"),
+            ("hub_forget", "other:x"),
+            ("hub_forget", "x"),
+            ("elsewhere", "key:k"),
+        ] {
+            assert_eq!(Signal::parse(channel, payload), None, "{channel} {payload}");
+        }
+    }
+}
