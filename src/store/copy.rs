@@ -10,8 +10,9 @@ use super::{migrations_current, Backend, Database};
 
 /// Every table, parents before children (foreign keys). A table the source has and this list
 /// lacks stops the copy: nothing is left behind silently.
-const TABLES: [&str; 13] = [
+const TABLES: [&str; 14] = [
     "connections",
+    "connect_sessions",
     "oauth_states",
     "sessions",
     "audit_log",

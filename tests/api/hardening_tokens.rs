@@ -340,6 +340,11 @@ async fn a_client_credentials_connection_deleted_by_another_process_stops_handin
 #[tokio::test]
 async fn a_fresh_client_credentials_token_is_served_from_memory_without_reading_the_store() {
     let app = spawn_app().await;
+    if app.skip_on_postgres(
+        "there every change to a token NOTIFYs all instances, this one included, which drop it from memory",
+    ) {
+        return;
+    }
     let fake = FakeTokenServer::snapdocs("sd-id", "sd-secret");
     let url = format!("{}/oauth/token", spawn_token_server(&fake).await);
     let input = CredentialsInput {
@@ -350,9 +355,9 @@ async fn a_fresh_client_credentials_token_is_served_from_memory_without_reading_
     };
     let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
     let first = app.state.tokens.token(&id).await.unwrap();
-    // The stored token vanishes behind the manager's back (as another process would see it for a
-    // moment): within its trust window the manager answers from memory, with no new fetch.
-    sqlx::query("update connections set access_token = null where id = $1")
+    // The stored token is marked expired behind the manager's back (a column no instance is
+    // notified about): within its trust window the manager answers from memory, with no new fetch.
+    sqlx::query("update connections set token_expires_at = 0 where id = $1")
         .bind(id.as_str())
         .execute(app.state.store.pool())
         .await
@@ -361,6 +366,16 @@ async fn a_fresh_client_credentials_token_is_served_from_memory_without_reading_
     assert_eq!(again.token.expose_secret(), first.token.expose_secret());
     assert_eq!(again.version, first.version);
     assert_eq!(fake.calls(), 1, "one fetch in all");
+}
+
+#[tokio::test]
+async fn connect_link_tokens_already_exchanged_are_not_exchanged_again() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    assert!(app.state.tokens.exchange_callback_tokens(&id).await.unwrap(), "the first time, it exchanges");
+    assert_eq!(app.fake.exchanges(), 1);
+    assert!(!app.state.tokens.exchange_callback_tokens(&id).await.unwrap(), "nothing is pending any more");
+    assert_eq!(app.fake.exchanges(), 1, "and SnapInspect is not asked again");
 }
 
 // ---- 8: the connect link's tokens are exchanged promptly, in the background ----
