@@ -65,10 +65,19 @@ connect_company() {
   [ "$code" = 303 ] || { echo "connecting company $1 failed (HTTP $code)" >&2; exit 1; }
 }
 
+# store_url NAME: the database of run NAME: a SQLite file under $WORK/NAME, or, with DATABASE_URL
+# naming a PostgreSQL server, a fresh database made on first use for NAME.
+store_url() {
+  if [ -z "$PG_SERVER" ]; then echo "sqlite://$WORK/$1/hub.db"; return; fi
+  mkdir -p "$WORK/$1"
+  [ -s "$WORK/$1/db_url" ] || fresh_pg_database "$1" >"$WORK/$1/db_url"
+  cat "$WORK/$1/db_url"
+}
+
 # hub_cli NAME ARGS...: the CLI against server NAME's database and keys.
 hub_cli() {
   local name="$1"; shift
-  env -i PATH="$PATH" DATABASE_URL="sqlite://$WORK/$name/hub.db" ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" \
+  env -i PATH="$PATH" DATABASE_URL="$(store_url "$name")" ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" \
     SESSION_KEY="$BENCH_SESSION_KEY" OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8 "$BIN" "$@"
 }
 

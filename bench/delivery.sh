@@ -8,7 +8,7 @@
 #   hang     as instant, plus a fifth endpoint (every type) that never answers until OUTBOUND_TIMEOUT:
 #            the four others' drain rate                         target within 10 % of instant
 #
-#   bench/delivery.sh            (CASES="instant hang", NO_BUILD=1 BIN=..., EVENTS, WORKER_CONCURRENCY, ENDPOINT_CONCURRENCY, RUST_LOG may be overridden)
+#   bench/delivery.sh            (DATABASE_URL=postgres://… runs it on PostgreSQL; CASES="instant hang", NO_BUILD=1 BIN=..., EVENTS, WORKER_CONCURRENCY, ENDPOINT_CONCURRENCY, RUST_LOG may be overridden)
 source "$(dirname "$0")/common.sh"
 
 EVENTS="${EVENTS:-20000}"
@@ -30,7 +30,7 @@ stop_receivers() {
   for pid in "${RECEIVER_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
   RECEIVER_PIDS=()
 }
-trap 'stop_server; stop_receivers' EXIT
+trap 'stop_server; stop_receivers; drop_pg_databases' EXIT
 
 # start_receiver PORT [fake-receiver args...]
 start_receiver() {
@@ -48,7 +48,7 @@ start_receiver() {
 serve() {
   local name="$1"; shift
   env -i PATH="$PATH" HOME="${HOME:-/root}" \
-    DATABASE_URL="sqlite://$WORK/$name/hub.db" BIND_ADDR="127.0.0.1:$PORT" PUBLIC_URL="$BASE" \
+    DATABASE_URL="$(store_url "$name")" BIND_ADDR="127.0.0.1:$PORT" PUBLIC_URL="$BASE" \
     ENCRYPTION_KEY="$BENCH_ENCRYPTION_KEY" SESSION_KEY="$BENCH_SESSION_KEY" RUST_LOG="${RUST_LOG:-warn}" \
     WORKER_CONCURRENCY="$WORKER_CONCURRENCY" ENDPOINT_CONCURRENCY="$ENDPOINT_CONCURRENCY" \
     OUTBOUND_ALLOW_NETWORKS=127.0.0.0/8 "$@" \
@@ -105,7 +105,7 @@ hang_ratio=$(awk -v a="$h_rate" -v b="$i_rate" 'BEGIN { if (b > 0) printf "%.1f 
 verdict() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "yes" : "NO" }'; }
 table() { printf '%-52s %11s %9s %14s %14s %5s\n' "$@"; }
 echo
-echo "connect-hub delivery: $EVENTS preloaded events, 4 endpoints (one per type), WORKER_CONCURRENCY=$WORKER_CONCURRENCY, ENDPOINT_CONCURRENCY=$ENDPOINT_CONCURRENCY, $(nproc) cores, SQLite, loopback"
+echo "connect-hub delivery: $EVENTS preloaded events, 4 endpoints (one per type), WORKER_CONCURRENCY=$WORKER_CONCURRENCY, ENDPOINT_CONCURRENCY=$ENDPOINT_CONCURRENCY, $(nproc) cores, $([ -n "$PG_SERVER" ] && echo PostgreSQL || echo SQLite), loopback"
 table "" "deliveries" "seconds" "deliveries/s" "target" "met"
 table "receivers answer at once" "$i_n" "$i_s" "$i_rate" ">= 5000" "$(verdict "$i_rate" 5000)"
 table "receivers take 200 ms" "$s_n" "$s_s" "$s_rate" ">= $slow_target" "$(verdict "$s_rate" "$slow_target")"
