@@ -108,5 +108,33 @@ pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
     String::from_utf8_lossy(&body).into_owned()
 }
 
+/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// Describe a transport failure without the URL's query (reqwest's Display includes the URL).
+pub fn describe_transport(e: &reqwest::Error) -> String {
+    describe_request("the request", e)
+}
+
+/// The same, with the caller's name for the request as the subject, so a layer that knows what
+/// the request was for says it once: "the token request to https://…/token could not connect".
+pub fn describe_request(what: &str, e: &reqwest::Error) -> String {
+    let verb = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else if e.is_body() || e.is_decode() {
+        "broke off while reading the answer"
+    } else {
+        "failed"
+    };
+    match e.url() {
+        Some(u) => format!("{what} to {}{} {verb}", u.origin().ascii_serialization(), u.path()),
+        None => format!("{what} {verb}"),
+    }
+}
+
 #[cfg(test)]
 mod tests;

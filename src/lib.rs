@@ -26,6 +26,7 @@ pub mod routes;
 pub mod session;
 pub mod snapinspect;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod time;

@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use sqlx::postgres::PgListener;
 
-use crate::{domain::ConnectionId, startup::AppState};
+use crate::{domain::ConnectionId, state::AppState};
 
 /// Events were stored (by any instance).
 pub const EVENTS_CHANNEL: &str = "hub_events";

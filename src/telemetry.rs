@@ -16,7 +16,7 @@ use tracing_subscriber::{fmt, EnvFilter};
 use crate::{
     config::LogFormat,
     domain::{base32, unique_bytes},
-    startup::AppState,
+    state::AppState,
 };
 
 /// Install the global subscriber, writing to stderr (stdout is for command output such as

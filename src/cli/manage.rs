@@ -5,7 +5,7 @@ use clap::Subcommand;
 use secrecy::ExposeSecret;
 
 use super::{cli_settings, first_line_of_stdin, open_store, truncate};
-use crate::{domain::ConnectionId, startup::AppState, time::format_utc};
+use crate::{domain::ConnectionId, state::AppState, time::format_utc};
 
 #[derive(Subcommand)]
 pub enum ConnectionsCommand {

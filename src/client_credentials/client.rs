@@ -10,9 +10,10 @@ use serde::Deserialize;
 
 use super::{AuthStyle, Settings};
 use crate::{
+    http_client::{describe_request, retry_after},
     http_client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
     outbound::{blocked_in, GuardedClient},
-    snapinspect::client::{describe_request, redact, retry_after},
+    snapinspect::client::redact,
 };
 
 /// A token as the provider issued it.

@@ -11,8 +11,8 @@ use sha2::Sha256;
 
 use crate::{
     http_client::read_excerpt,
+    http_client::{describe_transport, retry_after},
     outbound::{blocked_in, Blocked},
-    snapinspect::client::{describe_transport, retry_after},
     store::DeliveryEvent,
     time::rfc3339,
 };

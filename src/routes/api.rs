@@ -13,7 +13,7 @@ use crate::{
     api_keys::Caller,
     domain::ConnectionId,
     error::{ApiError, AppError},
-    startup::AppState,
+    state::AppState,
     time::{now_ms, rfc3339},
     tokens::AccessToken,
 };

@@ -12,7 +12,7 @@ use super::api::ApiCaller;
 use crate::{
     delivery::manage::{self, EndpointInput, ManageError},
     error::{ApiError, AppError},
-    startup::AppState,
+    state::AppState,
     store::Endpoint,
     time::rfc3339,
 };

@@ -17,7 +17,7 @@ use crate::{
         connect::{authorize_url, parse_callback, Callback, State, STATE_TTL_MS},
         ApiCallError,
     },
-    startup::AppState,
+    state::AppState,
     store::{ConnectSession, LinkRefusal, NewSnapInspectLink},
     time::now_ms,
 };

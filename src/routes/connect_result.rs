@@ -9,7 +9,7 @@ use crate::{
     domain::{ConnectionId, ConnectionStatus},
     error::AppError,
     snapinspect::connect::CallbackError,
-    startup::AppState,
+    state::AppState,
     store::StateRejection,
 };
 

@@ -7,9 +7,7 @@ use actix_web::{
 };
 
 use super::connect_result::link_problem_page;
-use crate::{
-    connect_sessions::SessionToken, error::AppError, startup::AppState, store::SessionRejection, time::now_ms,
-};
+use crate::{connect_sessions::SessionToken, error::AppError, state::AppState, store::SessionRejection, time::now_ms};
 
 /// A logo holds no script and loads nothing: if a browser opens it directly, it still runs nothing.
 const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";

@@ -15,7 +15,7 @@ use std::{net::IpAddr, time::Duration};
 
 use actix_web::{web, HttpRequest};
 
-use crate::{error::AppError, startup::AppState};
+use crate::{error::AppError, state::AppState};
 
 /// The client's address, for limits and logs: the TCP peer, or, when the peer is a trusted proxy
 /// (`TRUSTED_PROXIES`), the nearest address in `X-Forwarded-For` that is not one.

@@ -12,7 +12,7 @@ use subtle::ConstantTimeEq;
 use crate::{
     error::{ApiError, AppError},
     snapinspect::webhook::{parse_payload, MAX_BODY},
-    startup::AppState,
+    state::AppState,
     store::Inserted,
 };
 

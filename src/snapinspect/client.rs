@@ -11,7 +11,10 @@ use super::connect::State;
 use crate::{
     config::SnapInspectSettings,
     domain::CompanyId,
-    http_client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
+    http_client::{
+        describe_request, describe_transport, read_capped, read_excerpt, retry_after, snippet, BodyError, ANSWER_CAP,
+        EXCERPT_CAP,
+    },
 };
 
 /// The registered application, ready to call SnapInspect.
@@ -75,34 +78,6 @@ struct ExchangeResponse {
     access_token: Option<String>,
     token_type: Option<String>,
     refresh_token: Option<String>,
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).
-pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// Describe a transport failure without the URL's query (reqwest's Display includes the URL).
-pub fn describe_transport(e: &reqwest::Error) -> String {
-    describe_request("the request", e)
-}
-
-/// The same, with the caller's name for the request as the subject, so a layer that knows what
-/// the request was for says it once: "the token request to https://…/token could not connect".
-pub fn describe_request(what: &str, e: &reqwest::Error) -> String {
-    let verb = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "broke off while reading the answer"
-    } else {
-        "failed"
-    };
-    match e.url() {
-        Some(u) => format!("{what} to {}{} {verb}", u.origin().ascii_serialization(), u.path()),
-        None => format!("{what} {verb}"),
-    }
 }
 
 impl SnapInspectClient {

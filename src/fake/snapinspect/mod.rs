@@ -176,7 +176,7 @@ impl FakeSnapInspect {
             .send()
             .await
             .map(|r| r.status().as_u16())
-            .map_err(|e| crate::snapinspect::client::describe_transport(&e))
+            .map_err(|e| crate::http_client::describe_transport(&e))
     }
 
     /// The routes, relative to wherever the caller mounts them (`/` alone, `/fake/snapinspect` in

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use super::{render, AdminUser, Nav};
 use crate::{
     error::AppError,
-    startup::AppState,
+    state::AppState,
     time::{ago, format_utc, now_ms},
 };
 

@@ -10,7 +10,7 @@ use super::{audit, redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
 use crate::{
     domain::{CompanyId, ConnectionId, ConnectionStatus, EventState, Provider},
     error::AppError,
-    startup::AppState,
+    state::AppState,
     store::{AssignRefusal, Connection, ConnectionFilter, EventFilter},
     time::now_ms,
 };

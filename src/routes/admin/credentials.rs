@@ -15,7 +15,7 @@ use crate::{
     client_credentials::{AuthStyle, CredentialsInput, Settings},
     domain::Provider,
     error::AppError,
-    startup::AppState,
+    state::AppState,
     time::now_ms,
 };
 

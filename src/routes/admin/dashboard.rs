@@ -8,7 +8,7 @@ use super::{render, when, AdminUser, Nav};
 use crate::{
     domain::{ConnectionStatus, EventState},
     error::AppError,
-    startup::AppState,
+    state::AppState,
     time::now_ms,
 };
 

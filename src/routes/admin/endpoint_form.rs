@@ -10,7 +10,7 @@ use super::{redirect, render, AdminUser, FlashKind, Nav};
 use crate::{
     delivery::manage::{self, EndpointInput, ManageError},
     error::AppError,
-    startup::AppState,
+    state::AppState,
     store::Endpoint,
 };
 

@@ -9,7 +9,7 @@ use super::{endpoint_form::SecretPage, redirect, render, when, AdminUser, CsrfFo
 use crate::{
     delivery::manage,
     error::AppError,
-    startup::AppState,
+    state::AppState,
     store::{Endpoint, EndpointStats},
     time::now_ms,
 };

@@ -10,7 +10,7 @@ use super::{connections::EventRowView, redirect, render, when, AdminUser, CsrfFo
 use crate::{
     domain::{CompanyId, EventId, EventState},
     error::AppError,
-    startup::AppState,
+    state::AppState,
     store::{EventFilter, ReplayRefusal},
     time::now_ms,
 };

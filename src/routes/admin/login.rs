@@ -12,7 +12,7 @@ use super::{redirect, render, AdminUser, CsrfForm, ADMIN_EPOCH, ADMIN_ID, CSRF_S
 use crate::{
     auth::{loggable, verify_password, Email},
     error::AppError,
-    startup::AppState,
+    state::AppState,
     time::now_ms,
 };
 

@@ -25,7 +25,7 @@ use actix_web::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{error::AppError, startup::AppState, time::now_ms};
+use crate::{error::AppError, state::AppState, time::now_ms};
 
 const ADMIN_ID: &str = crate::session::SIGNED_IN;
 const ADMIN_EPOCH: &str = "admin_epoch";

@@ -11,7 +11,7 @@ use super::{
 use crate::{
     connect_sessions::{end_user_of, issue, reconnect_refusal},
     error::AppError,
-    startup::AppState,
+    state::AppState,
 };
 
 pub fn configure(cfg: &mut web::ServiceConfig) {

@@ -9,7 +9,7 @@ use super::{iso, ApiCaller};
 use crate::{
     connect_sessions::{end_user_of, issue, reconnect_refusal, Issued, ReturnUrl, SessionRequest},
     error::{ApiError, AppError},
-    startup::AppState,
+    state::AppState,
 };
 
 fn bad_body(message: impl Into<String>) -> ApiError {

@@ -1,0 +1,188 @@
+//! The state every handler shares: the settings, the store, the token manager, the intake writer,
+//! the worker, keys, limits and metrics, built once per process from the settings.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::sync::Notify;
+
+use crate::{
+    api_keys::ApiKeys,
+    auth::{
+        throttle::{HashGate, Policy, SignInThrottle},
+        CsrfKey,
+    },
+    config::Settings,
+    domain::CompanyId,
+    limits::RateLimiter,
+    metrics::Metrics,
+    queue::{
+        ingest::{IngestOptions, Ingestor},
+        worker::{Worker, WorkerConfig},
+    },
+    snapinspect::SnapInspectClient,
+    store::{SavedLink, Store},
+    time::now_ms,
+    tokens::TokenManager,
+};
+
+/// Everything handlers share. One instance per process, so the token manager's per-connection
+/// locks really are per connection.
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Store,
+    pub tokens: Arc<TokenManager>,
+    pub snapinspect: Option<SnapInspectClient>,
+    pub http: reqwest::Client,
+    pub ingestor: Ingestor,
+    pub worker: Arc<Worker>,
+    pub api_keys: ApiKeys,
+    pub csrf: CsrfKey,
+    /// Failed admin sign-ins, per account-and-address and per address, in the database.
+    pub login_throttle: SignInThrottle,
+    /// The cap on concurrent password hashing.
+    pub hash_gate: HashGate,
+    /// For the small encrypted cookies of people who are not signed in.
+    pub cookies: crate::private_cookie::CookieKey,
+    pub limits: Limits,
+    pub metrics: Arc<Metrics>,
+    pub webhook_secrets: crate::routes::webhooks::WebhookSecrets,
+    /// The organisation's brand on end-user pages.
+    pub brand: crate::brand::Brand,
+}
+
+/// The request rate limits (see `RateLimits` in the configuration).
+pub struct Limits {
+    /// Per API key.
+    pub api: RateLimiter,
+    /// Per client address: requests with an unknown API key.
+    pub api_guessing: RateLimiter,
+    /// Per client address: starting the connect flow.
+    pub connect: RateLimiter,
+    /// Per client address: sign-in attempts.
+    pub sign_in: RateLimiter,
+}
+
+impl Limits {
+    fn new(r: &crate::config::RateLimits) -> Self {
+        let minute = Duration::from_secs(60);
+        Self {
+            api: RateLimiter::new(r.api_per_second, Duration::from_secs(1), r.api_per_second.saturating_mul(2)),
+            api_guessing: RateLimiter::new(30, minute, 30),
+            connect: RateLimiter::new(r.connect_per_minute, minute, r.connect_per_minute),
+            sign_in: RateLimiter::new(r.sign_in_per_minute, minute, r.sign_in_per_minute),
+        }
+    }
+}
+
+impl AppState {
+    /// Open (and migrate) the store and build the clients from the settings.
+    pub async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let keys = Arc::new(settings.keyring()?);
+        let store = Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await?;
+        if let (Some(url), Some(secret)) = (&settings.forward_url, &settings.forward_secret) {
+            // FORWARD_URL / FORWARD_SECRET define (or update) one endpoint that takes every event.
+            let url = crate::delivery::types::EndpointUrl::parse(url.as_str())
+                .map_err(|e| crate::config::ConfigError { name: "FORWARD_URL", problem: e.to_string() })?;
+            store.upsert_forward_endpoint(&url, secret, now_ms()).await?;
+        }
+        Self::with_store(settings, store)
+    }
+
+    /// Build the clients, the token manager, the intake writer and the worker (which runs only
+    /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
+    pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
+        let roots = match &settings.outbound_ca_file {
+            Some(path) => crate::http_client::read_roots(path)?,
+            None => Vec::new(),
+        };
+        let http = crate::http_client::build_with(settings.outbound_timeout, &roots)?;
+        let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
+        let metrics = Arc::new(Metrics::default());
+        // URLs from the database go through the guarded client; the operator's own URLs (above) do not.
+        let guarded =
+            crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, settings.outbound_policy())?;
+        let tokens = Arc::new(TokenManager::new(
+            store.clone(),
+            snapinspect.clone(),
+            guarded.clone(),
+            settings.token_default_lifetime,
+            metrics.clone(),
+        ));
+        let wake = Arc::new(Notify::new());
+        let ingestor = Ingestor::spawn(
+            store.clone(),
+            IngestOptions {
+                group_commit: settings.group_commit,
+                dedupe_window: Duration::from_secs(settings.dedupe_window_secs),
+            },
+            wake.clone(),
+        );
+        let worker = Arc::new(Worker::new(
+            tokens.clone(),
+            // Endpoint URLs come from the database: guarded, except the operator's FORWARD_URL.
+            crate::delivery::clients::DeliveryClients::new(http.clone(), guarded),
+            WorkerConfig {
+                retry_schedule: settings.retry_schedule.clone(),
+                lease: Duration::from_secs(settings.lease_secs.max(1)),
+                delivery: crate::delivery::dispatcher::DeliveryConfig {
+                    retry_schedule: settings.retry_schedule.clone(),
+                    lease: settings.delivery_lease(),
+                    concurrency: settings.worker_concurrency,
+                    per_endpoint: settings.endpoint_concurrency,
+                    disable_after: settings.endpoint_disable_after,
+                },
+            },
+            wake,
+            metrics.clone(),
+        ));
+        let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
+        let cookies = crate::private_cookie::CookieKey::derive(&settings.session_key_bytes()?);
+        // Five attempts within 15 minutes lock an account from one address (or one address for
+        // every account) for a minute, doubling with each lock up to 15 minutes.
+        let login_throttle = SignInThrottle::new(store.clone(), Policy::DEFAULT);
+        let settings_limits = settings.rate_limits;
+        let webhook_secrets = crate::routes::webhooks::WebhookSecrets::new(
+            settings.webhook_secret.as_ref(),
+            settings.webhook_secret_old.as_ref(),
+        );
+        let brand = crate::brand::Brand::load(&settings.brand)?;
+        Ok(Self {
+            brand,
+            webhook_secrets,
+            api_keys: ApiKeys::new(store.clone()),
+            settings: Arc::new(settings),
+            store,
+            tokens,
+            snapinspect,
+            http,
+            ingestor,
+            worker,
+            csrf,
+            cookies,
+            login_throttle,
+            hash_gate: HashGate::per_core(metrics.clone()),
+            limits: Limits::new(&settings_limits),
+            metrics,
+        })
+    }
+
+    /// Called after a SnapInspect company is (re)connected: its waiting events are queued now,
+    /// and the pair that came in the callback's URL is exchanged in the background (the end
+    /// user's page does not wait), where background work runs (`WORKER_ENABLED`). A failed
+    /// exchange is retried by the sweep, with the usual backoff.
+    pub async fn on_connected(&self, saved: &SavedLink, company: Option<CompanyId>) {
+        self.tokens.forget(&saved.id);
+        if self.settings.worker_enabled {
+            let (tokens, id) = (self.tokens.clone(), saved.id.clone());
+            tokio::spawn(async move {
+                if let Err(e) = tokens.exchange_callback_tokens(&id).await {
+                    tracing::warn!(connection_id = %id, error = %e, "exchanging the connect link's tokens failed; retried later");
+                }
+            });
+        }
+        if saved.matched_events > 0 {
+            tracing::info!(connection_id = %saved.id, company_id = ?company, events = saved.matched_events, "queued the events that waited for this company");
+            self.worker.wake();
+        }
+    }
+}
