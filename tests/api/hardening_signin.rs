@@ -237,6 +237,23 @@ async fn the_connect_flow_binds_the_browser_and_shows_the_result_without_a_sessi
 }
 
 #[tokio::test]
+async fn a_session_whose_values_change_lasts_the_idle_timeout_from_that_request() {
+    let app = spawn_app_with(|v| {
+        v.insert("ADMIN_IDLE_TIMEOUT".into(), "10m".into());
+    })
+    .await;
+    let csrf = app.sign_in().await;
+    let (key_id, _) = app.api_key("old").await;
+    // Revoking sets a message for the next page: the session's values change and are written.
+    let res = app.admin_post(&format!("/admin/api-keys/{key_id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let page = app.page("/admin/api-keys").await;
+    assert!(page.contains("revoked"), "{page}");
+    let left = count(&app, "select max(expires_at) from sessions").await - connect_hub::time::now_ms();
+    assert!((590_000..=600_000).contains(&left), "ten minutes from the write, not {left} ms");
+}
+
+#[tokio::test]
 async fn a_signed_in_session_is_extended_at_most_once_a_minute() {
     let app = spawn_app_with(|v| {
         v.insert("ADMIN_IDLE_TIMEOUT".into(), "10m".into());
