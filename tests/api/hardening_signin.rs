@@ -254,6 +254,22 @@ async fn a_session_whose_values_change_lasts_the_idle_timeout_from_that_request(
 }
 
 #[tokio::test]
+async fn the_store_says_whether_it_moved_a_sessions_expiry() {
+    let app = spawn_app().await;
+    let store = &app.state.store;
+    let key = [7u8; 32];
+    let state = std::collections::HashMap::from([("admin_id".to_owned(), "1".to_owned())]);
+    // Times in the future, so no clean-up takes the row meanwhile.
+    let t = connect_hub::time::now_ms() + 3_600_000;
+    store.session_insert(&key, &state, t).await.unwrap();
+    assert!(!store.session_extend(&key, t + 100_000, t - 1).await.unwrap(), "not yet due: untouched");
+    assert_eq!(count(&app, "select max(expires_at) from sessions").await, t);
+    assert!(store.session_extend(&key, t + 100_000, t).await.unwrap(), "due: moved");
+    assert_eq!(count(&app, "select max(expires_at) from sessions").await, t + 100_000);
+    assert!(!store.session_extend(&[8u8; 32], t + 200_000, t + 300_000).await.unwrap(), "no such session");
+}
+
+#[tokio::test]
 async fn a_signed_in_session_is_extended_at_most_once_a_minute() {
     let app = spawn_app_with(|v| {
         v.insert("ADMIN_IDLE_TIMEOUT".into(), "10m".into());
