@@ -170,6 +170,13 @@ impl AppState {
     /// and the pair that came in the callback's URL is exchanged in the background (the end
     /// user's page does not wait), where background work runs (`WORKER_ENABLED`). A failed
     /// exchange is retried by the sweep, with the usual backoff.
+    /// An endpoint was added, changed or removed: the dispatcher reads the endpoints again, and
+    /// the worker looks for due deliveries now (an enabled endpoint's waiting ones go out).
+    pub async fn endpoints_changed(&self) {
+        self.worker.dispatcher().forget_targets().await;
+        self.worker.wake();
+    }
+
     pub async fn on_connected(&self, saved: &SavedLink, company: Option<CompanyId>) {
         self.tokens.forget(&saved.id);
         if self.settings.worker_enabled {

@@ -133,12 +133,6 @@ fn ok(body: Value) -> HttpResponse {
     HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(body)
 }
 
-/// The dispatcher reads the endpoints again, and the worker looks for due deliveries now.
-async fn changed(state: &AppState) {
-    state.worker.dispatcher().forget_targets().await;
-    state.worker.wake();
-}
-
 #[tracing::instrument(skip_all)]
 async fn list(caller: ApiCaller, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.check_may_manage_endpoints(false)?;
@@ -169,7 +163,7 @@ async fn create(
     let input = EndpointInput { url: b.url, events: b.events, description: b.description };
     let policy = state.worker.dispatcher().clients().policy();
     let (id, secret) = manage::add(&state.store, policy, &input, &caller.actor()).await.map_err(api_error)?;
-    changed(&state).await;
+    state.endpoints_changed().await;
     let e = manage::load(&state.store, id.as_str()).await.map_err(api_error)?;
     let mut body = endpoint_json(&e);
     body["secret"] = json!(secret.expose_secret());
@@ -220,7 +214,7 @@ async fn update(
     if let Some(enabled) = b.enabled.filter(|on| *on != e.enabled) {
         e = manage::set_enabled(&state.store, e.id.as_str(), enabled, &caller.actor()).await.map_err(api_error)?;
     }
-    changed(&state).await;
+    state.endpoints_changed().await;
     Ok(ok(endpoint_json(&e)))
 }
 
@@ -232,7 +226,7 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     caller.check_may_manage_endpoints(true)?;
     manage::remove(&state.store, &id, &caller.actor()).await.map_err(api_error)?;
-    changed(&state).await;
+    state.endpoints_changed().await;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -273,7 +267,7 @@ async fn rotate(
         })?),
     };
     let (secret, until) = manage::rotate(&state.store, &id, overlap, &caller.actor()).await.map_err(api_error)?;
-    changed(&state).await;
+    state.endpoints_changed().await;
     let e = manage::load(&state.store, &id).await.map_err(api_error)?;
     let mut body = endpoint_json(&e);
     body["secret"] = json!(secret.expose_secret());

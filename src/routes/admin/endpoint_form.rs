@@ -113,7 +113,7 @@ async fn create(
     let policy = state.worker.dispatcher().clients().policy();
     match manage::add(&state.store, policy, &f.input(), &admin.actor()).await {
         Ok((id, secret)) => {
-            state.worker.dispatcher().forget_targets().await;
+            state.endpoints_changed().await;
             let e = manage::load(&state.store, id.as_str()).await?;
             SecretPage::render(&admin, &e, secret, "Events are delivered to it from now on.".into())
         }
@@ -149,7 +149,7 @@ async fn update(
     let policy = state.worker.dispatcher().clients().policy();
     match manage::edit(&state.store, policy, &id, &f.input(), &admin.actor()).await {
         Ok(e) => {
-            state.worker.dispatcher().forget_targets().await;
+            state.endpoints_changed().await;
             admin.flash(FlashKind::Ok, "Saved. Deliveries from now on use the new settings.");
             Ok(redirect(&format!("/admin/endpoints/{}", e.id)))
         }

@@ -128,12 +128,6 @@ async fn show(admin: AdminUser, id: web::Path<String>, state: web::Data<AppState
     render(ShowPage { nav: admin.nav("endpoints"), e: row, forward, created, overlap_until, last_error })
 }
 
-/// The dispatcher reads the endpoints again, and the worker looks for due deliveries now.
-async fn changed(state: &AppState) {
-    state.worker.dispatcher().forget_targets().await;
-    state.worker.wake();
-}
-
 #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
 async fn enable(
     admin: AdminUser,
@@ -141,11 +135,7 @@ async fn enable(
     form: web::Form<CsrfForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
-    admin.check_csrf(&form.csrf)?;
-    let e = manage::set_enabled(&state.store, &id, true, &admin.actor()).await?;
-    changed(&state).await;
-    admin.flash(FlashKind::Ok, "Enabled. Deliveries that waited go out now, in order.");
-    Ok(redirect(&format!("/admin/endpoints/{}", e.id)))
+    set_enabled(admin, &id, &form, &state, true).await
 }
 
 #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
@@ -155,10 +145,27 @@ async fn disable(
     form: web::Form<CsrfForm>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
+    set_enabled(admin, &id, &form, &state, false).await
+}
+
+async fn set_enabled(
+    admin: AdminUser,
+    id: &str,
+    form: &CsrfForm,
+    state: &AppState,
+    enabled: bool,
+) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
-    let e = manage::set_enabled(&state.store, &id, false, &admin.actor()).await?;
-    changed(&state).await;
-    admin.flash(FlashKind::Ok, "Disabled. Its deliveries wait (nothing is dropped) until you enable it again.");
+    let e = manage::set_enabled(&state.store, id, enabled, &admin.actor()).await?;
+    state.endpoints_changed().await;
+    admin.flash(
+        FlashKind::Ok,
+        if enabled {
+            "Enabled. Deliveries that waited go out now, in order."
+        } else {
+            "Disabled. Its deliveries wait (nothing is dropped) until you enable it again."
+        },
+    );
     Ok(redirect(&format!("/admin/endpoints/{}", e.id)))
 }
 
@@ -186,7 +193,7 @@ async fn rotate(
     };
     let (secret, until) =
         manage::rotate(&state.store, &id, std::time::Duration::from_secs(*secs), &admin.actor()).await?;
-    changed(&state).await;
+    state.endpoints_changed().await;
     let e = manage::load(&state.store, &id).await?;
     SecretPage::render(
         &admin,
@@ -253,7 +260,7 @@ async fn remove(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     manage::remove(&state.store, &id, &admin.actor()).await?;
-    changed(&state).await;
+    state.endpoints_changed().await;
     admin.flash(FlashKind::Ok, format!("Removed {}, with its deliveries.", id.trim()));
     Ok(redirect("/admin/endpoints"))
 }
