@@ -119,15 +119,23 @@ async fn bodies_are_limited_everywhere() {
 async fn starting_the_connect_flow_is_rate_limited_per_address() {
     let app = spawn_app_with(|v| {
         v.insert("RATE_LIMIT_CONNECT".into(), "3".into());
+        v.insert("TRUSTED_PROXIES".into(), "127.0.0.1/32".into());
     })
     .await;
+    let start = |from: &'static str| {
+        app.client.get(format!("{}/connect/snapinspect", app.addr)).header("x-forwarded-for", from).send()
+    };
     for _ in 0..3 {
-        assert_eq!(app.get("/connect/snapinspect").await.status(), 303);
+        assert_eq!(start("2001:db8:0:7::1").await.unwrap().status(), 303);
     }
-    let res = app.get("/connect/snapinspect").await;
+    let res = start("2001:db8:0:7::1").await.unwrap();
     assert_eq!(res.status(), 429);
     assert!(res.headers().contains_key("retry-after"));
     assert!(res.text().await.unwrap().contains("Too many connection attempts"));
+    // Counted per client: the rest of the same IPv6 /64 shares the limit, other clients do not.
+    assert_eq!(start("2001:db8:0:7::99").await.unwrap().status(), 429);
+    assert_eq!(start("2001:db8:0:8::1").await.unwrap().status(), 303);
+    assert_eq!(start("198.51.100.7").await.unwrap().status(), 303);
 }
 
 #[tokio::test]
