@@ -105,6 +105,10 @@ fn check(policy: &Policy, input: &EndpointInput, trusted: Option<&str>) -> Resul
     if input.events.len() > MAX_EVENT_TYPES {
         return Err(invalid("events", format!("name at most {MAX_EVENT_TYPES} event types (none: every type)")));
     }
+    // Checked before trimming: a line break or escape sequence would forge lines in `endpoints list`.
+    if input.description.chars().any(char::is_control) {
+        return Err(invalid("description", "the description may not contain control characters (line breaks, tabs)"));
+    }
     let description = input.description.trim();
     if description.chars().count() > MAX_DESCRIPTION {
         return Err(invalid("description", format!("the description is longer than {MAX_DESCRIPTION} characters")));

@@ -71,6 +71,10 @@ impl EndpointUrl {
         if url.fragment().is_some() {
             return Err(ParseError("the endpoint URL must not have a #fragment".into()));
         }
+        // The URL parser keeps a stray `%` as it is; such a URL is not a URI, and we would hand it on.
+        if !percent_escapes_complete(url.as_str()) {
+            return Err(ParseError("the endpoint URL has a `%` that is not followed by two hex digits".into()));
+        }
         Ok(Self(url))
     }
 
@@ -81,6 +85,14 @@ impl EndpointUrl {
     pub fn as_str(&self) -> &str {
         self.0.as_str()
     }
+}
+
+/// Every `%` starts an escape: two hex digits follow it.
+fn percent_escapes_complete(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.iter().enumerate().filter(|(_, c)| **c == b'%').all(|(i, _)| {
+        b.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
+    })
 }
 
 /// The event types an endpoint wants; empty means every type.
@@ -195,6 +207,16 @@ mod tests {
         assert!(EndpointUrl::parse("https://user@example.com/").is_err());
         assert!(EndpointUrl::parse("https://example.com/#x").is_err());
         assert!(EndpointUrl::parse("not a url").is_err());
+        // Percent escapes are whole, or the URL is not a URI (the parser would keep them as given).
+        assert!(EndpointUrl::parse("https://example.com/a%20b?c=%2F").is_ok());
+        for bad in [
+            "https://example.com/00RsX%3",
+            "https://example.com/%",
+            "https://example.com/a?b=%g1",
+            "https://example.com/%1",
+        ] {
+            assert!(EndpointUrl::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

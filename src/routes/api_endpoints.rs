@@ -64,7 +64,7 @@ impl ApiCaller {
 /// that the two agree): http(s), a host name, an optional port, path and query. Anything the
 /// document calls invalid is refused, so the document is the contract (IPv6 literals are for the
 /// command line and the console).
-pub(crate) const URL_PATTERN: &str = r"^https?://([A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,9}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})(:([1-9][0-9]{0,3}|[1-5][0-9]{4}))?(/[A-Za-z0-9._~%/-]*)?(\?[A-Za-z0-9._~%=&-]*)?$";
+pub(crate) const URL_PATTERN: &str = r"^https?://([A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,9}|(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3})(:([1-9][0-9]{0,3}|[1-5][0-9]{4}))?(/([A-Za-z0-9._~/-]|%[0-9A-Fa-f]{2})*)?(\?([A-Za-z0-9._~=&-]|%[0-9A-Fa-f]{2})*)?$";
 
 static URL_SHAPE: std::sync::LazyLock<regex::Regex> =
     std::sync::LazyLock::new(|| regex::Regex::new(URL_PATTERN).expect("the documented pattern compiles"));

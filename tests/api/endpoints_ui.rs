@@ -535,6 +535,10 @@ async fn endpoint_api_errors_are_json_with_stable_codes() {
         (json!({ "url": "https://example.com/", "events": ["a b"] }), "invalid_events"),
         (json!({ "url": "https://example.com/", "events": ["a,b"] }), "invalid_events"),
         (json!({ "url": "https://example.com/", "description": "d".repeat(501) }), "invalid_description"),
+        (json!({ "url": "https://example.com/", "description": "ok\nFORGED line" }), "invalid_description"),
+        (json!({ "url": "https://example.com/", "description": "\t" }), "invalid_description"),
+        (json!({ "url": "https://example.com/a%3" }), "invalid_url"),
+        (json!({ "url": "https://example.com/a?b=%zz" }), "invalid_url"),
         (json!({ "url": "https://example.com/", "colour": "red" }), "bad_json"),
         (json!({ "events": [] }), "bad_json"),
     ] {
