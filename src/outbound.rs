@@ -73,8 +73,7 @@ pub fn blocked_range(ip: IpAddr) -> Option<&'static str> {
 }
 
 /// A stored URL would reach an address outbound calls may not reach.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{host} {reaches} {addr}, a {range} address, which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it")]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
     pub host: String,
     /// "is" for an address in the URL, "resolves to" for a name.
@@ -82,6 +81,20 @@ pub struct Blocked {
     pub addr: IpAddr,
     pub range: &'static str,
 }
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (addr, range) = (self.addr, self.range);
+        if self.reaches == "is" {
+            write!(f, "{addr} is a {range} address")?;
+        } else {
+            write!(f, "{} {} {addr}, a {range} address", self.host, self.reaches)?;
+        }
+        f.write_str(", which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it")
+    }
+}
+
+impl std::error::Error for Blocked {}
 
 /// Which addresses stored URLs may reach: every public one, plus the operator's networks.
 #[derive(Debug, Clone, Default)]

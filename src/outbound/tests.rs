@@ -120,7 +120,7 @@ fn only_address_literals_are_judged_in_the_url() {
     let err = none.check_url(&Url::parse("http://127.0.0.1:9/token").unwrap()).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "127.0.0.1 is 127.0.0.1, a loopback address, which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it"
+        "127.0.0.1 is a loopback address, which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it"
     );
     assert_eq!(err.addr, ip("127.0.0.1"));
     assert!(none.check_url(&Url::parse("http://[::ffff:a9fe:a9fe]/").unwrap()).is_err());
