@@ -350,3 +350,30 @@ async fn on_postgresql_an_instance_forgets_a_token_and_a_key_another_replaced_or
         "B hands out the new token"
     );
 }
+
+#[tokio::test]
+async fn on_postgresql_an_instance_whose_listener_drops_forgets_what_it_cached() {
+    let app = spawn_app().await;
+    if !app.db.is_postgres() {
+        println!("{SKIP}");
+        return;
+    }
+    wait_for_listeners(&app, 1).await;
+    let id = app.connect_company(6847).await;
+    let (key_id, key) = app.api_key("cached").await;
+    app.state.tokens.token(&id).await.unwrap();
+    app.state.api_keys.verify(&secrecy::SecretString::from(key)).await.unwrap().unwrap();
+    assert!(app.state.tokens.remembers(&id) && app.state.api_keys.remembers(&key_id));
+    // Notifications sent while the listener is away are lost: when it drops, nothing cached is kept.
+    sqlx::query(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = current_database() \
+         and query ilike 'listen%'",
+    )
+    .execute(app.state.store.pool())
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(10), "the token and the key are forgotten", || async {
+        !app.state.tokens.remembers(&id) && !app.state.api_keys.remembers(&key_id)
+    })
+    .await;
+}
