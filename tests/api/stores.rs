@@ -168,6 +168,21 @@ fn payload(body: &str) -> connect_hub::snapinspect::webhook::WebhookPayload {
 }
 
 #[tokio::test]
+async fn intake_wakes_the_worker_when_it_stored_something_new_and_not_for_a_duplicate() {
+    use futures_util::FutureExt;
+    let app = spawn_app().await;
+    let stored = Arc::new(Notify::new());
+    let options = IngestOptions { group_commit: true, dedupe_window: Duration::from_secs(7200) };
+    let intake = Ingestor::spawn(app.state.store.clone(), options, stored.clone());
+    let body = r#"{"sType":"Create_Inspection","iInspectionID":31,"iCompanyID":6847}"#;
+    assert!(matches!(intake.submit(payload(body)).await.unwrap(), Inserted::Stored(_)));
+    // The wake is given before the answer, so it is waiting by now (the worker polls only every 250 ms).
+    assert!(stored.notified().now_or_never().is_some(), "a new event wakes the worker");
+    assert!(matches!(intake.submit(payload(body)).await.unwrap(), Inserted::Duplicate(_)));
+    assert!(stored.notified().now_or_never().is_none(), "a duplicate queues nothing, so wakes no one");
+}
+
+#[tokio::test]
 async fn on_postgresql_the_same_webhook_sent_to_two_instances_gets_one_event_id() {
     let app = spawn_app().await;
     if !app.db.is_postgres() {
