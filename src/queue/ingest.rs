@@ -8,7 +8,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -77,7 +77,7 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let max = if options.group_commit { MAX_BATCH } else { 1 };
     let window_ms = options.dedupe_window.as_millis() as i64;
     let mut dedupe = Deduper::new(window_ms, MAX_ENTRIES);
-    match store.recent_event_hashes(now_ms() - window_ms, MAX_ENTRIES).await {
+    match store.recent_event_hashes(window_start(now_ms(), window_ms), MAX_ENTRIES).await {
         Ok(recent) => {
             for (hash, id, at) in recent.into_iter().rev() {
                 dedupe.remember(hash, id, at);
@@ -91,8 +91,8 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let mut conn: Option<EventWriter> = None;
     let dirty = Arc::new(AtomicBool::new(false));
     let checkpointer = tokio::spawn(checkpointer(store.clone(), dirty.clone()));
-    let mut last_finish = std::time::Instant::now();
-    let mut last_purge = std::time::Instant::now();
+    let mut finish_checkpoint = Every::new(FINISH_CHECKPOINT_EVERY);
+    let mut purge_window = Every::new(PURGE_WINDOW_EVERY);
     // Ends when every Ingestor is dropped and the queue is drained: in-flight events are written.
     while rx.recv_many(&mut jobs, max).await > 0 {
         dedupe.expire(now_ms());
@@ -145,15 +145,13 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
                     };
                     let _ = reply.send(Ok(outcome));
                 }
-                if last_purge.elapsed() >= PURGE_WINDOW_EVERY {
-                    last_purge = std::time::Instant::now();
-                    if let Err(e) = store.purge_duplicate_window(now_ms() - window_ms).await {
+                if purge_window.due(Instant::now()) {
+                    if let Err(e) = store.purge_duplicate_window(window_start(now_ms(), window_ms)).await {
                         tracing::warn!(error.chain = %format!("{e:#}"), "purging the duplicate window failed");
                     }
                 }
                 // After the replies are out, so no answer waits for it.
-                if last_finish.elapsed() >= FINISH_CHECKPOINT_EVERY {
-                    last_finish = std::time::Instant::now();
+                if finish_checkpoint.due(Instant::now()) {
                     if let Some(w) = conn.as_mut() {
                         if let Err(e) = w.finish_checkpoint().await {
                             tracing::warn!(error.chain = %format!("{e:#}"), "WAL checkpoint failed");
@@ -177,6 +175,32 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     }
 }
 
+/// Where the duplicate window now begins.
+fn window_start(now_ms: i64, window_ms: i64) -> i64 {
+    now_ms - window_ms
+}
+
+/// A chore the writer does between batches, at most once per period.
+struct Every {
+    period: Duration,
+    last: Instant,
+}
+
+impl Every {
+    fn new(period: Duration) -> Self {
+        Self { period, last: Instant::now() }
+    }
+
+    /// Whether `period` has passed since the chore was last due (which is now, if so).
+    fn due(&mut self, now: Instant) -> bool {
+        if now.saturating_duration_since(self.last) < self.period {
+            return false;
+        }
+        self.last = now;
+        true
+    }
+}
+
 /// The intake writer's connection does not checkpoint (so no commit waits for one); this does,
 /// on another connection, every 100 ms while events are arriving.
 async fn checkpointer(store: Store, dirty: Arc<AtomicBool>) {
@@ -188,5 +212,26 @@ async fn checkpointer(store: Store, dirty: Arc<AtomicBool>) {
                 tracing::warn!(error.chain = %format!("{e:#}"), "WAL checkpoint failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chore_is_due_once_per_period_counted_from_when_it_was_last_due() {
+        let start = Instant::now();
+        let mut every = Every { period: Duration::from_secs(10), last: start };
+        assert!(!every.due(start + Duration::from_secs(9)));
+        assert!(every.due(start + Duration::from_secs(10)));
+        assert!(!every.due(start + Duration::from_secs(19)), "the period starts again when it was due");
+        assert!(every.due(start + Duration::from_secs(45)), "and a long quiet spell does not stop it");
+        assert!(!every.due(start), "a clock read before the last time is not a period later");
+    }
+
+    #[test]
+    fn the_duplicate_window_reaches_back_from_now() {
+        assert_eq!(window_start(1_000_000, 7_200), 992_800);
     }
 }
