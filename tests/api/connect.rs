@@ -174,6 +174,12 @@ async fn a_callback_with_an_unknown_state_is_refused() {
 async fn a_callback_with_an_expired_state_is_refused() {
     let app = spawn_app().await;
     let state = fresh_state(&app).await;
+    let (created, expires): (i64, i64) = sqlx::query_as("select created_at, expires_at from oauth_states")
+        .fetch_one(app.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(expires - created, 10 * 60 * 1000, "a state lives ten minutes from when it was made");
+    assert!((created - connect_hub::time::now_ms()).abs() < 60_000, "made now");
     sqlx::query("update oauth_states set expires_at = created_at - 1").execute(app.state.store.pool()).await.unwrap();
     assert_refused(
         &app,

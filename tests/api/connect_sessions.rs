@@ -618,3 +618,42 @@ async fn a_rate_limited_start_does_not_use_up_the_connect_link() {
     assert_eq!(res.status(), 429);
     assert_eq!(count(&app, "select count(*) from connect_sessions where opened_at is null").await, 1, "still usable");
 }
+
+#[tokio::test]
+async fn the_store_completes_a_reconnect_link_only_on_a_snapinspect_connection_with_that_company() {
+    use connect_hub::store::{LinkRefusal, NewSnapInspectLink};
+    let app = spawn_app().await;
+    let link = |company: Option<i64>| NewSnapInspectLink {
+        company_id: company.map(|c| connect_hub::domain::CompanyId::new(c).unwrap()),
+        name: "Harbour View Realty".into(),
+        user_info: None,
+        access_token: "new-access".to_owned().into(),
+        refresh_token: "new-refresh".to_owned().into(),
+        end_user: None,
+    };
+    let reconnect = |id: connect_hub::domain::ConnectionId, company: Option<i64>| {
+        let store = app.state.store.clone();
+        let link = link(company);
+        async move { store.reconnect_snapinspect_link(&id, &link, connect_hub::time::now_ms()).await.unwrap() }
+    };
+    // What the API refuses up front, the store refuses too (a session started before a change).
+    let cc = app
+        .add_credentials(
+            connect_hub::domain::Provider::Snapdocs,
+            connect_hub::client_credentials::CredentialsInput {
+                client_id: "id".into(),
+                token_url: Some("http://127.0.0.1:9/token".into()),
+                ..Default::default()
+            },
+            "secret",
+        )
+        .await;
+    assert_eq!(reconnect(cc, Some(6847)).await.err(), Some(LinkRefusal::ConnectionGone), "not SnapInspect");
+    app.connect(None).await;
+    let unidentified =
+        app.state.store.connections().await.unwrap().into_iter().find(|c| c.company_id.is_none()).unwrap().id;
+    assert_eq!(reconnect(unidentified, Some(6847)).await.err(), Some(LinkRefusal::CompanyMismatch), "no company");
+    let known = app.connect_company(6847).await;
+    assert_eq!(reconnect(known.clone(), Some(7012)).await.err(), Some(LinkRefusal::CompanyMismatch));
+    assert!(reconnect(known, Some(6847)).await.is_ok(), "the same company reconnects");
+}
