@@ -146,10 +146,11 @@ impl Store {
                 .bind(target.as_str())
                 .fetch_optional(&mut *tx)
                 .await?;
-        let company = match row {
-            Some((p, Some(c))) if p == "snapinspect" => c,
-            Some((p, None)) if p == "snapinspect" => return Ok(Err(LinkRefusal::CompanyMismatch)),
-            _ => return Ok(Err(LinkRefusal::ConnectionGone)),
+        let Some((_, company)) = row.filter(|(provider, _)| provider == "snapinspect") else {
+            return Ok(Err(LinkRefusal::ConnectionGone));
+        };
+        let Some(company) = company else {
+            return Ok(Err(LinkRefusal::CompanyMismatch));
         };
         let Some(new_company) = link.company_id.filter(|c| c.get() == company) else {
             return Ok(Err(LinkRefusal::CompanyMismatch));
