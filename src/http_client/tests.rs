@@ -123,3 +123,50 @@ fn snippets_are_one_line_of_at_most_200_characters() {
     assert_eq!(snippet(&long), format!("{}…", "é".repeat(200)));
     assert_eq!(snippet(&"é".repeat(200)), "é".repeat(200));
 }
+
+/// A raw server that reads one request, hands its head back through the channel, then answers with
+/// `response` (or, with `None`, never answers).
+async fn raw_server(response: Option<&'static str>) -> (std::net::SocketAddr, tokio::sync::oneshot::Receiver<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            match socket.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => request.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = tx.send(String::from_utf8_lossy(&request).into_owned());
+        match response {
+            Some(r) => {
+                let _ = socket.write_all(r.as_bytes()).await;
+            }
+            None => tokio::time::sleep(Duration::from_secs(60)).await,
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test]
+async fn the_client_follows_no_redirect_and_names_itself() {
+    let (addr, head) = raw_server(Some(
+        "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:9/elsewhere\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    ))
+    .await;
+    let res = build().get(format!("http://{addr}/token")).send().await.unwrap();
+    assert_eq!(res.status(), 302, "the redirect is the answer, not followed");
+    let head = head.await.unwrap().to_ascii_lowercase();
+    assert!(head.contains(&format!("user-agent: connect-hub/{}", env!("CARGO_PKG_VERSION"))), "{head}");
+}
+
+#[tokio::test]
+async fn the_client_gives_up_at_its_total_timeout() {
+    let (addr, _head) = raw_server(None).await;
+    let client = build_with(Duration::from_millis(200), &[]).unwrap();
+    let err = client.get(format!("http://{addr}/")).send().await.unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+}
