@@ -170,3 +170,19 @@ async fn the_client_gives_up_at_its_total_timeout() {
     let err = client.get(format!("http://{addr}/")).send().await.unwrap_err();
     assert!(err.is_timeout(), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_transport_failure_is_described_without_the_urls_query() {
+    // A port nobody listens on: bind, note it, let go.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = build().get(format!("http://127.0.0.1:{port}/hook?secret=s3cr3t")).send().await.unwrap_err();
+    assert_eq!(describe_transport(&err), format!("the request to http://127.0.0.1:{port}/hook could not connect"));
+    assert_eq!(
+        describe_request("the token request", &err),
+        format!("the token request to http://127.0.0.1:{port}/hook could not connect")
+    );
+    let (addr, _head) = raw_server(None).await;
+    let client = build_with(Duration::from_millis(200), &[]).unwrap();
+    let err = client.get(format!("http://{addr}/slow")).send().await.unwrap_err();
+    assert_eq!(describe_transport(&err), format!("the request to http://{addr}/slow timed out"));
+}
