@@ -186,3 +186,15 @@ async fn a_transport_failure_is_described_without_the_urls_query() {
     let err = client.get(format!("http://{addr}/slow")).send().await.unwrap_err();
     assert_eq!(describe_transport(&err), format!("the request to http://{addr}/slow timed out"));
 }
+
+#[tokio::test]
+async fn an_answer_cut_short_is_described_as_broken_off() {
+    let (addr, _head) =
+        raw_server(Some("HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\nonly ten b")).await;
+    let res = build().get(format!("http://{addr}/token")).send().await.unwrap();
+    let err = res.bytes().await.unwrap_err();
+    assert_eq!(
+        describe_transport(&err),
+        format!("the request to http://{addr}/token broke off while reading the answer")
+    );
+}
