@@ -193,8 +193,6 @@ async fn an_answer_cut_short_is_described_as_broken_off() {
         raw_server(Some("HTTP/1.1 200 OK\r\ncontent-length: 100\r\nconnection: close\r\n\r\nonly ten b")).await;
     let res = build().get(format!("http://{addr}/token")).send().await.unwrap();
     let err = res.bytes().await.unwrap_err();
-    assert_eq!(
-        describe_transport(&err),
-        format!("the request to http://{addr}/token broke off while reading the answer")
-    );
+    // A body error carries no URL.
+    assert_eq!(describe_transport(&err), "the request broke off while reading the answer");
 }
