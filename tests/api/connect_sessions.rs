@@ -16,6 +16,20 @@ fn with_return_origin(vars: &mut BTreeMap<String, String>) {
     vars.insert("CONNECT_RETURN_ORIGINS".into(), format!("https://app.example.com, {APP_ORIGIN}"));
 }
 
+/// A client-credentials connection (not SnapInspect: it has no company and no reconnect).
+async fn credentials_connection(app: &TestApp) -> connect_hub::domain::ConnectionId {
+    app.add_credentials(
+        connect_hub::domain::Provider::Snapdocs,
+        connect_hub::client_credentials::CredentialsInput {
+            client_id: "id".into(),
+            token_url: Some("http://127.0.0.1:9/token".into()),
+            ..Default::default()
+        },
+        "secret",
+    )
+    .await
+}
+
 async fn post_json(app: &TestApp, path: &str, key: &str, body: &Value) -> Response {
     reqwest::Client::new().post(format!("{}{path}", app.addr)).bearer_auth(key).json(body).send().await.unwrap()
 }
@@ -353,17 +367,7 @@ async fn a_reconnect_link_completed_by_another_company_changes_nothing() {
 async fn reconnect_links_are_only_for_snapinspect_connections_within_the_keys_scope() {
     let app = spawn_app().await;
     let (_, key) = app.api_key("crm").await;
-    let cc = app
-        .add_credentials(
-            connect_hub::domain::Provider::Snapdocs,
-            connect_hub::client_credentials::CredentialsInput {
-                client_id: "id".into(),
-                token_url: Some("http://127.0.0.1:9/token".into()),
-                ..Default::default()
-            },
-            "secret",
-        )
-        .await;
+    let cc = credentials_connection(&app).await;
     let res =
         post_json(&app, &format!("/api/v1/connections/{}/reconnect-session", cc.as_str()), &key, &json!({})).await;
     assert_eq!(res.status(), 409);
@@ -637,17 +641,7 @@ async fn the_store_completes_a_reconnect_link_only_on_a_snapinspect_connection_w
         async move { store.reconnect_snapinspect_link(&id, &link, connect_hub::time::now_ms()).await.unwrap() }
     };
     // What the API refuses up front, the store refuses too (a session started before a change).
-    let cc = app
-        .add_credentials(
-            connect_hub::domain::Provider::Snapdocs,
-            connect_hub::client_credentials::CredentialsInput {
-                client_id: "id".into(),
-                token_url: Some("http://127.0.0.1:9/token".into()),
-                ..Default::default()
-            },
-            "secret",
-        )
-        .await;
+    let cc = credentials_connection(&app).await;
     assert_eq!(reconnect(cc, Some(6847)).await.err(), Some(LinkRefusal::ConnectionGone), "not SnapInspect");
     app.connect(None).await;
     let unidentified =
