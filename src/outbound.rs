@@ -76,8 +76,8 @@ pub fn blocked_range(ip: IpAddr) -> Option<&'static str> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Blocked {
     pub host: String,
-    /// "is" for an address in the URL, "resolves to" for a name.
-    reaches: &'static str,
+    /// The host is a name that resolved to `addr` (not the address itself).
+    resolved: bool,
     pub addr: IpAddr,
     pub range: &'static str,
 }
@@ -85,10 +85,10 @@ pub struct Blocked {
 impl std::fmt::Display for Blocked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (addr, range) = (self.addr, self.range);
-        if self.reaches == "is" {
-            write!(f, "{addr} is a {range} address")?;
+        if self.resolved {
+            write!(f, "{} resolves to {addr}, a {range} address", self.host)?;
         } else {
-            write!(f, "{} {} {addr}, a {range} address", self.host, self.reaches)?;
+            write!(f, "{addr} is a {range} address")?;
         }
         f.write_str(", which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it")
     }
@@ -126,7 +126,7 @@ impl Policy {
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        self.check_ip(addr).map_err(|range| Blocked { host: addr.to_string(), reaches: "is", addr, range })
+        self.check_ip(addr).map_err(|range| Blocked { host: addr.to_string(), resolved: false, addr, range })
     }
 
     /// Keep the allowed addresses; when none remains, say why the first one was refused.
@@ -137,12 +137,7 @@ impl Policy {
             .filter(|a| match self.check_ip(a.ip()) {
                 Ok(()) => true,
                 Err(range) => {
-                    refused.get_or_insert(Blocked {
-                        host: host.to_owned(),
-                        reaches: "resolves to",
-                        addr: a.ip(),
-                        range,
-                    });
+                    refused.get_or_insert(Blocked { host: host.to_owned(), resolved: true, addr: a.ip(), range });
                     false
                 }
             })
