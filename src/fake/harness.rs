@@ -111,9 +111,12 @@ impl HubProcess {
             if client.get(format!("{}/readyz", self.base)).send().await.is_ok_and(|r| r.status() == 200) {
                 return Ok(child);
             }
-            if Instant::now() > deadline || child.try_wait()?.is_some() {
+            if let Some(status) = child.try_wait()? {
+                bail!("the hub exited before it was ready ({status}); see its log, if the test keeps one");
+            }
+            if Instant::now() > deadline {
                 // Dropping `child` kills and reaps it.
-                bail!("the hub did not become ready");
+                bail!("the hub did not become ready within 20 s");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
