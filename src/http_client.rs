@@ -2,7 +2,7 @@
 //! redirects a token request is misconfigured, and following it could leak credentials), and
 //! answers read with a cap, so a huge or endless body costs at most the cap in memory.
 
-use std::{path::Path, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -31,15 +31,6 @@ pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwes
         builder = builder.add_root_certificate(root.clone());
     }
     builder
-}
-
-/// The certificates in a PEM file, to trust for outbound calls (`OUTBOUND_CA_FILE`).
-pub fn read_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
-    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let roots =
-        reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("{} is not PEM", path.display()))?;
-    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
-    Ok(roots)
 }
 
 /// A provider's error response, trimmed for a log line or an admin page: the first 200 characters.

@@ -205,7 +205,7 @@ impl Metrics {
         let _ = writeln!(out, "{name}_count {count}");
         let name = "connect_hub_deliveries";
         let _ = writeln!(out, "# HELP {name} Deliveries in the queue, by state.\n# TYPE {name} gauge");
-        for state in crate::delivery::types::DeliveryState::ALL.map(|s| s.as_str()) {
+        for state in crate::domain::endpoint::DeliveryState::ALL.map(|s| s.as_str()) {
             let n = depth.iter().find(|(k, _)| k == state).map_or(0, |(_, v)| *v);
             let _ = writeln!(out, "{name}{{state=\"{state}\"}} {n}");
         }

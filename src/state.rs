@@ -81,7 +81,7 @@ impl AppState {
         let store = Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await?;
         if let (Some(url), Some(secret)) = (&settings.forward_url, &settings.forward_secret) {
             // FORWARD_URL / FORWARD_SECRET define (or update) one endpoint that takes every event.
-            let url = crate::delivery::types::EndpointUrl::parse(url.as_str())
+            let url = crate::domain::endpoint::EndpointUrl::parse(url.as_str())
                 .map_err(|e| crate::config::ConfigError { name: "FORWARD_URL", problem: e.to_string() })?;
             store.upsert_forward_endpoint(&url, secret, now_ms()).await?;
         }
@@ -92,7 +92,7 @@ impl AppState {
     /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
         let roots = match &settings.outbound_ca_file {
-            Some(path) => crate::http_client::read_roots(path)?,
+            Some(path) => crate::tls::read_roots(path)?,
             None => Vec::new(),
         };
         let http = crate::http_client::build_with(settings.outbound_timeout, &roots)?;

@@ -241,7 +241,7 @@ pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
         EventsCommand::Replay { id, endpoint } => {
             let id = EventId::parse(&id)?;
             let now = crate::time::now_ms();
-            let endpoint = endpoint.map(|e| crate::delivery::types::EndpointId::parse(&e)).transpose()?;
+            let endpoint = endpoint.map(|e| crate::domain::endpoint::EndpointId::parse(&e)).transpose()?;
             let state = store.event(&id).await?.map(|e| e.state);
             if endpoint.is_some() || state.as_deref() == Some("done") {
                 let ep = endpoint.as_ref().map(|e| e.as_str());

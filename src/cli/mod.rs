@@ -257,11 +257,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::ConnectLink { end_user, return_url } => connect_link(end_user, return_url).await,
         Command::Endpoints { command } => endpoints::endpoints(command).await,
         Command::FakeReceiver { bind, delay_ms, hang } => {
-            let receiver = crate::fake::receiver::FakeReceiver::new(None);
+            let receiver = crate::demo::receiver::FakeReceiver::new(None);
             receiver.set_behaviour(std::time::Duration::from_millis(delay_ms), hang);
             let listener = std::net::TcpListener::bind(bind)?;
             println!("fake receiver on http://{}/events", listener.local_addr()?);
-            crate::fake::serve(receiver.configure(), listener)?.await?;
+            crate::demo::fakes::serve(receiver.configure(), listener)?.await?;
             Ok(())
         }
         Command::BenchClaims { rows, claims } => {
@@ -322,15 +322,16 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
 
 async fn connect_link(end_user: String, return_url: Option<String>) -> anyhow::Result<()> {
     let settings = cli_settings()?;
-    let request =
-        crate::connect_sessions::SessionRequest { end_user_id: Some(end_user), return_url, ..Default::default() };
+    let request = crate::domain::connect_session::SessionRequest {
+        end_user_id: Some(end_user),
+        return_url,
+        ..Default::default()
+    };
     let (end_user, return_url) = request.check(&settings.connect_return_origins).map_err(|e| {
         anyhow::anyhow!("{}", e.replace("end_user_id", "--end-user").replace("return_url", "--return-url"))
     })?;
     let store = open_store(&settings).await?;
-    let issued =
-        crate::connect_sessions::issue(&store, &settings.public_url, &end_user, return_url.as_ref(), None, "cli")
-            .await?;
+    let issued = store.issue_connect_session(&settings.public_url, &end_user, return_url.as_ref(), None, "cli").await?;
     println!("{}", issued.connect_url);
     eprintln!("single use, valid until {}", crate::time::format_utc(issued.expires_at));
     Ok(())
@@ -357,7 +358,7 @@ async fn fake_snapinspect(
     redirect_uri: String,
     webhook_url: Option<String>,
 ) -> anyhow::Result<()> {
-    use crate::fake::snapinspect::{FakeConfig, FakeSnapInspect};
+    use crate::demo::snapinspect::{FakeConfig, FakeSnapInspect};
     let fake = FakeSnapInspect::new(FakeConfig {
         client_id: client_id.clone(),
         client_secret,

@@ -13,7 +13,10 @@ mod tests;
 use parse::{crate_standard_secret, parse_bool, parse_net, parse_toml, parse_u64};
 pub use parse::{is_loopback, parse_duration, parse_schedule, require_https_unless_loopback};
 
-use crate::crypto::{self, KeyRing};
+use crate::{
+    crypto::{self, KeyRing},
+    tls::TlsFiles,
+};
 
 /// A configuration value that is missing or malformed; the message names it and says how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -32,13 +35,6 @@ pub(crate) fn bad(name: &'static str, problem: impl Into<String>) -> ConfigError
 pub enum LogFormat {
     Pretty,
     Json,
-}
-
-/// TLS certificate and key files (PEM) for serving HTTPS natively.
-#[derive(Debug, Clone)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 /// The registered SnapInspect application and where SnapInspect lives.
@@ -141,7 +137,7 @@ pub struct Settings {
     pub sqlite_max_pages: Option<u64>,
     pub rate_limits: RateLimits,
     /// Origins a connect session's `return_url` may point to (`CONNECT_RETURN_ORIGINS`).
-    pub connect_return_origins: Vec<crate::connect_sessions::ReturnOrigin>,
+    pub connect_return_origins: Vec<crate::domain::connect_session::ReturnOrigin>,
     /// Whether `/` and `/connect/snapinspect` start a connect without a connect session.
     pub connect_public_start: bool,
     /// The organisation's brand on end-user pages.
@@ -349,7 +345,7 @@ impl Settings {
                 connect_per_minute: parse_u64("RATE_LIMIT_CONNECT", get("RATE_LIMIT_CONNECT"), 30)? as u32,
                 sign_in_per_minute: parse_u64("RATE_LIMIT_SIGN_IN", get("RATE_LIMIT_SIGN_IN"), 30)? as u32,
             },
-            connect_return_origins: crate::connect_sessions::ReturnOrigin::parse_list(
+            connect_return_origins: crate::domain::connect_session::ReturnOrigin::parse_list(
                 get("CONNECT_RETURN_ORIGINS").unwrap_or(""),
             )
             .map_err(|p| bad("CONNECT_RETURN_ORIGINS", p))?,
@@ -426,15 +422,13 @@ impl Settings {
             ));
         }
         if let Some(tls) = &self.tls {
-            crate::startup::tls::server_config(tls)
-                .map_err(|e| bad("TLS_CERT", format!("/ TLS_KEY cannot be used: {e:#}")))?;
+            crate::tls::server_config(tls).map_err(|e| bad("TLS_CERT", format!("/ TLS_KEY cannot be used: {e:#}")))?;
         }
         if let Some(logo) = &self.brand.logo {
             crate::brand::Logo::read(logo).map_err(|p| bad("BRAND_LOGO", p))?;
         }
         if let Some(ca) = &self.outbound_ca_file {
-            crate::http_client::read_roots(ca)
-                .map_err(|e| bad("OUTBOUND_CA_FILE", format!("cannot be used: {e:#}")))?;
+            crate::tls::read_roots(ca).map_err(|e| bad("OUTBOUND_CA_FILE", format!("cannot be used: {e:#}")))?;
         }
         if self.snapinspect.client_id.is_some() != self.snapinspect.client_secret.is_some() {
             let missing = if self.snapinspect.client_id.is_none() {

@@ -3,7 +3,7 @@
 
 use url::Url;
 
-use super::types::EndpointId;
+use crate::domain::endpoint::EndpointId;
 use crate::outbound::{Blocked, GuardedClient};
 
 #[derive(Clone)]

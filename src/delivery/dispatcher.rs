@@ -18,13 +18,12 @@ use url::Url;
 
 use super::{
     clients::DeliveryClients,
+    forward::{deliver, envelope, Outcome, Signer},
     policy::{after_failure, disable_before, Next},
-    types::DeliveryState,
 };
 use crate::{
-    domain::{base32, random_bytes},
+    domain::{base32, endpoint::DeliveryState, random_bytes},
     metrics::Metrics,
-    queue::forward::{deliver, envelope, Outcome, Signer},
     store::{ClaimedDelivery, DeliveryResult, Store},
     time::now_ms,
 };

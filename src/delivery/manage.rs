@@ -8,12 +8,14 @@ use serde_json::json;
 
 use super::{
     clients::DeliveryClients,
-    types::{generate_secret, EndpointId, EndpointUrl, EventTypes},
+    forward::{deliver, Outcome, Signer},
 };
 use crate::{
-    domain::EventId,
+    domain::{
+        endpoint::{generate_secret, EndpointId, EndpointUrl, EventTypes},
+        EventId,
+    },
     outbound::Policy,
-    queue::forward::{deliver, Outcome, Signer},
     store::{Endpoint, EndpointChange, NewEndpoint, Store},
     time::{format_utc, now_ms, rfc3339},
 };

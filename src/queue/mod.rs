@@ -1,7 +1,6 @@
-//! The webhook queue: durable group-committed intake, the worker that processes events under a
-//! lease, and signed forwarding (Standard Webhooks).
+//! The webhook queue: durable group-committed intake (duplicates decided in memory), and the
+//! worker that enriches events under a lease and hands them to the delivery dispatcher.
 
 pub mod dedupe;
-pub mod forward;
 pub mod ingest;
 pub mod worker;

@@ -14,7 +14,7 @@ pub const OPENAPI: &str = include_str!("../../static/openapi.json");
 /// The document as this server answers it: a `return_url` may only start with one of
 /// `CONNECT_RETURN_ORIGINS`, which a fixed document cannot say, so its schema gets a pattern of
 /// exactly those origins, or is left out when there are none (any `return_url` is then refused).
-pub fn document(origins: &[crate::connect_sessions::ReturnOrigin]) -> String {
+pub fn document(origins: &[crate::domain::connect_session::ReturnOrigin]) -> String {
     let mut doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("static/openapi.json is valid JSON");
     let alternatives: Vec<String> = origins.iter().map(|o| escape_regex(&o.serialized())).collect();
     let pattern = format!("^({})(/[A-Za-z0-9._~/-]*)?$", alternatives.join("|"));

@@ -10,11 +10,11 @@ use askama::Template;
 
 use super::connect_result::{outcome_redirect, Problem};
 use crate::{
-    connect_sessions::{FailReason, ReturnUrl, SessionOutcome},
-    domain::{random_bytes, sha256, ConnectionId},
+    domain::connect_session::{FailReason, ReturnUrl, SessionOutcome},
+    domain::{random_bytes, sha256, ConnectionId, OpaqueToken},
     error::AppError,
     snapinspect::{
-        connect::{authorize_url, parse_callback, Callback, State, STATE_TTL_MS},
+        connect::{authorize_url, parse_callback, Callback, STATE_TTL_MS},
         ApiCallError,
     },
     state::AppState,
@@ -131,12 +131,12 @@ pub(super) async fn begin(
 ) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
     let (browser, new_cookie) = browser_id(req, state);
-    let oauth_state = State::generate();
+    let oauth_state = OpaqueToken::generate();
     let now = now_ms();
     state
         .store
         .insert_state(
-            &State::hash_of(oauth_state.as_str()),
+            &OpaqueToken::hash_of(oauth_state.as_str()),
             &sha256(browser.as_bytes()),
             session_id,
             now,
@@ -220,7 +220,9 @@ async fn handle_callback(
             // browser lets the page say anything about why: the words are ours, chosen by the
             // error code, never the link's own text (anyone can send a link to our domain).
             let consumed = match st {
-                Some(st) => state.store.consume_state(&State::hash_of(&st), browser_hash.as_deref(), now).await?.ok(),
+                Some(st) => {
+                    state.store.consume_state(&OpaqueToken::hash_of(&st), browser_hash.as_deref(), now).await?.ok()
+                }
                 None => None,
             };
             tracing::info!(error = %error.chars().take(60).collect::<String>().escape_debug(), valid_state = consumed.is_some(), "SnapInspect connect was declined");
@@ -233,7 +235,7 @@ async fn handle_callback(
         Callback::Approved { state, access_token, refresh_token } => (state, access_token, refresh_token),
     };
 
-    match state.store.consume_state(&State::hash_of(&state_value), browser_hash.as_deref(), now).await? {
+    match state.store.consume_state(&OpaqueToken::hash_of(&state_value), browser_hash.as_deref(), now).await? {
         Ok(Some(id)) => *session = state.store.connect_session(&id).await?,
         Ok(None) => {}
         Err(rejection) => {

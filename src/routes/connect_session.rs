@@ -7,7 +7,7 @@ use actix_web::{
 };
 
 use super::connect_result::link_problem_page;
-use crate::{connect_sessions::SessionToken, error::AppError, state::AppState, store::SessionRejection, time::now_ms};
+use crate::{error::AppError, state::AppState, store::SessionRejection, time::now_ms};
 
 /// A logo holds no script and loads nothing: if a browser opens it directly, it still runs nothing.
 const LOGO_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; sandbox";
@@ -29,7 +29,7 @@ async fn open(
     }
     // Before the link is used up, so a person who is slowed down can still use it afterwards.
     super::connect::check_connect_limit(&req, &state)?;
-    let opened = state.store.open_connect_session(&SessionToken::hash_of(&token), now_ms()).await?;
+    let opened = state.store.open_connect_session(&crate::domain::OpaqueToken::hash_of(&token), now_ms()).await?;
     let session = match opened {
         Ok(s) => s,
         Err(rejection) => {

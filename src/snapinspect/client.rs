@@ -7,7 +7,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::connect::State;
+use crate::domain::OpaqueToken;
 use crate::{
     config::SnapInspectSettings,
     domain::CompanyId,
@@ -108,7 +108,7 @@ impl SnapInspectClient {
     /// invalidates the old one.
     #[tracing::instrument(skip_all)]
     pub async fn exchange(&self, refresh_token: &SecretString) -> Result<ExchangedTokens, ExchangeError> {
-        let state = State::generate();
+        let state = OpaqueToken::generate();
         let form = [
             ("response_type", "code"),
             ("client_id", self.client_id.as_str()),

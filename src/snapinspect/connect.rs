@@ -1,37 +1,18 @@
-//! The browser side of SnapInspect Connect: the `state` value, the authorize URL, and parsing the
+//! The browser side of SnapInspect Connect: the authorize URL for a `state`, and parsing the
 //! redirect back (`access_token`, `token_type`, `state`, `refresh_token`, or an error).
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::domain::{random_bytes, sha256};
+use crate::domain::OpaqueToken;
 
 /// How long a state is valid.
 pub const STATE_TTL_MS: i64 = 10 * 60 * 1000;
 const MAX_QUERY_LEN: usize = 16 * 1024;
 const MAX_VALUE_LEN: usize = 4096;
 
-/// A `state` we issued: 256 bits from the OS, URL-safe base64. Stored only as its hash.
-pub struct State(String);
-
-impl State {
-    pub fn generate() -> Self {
-        Self(URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    /// What the store keeps: sha256 of the state as received.
-    pub fn hash_of(received: &str) -> Vec<u8> {
-        sha256(received.as_bytes())
-    }
-}
-
 /// The authorize redirect: `response_type=code`, `client_id`, `redirect_uri`, `state`, encoded.
-pub fn authorize_url(authorize: &Url, client_id: &str, redirect_uri: &str, state: &State) -> Url {
+pub fn authorize_url(authorize: &Url, client_id: &str, redirect_uri: &str, state: &OpaqueToken) -> Url {
     let mut url = authorize.clone();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -116,7 +97,7 @@ mod tests {
 
     #[test]
     fn authorize_url_carries_the_four_parameters_encoded() {
-        let state = State::generate();
+        let state = OpaqueToken::generate();
         let url = authorize_url(
             &Url::parse("https://my.snapinspect.com/integration/SnapInspectConnect").unwrap(),
             "client id&x",

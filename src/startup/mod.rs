@@ -2,7 +2,6 @@
 //! when configured), and the background tasks that run beside it. The shared state is `state`.
 
 pub mod headers;
-pub mod tls;
 
 pub use crate::state::{AppState, Limits};
 
@@ -91,7 +90,7 @@ impl Application {
         // A slow client gets 10 s to send its request head, then 408.
         .client_request_timeout(Duration::from_secs(10));
         let server = match &state.settings.tls {
-            Some(files) => server.listen_rustls_0_23(listener, tls::server_config(files)?)?,
+            Some(files) => server.listen_rustls_0_23(listener, crate::tls::server_config(files)?)?,
             None => server.listen(listener)?,
         }
         .run();

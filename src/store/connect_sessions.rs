@@ -3,8 +3,13 @@
 
 use std::collections::BTreeMap;
 
-use super::Store;
-use crate::{connect_sessions::EndUser, domain::ConnectionId};
+use url::Url;
+
+use super::{Connection, Store};
+use crate::domain::{
+    connect_session::{connect_url, new_session_id, EndUser, Issued, ReturnUrl, SESSION_TTL_MS},
+    ConnectionId, OpaqueToken, Provider,
+};
 
 /// A session as the callback needs it.
 #[derive(Debug, Clone)]
@@ -123,5 +128,59 @@ impl Store {
         let sql = format!("select {COLUMNS} from connect_sessions where id = $1");
         let row: Option<Row> = sqlx::query_as(&sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(from_row).transpose()
+    }
+}
+
+impl Store {
+    /// Issue a connect link for `end_user` (or, with `reconnect`, one that repairs that
+    /// connection): a fresh token, stored only as its hash, valid for [`SESSION_TTL_MS`].
+    pub async fn issue_connect_session(
+        &self,
+        public_url: &Url,
+        end_user: &EndUser,
+        return_url: Option<&ReturnUrl>,
+        reconnect: Option<&ConnectionId>,
+        created_by: &str,
+    ) -> anyhow::Result<Issued> {
+        let token = OpaqueToken::generate();
+        let id = new_session_id();
+        let now = crate::time::now_ms();
+        let expires_at = now + SESSION_TTL_MS;
+        self.insert_connect_session(&NewConnectSession {
+            id: &id,
+            token_hash: &OpaqueToken::hash_of(token.as_str()),
+            end_user,
+            return_url: return_url.map(ReturnUrl::as_str),
+            connection_id: reconnect,
+            created_by,
+            now,
+            expires_at,
+        })
+        .await?;
+        tracing::info!(session_id = %id, reconnect = ?reconnect.map(|c| c.as_str()), created_by, "connect link issued");
+        Ok(Issued { id, connect_url: connect_url(public_url, &token), expires_at })
+    }
+}
+
+impl Connection {
+    /// The end user a reconnect link records: the connection's own (kept as it is on completion).
+    pub fn end_user(&self) -> EndUser {
+        EndUser {
+            id: self.end_user_id.clone().unwrap_or_default(),
+            email: self.end_user_email.clone(),
+            display_name: self.end_user_display_name.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+
+    /// Why this connection cannot have a reconnect link, if it cannot.
+    pub fn reconnect_refusal(&self) -> Option<&'static str> {
+        if self.provider != Provider::SnapInspect {
+            return Some("only SnapInspect connections are reconnected by their users; update a client-credentials connection's secret instead");
+        }
+        if self.company_id.is_none() {
+            return Some("this connection has no SnapInspect company yet: assign one first, so a reconnect can be checked against it");
+        }
+        None
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use super::{dialect, Backend, Store};
 use crate::{
-    delivery::types::DeliveryState,
+    domain::endpoint::DeliveryState,
     domain::{CompanyId, ConnectionId, EventId},
 };
 

@@ -8,7 +8,7 @@ use super::{
     deliveries::{insert_operational, OperationalEvent, Tx},
     delivery_claims::DeliveryResult,
 };
-use crate::delivery::types::DeliveryState;
+use crate::domain::endpoint::DeliveryState;
 
 /// Events that report on deliveries are not themselves reported on, or two failing endpoints
 /// would tell each other about each other forever.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::Store;
-use crate::delivery::types::EndpointId;
+use crate::domain::endpoint::EndpointId;
 
 /// One endpoint's attempts since some time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use secrecy::SecretString;
 use super::{audit::insert_audit, Store};
 use crate::{
     crypto::Aad,
-    delivery::types::{EndpointId, EndpointUrl, EventTypes},
+    domain::endpoint::{EndpointId, EndpointUrl, EventTypes},
 };
 
 /// An endpoint as the CLI, the console and the worker see it (without its secrets).

@@ -10,7 +10,7 @@ use super::{
     is_unique_violation, Store,
 };
 use crate::{
-    connect_sessions::EndUser,
+    domain::connect_session::EndUser,
     domain::{CompanyId, ConnectionId, ConnectionStatus},
 };
 

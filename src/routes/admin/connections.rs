@@ -240,8 +240,7 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
             && c.has_tokens
             && !matches!(c.status, ConnectionStatus::Disconnected | ConnectionStatus::NeedsReconnect),
         end_user: end_user_line(&c),
-        reconnectable: c.status == ConnectionStatus::NeedsReconnect
-            && crate::connect_sessions::reconnect_refusal(&c).is_none(),
+        reconnectable: c.status == ConnectionStatus::NeedsReconnect && c.reconnect_refusal().is_none(),
         disconnected: c.status == ConnectionStatus::Disconnected,
         token_state,
         failures: c.failure_count,

@@ -121,7 +121,7 @@ async fn show(admin: AdminUser, id: web::Path<String>, state: web::Data<AppState
         let status = a.http_status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
         format!("{} ({status}, {})", a.error.unwrap_or_default(), when(Some(a.started_at)))
     });
-    let forward = e.id.as_str() == crate::delivery::types::EndpointId::FORWARD;
+    let forward = e.id.as_str() == crate::domain::endpoint::EndpointId::FORWARD;
     let created = when(Some(e.created_at));
     let overlap_until = e.previous_until.filter(|u| *u > now_ms()).map(|u| when(Some(u)));
     let row = rows(&state, vec![e]).await?.pop().expect("one row per endpoint");
@@ -247,7 +247,7 @@ async fn confirm_remove(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let e = manage::load(&state.store, &id).await?;
-    let forward = e.id.as_str() == crate::delivery::types::EndpointId::FORWARD;
+    let forward = e.id.as_str() == crate::domain::endpoint::EndpointId::FORWARD;
     render(ConfirmPage { nav: admin.nav("endpoints"), id: e.id.to_string(), url: e.url, forward })
 }
 

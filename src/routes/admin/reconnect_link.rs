@@ -8,11 +8,7 @@ use super::{
     connections::{load, parse_id},
     render, when, AdminUser, CsrfForm, Nav,
 };
-use crate::{
-    connect_sessions::{end_user_of, issue, reconnect_refusal},
-    error::AppError,
-    state::AppState,
-};
+use crate::{error::AppError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/connections/{id}/reconnect-link", web::post().to(create));
@@ -38,11 +34,13 @@ async fn create(
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
     let c = load(&state, &id).await?;
-    if let Some(why) = reconnect_refusal(&c) {
+    if let Some(why) = c.reconnect_refusal() {
         return Err(AppError::conflict("cannot_reconnect", why));
     }
-    let issued =
-        issue(&state.store, &state.settings.public_url, &end_user_of(&c), None, Some(&id), &admin.actor()).await?;
+    let issued = state
+        .store
+        .issue_connect_session(&state.settings.public_url, &c.end_user(), None, Some(&id), &admin.actor())
+        .await?;
     let mut res = render(LinkPage {
         nav: admin.nav("connections"),
         id: id.as_str().to_owned(),

@@ -7,7 +7,7 @@ use serde_json::json;
 
 use super::{iso, ApiCaller};
 use crate::{
-    connect_sessions::{end_user_of, issue, reconnect_refusal, Issued, ReturnUrl, SessionRequest},
+    domain::connect_session::{Issued, ReturnUrl, SessionRequest},
     error::{ApiError, AppError},
     state::AppState,
 };
@@ -62,8 +62,10 @@ pub(super) async fn create(
     caller.check_may_connect(true)?;
     let request: SessionRequest = parse_body(&body)?;
     let (end_user, return_url) = request.check(&state.settings.connect_return_origins).map_err(bad_body)?;
-    let issued =
-        issue(&state.store, &state.settings.public_url, &end_user, return_url.as_ref(), None, &caller.actor()).await?;
+    let issued = state
+        .store
+        .issue_connect_session(&state.settings.public_url, &end_user, return_url.as_ref(), None, &caller.actor())
+        .await?;
     Ok(created(&issued))
 }
 
@@ -89,12 +91,13 @@ pub(super) async fn reconnect(
         .transpose()
         .map_err(bad_body)?;
     let connection = state.store.connection(&id).await?.ok_or_else(|| super::not_found(id.as_str()))?;
-    if let Some(why) = reconnect_refusal(&connection) {
+    if let Some(why) = connection.reconnect_refusal() {
         return Err(ApiError(AppError::conflict("cannot_reconnect", why)));
     }
-    let end_user = end_user_of(&connection);
-    let issued =
-        issue(&state.store, &state.settings.public_url, &end_user, return_url.as_ref(), Some(&id), &caller.actor())
-            .await?;
+    let end_user = connection.end_user();
+    let issued = state
+        .store
+        .issue_connect_session(&state.settings.public_url, &end_user, return_url.as_ref(), Some(&id), &caller.actor())
+        .await?;
     Ok(created(&issued))
 }

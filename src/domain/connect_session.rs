@@ -1,12 +1,11 @@
-//! Connect sessions: what the organisation's app asks for (an end user, tags, a return URL),
-//! checked into domain types, the single-use link token, and the answers sent back to the app.
+//! Connect sessions as values: what the organisation's app asks for (an end user, tags, a return
+//! URL) checked into types, the link's id and URL, and the answers sent back to the app.
 
 use std::collections::BTreeMap;
 
-use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine as _};
 use url::Url;
 
-use crate::domain::{base32, random_bytes, sha256};
+use super::{base32, random_bytes, OpaqueToken};
 
 /// How long a connect link works.
 pub const SESSION_TTL_MS: i64 = 30 * 60 * 1000;
@@ -203,30 +202,13 @@ impl SessionRequest {
     }
 }
 
-/// A connect link's token: 256 bits from the OS. Stored only as its hash.
-pub struct SessionToken(String);
-
-impl SessionToken {
-    pub fn generate() -> Self {
-        Self(URL_SAFE_NO_PAD.encode(random_bytes::<32>()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-
-    pub fn hash_of(received: &str) -> Vec<u8> {
-        sha256(received.as_bytes())
-    }
-}
-
 /// A new session's id: `cs_` + 26 base32 characters.
 pub fn new_session_id() -> String {
     format!("cs_{}", base32(&random_bytes::<16>()))
 }
 
 /// `PUBLIC_URL/connect/s/{token}`.
-pub fn connect_url(public_url: &Url, token: &SessionToken) -> String {
+pub fn connect_url(public_url: &Url, token: &OpaqueToken) -> String {
     format!("{}/connect/s/{}", public_url.as_str().trim_end_matches('/'), token.as_str())
 }
 
@@ -235,56 +217,6 @@ pub struct Issued {
     pub id: String,
     pub connect_url: String,
     pub expires_at: i64,
-}
-
-/// Issue a connect link for `end_user` (or, with `reconnect`, one that repairs that connection).
-pub async fn issue(
-    store: &crate::store::Store,
-    public_url: &Url,
-    end_user: &EndUser,
-    return_url: Option<&ReturnUrl>,
-    reconnect: Option<&crate::domain::ConnectionId>,
-    created_by: &str,
-) -> anyhow::Result<Issued> {
-    let token = SessionToken::generate();
-    let id = new_session_id();
-    let now = crate::time::now_ms();
-    let expires_at = now + SESSION_TTL_MS;
-    store
-        .insert_connect_session(&crate::store::NewConnectSession {
-            id: &id,
-            token_hash: &SessionToken::hash_of(token.as_str()),
-            end_user,
-            return_url: return_url.map(ReturnUrl::as_str),
-            connection_id: reconnect,
-            created_by,
-            now,
-            expires_at,
-        })
-        .await?;
-    tracing::info!(session_id = %id, reconnect = ?reconnect.map(|c| c.as_str()), created_by, "connect link issued");
-    Ok(Issued { id, connect_url: connect_url(public_url, &token), expires_at })
-}
-
-/// The end user a reconnect link records: the connection's own (kept as it is on completion).
-pub fn end_user_of(c: &crate::store::Connection) -> EndUser {
-    EndUser {
-        id: c.end_user_id.clone().unwrap_or_default(),
-        email: c.end_user_email.clone(),
-        display_name: c.end_user_display_name.clone(),
-        tags: c.tags.clone(),
-    }
-}
-
-/// Why a connection cannot have a reconnect link.
-pub fn reconnect_refusal(c: &crate::store::Connection) -> Option<&'static str> {
-    if c.provider != crate::domain::Provider::SnapInspect {
-        return Some("only SnapInspect connections are reconnected by their users; update a client-credentials connection's secret instead");
-    }
-    if c.company_id.is_none() {
-        return Some("this connection has no SnapInspect company yet: assign one first, so a reconnect can be checked against it");
-    }
-    None
 }
 
 #[cfg(test)]
@@ -379,7 +311,7 @@ mod tests {
 
     #[test]
     fn the_connect_url_is_under_the_public_url() {
-        let t = SessionToken::generate();
+        let t = OpaqueToken::generate();
         assert!(t.as_str().len() >= 43, "256 bits");
         assert_eq!(
             connect_url(&Url::parse("https://hub.example.com/").unwrap(), &t),

@@ -15,7 +15,7 @@ use std::{
 use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use crate::queue::forward::Signer;
+use crate::delivery::forward::Signer;
 
 /// One delivery as received.
 #[derive(Debug, Clone)]

@@ -1,10 +1,5 @@
-//! Fake providers: real HTTP servers that enforce their providers' documents, for `demo`,
-//! `fake-snapinspect` and the tests.
-
-pub mod harness;
-pub mod receiver;
-pub mod snapinspect;
-pub mod token_server;
+//! What the fakes share: serving one fake alone on its own listener, and reading a form the way a
+//! strict provider does (repeated fields refused).
 
 use std::{collections::HashMap, net::TcpListener};
 

@@ -1,12 +1,20 @@
-//! TLS for serving HTTPS natively: the rustls server configuration from PEM files (ring, TLS 1.2
-//! and 1.3, HTTP/1.1), and a self-signed certificate for `demo --tls`.
+//! TLS material from PEM files: the rustls server configuration for serving HTTPS natively (ring,
+//! TLS 1.2 and 1.3, HTTP/1.1), and the extra roots trusted for outbound calls.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::Context;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
-use crate::config::TlsFiles;
+/// TLS certificate and key files (PEM) for serving HTTPS natively.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
 
 /// The server configuration for the certificate chain and key in `files`.
 pub fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
@@ -27,16 +35,11 @@ pub fn server_config(files: &TlsFiles) -> anyhow::Result<rustls::ServerConfig> {
     Ok(config)
 }
 
-/// A self-signed certificate for `localhost` and `127.0.0.1` under `dir`, made on first use and
-/// kept (the key readable by this user only).
-pub fn self_signed(dir: &Path) -> anyhow::Result<TlsFiles> {
-    let files = TlsFiles { cert: dir.join("demo-tls-cert.pem"), key: dir.join("demo-tls-key.pem") };
-    if files.cert.exists() && files.key.exists() {
-        return Ok(files);
-    }
-    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-        .context("generating a self-signed certificate")?;
-    std::fs::write(&files.cert, made.cert.pem())?;
-    crate::demo::write_private(&files.key, &made.key_pair.serialize_pem())?;
-    Ok(files)
+/// The certificates in a PEM file, to trust for outbound calls (`OUTBOUND_CA_FILE`).
+pub fn read_roots(path: &Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let roots =
+        reqwest::Certificate::from_pem_bundle(&pem).with_context(|| format!("{} is not PEM", path.display()))?;
+    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", path.display());
+    Ok(roots)
 }

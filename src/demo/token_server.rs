@@ -244,10 +244,10 @@ async fn token(req: HttpRequest, body: web::Bytes, fake: web::Data<FakeTokenServ
             return HttpResponse::NotFound().finish();
         }
     }
-    if !super::is_form(&req) {
+    if !super::fakes::is_form(&req) {
         return error(400, "invalid_request", Some("the body must be application/x-www-form-urlencoded"));
     }
-    let fields = match super::fields(&body) {
+    let fields = match super::fakes::fields(&body) {
         Ok(f) => f,
         Err(e) => return error(400, "invalid_request", Some(&e)),
     };

@@ -1,10 +1,19 @@
 //! `connect-hub demo`: the whole product in one command. SQLite and generated keys under the data
-//! directory (kept between runs), and the fake SnapInspect mounted in the same server.
+//! directory (kept between runs), and the fakes below mounted in the same server.
+
+pub mod fakes;
+pub mod receiver;
+pub mod snapinspect;
+pub mod token_server;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, sync::Arc};
 
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
+
+use receiver::FakeReceiver;
+use snapinspect::{FakeConfig, FakeSnapInspect};
+use token_server::FakeTokenServer;
 
 use crate::{
     auth::NewPassword,
@@ -12,13 +21,9 @@ use crate::{
     config::Settings,
     crypto::generate_key_b64,
     domain::Provider,
-    fake::{
-        receiver::FakeReceiver,
-        snapinspect::{FakeConfig, FakeSnapInspect},
-        token_server::FakeTokenServer,
-    },
     startup::{Application, Mount},
     telemetry,
+    tls::TlsFiles,
 };
 
 const SECRETS_FILE: &str = "demo-secrets.toml";
@@ -114,7 +119,7 @@ fn demo_vars(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> anyhow::
         vars.insert("RUST_LOG".into(), level);
     }
     if let Some(redirect) = opts.tls {
-        let files = crate::startup::tls::self_signed(data_dir)?;
+        let files = self_signed(data_dir)?;
         vars.insert("TLS_CERT".into(), files.cert.display().to_string());
         vars.insert("TLS_KEY".into(), files.key.display().to_string());
         // The demo calls its own fakes over https: trust its own certificate for that.
@@ -157,7 +162,7 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
 
     let webhook_secret = settings.webhook_secret.as_ref().map(|s| s.expose_secret().to_owned()).unwrap_or_default();
     let roots = match &settings.outbound_ca_file {
-        Some(path) => crate::http_client::read_roots(path)?,
+        Some(path) => crate::tls::read_roots(path)?,
         None => Vec::new(),
     };
     let fake_http = crate::http_client::build_with(crate::http_client::TOTAL_TIMEOUT, &roots)?;
@@ -264,7 +269,7 @@ const DEMO_CC_SECRET: &str = "demo-secret: not for production";
 /// On first start, the second demo endpoint: the in-process receiver that only wants
 /// `Review_Signed` (the first is FORWARD_URL's, which takes everything).
 async fn seed_signed_endpoint(app: &Application, public: &str, secret: &str) -> anyhow::Result<()> {
-    use crate::delivery::types::{EndpointId, EndpointUrl, EventTypes};
+    use crate::domain::endpoint::{EndpointId, EndpointUrl, EventTypes};
     let store = &app.state().store;
     let url = EndpointUrl::parse(&format!("{public}/fake/receiver-signed/events"))?;
     if store.endpoints().await?.iter().any(|e| e.url == url.as_str()) {
@@ -307,6 +312,20 @@ async fn seed_credentials_connections(
             .await?;
     }
     Ok(())
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` under `dir`, made on first use and
+/// kept (the key readable by this user only).
+pub fn self_signed(dir: &Path) -> anyhow::Result<TlsFiles> {
+    let files = TlsFiles { cert: dir.join("demo-tls-cert.pem"), key: dir.join("demo-tls-key.pem") };
+    if files.cert.exists() && files.key.exists() {
+        return Ok(files);
+    }
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .context("generating a self-signed certificate")?;
+    std::fs::write(&files.cert, made.cert.pem())?;
+    write_private(&files.key, &made.key_pair.serialize_pem())?;
+    Ok(files)
 }
 
 #[cfg(test)]

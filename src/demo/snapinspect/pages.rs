@@ -8,7 +8,7 @@ use askama::Template;
 use serde_json::json;
 
 use super::{FakeSnapInspect, COMPANIES, FAKE_CSP};
-use crate::fake::fields;
+use crate::demo::fakes::fields;
 
 #[derive(Template)]
 #[template(path = "fake/authorize.html")]

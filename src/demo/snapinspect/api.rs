@@ -5,7 +5,7 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::{token, FakeSnapInspect, Fault, Grant, UserShape, COMPANIES};
-use crate::fake::{fields, is_form};
+use crate::demo::fakes::{fields, is_form};
 
 fn oauth_error(status: u16, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(

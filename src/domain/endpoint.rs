@@ -7,7 +7,7 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use secrecy::SecretString;
 use url::Url;
 
-use crate::domain::{base32, random_bytes, ParseError};
+use super::{base32, random_bytes, ParseError};
 
 /// An endpoint's id: `ep_` and 26 base32 characters, or `ep_forward` (the one `FORWARD_URL` defines).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
