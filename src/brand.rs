@@ -43,6 +43,15 @@ impl BrandSettings {
     }
 }
 
+/// A brand setting that cannot be used: which one, and what is wrong with it (the configuration
+/// turns it into its own error, so both read the same).
+#[derive(Debug, thiserror::Error)]
+#[error("{setting} {problem}")]
+pub struct BrandError {
+    pub setting: &'static str,
+    pub problem: String,
+}
+
 /// The brand as end-user pages use it: the logo loaded.
 #[derive(Debug, Clone, Default)]
 pub struct Brand {
@@ -54,9 +63,9 @@ pub struct Brand {
 
 impl Brand {
     /// Load the logo named by the settings (checked again: the file may have changed since).
-    pub fn load(s: &BrandSettings) -> anyhow::Result<Self> {
+    pub fn load(s: &BrandSettings) -> Result<Self, BrandError> {
         let logo = match &s.logo {
-            Some(path) => Some(Logo::read(path).map_err(|p| crate::config::bad("BRAND_LOGO", p))?),
+            Some(path) => Some(Logo::read(path).map_err(|problem| BrandError { setting: "BRAND_LOGO", problem })?),
             None => None,
         };
         Ok(Self {

@@ -16,7 +16,6 @@ pub mod error;
 pub mod http_client;
 pub mod limits;
 pub mod metrics;
-pub mod notify;
 pub mod outbound;
 pub mod private_cookie;
 pub mod queue;

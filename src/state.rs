@@ -45,7 +45,7 @@ pub struct AppState {
     pub cookies: crate::private_cookie::CookieKey,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
-    pub webhook_secrets: crate::routes::webhooks::WebhookSecrets,
+    pub webhook_secrets: crate::snapinspect::webhook::WebhookSecrets,
     /// The organisation's brand on end-user pages.
     pub brand: crate::brand::Brand,
 }
@@ -141,7 +141,7 @@ impl AppState {
         // every account) for a minute, doubling with each lock up to 15 minutes.
         let login_throttle = SignInThrottle::new(store.clone(), Policy::DEFAULT);
         let settings_limits = settings.rate_limits;
-        let webhook_secrets = crate::routes::webhooks::WebhookSecrets::new(
+        let webhook_secrets = crate::snapinspect::webhook::WebhookSecrets::new(
             settings.webhook_secret.as_ref(),
             settings.webhook_secret_old.as_ref(),
         );

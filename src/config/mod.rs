@@ -26,6 +26,12 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+impl From<crate::brand::BrandError> for ConfigError {
+    fn from(e: crate::brand::BrandError) -> Self {
+        bad(e.setting, e.problem)
+    }
+}
+
 pub(crate) fn bad(name: &'static str, problem: impl Into<String>) -> ConfigError {
     ConfigError { name, problem: problem.into() }
 }
@@ -424,9 +430,7 @@ impl Settings {
         if let Some(tls) = &self.tls {
             crate::tls::server_config(tls).map_err(|e| bad("TLS_CERT", format!("/ TLS_KEY cannot be used: {e:#}")))?;
         }
-        if let Some(logo) = &self.brand.logo {
-            crate::brand::Logo::read(logo).map_err(|p| bad("BRAND_LOGO", p))?;
-        }
+        crate::brand::Brand::load(&self.brand)?;
         if let Some(ca) = &self.outbound_ca_file {
             crate::tls::read_roots(ca).map_err(|e| bad("OUTBOUND_CA_FILE", format!("cannot be used: {e:#}")))?;
         }

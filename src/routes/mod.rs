@@ -68,6 +68,9 @@ pub fn too_many(code: &'static str, what: &str, wait: Duration) -> AppError {
     }
 }
 
+/// The largest request body any route accepts.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
 /// The one 404 for unknown addresses (and wrong webhook secrets, which must look the same).
 pub fn not_found() -> AppError {
     AppError::not_found("There is no page at this address. Start from the home page.")

@@ -4,10 +4,7 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::{
     error::{ApiError, AppError},
@@ -22,28 +19,6 @@ const PREFIX: &str = "/webhooks/snapinspect";
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::scope(PREFIX).default_service(web::to(intake)));
-}
-
-/// The webhook URL's secret and the older one still accepted while rotating, kept as SHA-256 so
-/// a request hashes only what it brought.
-pub struct WebhookSecrets {
-    current: Option<[u8; 32]>,
-    old: Option<[u8; 32]>,
-}
-
-impl WebhookSecrets {
-    pub fn new(current: Option<&SecretString>, old: Option<&SecretString>) -> Self {
-        let hash = |s: &SecretString| -> [u8; 32] { Sha256::digest(s.expose_secret().as_bytes()).into() };
-        Self { current: current.map(hash), old: old.map(hash) }
-    }
-
-    /// Whether `given` is either secret. Both are always compared, as hashes of equal length, so
-    /// timing says nothing about either.
-    fn matches(&self, given: &str) -> bool {
-        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
-        let check = |s: &Option<[u8; 32]>| s.as_ref().map_or(subtle::Choice::from(0), |s| s.ct_eq(&given));
-        bool::from(check(&self.current) | check(&self.old))
-    }
 }
 
 fn too_large() -> ApiError {

@@ -1,8 +1,10 @@
-//! SnapInspect's webhook body: a small JSON object. The known fields (`sType`, `iCompanyID`,
-//! `iInspectionID`, `iInsReviewID`, `sStatus`) are read tolerantly; everything else is kept, because
-//! the raw body is stored exactly as received.
+//! SnapInspect's webhooks: the body, a small JSON object whose known fields are read tolerantly (the
+//! raw body is stored exactly as received), and the URL's secret, compared in constant time.
 
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::domain::{hex, sha256, CompanyId};
 
@@ -83,6 +85,28 @@ pub fn parse_payload(body: &[u8]) -> Result<WebhookPayload, PayloadError> {
         raw: raw.to_owned(),
         dedupe_hash: hex(&sha256(&material)[..16]),
     })
+}
+
+/// The webhook URL's secret and the older one still accepted while rotating, kept as SHA-256 so
+/// a request hashes only what it brought.
+pub struct WebhookSecrets {
+    current: Option<[u8; 32]>,
+    old: Option<[u8; 32]>,
+}
+
+impl WebhookSecrets {
+    pub fn new(current: Option<&SecretString>, old: Option<&SecretString>) -> Self {
+        let hash = |s: &SecretString| -> [u8; 32] { Sha256::digest(s.expose_secret().as_bytes()).into() };
+        Self { current: current.map(hash), old: old.map(hash) }
+    }
+
+    /// Whether `given` is either secret. Both are always compared, as hashes of equal length, so
+    /// timing says nothing about either.
+    pub fn matches(&self, given: &str) -> bool {
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
+        let check = |s: &Option<[u8; 32]>| s.as_ref().map_or(subtle::Choice::from(0), |s| s.ct_eq(&given));
+        bool::from(check(&self.current) | check(&self.old))
+    }
 }
 
 #[cfg(test)]

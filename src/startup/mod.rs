@@ -1,7 +1,10 @@
 //! Building the application: the HTTP server with its middleware and route groups (over TLS
 //! when configured), and the background tasks that run beside it. The shared state is `state`.
 
+pub mod access_log;
 pub mod headers;
+pub mod notify;
+mod tasks;
 
 pub use crate::state::{AppState, Limits};
 
@@ -12,7 +15,7 @@ use anyhow::Context;
 
 use tokio::sync::watch;
 
-use crate::{config::Settings, error::AppError, routes, store::Store, telemetry, time::now_ms, tokens::TokenManager};
+use crate::{config::Settings, error::AppError, routes};
 
 /// Extra routes mounted into the same server (the fake providers in `demo`).
 pub type Mount = Arc<dyn Fn(&mut web::ServiceConfig) + Send + Sync>;
@@ -25,9 +28,6 @@ pub struct Application {
     /// The plain-http listener that redirects to https, when configured.
     redirect: Option<Server>,
 }
-
-/// The largest request body any route accepts.
-pub const BODY_LIMIT: usize = 64 * 1024;
 
 impl Application {
     /// Bind `BIND_ADDR` (port 0 picks a free port) and build the server.
@@ -61,11 +61,11 @@ impl Application {
             App::new()
                 .app_data(data.clone())
                 // Every body is small: 64 KiB at most, for any route and extractor.
-                .app_data(web::PayloadConfig::new(BODY_LIMIT))
-                .app_data(web::FormConfig::default().limit(BODY_LIMIT))
-                .app_data(web::JsonConfig::default().limit(BODY_LIMIT))
+                .app_data(web::PayloadConfig::new(routes::BODY_LIMIT))
+                .app_data(web::FormConfig::default().limit(routes::BODY_LIMIT))
+                .app_data(web::JsonConfig::default().limit(routes::BODY_LIMIT))
                 .wrap(headers::security(secure))
-                .wrap(from_fn(telemetry::access_log))
+                .wrap(from_fn(access_log::access_log))
                 // Machine routes first: no session, no cookies.
                 .configure(routes::health::configure)
                 .configure(routes::assets::configure)
@@ -116,11 +116,12 @@ impl Application {
         let settings = self.state.settings.clone();
         let (stop, stopped) = watch::channel(false);
         let worker = settings.worker_enabled.then(|| tokio::spawn(self.state.worker.clone().run(stopped)));
-        let janitor = tokio::spawn(janitor(self.state.store.clone(), settings.event_retention));
-        let sweeper = settings.worker_enabled.then(|| tokio::spawn(callback_token_sweeper(self.state.tokens.clone())));
+        let janitor = tokio::spawn(tasks::janitor(self.state.store.clone(), settings.event_retention));
+        let sweeper =
+            settings.worker_enabled.then(|| tokio::spawn(tasks::callback_token_sweeper(self.state.tokens.clone())));
         // Other instances on the same PostgreSQL database tell this one what changed.
         let listener = (self.state.store.backend() == crate::store::Backend::Postgres).then(|| {
-            tokio::spawn(crate::notify::listen((*settings.database_url).to_owned(), self.state.clone().into_inner()))
+            tokio::spawn(notify::listen((*settings.database_url).to_owned(), self.state.clone().into_inner()))
         });
         let redirect = self.redirect.map(|r| {
             let handle = r.handle();
@@ -153,43 +154,4 @@ impl Application {
 
 async fn not_found() -> Result<actix_web::HttpResponse, AppError> {
     Err(routes::not_found())
-}
-
-/// Every ten seconds: exchange the connect-callback tokens still waiting for their first exchange
-/// (one that failed right after the connect, or whose process stopped before it ran).
-async fn callback_token_sweeper(tokens: Arc<TokenManager>) {
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tick.tick().await;
-        match tokens.sweep_callback_tokens().await {
-            Ok(n) if n > 0 => tracing::info!(connections = n, "exchanged the tokens from connect links"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "the connect-link token sweep failed"),
-        }
-    }
-}
-
-/// Every ten minutes: purge expired connect states and sessions, done events older than the
-/// retention, and events that waited (unmatched or rejected) for longer than it.
-async fn janitor(store: Store, retention: Duration) {
-    let mut tick = tokio::time::interval(Duration::from_secs(600));
-    loop {
-        tick.tick().await;
-        let now = now_ms();
-        match store.purge_expired(now).await {
-            Ok(n) if n > 0 => tracing::debug!(rows = n, "purged expired states and sessions"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging expired rows failed"),
-        }
-        match store.purge_done_events(now - retention.as_millis() as i64).await {
-            Ok(n) if n > 0 => tracing::info!(events = n, "purged done events past their retention"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging done events failed"),
-        }
-        match store.purge_waiting_events(now - retention.as_millis() as i64).await {
-            Ok(n) if n > 0 => tracing::info!(events = n, "purged unmatched and rejected events past their retention"),
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "purging waiting events failed"),
-        }
-    }
 }

@@ -39,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error_page::render))
-            .app_data(web::FormConfig::default().limit(crate::startup::BODY_LIMIT).error_handler(|e, _| match e {
+            .app_data(web::FormConfig::default().limit(crate::routes::BODY_LIMIT).error_handler(|e, _| match e {
                 actix_web::error::UrlencodedError::Overflow { .. } => {
                     AppError::PayloadTooLarge { message: "The form is larger than any form here can be.".into() }.into()
                 }
