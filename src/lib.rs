@@ -2,7 +2,6 @@
 //! third-party platforms (SnapInspect first) and keeps their tokens encrypted and fresh.
 #![forbid(unsafe_code)]
 
-pub mod api_keys;
 pub mod auth;
 pub mod brand;
 pub mod cli;
@@ -17,10 +16,8 @@ pub mod http_client;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
-pub mod private_cookie;
 pub mod queue;
 pub mod routes;
-pub mod session;
 pub mod snapinspect;
 pub mod startup;
 pub mod state;

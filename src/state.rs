@@ -6,7 +6,7 @@ use std::{sync::Arc, time::Duration};
 use tokio::sync::Notify;
 
 use crate::{
-    api_keys::ApiKeys,
+    auth::api_keys::ApiKeys,
     auth::{
         throttle::{HashGate, Policy, SignInThrottle},
         CsrfKey,
@@ -42,7 +42,7 @@ pub struct AppState {
     /// The cap on concurrent password hashing.
     pub hash_gate: HashGate,
     /// For the small encrypted cookies of people who are not signed in.
-    pub cookies: crate::private_cookie::CookieKey,
+    pub cookies: crate::auth::private_cookie::CookieKey,
     pub limits: Limits,
     pub metrics: Arc<Metrics>,
     pub webhook_secrets: crate::snapinspect::webhook::WebhookSecrets,
@@ -136,7 +136,7 @@ impl AppState {
             metrics.clone(),
         ));
         let csrf = CsrfKey::derive(&settings.session_key_bytes()?);
-        let cookies = crate::private_cookie::CookieKey::derive(&settings.session_key_bytes()?);
+        let cookies = crate::auth::private_cookie::CookieKey::derive(&settings.session_key_bytes()?);
         // Five attempts within 15 minutes lock an account from one address (or one address for
         // every account) for a minute, doubling with each lock up to 15 minutes.
         let login_throttle = SignInThrottle::new(store.clone(), Policy::DEFAULT);

@@ -296,15 +296,15 @@ pub(super) async fn admin_create(email: &str, password_stdin: bool) -> anyhow::R
 }
 
 pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
-    use crate::api_keys::ApiKeys;
+    use crate::auth::api_keys::ApiKeys;
     let store = open_store(&cli_settings()?).await?;
     let keys = ApiKeys::new(store.clone());
     let result = match command {
         ApiKeyCommand::Create { name, connections, read_only } => {
-            let scope = crate::api_keys::KeyScope {
+            let scope = crate::auth::api_keys::KeyScope {
                 connections: match connections.as_deref() {
                     Some(raw) => Some(
-                        crate::api_keys::KeyScope::parse_connections(raw)?
+                        crate::auth::api_keys::KeyScope::parse_connections(raw)?
                             .ok_or_else(|| anyhow::anyhow!("--connections needs at least one connection id"))?,
                     ),
                     None => None,

@@ -2,12 +2,8 @@
 
 pub mod admin;
 pub mod api;
-pub mod api_contract;
-mod api_endpoints;
 pub mod assets;
 pub mod connect;
-pub mod connect_result;
-pub mod connect_session;
 pub mod health;
 pub mod webhooks;
 

@@ -57,7 +57,7 @@ impl Application {
         let data = state.clone();
         let server = HttpServer::new(move || {
             let mount = mount.clone();
-            let session = crate::session::middleware(data.store.clone(), &session_key, secure, idle);
+            let session = crate::auth::session::middleware(data.store.clone(), &session_key, secure, idle);
             App::new()
                 .app_data(data.clone())
                 // Every body is small: 64 KiB at most, for any route and extractor.

@@ -7,7 +7,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 
 use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
-use crate::{api_keys::KeyScope, error::AppError, state::AppState};
+use crate::{auth::api_keys::KeyScope, error::AppError, state::AppState};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api-keys", web::get().to(list))

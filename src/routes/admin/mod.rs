@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{error::AppError, state::AppState, time::now_ms};
 
-const ADMIN_ID: &str = crate::session::SIGNED_IN;
+const ADMIN_ID: &str = crate::auth::session::SIGNED_IN;
 const ADMIN_EPOCH: &str = "admin_epoch";
 const LOGIN_AT: &str = "login_at";
 const CSRF_SEED: &str = "csrf_seed";

@@ -4,7 +4,7 @@
 use actix_web::{http::header, http::StatusCode, web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::connect::{cookie_error, flow_cookie};
+use super::{cookie_error, flow_cookie};
 use crate::{
     domain::{ConnectionId, ConnectionStatus},
     error::AppError,

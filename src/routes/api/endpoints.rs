@@ -8,7 +8,7 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::api::ApiCaller;
+use super::{iso, ApiCaller};
 use crate::{
     delivery::manage::{self, EndpointInput, ManageError},
     error::{ApiError, AppError},
@@ -104,10 +104,6 @@ fn api_error(e: ManageError) -> ApiError {
         }
         other => ApiError(other.into()),
     }
-}
-
-fn iso(ms: Option<i64>) -> Value {
-    ms.map_or(Value::Null, |ms| json!(rfc3339(ms)))
 }
 
 fn endpoint_json(e: &Endpoint) -> Value {

@@ -1,6 +1,9 @@
-//! Admin sign-in building blocks: email and password values, Argon2id hashing, and CSRF tokens
-//! derived from a seed. The throttle and the hashing cap are in `auth::throttle`.
+//! Who may do what: admin email and password values, Argon2id hashing, CSRF tokens derived from a
+//! seed; below, the sign-in throttle, server-side sessions, API keys and small private cookies.
 
+pub mod api_keys;
+pub mod private_cookie;
+pub mod session;
 pub mod throttle;
 
 use argon2::{

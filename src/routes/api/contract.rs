@@ -3,13 +3,21 @@
 
 use std::sync::LazyLock;
 
-use actix_web::{http::header, HttpRequest, HttpResponse};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::error::{ApiError, AppError};
+use crate::{
+    error::{ApiError, AppError},
+    state::AppState,
+};
 
 /// The document, served at `/api/v1/openapi.json` and read here for its paths and methods.
-pub const OPENAPI: &str = include_str!("../../static/openapi.json");
+pub const OPENAPI: &str = include_str!("../../../static/openapi.json");
+
+/// `GET /api/v1/openapi.json`.
+pub(super) async fn openapi(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(document(&state.settings.connect_return_origins))
+}
 
 /// The document as this server answers it: a `return_url` may only start with one of
 /// `CONNECT_RETURN_ORIGINS`, which a fixed document cannot say, so its schema gets a pattern of

@@ -1,14 +1,13 @@
-//! The end user's side of SnapInspect Connect: the landing page with the button, the start of the
-//! flow (a fresh `state` bound to this browser, maybe to a connect session), and the callback.
+//! The flow itself: the landing page with the button, the start (a fresh `state` bound to this
+//! browser, maybe to a connect session), and the callback that links the company.
 
-use actix_web::{
-    http::header::{self, HeaderValue},
-    middleware::DefaultHeaders,
-    web, HttpRequest, HttpResponse,
-};
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use askama::Template;
 
-use super::connect_result::{outcome_redirect, Problem};
+use super::{
+    check_connect_limit, cookie_error, flow_cookie, not_configured,
+    result::{outcome_redirect, Problem},
+};
 use crate::{
     domain::connect_session::{FailReason, ReturnUrl, SessionOutcome},
     domain::{random_bytes, sha256, ConnectionId, OpaqueToken},
@@ -24,25 +23,6 @@ use crate::{
 
 /// Encrypted cookie with the random id that binds a `state` to this browser (no server row).
 const BROWSER_ID: &str = "connect_hub_browser";
-/// The flow's cookies are only sent to the connect flow's pages.
-pub(super) const FLOW_PATH: &str = "/connect/snapinspect";
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(index))
-        .route("/connect/snapinspect", web::get().to(start))
-        .service(
-            web::resource("/connect/snapinspect/callback")
-                // The callback URL carries tokens: never let it leak through a Referer, never cache.
-                .wrap(
-                    DefaultHeaders::new()
-                        .add((header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
-                        .add((header::CACHE_CONTROL, HeaderValue::from_static("no-store"))),
-                )
-                .route(web::get().to(callback)),
-        )
-        .configure(super::connect_result::configure)
-        .configure(super::connect_session::configure);
-}
 
 #[derive(Template)]
 #[template(path = "index.html")]
@@ -52,35 +32,14 @@ struct IndexPage<'a> {
     brand: &'a crate::brand::Brand,
 }
 
-pub(super) fn html(body: String) -> HttpResponse {
-    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(body)
-}
-
 #[tracing::instrument(skip_all)]
-async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub(super) async fn index(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let page = IndexPage {
         configured: state.snapinspect.is_some(),
         public_start: state.settings.connect_public_start,
         brand: &state.brand,
     };
-    Ok(html(page.render().map_err(anyhow::Error::from)?))
-}
-
-pub(super) fn not_configured() -> AppError {
-    AppError::unavailable(
-        "not_configured",
-        "SnapInspect Connect is not set up on this server yet: an operator has to set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET.",
-    )
-}
-
-pub(super) fn cookie_error(e: impl std::fmt::Display) -> AppError {
-    AppError::Internal(anyhow::anyhow!("cookie: {e}"))
-}
-
-/// A connect flow's cookie: as long as a `state` lives.
-pub(super) fn flow_cookie(state: &AppState, name: &str, value: &str) -> actix_web::cookie::Cookie<'static> {
-    let max_age = actix_web::cookie::time::Duration::milliseconds(STATE_TTL_MS);
-    state.cookies.seal(name, value, FLOW_PATH, max_age, state.settings.is_https())
+    Ok(super::html(page.render().map_err(anyhow::Error::from)?))
 }
 
 /// The browser-binding id from this browser's encrypted cookie, or a new one (then the caller
@@ -100,9 +59,9 @@ fn browser_hash(req: &HttpRequest, state: &AppState) -> Option<Vec<u8>> {
 }
 
 #[tracing::instrument(skip_all)]
-async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub(super) async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     if !state.settings.connect_public_start {
-        return super::connect_result::link_problem_page(
+        return super::result::link_problem_page(
             &state,
             actix_web::http::StatusCode::FORBIDDEN,
             "Connecting starts from your organisation's app",
@@ -111,15 +70,6 @@ async fn start(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespo
     }
     check_connect_limit(&req, &state)?;
     begin(&req, &state, None).await
-}
-
-/// The per-address limit on starting a connect (checked before a connect link is used up).
-pub(super) fn check_connect_limit(req: &HttpRequest, state: &AppState) -> Result<(), AppError> {
-    if let Err(wait) = state.limits.connect.check(&crate::routes::client_limit_key(req)) {
-        state.metrics.rate_limited.inc("connect");
-        return Err(crate::routes::too_many("rate_limited", "Too many connection attempts from your address", wait));
-    }
-    Ok(())
 }
 
 /// Issue a `state` bound to this browser (and to a connect session, if one started this) and
@@ -157,7 +107,7 @@ pub(super) async fn begin(
 /// Every callback answer is a 303 to a clean URL, so the tokens leave the address bar: the
 /// session's return URL, or our own result page (told what happened by an encrypted cookie).
 #[tracing::instrument(skip_all)]
-async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+pub(super) async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let mut session: Option<ConnectSession> = None;
     let result = handle_callback(&req, &state, &mut session).await;
     let return_url = session.as_ref().and_then(|s| s.return_url.as_deref()).and_then(ReturnUrl::stored);
@@ -179,7 +129,7 @@ async fn callback(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             };
             Ok(see_other(&r.with_outcome(target.as_ref().map(ConnectionId::as_str), &o)))
         }
-        (None, Ok(id)) => super::connect_result::linked_redirect(&state, &id),
+        (None, Ok(id)) => super::result::linked_redirect(&state, &id),
         (None, Err(p)) => outcome_redirect(&state, &p),
     }
 }
@@ -209,7 +159,7 @@ async fn handle_callback(
     let client = state.snapinspect.as_ref().ok_or(Problem::NotConfigured)?;
     let parsed = parse_callback(req.query_string()).map_err(|e| {
         tracing::info!(error = %e, "callback refused: malformed");
-        Problem::BadCallback(super::connect_result::bad_callback_code(&e))
+        Problem::BadCallback(super::result::bad_callback_code(&e))
     })?;
     let browser_hash = browser_hash(req, state);
     let now = now_ms();
@@ -230,7 +180,7 @@ async fn handle_callback(
             if let Some(id) = session_id {
                 *session = state.store.connect_session(&id).await?;
             }
-            return Err(Problem::Denied(crate::routes::connect_result::denial_code(&error)));
+            return Err(Problem::Denied(super::result::denial_code(&error)));
         }
         Callback::Approved { state, access_token, refresh_token } => (state, access_token, refresh_token),
     };

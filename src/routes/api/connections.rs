@@ -1,0 +1,116 @@
+//! Connections through the API: list them (optionally one end user's), get a valid access token
+//! (refreshed only when needed, or forced), and force a refresh; each within the key's scope.
+
+use actix_web::{http::header, web, HttpResponse};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{iso, ApiCaller};
+use crate::{
+    error::{ApiError, AppError},
+    state::AppState,
+    time::now_ms,
+    tokens::AccessToken,
+};
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/connections", web::get().to(list))
+        .route("/connections/{id}/token", web::get().to(token))
+        .route("/connections/{id}/refresh", web::post().to(refresh));
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    end_user_id: Option<String>,
+}
+
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id))]
+async fn list(
+    caller: ApiCaller,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let all = match query.end_user_id.as_deref() {
+        Some(u) => state.store.connections_for_end_user(u).await?,
+        None => state.store.connections().await?,
+    };
+    let connections: Vec<serde_json::Value> = all
+        .into_iter()
+        .filter(|c| caller.0.may_use(&c.id))
+        .map(|c| {
+            json!({
+                "id": c.id.as_str(),
+                "provider": c.provider.as_str(),
+                "name": c.name,
+                "company_id": c.company_id.map(|c| c.get()),
+                "status": c.status.as_str(),
+                "connected_at": iso(Some(c.connected_at)),
+                "last_refresh_at": iso(c.last_exchange_at),
+                "last_used_at": iso(c.last_used_at),
+                "token_expires_at": iso(c.token_expires_at),
+                "last_error": c.last_error,
+                "end_user_id": c.end_user_id,
+                "tags": c.tags,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({ "connections": connections })))
+}
+
+fn token_response(t: &AccessToken) -> HttpResponse {
+    let expires_in = t.expires_at.map(|e| ((e - now_ms()) / 1000).max(0));
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::PRAGMA, "no-cache"))
+        .json(json!({
+            "connection_id": t.connection_id.as_str(),
+            "provider": t.provider.as_str(),
+            "access_token": t.token.expose_secret(),
+            "token_type": "Bearer",
+            "expires_at": iso(t.expires_at),
+            "expires_in": expires_in,
+        }))
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    /// Only `true` or `false`, as the document's boolean says; anything else is a 400.
+    #[serde(default)]
+    force_refresh: Option<bool>,
+}
+
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id, connection_id = %id))]
+async fn token(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    query: web::Query<TokenQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = caller.connection(&id)?;
+    let force = query.force_refresh.unwrap_or(false);
+    let t = if force {
+        caller.check_may_refresh()?;
+        state.tokens.refresh_unless_fresh(&id, &caller.actor()).await
+    } else {
+        state.tokens.token(&id).await
+    }
+    .map_err(AppError::from)?;
+    Ok(token_response(&t))
+}
+
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id, connection_id = %id))]
+async fn refresh(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = caller.connection(&id)?;
+    caller.check_may_refresh()?;
+    // Within a few seconds of the last new token, that token is handed out instead of rotating
+    // again (see `REFRESH_COOLDOWN_MS`).
+    let t = state.tokens.refresh_unless_fresh(&id, &caller.actor()).await.map_err(AppError::from)?;
+    Ok(token_response(&t))
+}
