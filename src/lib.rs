@@ -12,7 +12,6 @@ pub mod delivery;
 pub mod demo;
 pub mod domain;
 pub mod error;
-pub mod http_client;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;

@@ -95,7 +95,7 @@ impl AppState {
             Some(path) => crate::tls::read_roots(path)?,
             None => Vec::new(),
         };
-        let http = crate::http_client::build_with(settings.outbound_timeout, &roots)?;
+        let http = crate::outbound::client::build_with(settings.outbound_timeout, &roots)?;
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
         let metrics = Arc::new(Metrics::default());
         // URLs from the database go through the guarded client; the operator's own URLs (above) do not.

@@ -10,10 +10,10 @@ use serde::Deserialize;
 
 use super::{AuthStyle, Settings};
 use crate::{
-    http_client::{describe_request, retry_after},
-    http_client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
+    outbound::client::redact,
+    outbound::client::{describe_request, retry_after},
+    outbound::client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
     outbound::{blocked_in, GuardedClient},
-    snapinspect::client::redact,
 };
 
 /// A token as the provider issued it.

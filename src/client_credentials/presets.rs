@@ -157,7 +157,7 @@ impl CredentialsInput {
             }
         }
         let url = s.resolved_token_url()?;
-        if url.scheme() != "https" && !crate::config::is_loopback(&url) {
+        if url.scheme() != "https" && !crate::outbound::is_loopback(&url) {
             return err(
                 "token_url",
                 format!(

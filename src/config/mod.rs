@@ -11,7 +11,7 @@ mod parse;
 mod tests;
 
 use parse::{crate_standard_secret, parse_bool, parse_net, parse_toml, parse_u64};
-pub use parse::{is_loopback, parse_duration, parse_schedule, require_https_unless_loopback};
+pub use parse::{parse_duration, parse_schedule, require_https_unless_loopback};
 
 use crate::{
     crypto::{self, KeyRing},
@@ -448,7 +448,8 @@ impl Settings {
         Ok(())
     }
 
-    /// Which addresses URLs stored in the database may reach.
+    /// Which addresses URLs stored in the database may reach (upward, like `parse`'s loopback
+    /// rule: the guard is built from this setting and imports nothing of the configuration).
     pub fn outbound_policy(&self) -> crate::outbound::Policy {
         crate::outbound::Policy::new(self.outbound_allow_networks.clone())
     }

@@ -6,6 +6,9 @@ use std::time::Duration;
 use url::Url;
 
 use super::{bad, ConfigError, Vars};
+// Upward, on purpose: what counts as loopback is the outbound guard's answer, and the https rule
+// for settings must give the same one. `outbound` imports nothing of the configuration.
+use crate::outbound::is_loopback;
 
 /// `http://` is refused unless the host is a loopback address (tests and `demo`).
 pub fn require_https_unless_loopback(name: &'static str, url: &Url) -> Result<(), ConfigError> {
@@ -19,15 +22,6 @@ pub fn require_https_unless_loopback(name: &'static str, url: &Url) -> Result<()
             url.origin().ascii_serialization()
         ),
     ))
-}
-
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
 }
 
 /// An address or a network: `10.0.0.1`, `10.0.0.0/8`, `::1`.

@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use sha2::Sha256;
 
 use crate::{
-    http_client::read_excerpt,
-    http_client::{describe_transport, retry_after},
+    outbound::client::read_excerpt,
+    outbound::client::{describe_transport, retry_after},
     outbound::{blocked_in, Blocked},
     store::DeliveryEvent,
     time::rfc3339,

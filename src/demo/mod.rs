@@ -165,7 +165,7 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
         Some(path) => crate::tls::read_roots(path)?,
         None => Vec::new(),
     };
-    let fake_http = crate::http_client::build_with(crate::http_client::TOTAL_TIMEOUT, &roots)?;
+    let fake_http = crate::outbound::client::build_with(crate::outbound::client::TOTAL_TIMEOUT, &roots)?;
     let fake = FakeSnapInspect::with_client(
         FakeConfig {
             client_id: DEMO_CLIENT_ID.into(),

@@ -11,9 +11,9 @@ use crate::domain::OpaqueToken;
 use crate::{
     config::SnapInspectSettings,
     domain::CompanyId,
-    http_client::{
-        describe_request, describe_transport, read_capped, read_excerpt, retry_after, snippet, BodyError, ANSWER_CAP,
-        EXCERPT_CAP,
+    outbound::client::{
+        describe_request, describe_transport, read_capped, read_excerpt, redact, retry_after, snippet, BodyError,
+        ANSWER_CAP, EXCERPT_CAP,
     },
 };
 
@@ -234,16 +234,4 @@ impl SnapInspectClient {
         })?;
         Ok(body)
     }
-}
-
-/// Replace any secret that appears in `text` with `***`.
-pub fn redact(text: &str, secrets: &[&SecretString]) -> String {
-    secrets.iter().fold(text.to_owned(), |acc, s| {
-        let s = s.expose_secret();
-        if s.len() >= 4 {
-            acc.replace(s, "***")
-        } else {
-            acc
-        }
-    })
 }

@@ -98,7 +98,7 @@ pub(super) fn token(prefix: &str) -> String {
 
 impl FakeSnapInspect {
     pub fn new(config: FakeConfig) -> Self {
-        Self::with_client(config, crate::http_client::build())
+        Self::with_client(config, crate::outbound::client::build())
     }
 
     /// With the client its "fire a webhook" page posts with (e.g. one trusting a demo certificate).
@@ -176,7 +176,7 @@ impl FakeSnapInspect {
             .send()
             .await
             .map(|r| r.status().as_u16())
-            .map_err(|e| crate::http_client::describe_transport(&e))
+            .map_err(|e| crate::outbound::client::describe_transport(&e))
     }
 
     /// The routes, relative to wherever the caller mounts them (`/` alone, `/fake/snapinspect` in

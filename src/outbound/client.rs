@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
+use secrecy::{ExposeSecret, SecretString};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -41,6 +42,18 @@ pub fn snippet(body: &str) -> String {
     } else {
         one_line
     }
+}
+
+/// Replace any secret that appears in `text` with `***`.
+pub fn redact(text: &str, secrets: &[&SecretString]) -> String {
+    secrets.iter().fold(text.to_owned(), |acc, s| {
+        let s = s.expose_secret();
+        if s.len() >= 4 {
+            acc.replace(s, "***")
+        } else {
+            acc
+        }
+    })
 }
 
 /// The most a token or API answer may hold: far above any real one.
@@ -128,4 +141,5 @@ pub fn describe_request(what: &str, e: &reqwest::Error) -> String {
 }
 
 #[cfg(test)]
+#[path = "client_tests.rs"]
 mod tests;

@@ -1,5 +1,7 @@
-//! The guard on calls to URLs stored in the database (token URLs now, endpoint URLs later): every
-//! address a host resolves to, at connect time, must be public or in `OUTBOUND_ALLOW_NETWORKS`.
+//! Calls out of the hub: the guard on URLs stored in the database (every address a host resolves
+//! to, at connect time, must be public or allowed), and in `client` the HTTP client they all share.
+
+pub mod client;
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddr},
@@ -9,6 +11,17 @@ use std::{
 
 use ipnet::IpNet;
 use url::Url;
+
+/// Whether a URL names this machine: a loopback address, or `localhost`. Plain http is allowed
+/// only there (tests and `demo`), both for settings and for stored token URLs.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
 
 /// Ranges a stored URL may not reach unless an operator allows them, each with the words a
 /// person reads in the error. The first match names the range, so specific ones come first.
@@ -183,7 +196,7 @@ pub struct GuardedClient {
 impl GuardedClient {
     pub fn build(total: Duration, roots: &[reqwest::Certificate], policy: Policy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
-        let http = crate::http_client::builder(total, roots)
+        let http = client::builder(total, roots)
             .no_proxy()
             .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
             .build()?;
