@@ -118,6 +118,8 @@ impl AppState {
             wake.clone(),
         );
         let worker = Arc::new(Worker::new(
+            store.clone(),
+            snapinspect.clone(),
             tokens.clone(),
             // Endpoint URLs come from the database: guarded, except the operator's FORWARD_URL.
             crate::delivery::clients::DeliveryClients::new(http.clone(), guarded),

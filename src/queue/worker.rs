@@ -20,8 +20,8 @@ use crate::{
     },
     domain::{base32, random_bytes},
     metrics::Metrics,
-    snapinspect::ApiCallError,
-    store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt},
+    snapinspect::{ApiCallError, SnapInspectClient},
+    store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt, Store},
     time::now_ms,
     tokens::TokenManager,
 };
@@ -38,6 +38,9 @@ pub struct WorkerConfig {
 }
 
 pub struct Worker {
+    store: Store,
+    /// SnapInspect's API, to read inspections (none when SnapInspect is not configured).
+    snapinspect: Option<SnapInspectClient>,
     tokens: Arc<TokenManager>,
     config: WorkerConfig,
     owner: String,
@@ -62,6 +65,8 @@ impl Failure {
 impl Worker {
     /// `clients`: what deliveries go out with (endpoint URLs from the database through the guard).
     pub fn new(
+        store: Store,
+        snapinspect: Option<SnapInspectClient>,
         tokens: Arc<TokenManager>,
         clients: crate::delivery::clients::DeliveryClients,
         config: WorkerConfig,
@@ -70,8 +75,8 @@ impl Worker {
     ) -> Self {
         let owner = format!("worker_{}", base32(&random_bytes::<10>()));
         let dispatcher =
-            Dispatcher::spawn(tokens.store().clone(), clients, config.delivery.clone(), owner.clone(), metrics.clone());
-        Self { tokens, config, owner, wake, metrics, dispatcher }
+            Dispatcher::spawn(store.clone(), clients, config.delivery.clone(), owner.clone(), metrics.clone());
+        Self { store, snapinspect, tokens, config, owner, wake, metrics, dispatcher }
     }
 
     pub fn dispatcher(&self) -> &Arc<Dispatcher> {
@@ -87,11 +92,11 @@ impl Worker {
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let now = now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
-        let events = self.tokens.store().claim_events(&self.owner, now, lease_until, CONCURRENCY).await?;
+        let events = self.store.claim_events(&self.owner, now, lease_until, CONCURRENCY).await?;
         let n = events.len();
         let finished = join_all(events.into_iter().map(|e| self.process(e))).await;
         // One transaction for the batch: one commit, not one per event.
-        match self.tokens.store().finish_attempts(&finished).await {
+        match self.store.finish_attempts(&finished).await {
             Ok(kept) => {
                 for (f, kept) in finished.iter().zip(kept) {
                     if !kept {
@@ -205,9 +210,9 @@ impl Worker {
     /// Read the inspection, if the event names one and its company is connected. The status is
     /// the inspection read's (200), if one was made.
     async fn handle(&self, event: &ClaimedEvent) -> Result<(Option<u16>, Option<Value>), Failure> {
-        match (event.inspection_id, &event.connection_id, self.tokens.snapinspect()) {
-            (Some(inspection_id), Some(connection), Some(_)) => {
-                Ok((Some(200), Some(self.read_inspection(connection, inspection_id).await?)))
+        match (event.inspection_id, &event.connection_id, &self.snapinspect) {
+            (Some(inspection_id), Some(connection), Some(client)) => {
+                Ok((Some(200), Some(self.read_inspection(client, connection, inspection_id).await?)))
             }
             _ => Ok((None, None)),
         }
@@ -217,10 +222,10 @@ impl Worker {
     /// someone else just exchanged) and try again.
     async fn read_inspection(
         &self,
+        client: &SnapInspectClient,
         connection: &crate::domain::ConnectionId,
         inspection_id: i64,
     ) -> Result<Value, Failure> {
-        let client = self.tokens.snapinspect().expect("checked by the caller");
         let token = self.tokens.token(connection).await.map_err(|e| Failure::retry(format!("no token: {e}")))?;
         let first = client.inspection(&token.token, inspection_id).await;
         let result = match first {

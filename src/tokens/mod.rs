@@ -3,11 +3,17 @@
 //! expiry. Either way one request at a time per connection (in this process a per-connection lock
 //! that later callers join, across processes a lease row), the new token committed before anyone
 //! uses it, and a backoff after failures so a broken provider or a wrong secret is not hammered.
-//! Fresh tokens are also kept in memory, so handing out a cached token touches no database.
+//! Fresh tokens are also kept in memory (`cache`), so handing out a cached token touches no database.
 
+mod cache;
 mod credentials;
+mod error;
 mod exchange;
 
+pub use cache::refresh_margin_ms;
+pub use error::TokenError;
+
+use cache::TokenCache;
 use credentials::fresh_credentials_token;
 use exchange::usable;
 
@@ -25,7 +31,6 @@ use secrecy::SecretString;
 
 use crate::{
     domain::{base32, random_bytes, ConnectionId, Provider},
-    error::AppError,
     limits::AtMostEvery,
     metrics::Metrics,
     snapinspect::{ExchangedTokens, SnapInspectClient},
@@ -51,13 +56,6 @@ pub struct AccessToken {
     pub expires_at: Option<i64>,
 }
 
-/// A SnapInspect token may be exchanged by another process at any time, so it is trusted from
-/// memory only this long.
-const SNAPINSPECT_CACHE_MS: i64 = 1_000;
-/// A client-credentials token stays valid until its own expiry, but another process (the CLI) may
-/// disconnect or delete its connection: memory is trusted at most this long, so such a change
-/// reaches this process within two seconds (one made in this process `forget`s at once).
-const CREDENTIALS_CACHE_MS: i64 = 2_000;
 /// A forced refresh within this long of the provider's last new token hands out that token instead
 /// of rotating again: an API caller cannot rotate a connection's tokens many times a second.
 pub const REFRESH_COOLDOWN_MS: i64 = 5_000;
@@ -68,77 +66,6 @@ fn within_cooldown(issued: Option<i64>, now: i64) -> bool {
 }
 /// How often `last_used_at` is written per connection, at most.
 const TOUCH_EVERY_MS: i64 = 60_000;
-
-/// Refresh a token this long before it expires: a tenth of its lifetime, between 5 s and 5 min,
-/// but never more than half of it, so even a short-lived token is reused.
-pub fn refresh_margin_ms(lifetime_ms: i64) -> i64 {
-    (lifetime_ms / 10).clamp(5_000, 300_000).min(lifetime_ms / 2)
-}
-
-/// Until when a token obtained at `obtained_at` (default: now) may be served from memory.
-fn cache_until(provider: Provider, expires_at: Option<i64>, obtained_at: Option<i64>, now: i64) -> i64 {
-    match (provider, expires_at) {
-        (Provider::SnapInspect, _) | (_, None) => now + SNAPINSPECT_CACHE_MS,
-        (_, Some(exp)) => (exp - refresh_margin_ms(exp - obtained_at.unwrap_or(now))).min(now + CREDENTIALS_CACHE_MS),
-    }
-}
-
-#[derive(Clone)]
-struct Cached {
-    token: AccessToken,
-    /// Served from memory until then.
-    use_until: i64,
-}
-
-/// Why no token could be handed out. Cloneable, so every caller that joined one exchange gets its
-/// outcome.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum TokenError {
-    #[error("no connection with id {0}")]
-    NotFound(ConnectionId),
-    #[error("the connection needs to be reconnected: {0}")]
-    NeedsReconnect(String),
-    #[error("the connection was disconnected; connect again to use it")]
-    Disconnected,
-    /// Our lease on the connection ran out or was taken while the exchange was in flight; the new
-    /// pair was not stored and is not handed out.
-    #[error("another exchange for this connection took over while this one was in flight; try again")]
-    Superseded,
-    #[error("SnapInspect is not configured: set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET")]
-    NotConfigured,
-    #[error("the last exchange failed ({last_error}); the next try is allowed in {} s", retry_in.as_secs().max(1))]
-    BackingOff { retry_in: Duration, last_error: String },
-    #[error("{0}")]
-    Provider(String),
-    #[error("internal error: {0}")]
-    Internal(Arc<anyhow::Error>),
-}
-
-impl From<anyhow::Error> for TokenError {
-    fn from(e: anyhow::Error) -> Self {
-        Self::Internal(Arc::new(e))
-    }
-}
-
-impl From<TokenError> for AppError {
-    fn from(e: TokenError) -> Self {
-        let message = e.to_string();
-        match e {
-            TokenError::NotFound(_) => AppError::NotFound { code: "connection_not_found", message },
-            TokenError::NeedsReconnect(_) => AppError::conflict("needs_reconnect", message),
-            TokenError::Disconnected => AppError::conflict("disconnected", message),
-            TokenError::Superseded => AppError::conflict("exchange_superseded", message),
-            TokenError::NotConfigured => AppError::unavailable("not_configured", message),
-            TokenError::BackingOff { retry_in, .. } => AppError::Unavailable {
-                code: "backing_off",
-                message,
-                retry_after_secs: Some(retry_in.as_secs().max(1)),
-            },
-            TokenError::Provider(_) => AppError::upstream("provider_error", message),
-            TokenError::Internal(e) => AppError::Internal(anyhow::anyhow!("{e:#}")),
-        }
-    }
-}
 
 /// Per-connection single flight: the lock serialises exchanges; `generation` counts finished ones,
 /// so a caller that waited behind an exchange takes its outcome instead of starting another.
@@ -161,7 +88,7 @@ pub struct TokenManager {
     /// Pairs SnapInspect issued that could not be stored yet, with the token version they replace:
     /// committed before any new exchange, if the stored version is still that one.
     unsaved: Mutex<HashMap<ConnectionId, (i64, ExchangedTokens)>>,
-    cache: std::sync::RwLock<HashMap<ConnectionId, Cached>>,
+    cache: TokenCache,
     touched: AtMostEvery,
     metrics: Arc<Metrics>,
 }
@@ -191,7 +118,7 @@ impl TokenManager {
             owner: format!("proc_{}", base32(&random_bytes::<10>())),
             slots: Mutex::new(HashMap::new()),
             unsaved: Mutex::new(HashMap::new()),
-            cache: std::sync::RwLock::new(HashMap::new()),
+            cache: TokenCache::default(),
             touched: AtMostEvery::new(Duration::from_millis(TOUCH_EVERY_MS as u64)),
             metrics,
         }
@@ -206,18 +133,18 @@ impl TokenManager {
 
     /// Drop every cached token (pairs waiting to be stored stay: they are this process's own).
     pub fn forget_all(&self) {
-        self.cache.write().expect("token cache poisoned").clear();
+        self.cache.clear();
     }
 
     /// Whether a token for the connection is in memory (tests of the invalidation).
     pub fn remembers(&self, id: &ConnectionId) -> bool {
-        self.cache.read().expect("token cache poisoned").contains_key(id)
+        self.cache.contains(id)
     }
 
     /// Drop only the cached token (another instance changed the connection: see `notify`). A
     /// pair still waiting to be stored stays: its commit checks the stored version itself.
     pub fn forget_cached(&self, id: &ConnectionId) {
-        self.cache.write().expect("token cache poisoned").remove(id);
+        self.cache.forget(id);
     }
 
     /// Why a commit was refused, read back from the store: the connection is gone (404), was
@@ -233,18 +160,11 @@ impl TokenManager {
     }
 
     fn cached(&self, id: &ConnectionId, now: i64) -> Option<AccessToken> {
-        let cache = self.cache.read().expect("token cache poisoned");
-        cache.get(id).filter(|c| c.use_until > now).map(|c| c.token.clone())
+        self.cache.get(id, now)
     }
 
     fn remember(&self, token: &AccessToken, obtained_at: Option<i64>, now: i64) {
-        let use_until = cache_until(token.provider, token.expires_at, obtained_at, now);
-        if use_until > now {
-            self.cache
-                .write()
-                .expect("token cache poisoned")
-                .insert(token.connection_id.clone(), Cached { token: token.clone(), use_until });
-        }
+        self.cache.remember(token, obtained_at, now);
     }
 
     /// Note the use, at most once a minute per connection, off the request's path.
@@ -257,14 +177,6 @@ impl TokenManager {
                 }
             });
         }
-    }
-
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    pub fn snapinspect(&self) -> Option<&SnapInspectClient> {
-        self.snapinspect.as_ref()
     }
 
     fn slot(&self, id: &ConnectionId) -> Arc<Slot> {
@@ -463,32 +375,6 @@ mod tests {
         assert!(within_cooldown(Some(10_000), 10_000));
         assert!(within_cooldown(Some(10_000), 14_999));
         assert!(!within_cooldown(Some(10_000), 15_000), "five seconds later it may rotate again");
-    }
-
-    #[test]
-    fn the_refresh_margin_is_a_tenth_clamped_and_never_more_than_half() {
-        assert_eq!(refresh_margin_ms(3_600_000), 300_000, "an hour: five minutes");
-        assert_eq!(refresh_margin_ms(600_000), 60_000, "ten minutes: one");
-        assert_eq!(refresh_margin_ms(20_000), 5_000, "twenty seconds: the five-second floor");
-        assert_eq!(refresh_margin_ms(2_000), 1_000, "two seconds: half, so it is still reused");
-    }
-
-    #[test]
-    fn a_snapinspect_token_is_trusted_from_memory_for_one_second() {
-        assert_eq!(cache_until(Provider::SnapInspect, None, Some(0), 10_000), 11_000);
-        assert_eq!(cache_until(Provider::SnapInspect, Some(99_000_000), Some(0), 10_000), 11_000);
-        assert_eq!(cache_until(Provider::Snapdocs, None, Some(0), 10_000), 11_000);
-    }
-
-    #[test]
-    fn a_credentials_token_is_trusted_from_memory_until_its_margin_but_two_seconds_at_most() {
-        // An hour-long token obtained at 0: its margin starts at 55 min, but memory trusts it 2 s.
-        assert_eq!(cache_until(Provider::Snapdocs, Some(3_600_000), Some(0), 10_000), 12_000);
-        // A 20 s token obtained at 0, asked at 14 s: the margin (5 s) starts at 15 s.
-        assert_eq!(cache_until(Provider::Snapdocs, Some(20_000), Some(0), 14_000), 15_000);
-        // Without `obtained_at` the lifetime is counted from now: 3 s left, so half of it, 1.5 s.
-        assert_eq!(cache_until(Provider::Snapdocs, Some(13_000), None, 10_000), 11_500);
-        assert_eq!(cache_until(Provider::Snapdocs, Some(13_000), Some(0), 10_000), 8_000, "already in its margin");
     }
 
     #[test]
