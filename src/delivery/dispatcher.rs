@@ -14,12 +14,12 @@ use std::{
 };
 
 use tokio::sync::{mpsc, watch};
-use url::Url;
 
 use super::{
     clients::DeliveryClients,
-    forward::{deliver, envelope, Outcome, Signer},
+    forward::{deliver, envelope, Outcome},
     policy::{after_failure, disable_before, Next},
+    targets::{Target, Targets},
 };
 use crate::{
     domain::{base32, endpoint::DeliveryState, random_bytes},
@@ -28,8 +28,6 @@ use crate::{
     time::now_ms,
 };
 
-/// How long the worker keeps its list of endpoints (and their secrets) before reading it again.
-const TARGETS_TTL: Duration = Duration::from_millis(500);
 /// Results waiting for the writer beyond this hold their slot (backpressure).
 const WRITER_QUEUE: usize = 4096;
 /// The most results one transaction records.
@@ -48,18 +46,6 @@ pub struct DeliveryConfig {
     pub per_endpoint: usize,
     pub disable_after: Duration,
 }
-
-/// One enabled endpoint, ready to sign for.
-struct Target {
-    id: String,
-    url: Url,
-    current: Signer,
-    /// The previous secret and when its overlap ends.
-    previous: Option<(Signer, i64)>,
-}
-
-/// The enabled endpoints as last read, and when.
-type TargetCache = Option<(Instant, Arc<Vec<Arc<Target>>>)>;
 
 /// Deliveries in flight (each holds a slot) and claimed ones waiting for a slot of their
 /// endpoint. Claiming ahead means a freed slot starts the next delivery at once, without waiting
@@ -92,7 +78,7 @@ pub struct Dispatcher {
     /// Bumped whenever a slot frees or a batch commits: what the loop waits on.
     progress: watch::Sender<u64>,
     writer: mpsc::Sender<DeliveryResult>,
-    targets: tokio::sync::Mutex<TargetCache>,
+    targets: Targets,
     rotation: AtomicUsize,
 }
 
@@ -117,7 +103,7 @@ impl Dispatcher {
             unwritten: AtomicUsize::new(0),
             progress,
             writer: tx,
-            targets: tokio::sync::Mutex::new(None),
+            targets: Targets::default(),
             rotation: AtomicUsize::new(0),
         });
         tokio::spawn(writer(Arc::downgrade(&me), rx));
@@ -176,38 +162,7 @@ impl Dispatcher {
 
     /// Read the endpoints again at the next claim (after an enable, a rotation, …).
     pub async fn forget_targets(&self) {
-        *self.targets.lock().await = None;
-    }
-
-    async fn targets(&self) -> anyhow::Result<Arc<Vec<Arc<Target>>>> {
-        let mut cache = self.targets.lock().await;
-        if let Some((at, t)) = cache.as_ref() {
-            if at.elapsed() < TARGETS_TTL {
-                return Ok(t.clone());
-            }
-        }
-        let now = now_ms();
-        let mut out = Vec::new();
-        for e in self.store.endpoints().await?.into_iter().filter(|e| e.enabled) {
-            let Some(secrets) = self.store.endpoint_secrets(&e.id, now).await? else { continue };
-            let url = match Url::parse(&e.url) {
-                Ok(u) => u,
-                Err(err) => {
-                    tracing::warn!(endpoint_id = %e.id, error = %err, "endpoint URL does not parse; skipped");
-                    continue;
-                }
-            };
-            use secrecy::ExposeSecret;
-            let current = Signer::from_secret(secrets.current.expose_secret())?;
-            let previous = match (secrets.previous, e.previous_until) {
-                (Some(p), Some(until)) => Some((Signer::from_secret(p.expose_secret())?, until)),
-                _ => None,
-            };
-            out.push(Arc::new(Target { id: e.id.as_str().to_owned(), url, current, previous }));
-        }
-        let t = Arc::new(out);
-        *cache = Some((Instant::now(), t.clone()));
-        Ok(t)
+        self.targets.forget().await;
     }
 
     /// Claim what the free slots allow, endpoint by endpoint (starting with a different one each
@@ -221,7 +176,7 @@ impl Dispatcher {
         if budget == 0 {
             return Ok(0);
         }
-        let targets = self.targets().await?;
+        let targets = self.targets.get(&self.store).await?;
         if targets.is_empty() {
             return Ok(0);
         }

@@ -6,3 +6,4 @@ pub mod dispatcher;
 pub mod forward;
 pub mod manage;
 pub mod policy;
+mod targets;
