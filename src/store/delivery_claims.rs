@@ -1,15 +1,14 @@
-//! The delivery worker's side of the store: claiming an endpoint's due deliveries under a lease and
-//! a random claim id, renewing a lease, and group-committing attempt results (many per
-//! transaction). Only the current claim id may record: a worker paused past its lease cannot
-//! overwrite the worker that took over (what results mean for endpoints: `delivery_health.rs`).
+//! The delivery worker's deliveries: claims under a lease, renewals, and group-committed results,
+//! which only the current claim id records (a worker paused past its lease cannot overwrite).
 
 use std::collections::HashMap;
 
-use super::{dialect, Backend, Store};
-use crate::{
-    delivery::types::DeliveryState,
-    domain::{CompanyId, ConnectionId, EventId},
+use super::{
+    dialect,
+    rows::{outcome_of, DeliveryResult},
+    Backend, Store,
 };
+use crate::domain::{CompanyId, ConnectionId, EventId};
 
 /// A delivery the worker holds, with what it needs to build the message.
 #[derive(Debug, Clone)]
@@ -32,29 +31,6 @@ pub struct DeliveryEvent {
     pub connection_id: Option<ConnectionId>,
     pub payload: String,
     pub inspection: Option<String>,
-}
-
-/// One finished attempt, to record.
-#[derive(Debug, Clone)]
-pub struct DeliveryResult {
-    pub delivery_id: i64,
-    pub endpoint_id: String,
-    pub claim_id: String,
-    pub started_at: i64,
-    pub duration_ms: i64,
-    /// Done, Retrying or Dead.
-    pub state: DeliveryState,
-    /// When to try again (Retrying).
-    pub retry_at: i64,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
-}
-
-impl DeliveryResult {
-    pub(super) fn finished_at(&self) -> i64 {
-        self.started_at + self.duration_ms
-    }
 }
 
 /// How many results one statement group records (the rest go in smaller groups).
@@ -202,19 +178,6 @@ impl Store {
         super::delivery_health::after_results(&mut tx, results, now, disable_before).await?;
         tx.commit().await?;
         Ok(recorded)
-    }
-}
-
-/// What an attempt's row says about it: the outcome, and when it is next due or was finished.
-pub(super) fn outcome_of(r: &DeliveryResult) -> (&'static str, Option<i64>, Option<i64>) {
-    let outcome = match r.state {
-        DeliveryState::Done => "done",
-        DeliveryState::Dead => "dead",
-        _ => "retry",
-    };
-    match r.state {
-        DeliveryState::Done | DeliveryState::Dead => (outcome, None, Some(r.finished_at())),
-        _ => (outcome, Some(r.retry_at), None),
     }
 }
 

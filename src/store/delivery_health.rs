@@ -1,12 +1,11 @@
-//! What a batch of delivery results does beyond the deliveries themselves: each endpoint's health
-//! (its failure streak), auto-disable after `ENDPOINT_DISABLE_AFTER` without a success (raising
-//! `endpoint.disabled`), and `delivery.dead` for deliveries that ran out of tries.
+//! What a batch of delivery results does to endpoints: each one's failure streak, auto-disable
+//! after `ENDPOINT_DISABLE_AFTER` without a success, and `delivery.dead` / `endpoint.disabled`.
 
 use serde_json::json;
 
 use super::{
     deliveries::{insert_operational, OperationalEvent, Tx},
-    delivery_claims::DeliveryResult,
+    rows::DeliveryResult,
 };
 use crate::delivery::types::DeliveryState;
 

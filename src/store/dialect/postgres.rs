@@ -17,8 +17,7 @@ use sqlx::{
 use crate::{
     domain::{CompanyId, EventId},
     store::{
-        delivery_claims::{outcome_of, DeliveryResult},
-        intake::NewEvent,
+        rows::{outcome_of, DeliveryResult, NewEvent},
         Tx,
     },
 };

@@ -14,7 +14,7 @@ use sqlx::{
 
 use crate::{
     domain::{CompanyId, EventId},
-    store::{create_private, intake::NewEvent},
+    store::{create_private, rows::NewEvent},
 };
 
 const MMAP_SIZE: &str = "268435456";
