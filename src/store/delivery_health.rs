@@ -4,8 +4,9 @@
 use serde_json::json;
 
 use super::{
-    deliveries::{insert_operational, OperationalEvent, Tx},
+    deliveries::{insert_operational, OperationalEvent},
     rows::DeliveryResult,
+    Tx,
 };
 use crate::delivery::types::DeliveryState;
 
@@ -15,7 +16,7 @@ const REPORTING_TYPES: [&str; 2] = ["delivery.dead", "endpoint.disabled"];
 
 /// Inside the transaction that records `results`.
 pub(super) async fn after_results(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     results: &[DeliveryResult],
     now: i64,
     disable_before: i64,
