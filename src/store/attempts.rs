@@ -1,7 +1,7 @@
 //! The worker's side of the events table: claiming due events under a lease, and recording each
 //! attempt with what it did to the event.
 
-use super::Store;
+use super::{Store, Tx};
 use crate::domain::{CompanyId, ConnectionId, EventId};
 
 /// An event the worker has claimed.
@@ -139,7 +139,7 @@ impl Store {
 /// One enrichment attempt inside the caller's transaction: record it, move the event on, and on
 /// success fan it out to its endpoints.
 async fn finish_in(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut Tx,
     event: &ClaimedEvent,
     attempt: &NewAttempt,
     retry_at: i64,

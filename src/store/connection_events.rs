@@ -1,15 +1,16 @@
-//! Connection events (`connection.created`, `connection.needs_reconnect`, `connection.recovered`,
-//! `connection.disconnected`): every store function that changes a connection's status reads the
-//! status before and calls `announce_change` after, in its own transaction, so the event is
-//! raised exactly when the change commits.
+//! Connection events (`connection.created`, `.needs_reconnect`, `.recovered`, `.disconnected`), raised
+//! in the transaction that changes the status (read before, announced after): exactly when it commits.
 
 use serde_json::json;
 
-use super::deliveries::{insert_operational, OperationalEvent, Tx};
+use super::{
+    deliveries::{insert_operational, OperationalEvent},
+    Tx,
+};
 use crate::domain::ConnectionId;
 
 /// The connection's status now (call before changing it).
-pub(super) async fn status_before(tx: &mut Tx<'_>, id: &ConnectionId) -> Result<Option<String>, sqlx::Error> {
+pub(super) async fn status_before(tx: &mut Tx, id: &ConnectionId) -> Result<Option<String>, sqlx::Error> {
     sqlx::query_scalar("select status from connections where id = $1").bind(id.as_str()).fetch_optional(&mut **tx).await
 }
 
@@ -27,7 +28,7 @@ pub(super) fn event_for(before: Option<&str>, after: &str) -> Option<&'static st
 
 /// Raise the event for the change from `before` to the connection's status now (if it is one).
 pub(super) async fn announce_change(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     id: &ConnectionId,
     before: Option<String>,
     now: i64,

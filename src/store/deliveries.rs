@@ -1,13 +1,10 @@
-//! Deliveries: the fan-out of an event to its endpoints (in the transaction that finishes the
-//! event), operational events, and what the console, the CLI and `/metrics` read about deliveries.
-//! The worker's claims and group-committed results are in `delivery_claims.rs`.
+//! Deliveries: an event's fan-out to its endpoints, operational events, and what the console, the
+//! CLI and `/metrics` read about deliveries (the worker's claims and results: `delivery_claims.rs`).
 
 use serde_json::Value;
 
-use super::{audit::insert_audit, Store};
+use super::{audit::insert_audit, Store, Tx};
 use crate::domain::EventId;
-
-pub(super) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 
 /// Fan an event out to every endpoint whose filter takes its type, disabled ones included (their
 /// deliveries wait, so nothing is lost while an endpoint is off). `exclude` leaves one endpoint
@@ -15,7 +12,7 @@ pub(super) type Tx<'a> = sqlx::Transaction<'a, sqlx::Any>;
 /// from `due_at`, the event's arrival, so each endpoint gets its events in the order they came
 /// (however enrichment finished them), and a re-enabled endpoint resumes in that order.
 pub(super) async fn fan_out(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     event_rowid: i64,
     kind: Option<&str>,
     due_at: i64,
@@ -52,7 +49,7 @@ pub struct OperationalEvent {
 /// Store an operational event as a finished event of its own type (there is nothing to enrich)
 /// and fan it out, inside the caller's transaction.
 pub(super) async fn insert_operational(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     event: &OperationalEvent,
     now: i64,
     exclude: Option<&str>,

@@ -1,15 +1,10 @@
-//! The delivery worker's side of the store: claiming an endpoint's due deliveries under a lease and
-//! a random claim id, renewing a lease, and group-committing attempt results (many per
-//! transaction). Only the current claim id may record: a worker paused past its lease cannot
-//! overwrite the worker that took over (what results mean for endpoints: `delivery_health.rs`).
+//! The delivery worker's deliveries: claims under a lease, renewals, and group-committed results,
+//! which only the current claim id records (a worker paused past its lease cannot overwrite).
 
 use std::collections::HashMap;
 
-use super::{dialect, Backend, Store};
-use crate::{
-    domain::endpoint::DeliveryState,
-    domain::{CompanyId, ConnectionId, EventId},
-};
+use super::{dialect, rows::DeliveryResult, Backend, Store};
+use crate::domain::{CompanyId, ConnectionId, EventId};
 
 /// A delivery the worker holds, with what it needs to build the message.
 #[derive(Debug, Clone)]
@@ -33,39 +28,6 @@ pub struct DeliveryEvent {
     pub payload: String,
     pub inspection: Option<String>,
 }
-
-/// One finished attempt, to record.
-#[derive(Debug, Clone)]
-pub struct DeliveryResult {
-    pub delivery_id: i64,
-    pub endpoint_id: String,
-    pub claim_id: String,
-    pub started_at: i64,
-    pub duration_ms: i64,
-    /// Done, Retrying or Dead.
-    pub state: DeliveryState,
-    /// When to try again (Retrying).
-    pub retry_at: i64,
-    pub http_status: Option<u16>,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
-}
-
-impl DeliveryResult {
-    pub(super) fn finished_at(&self) -> i64 {
-        self.started_at + self.duration_ms
-    }
-}
-
-/// How many results one statement group records (the rest go in smaller groups).
-const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
-
-/// One result: the attempt, inserted only while the claim is current, then the delivery moved on.
-const RECORD_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
-    error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
-    and state = 'processing';\n\
-    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
-    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";
 
 impl Store {
     /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
@@ -196,60 +158,11 @@ impl Store {
         }
         let mut tx = self.write_tx().await?;
         let recorded = match self.backend {
-            Backend::Sqlite => record_sqlite(&mut tx, results).await?,
+            Backend::Sqlite => dialect::sqlite::record_delivery_results(&mut tx, results).await?,
             Backend::Postgres => dialect::postgres::record_delivery_results(&mut tx, results).await?,
         };
         super::delivery_health::after_results(&mut tx, results, now, disable_before).await?;
         tx.commit().await?;
         Ok(recorded)
     }
-}
-
-/// What an attempt's row says about it: the outcome, and when it is next due or was finished.
-pub(super) fn outcome_of(r: &DeliveryResult) -> (&'static str, Option<i64>, Option<i64>) {
-    let outcome = match r.state {
-        DeliveryState::Done => "done",
-        DeliveryState::Dead => "dead",
-        _ => "retry",
-    };
-    match r.state {
-        DeliveryState::Done | DeliveryState::Dead => (outcome, None, Some(r.finished_at())),
-        _ => (outcome, Some(r.retry_at), None),
-    }
-}
-
-/// SQLite: multi-statement queries, one round trip to SQLite's thread per group, as in intake.
-async fn record_sqlite(tx: &mut super::Tx, results: &[DeliveryResult]) -> Result<u64, sqlx::Error> {
-    let mut recorded = 0;
-    let mut rest = results;
-    while !rest.is_empty() {
-        // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
-        let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
-        let (chunk, tail) = rest.split_at(size);
-        rest = tail;
-        let sql = RECORD_SQL.repeat(size);
-        let mut q = sqlx::query(&sql);
-        for r in chunk {
-            let (outcome, next, completed) = outcome_of(r);
-            q = q
-                .bind(r.started_at)
-                .bind(r.duration_ms)
-                .bind(outcome)
-                .bind(r.http_status.map(i64::from))
-                .bind(r.error.as_deref())
-                .bind(r.response_excerpt.as_deref())
-                .bind(r.delivery_id)
-                .bind(&r.claim_id)
-                .bind(r.state.as_str())
-                .bind(next)
-                .bind(r.error.as_deref())
-                .bind(r.http_status.map(i64::from))
-                .bind(completed)
-                .bind(r.delivery_id)
-                .bind(&r.claim_id);
-        }
-        // Each recorded result changes two rows (its attempt and its delivery).
-        recorded += q.execute(&mut **tx).await?.rows_affected() / 2;
-    }
-    Ok(recorded)
 }

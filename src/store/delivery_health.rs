@@ -1,12 +1,12 @@
-//! What a batch of delivery results does beyond the deliveries themselves: each endpoint's health
-//! (its failure streak), auto-disable after `ENDPOINT_DISABLE_AFTER` without a success (raising
-//! `endpoint.disabled`), and `delivery.dead` for deliveries that ran out of tries.
+//! What a batch of delivery results does to endpoints: each one's failure streak, auto-disable
+//! after `ENDPOINT_DISABLE_AFTER` without a success, and `delivery.dead` / `endpoint.disabled`.
 
 use serde_json::json;
 
 use super::{
-    deliveries::{insert_operational, OperationalEvent, Tx},
-    delivery_claims::DeliveryResult,
+    deliveries::{insert_operational, OperationalEvent},
+    rows::DeliveryResult,
+    Tx,
 };
 use crate::domain::endpoint::DeliveryState;
 
@@ -16,7 +16,7 @@ const REPORTING_TYPES: [&str; 2] = ["delivery.dead", "endpoint.disabled"];
 
 /// Inside the transaction that records `results`.
 pub(super) async fn after_results(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx,
     results: &[DeliveryResult],
     now: i64,
     disable_before: i64,

@@ -3,7 +3,7 @@
 
 use secrecy::SecretString;
 
-use super::{audit::insert_audit, Store};
+use super::{audit::insert_audit, Store, Tx};
 use crate::{
     crypto::Aad,
     domain::endpoint::{EndpointId, EndpointUrl, EventTypes},
@@ -279,7 +279,7 @@ impl Store {
     }
 }
 
-async fn set_types(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: &str, types: &EventTypes) -> Result<(), sqlx::Error> {
+async fn set_types(tx: &mut Tx, id: &str, types: &EventTypes) -> Result<(), sqlx::Error> {
     sqlx::query("delete from endpoint_event_types where endpoint_id = $1").bind(id).execute(&mut **tx).await?;
     for t in types.as_slice() {
         sqlx::query("insert into endpoint_event_types (endpoint_id, event_type) values ($1, $2)")

@@ -1,6 +1,5 @@
-//! The intake's side of the events table: the writer's own connection, one multi-row insert per
-//! batch in one transaction (one commit, one fsync), matching events to their company's connection,
-//! the duplicate window's warm-up, and checkpoints kept off the commit path.
+//! The intake's side of the events table: the writer's own connection storing each batch in one
+//! transaction (one commit, one fsync), the duplicate window's warm-up, checkpoints off that path.
 
 use std::collections::HashMap;
 
@@ -8,30 +7,10 @@ use sqlx::{postgres::PgConnection, sqlite::SqliteConnection};
 
 use super::{
     dialect::{self, Backend, WriterOptions},
+    rows::NewEvent,
     Store,
 };
-use crate::{
-    domain::{EventId, EventState},
-    snapinspect::webhook::WebhookPayload,
-};
-
-/// An event as intake hands it to the store.
-pub struct NewEvent {
-    pub id: EventId,
-    pub received_at: i64,
-    pub payload: WebhookPayload,
-}
-
-impl NewEvent {
-    /// `unmatched` until its company's connection takes it (at once, if there is one); `rejected`
-    /// when it names no company (or one that is not a positive number), so it never could.
-    pub fn initial_state(&self) -> EventState {
-        match self.payload.company_id {
-            Some(_) => EventState::Unmatched,
-            None => EventState::Rejected,
-        }
-    }
-}
+use crate::domain::EventId;
 
 /// What became of one event of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,6 +1,5 @@
-//! What differs between the two stores, in one place: opening each backend's connections, the
-//! write transaction's `begin`, key locks, the worker's claims, the intake writer's batch insert
-//! (with PostgreSQL's shared duplicate window), checkpoints and backups.
+//! What differs between the two stores, in one place: opening each backend's connections, write
+//! transactions, key locks, the workers' claims and batch writes, checkpoints and backups.
 
 pub(super) mod postgres;
 pub(super) mod sqlite;

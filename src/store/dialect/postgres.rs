@@ -1,6 +1,5 @@
-//! PostgreSQL's side: the pool with `synchronous_commit` on (a 200 only after the commit is
-//! durable), the intake's batch as array-bound statements in one transaction, deciding duplicates
-//! across instances there, and a batch of delivery results as one JSON-bound statement.
+//! PostgreSQL's side: the pool with `synchronous_commit` on, the intake's batch as array-bound
+//! statements deciding duplicates across instances, delivery results as one JSON-bound statement.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,8 +16,7 @@ use sqlx::{
 use crate::{
     domain::{CompanyId, EventId},
     store::{
-        delivery_claims::{outcome_of, DeliveryResult},
-        intake::NewEvent,
+        rows::{outcome_of, DeliveryResult, NewEvent},
         Tx,
     },
 };

@@ -1,6 +1,5 @@
-//! SQLite's side: the file made private before first use, the pragmas every connection gets,
-//! the intake's one-query batch (multi-row inserts, `json_each` matching), WAL checkpoints and
-//! `VACUUM INTO` backups.
+//! SQLite's side: the file made private before first use, every connection's pragmas, the intake's
+//! and delivery results' batches as multi-statement queries, WAL checkpoints, `VACUUM INTO` backups.
 
 use std::{path::Path, str::FromStr, time::Duration};
 
@@ -14,7 +13,11 @@ use sqlx::{
 
 use crate::{
     domain::{CompanyId, EventId},
-    store::{create_private, intake::NewEvent},
+    store::{
+        create_private,
+        rows::{outcome_of, DeliveryResult, NewEvent},
+        Tx,
+    },
 };
 
 const MMAP_SIZE: &str = "268435456";
@@ -226,4 +229,51 @@ pub(crate) async fn backup(pool: &AnyPool, target: &Path) -> anyhow::Result<u64>
         return Err(anyhow::Error::new(e).context("copying the database"));
     }
     Ok(std::fs::metadata(target)?.len())
+}
+
+/// How many results one statement group records (the rest go in smaller groups).
+const RECORD_CHUNKS: [usize; 5] = [256, 64, 16, 4, 1];
+
+/// One result: the attempt, inserted only while the claim is current, then the delivery moved on.
+const RECORD_SQL: &str = "insert into delivery_attempts (delivery_id, started_at, duration_ms, outcome, http_status, \
+    error, response_excerpt) select id, ?, ?, ?, ?, ?, ? from deliveries where id = ? and claim_id = ? \
+    and state = 'processing';\n\
+    update deliveries set state = ?, next_attempt_at = ?, lease_owner = null, last_error = ?, last_status = ?, \
+    completed_at = ? where id = ? and claim_id = ? and state = 'processing';\n";
+
+/// Record delivery results whose claim is still current; returns how many were. Multi-statement
+/// queries, one round trip to SQLite's thread per group, as in the intake's `insert`.
+pub(crate) async fn record_delivery_results(tx: &mut Tx, results: &[DeliveryResult]) -> Result<u64, sqlx::Error> {
+    let mut recorded = 0;
+    let mut rest = results;
+    while !rest.is_empty() {
+        // A few fixed chunk sizes, so the prepared statements are reused from sqlx's cache.
+        let size = RECORD_CHUNKS.iter().copied().find(|n| *n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = RECORD_SQL.repeat(size);
+        let mut q = sqlx::query(&sql);
+        for r in chunk {
+            let (outcome, next, completed) = outcome_of(r);
+            q = q
+                .bind(r.started_at)
+                .bind(r.duration_ms)
+                .bind(outcome)
+                .bind(r.http_status.map(i64::from))
+                .bind(r.error.as_deref())
+                .bind(r.response_excerpt.as_deref())
+                .bind(r.delivery_id)
+                .bind(&r.claim_id)
+                .bind(r.state.as_str())
+                .bind(next)
+                .bind(r.error.as_deref())
+                .bind(r.http_status.map(i64::from))
+                .bind(completed)
+                .bind(r.delivery_id)
+                .bind(&r.claim_id);
+        }
+        // Each recorded result changes two rows (its attempt and its delivery).
+        recorded += q.execute(&mut **tx).await?.rows_affected() / 2;
+    }
+    Ok(recorded)
 }
