@@ -74,6 +74,29 @@ impl Limits {
     }
 }
 
+/// The outbound clients, built from the settings: the operator's own URLs (SnapInspect,
+/// `FORWARD_URL`) go out plainly, URLs from the database through the guard.
+pub struct Clients {
+    pub http: reqwest::Client,
+    pub guarded: crate::outbound::GuardedClient,
+    /// None until `SNAPINSPECT_CLIENT_ID` and `SNAPINSPECT_CLIENT_SECRET` are set.
+    pub snapinspect: Option<SnapInspectClient>,
+}
+
+impl Clients {
+    pub fn new(settings: &Settings) -> anyhow::Result<Self> {
+        let roots = match &settings.outbound_ca_file {
+            Some(path) => crate::tls::read_roots(path)?,
+            None => Vec::new(),
+        };
+        let http = crate::outbound::client::build_with(settings.outbound_timeout, &roots)?;
+        let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
+        let guarded =
+            crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, settings.outbound_policy())?;
+        Ok(Self { http, guarded, snapinspect })
+    }
+}
+
 impl AppState {
     /// Open (and migrate) the store and build the clients from the settings.
     pub async fn new(settings: Settings) -> anyhow::Result<Self> {
@@ -91,16 +114,8 @@ impl AppState {
     /// Build the clients, the token manager, the intake writer and the worker (which runs only
     /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
-        let roots = match &settings.outbound_ca_file {
-            Some(path) => crate::tls::read_roots(path)?,
-            None => Vec::new(),
-        };
-        let http = crate::outbound::client::build_with(settings.outbound_timeout, &roots)?;
-        let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
+        let Clients { http, guarded, snapinspect } = Clients::new(&settings)?;
         let metrics = Arc::new(Metrics::default());
-        // URLs from the database go through the guarded client; the operator's own URLs (above) do not.
-        let guarded =
-            crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, settings.outbound_policy())?;
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             snapinspect.clone(),

@@ -5,7 +5,9 @@ use clap::Subcommand;
 use secrecy::ExposeSecret;
 
 use super::{cli_settings, first_line_of_stdin, open_store, truncate};
-use crate::{domain::ConnectionId, state::AppState, time::format_utc};
+use crate::{
+    config::Settings, domain::ConnectionId, state::Clients, store::Store, time::format_utc, tokens::TokenManager,
+};
 
 #[derive(Subcommand)]
 pub enum ConnectionsCommand {
@@ -102,12 +104,20 @@ pub enum EventsCommand {
     Show { id: String },
 }
 
+/// The token manager alone, for `connections token` and `refresh`: no intake, no worker.
+fn token_manager(settings: &Settings, store: &Store) -> anyhow::Result<TokenManager> {
+    let clients = Clients::new(settings)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    Ok(TokenManager::new(store.clone(), clients.snapinspect, clients.guarded, settings.token_default_lifetime, metrics))
+}
+
 pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
     let settings = cli_settings()?;
-    let state = AppState::new(settings).await?;
+    // A listing, an addition, a token: each opens the store and builds no more than it uses.
+    let store = open_store(&settings).await?;
     let result = match command {
         ConnectionsCommand::List => {
-            let all = state.store.connections().await?;
+            let all = store.connections().await?;
             if all.is_empty() {
                 println!("no connections yet");
             } else {
@@ -152,12 +162,11 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 token_url,
                 auth: auth.as_deref().map(AuthStyle::parse).transpose()?,
             };
-            let settings = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
+            let credentials = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
             // An address the service may not call is refused now, not at the first token request.
-            state
-                .settings
+            settings
                 .outbound_policy()
-                .check_url(&settings.resolved_token_url().map_err(|e| anyhow::anyhow!(e.for_cli()))?)
+                .check_url(&credentials.resolved_token_url().map_err(|e| anyhow::anyhow!(e.for_cli()))?)
                 .map_err(|b| {
                     anyhow::anyhow!("--token-url cannot be used: {b} (e.g. OUTBOUND_ALLOW_NETWORKS=10.0.0.0/8)")
                 })?;
@@ -171,11 +180,10 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
             anyhow::ensure!(!secret.is_empty(), "the client secret is empty");
             let name = name.trim();
             anyhow::ensure!(!name.is_empty(), "--name must not be empty");
-            let id = state
-                .store
+            let id = store
                 .add_credentials_connection(
                     name,
-                    &settings,
+                    &credentials,
                     &secrecy::SecretString::from(secret),
                     crate::time::now_ms(),
                     "cli",
@@ -190,18 +198,18 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
         }
         ConnectionsCommand::Token { id } => {
             let id = ConnectionId::parse(&id)?;
-            let token = state.tokens.token(&id).await?;
+            let token = token_manager(&settings, &store)?.token(&id).await?;
             println!("{}", token.token.expose_secret());
             Ok(())
         }
         ConnectionsCommand::Refresh { id } => {
             let id = ConnectionId::parse(&id)?;
-            let token = state.tokens.refresh(&id, "cli").await?;
+            let token = token_manager(&settings, &store)?.refresh(&id, "cli").await?;
             println!("{}", token.token.expose_secret());
             Ok(())
         }
     };
-    state.store.close().await;
+    store.close().await;
     result
 }
 

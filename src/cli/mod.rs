@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
+mod dev;
 mod endpoints;
 mod manage;
 
@@ -189,12 +190,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls, database_url }).await
         }
         Command::FakeSnapinspect { bind, client_id, client_secret, redirect_uri, webhook_url } => {
-            telemetry::init(
-                &std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-                crate::config::LogFormat::Pretty,
-            );
-            fake_snapinspect(bind, client_id, client_secret, redirect_uri, webhook_url).await
+            dev::fake_snapinspect(bind, client_id, client_secret, redirect_uri, webhook_url).await
         }
+        Command::FakeReceiver { bind, delay_ms, hang } => dev::fake_receiver(bind, delay_ms, hang).await,
+        Command::BenchClaims { rows, claims } => dev::bench_claims(rows, claims).await,
+        Command::BenchPreload { events, types } => dev::bench_preload(events, types).await,
         Command::GenerateKey { bytes, webhook } => {
             if webhook {
                 println!("whsec_{}", crate::crypto::generate_key_b64(32));
@@ -256,51 +256,6 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::ApiKey { command } => api_key(command).await,
         Command::ConnectLink { end_user, return_url } => connect_link(end_user, return_url).await,
         Command::Endpoints { command } => endpoints::endpoints(command).await,
-        Command::FakeReceiver { bind, delay_ms, hang } => {
-            let receiver = crate::demo::receiver::FakeReceiver::new(None);
-            receiver.set_behaviour(std::time::Duration::from_millis(delay_ms), hang);
-            let listener = std::net::TcpListener::bind(bind)?;
-            println!("fake receiver on http://{}/events", listener.local_addr()?);
-            crate::demo::fakes::serve(receiver.configure(), listener)?.await?;
-            Ok(())
-        }
-        Command::BenchClaims { rows, claims } => {
-            let store = open_store(&cli_settings()?).await?;
-            let now = crate::time::now_ms();
-            let started = std::time::Instant::now();
-            let queued = store.bench_queue_events(rows, now - rows - 1).await?;
-            println!("queued {queued} events in {:.1} s", started.elapsed().as_secs_f64());
-            let mut times = Vec::with_capacity(claims as usize);
-            for _ in 0..claims {
-                let t = std::time::Instant::now();
-                let got = store.claim_events("bench", now, now + 600_000, 16).await?;
-                times.push(t.elapsed().as_secs_f64() * 1e6);
-                anyhow::ensure!(got.len() == 16, "a claim took {} events; queue more rows than 16 x claims", got.len());
-            }
-            times.sort_by(|a, b| a.total_cmp(b));
-            let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
-            println!(
-                "claim of 16 at {rows} queued: median {:.0} us, p90 {:.0} us, max {:.0} us ({claims} claims, {:?})",
-                at(0.5),
-                at(0.9),
-                at(1.0),
-                store.backend()
-            );
-            for line in store.explain_claim().await? {
-                println!("  plan: {line}");
-            }
-            store.close().await;
-            Ok(())
-        }
-        Command::BenchPreload { events, types } => {
-            let store = open_store(&cli_settings()?).await?;
-            let types: Vec<&str> = types.split(',').map(str::trim).filter(|t| !t.is_empty()).collect();
-            anyhow::ensure!(!types.is_empty(), "--types lists at least one type");
-            let n = store.bench_preload(events, &types, crate::time::now_ms()).await?;
-            store.close().await;
-            println!("{n} deliveries queued for {events} events");
-            Ok(())
-        }
         Command::Admin { command: AdminCommand::Create { email, password_stdin } } => {
             admin_create(&email, password_stdin).await
         }
@@ -348,41 +303,6 @@ async fn serve() -> anyhow::Result<()> {
     tracing::info!(addr = %app.addr(), "connect-hub is serving");
     app.run_until_stopped().await?;
     tracing::info!("connect-hub stopped");
-    Ok(())
-}
-
-async fn fake_snapinspect(
-    bind: SocketAddr,
-    client_id: String,
-    client_secret: String,
-    redirect_uri: String,
-    webhook_url: Option<String>,
-) -> anyhow::Result<()> {
-    use crate::demo::snapinspect::{FakeConfig, FakeSnapInspect};
-    let fake = FakeSnapInspect::new(FakeConfig {
-        client_id: client_id.clone(),
-        client_secret,
-        redirect_uri: redirect_uri.clone(),
-        webhook_url,
-    });
-    let listener = std::net::TcpListener::bind(bind)?;
-    let base = format!("http://{}", listener.local_addr()?);
-    println!("fake SnapInspect on {base}");
-    println!("  SNAPINSPECT_AUTHORIZE_URL={base}/integration/SnapInspectConnect");
-    println!("  SNAPINSPECT_EXCHANGE_URL={base}/integration/ExchangeToken");
-    println!("  SNAPINSPECT_API_URL={base}/");
-    println!("  SNAPINSPECT_CLIENT_ID={client_id}  (secret from --client-secret / FAKE_SNAPINSPECT_CLIENT_SECRET)");
-    println!("  registered redirect_uri: {redirect_uri}");
-    println!("  fire webhooks at {base}/fire-webhook");
-    // The standalone fake handles SIGINT/SIGTERM itself.
-    let server = actix_web::HttpServer::new({
-        let configure = fake.configure();
-        move || actix_web::App::new().configure(configure.clone())
-    })
-    .workers(1)
-    .listen(listener)?
-    .run();
-    server.await?;
     Ok(())
 }
 
