@@ -176,16 +176,10 @@ async fn create(
     admin.check_csrf(&form.csrf)?;
     let f = form.into_inner();
     let action = "/admin/connections/new".to_owned();
-    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(Invalid::from)) {
+    let settings = match f.checked(&state) {
         Ok(s) => s,
         Err(e) => return form_again(&admin, f, action, false, e),
     };
-    if let Some(e) = blocked_token_url(&state, &settings) {
-        return form_again(&admin, f, action, false, e);
-    }
-    if f.name.trim().is_empty() {
-        return form_again(&admin, f, action, false, "give the connection a name".to_owned());
-    }
     if f.client_secret.is_empty() {
         return form_again(&admin, f, action, false, Invalid("client_secret", "the client secret is required".into()));
     }
@@ -248,16 +242,10 @@ async fn update(
     // The provider is fixed once a connection exists.
     f.provider = c.provider.as_str().into();
     let action = format!("/admin/connections/{id}/edit");
-    let settings = match f.input().and_then(|(p, i)| i.resolve(p).map_err(Invalid::from)) {
+    let settings = match f.checked(&state) {
         Ok(s) => s,
         Err(e) => return form_again(&admin, f, action, true, e),
     };
-    if let Some(e) = blocked_token_url(&state, &settings) {
-        return form_again(&admin, f, action, true, e);
-    }
-    if f.name.trim().is_empty() {
-        return form_again(&admin, f, action, true, "give the connection a name".to_owned());
-    }
     let secret = (!f.client_secret.is_empty()).then(|| SecretString::from(f.client_secret.clone()));
     // The stored secret may only keep going where it went before: whoever changes where it goes
     // must know it.
@@ -289,6 +277,21 @@ fn blocked_token_url(state: &AppState, settings: &Settings) -> Option<Invalid> {
     let url = settings.resolved_token_url().ok()?;
     let blocked = state.settings.outbound_policy().check_url(&url).err()?;
     Some(Invalid("token_url", format!("this token URL cannot be used: {blocked}")))
+}
+
+impl CredentialsForm {
+    /// What adding and editing both check, in this order: the provider's rules, the token URL
+    /// against the outbound guard, and a name.
+    fn checked(&self, state: &AppState) -> Result<Settings, Invalid> {
+        let settings = self.input().and_then(|(p, i)| i.resolve(p).map_err(Invalid::from))?;
+        if let Some(e) = blocked_token_url(state, &settings) {
+            return Err(e);
+        }
+        if self.name.trim().is_empty() {
+            return Err("give the connection a name".to_owned().into());
+        }
+        Ok(settings)
+    }
 }
 
 #[derive(Template)]

@@ -171,6 +171,27 @@ pub struct AttemptView {
     pub response: String,
 }
 
+impl AttemptView {
+    /// An event's or a delivery's attempt as the page shows it (a dash for no HTTP status).
+    fn new(
+        started_at: i64,
+        duration_ms: i64,
+        outcome: String,
+        http_status: Option<i64>,
+        error: Option<String>,
+        response: Option<String>,
+    ) -> Self {
+        Self {
+            at: when(Some(started_at)),
+            duration_ms,
+            outcome,
+            http_status: http_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
+            error: error.unwrap_or_default(),
+            response: response.unwrap_or_default(),
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "admin/event.html")]
 struct DetailPage {
@@ -219,14 +240,7 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         .event_attempts(e.rowid)
         .await?
         .into_iter()
-        .map(|a| AttemptView {
-            at: when(Some(a.started_at)),
-            duration_ms: a.duration_ms,
-            outcome: a.outcome,
-            http_status: a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
-            error: a.error.unwrap_or_default(),
-            response: String::new(),
-        })
+        .map(|a| AttemptView::new(a.started_at, a.duration_ms, a.outcome, a.http_status, a.error, None))
         .collect();
     let mut deliveries = Vec::new();
     for d in state.store.event_deliveries(e.rowid).await? {
@@ -235,13 +249,8 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
             .delivery_attempts(d.id)
             .await?
             .into_iter()
-            .map(|a| AttemptView {
-                at: when(Some(a.started_at)),
-                duration_ms: a.duration_ms,
-                outcome: a.outcome,
-                http_status: a.http_status.map(|s| s.to_string()).unwrap_or_else(|| "—".into()),
-                error: a.error.unwrap_or_default(),
-                response: a.response_excerpt.unwrap_or_default(),
+            .map(|a| {
+                AttemptView::new(a.started_at, a.duration_ms, a.outcome, a.http_status, a.error, a.response_excerpt)
             })
             .collect();
         deliveries.push(DeliveryView { endpoint: d.endpoint_id, url: d.url, state: d.state, attempts });
