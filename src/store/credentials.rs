@@ -5,6 +5,8 @@ use anyhow::Context;
 use secrecy::SecretString;
 
 use super::{audit::insert_audit, connections::fingerprint, Store};
+// `client_credentials` is a layer above the store: a connection's settings are stored as the
+// grant describes them (value types only; the grant's code imports nothing of the store).
 use crate::{
     client_credentials::{AuthStyle, Settings},
     domain::{ConnectionId, ConnectionStatus, Provider},

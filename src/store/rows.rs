@@ -1,10 +1,12 @@
 //! The rows both the store's tables and its dialects handle: a new event as intake hands it over,
 //! and a finished delivery attempt to record. Here so that a dialect never imports a table module.
 
+// `snapinspect` is a layer above the store: an event is kept as SnapInspect's parsed body, and
+// the parser imports nothing of the store, so this value type is the one import that runs up.
+use crate::snapinspect::webhook::WebhookPayload;
 use crate::{
     domain::endpoint::DeliveryState,
     domain::{EventId, EventState},
-    snapinspect::webhook::WebhookPayload,
 };
 
 /// An event as intake hands it to the store.
