@@ -1,14 +1,10 @@
 //! Encryption at rest: every stored token and secret is sealed with XChaCha20-Poly1305 under the
 //! current key, bound to its table, column and row, and readable under any configured older key.
-//!
-//! Envelope layout (all lengths checked before slicing):
-//!
-//! ```text
-//! version (1 byte, = 1) | key id (4 bytes) | nonce (24 bytes) | ciphertext + tag (>= 16 bytes)
-//! ```
-//!
-//! The key id is the first 4 bytes of SHA-256("connect-hub key id" || key), so a reader knows which
-//! key sealed a value without trying them all, and `rotate-key` knows what still needs re-sealing.
+
+// Envelope layout (all lengths checked before slicing): ```text version (1 byte, = 1) | key id (4
+// bytes) | nonce (24 bytes) | ciphertext + tag (>= 16 bytes) ```  The key id is the first 4 bytes of
+// SHA-256("connect-hub key id" || key), so a reader knows which key sealed a value without trying them
+// all, and `rotate-key` knows what still needs re-sealing.
 
 use std::fmt;
 

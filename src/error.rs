@@ -1,6 +1,7 @@
-//! One error type for every handler. People get a page, machines get JSON (wrap in [`ApiError`]);
-//! both say what went wrong and what to do. Unexpected errors are an opaque 500 whose whole cause
-//! chain goes to the log, never to the response.
+//! One error type for every handler. People get a page, machines get JSON (wrap in [`ApiError`]); both
+//! say what went wrong and what to do.
+
+// Unexpected errors are an opaque 500 whose whole cause chain goes to the log, never to the response.
 
 use actix_web::{
     http::{header, StatusCode},

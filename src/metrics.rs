@@ -1,7 +1,5 @@
-//! Counters and histograms for `/metrics`, in the Prometheus text format: webhooks received,
-//! duplicate and rejected; processing attempts by outcome; exchanges and client-credentials fetches
-//! by outcome; requests by route and status, with latency histograms by route. Plain atomics: no
-//! lock on the hot path once a route has been seen.
+//! Counters and histograms for `/metrics` in the Prometheus text format (webhooks, attempts,
+//! exchanges, fetches, requests by route), plain atomics with no lock on the hot path.
 
 use std::{
     collections::HashMap,

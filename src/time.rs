@@ -1,4 +1,5 @@
-//! Wall-clock time as the store keeps it: integer unix milliseconds.
+//! Wall-clock time as the store keeps it, integer unix milliseconds, and how it is shown: RFC 3339,
+//! UTC text for people, and how long ago.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

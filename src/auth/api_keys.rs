@@ -1,6 +1,8 @@
-//! API keys for `/api/v1`: made from 256 random bits, shown once, stored as SHA-256 with a scope
-//! (some connections or all, read-only or not), checked in memory on the hot path. A check is
-//! trusted for two seconds, so a key revoked by another process stops working within two seconds.
+//! API keys for `/api/v1`: made from 256 random bits, shown once, stored as SHA-256 with a scope (some
+//! connections or all, read-only or not), checked in memory on the hot path.
+
+// A check is trusted for two seconds, so a key revoked by another process stops working within two
+// seconds.
 
 use std::{collections::HashMap, sync::RwLock};
 

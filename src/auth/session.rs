@@ -1,6 +1,5 @@
-//! Server-side sessions for signed-in admins, kept in the database. The cookie carries a random
-//! key, encrypted with `SESSION_KEY`; the store keeps only its hash, and a session that is gone
-//! (signed out, expired, reset) stays gone: nothing ever re-creates its row.
+//! Server-side sessions for signed-in admins, kept in the database: the cookie carries a random key
+//! sealed with `SESSION_KEY`, the store only its hash, and a session that is gone stays gone.
 
 use std::collections::HashMap;
 

@@ -1,6 +1,5 @@
-//! The generic RFC 6749 §4.4 client: POST `grant_type=client_credentials` (plus `scope`,
-//! `audience`) to the token URL, authenticating by HTTP Basic or in the body, and turn the JSON
-//! answer or the §5.2 error into something a person can act on.
+//! The generic RFC 6749 §4.4 client: POST `grant_type=client_credentials` to the token URL,
+//! authenticated by HTTP Basic or in the body, and the JSON answer turned into a token or an error.
 
 use std::time::Duration;
 

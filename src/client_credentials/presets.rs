@@ -1,11 +1,5 @@
-//! Presets: what each provider's document demands, turned into [`Settings`].
-//!
-//! - Snapdocs: credentials in the form body, an `audience`, demo and production environments.
-//! - SmartDocumentor: credentials in the form body, `scope=WebAPI` always.
-//! - Signicat: HTTP Basic, a space-separated list of scopes.
-//! - Docplanner: HTTP Basic, `scope=integration`, a per-country token URL
-//!   `https://www.{domain}/oauth/v2/token`, HTTPS only, a token at most 24 hours old.
-//! - custom: any token URL and auth style.
+//! Presets: what each provider's document demands (where the credentials go, scope, audience,
+//! token URL, lifetime), turned into [`Settings`]: Snapdocs, SmartDocumentor, Signicat, Docplanner.
 
 use super::{AuthStyle, Settings};
 use crate::domain::Provider;

@@ -1,4 +1,5 @@
-//! The configuration's parsing, against the names and defaults PRODUCT.md gives.
+//! The configuration's parsing, against the names and defaults PRODUCT.md gives: every setting's
+//! default, its accepted shapes, and the one-line message a malformed value gets.
 
 use super::{parse::parse_toml, *};
 

@@ -1,8 +1,5 @@
-//! The delivery pipeline: claims due deliveries ahead of the free slots (at most `concurrency`
-//! moving, at most `per_endpoint` to one endpoint; a request kept waiting past `PARK_AFTER` gives
-//! its slot back, so a slow or hanging endpoint holds only its own allowance), sends each on its
-//! own task, and hands results to one writer task that records many per transaction. Claims carry
-//! a lease longer than two outbound timeouts and a random claim id.
+//! The delivery pipeline: claims due deliveries ahead of the free slots (per worker and per
+//! endpoint; a hanging endpoint holds only its own), sends each, and group-commits the results.
 
 use std::{
     collections::{HashMap, VecDeque},

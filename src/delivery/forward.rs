@@ -1,6 +1,5 @@
-//! Delivering events to an endpoint, signed per the Standard Webhooks
-//! specification: `webhook-id`, `webhook-timestamp`, and `webhook-signature: v1,<base64>` where the
-//! signature is HMAC-SHA256 over `id.timestamp.body` with the key inside the `whsec_` secret.
+//! Delivering events to an endpoint, signed per the Standard Webhooks specification (`webhook-id`,
+//! `webhook-timestamp`, `webhook-signature: v1,<base64>`), and what the receiver's answer means.
 
 use std::time::Duration;
 

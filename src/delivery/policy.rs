@@ -1,6 +1,5 @@
-//! The retry policy shared by enrichment and delivery: follow the schedule with ±10 % jitter,
-//! honour `Retry-After` (up to a day), and stop after the schedule's last delay or at once when
-//! the failure is permanent (410 Gone).
+//! The retry policy shared by enrichment and delivery: follow the schedule with ±10 % jitter, honour `Retry-After` (up
+//! to a day), and stop after the schedule's last delay or at once when the failure is permanent (410 Gone).
 
 use std::time::Duration;
 

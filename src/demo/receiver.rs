@@ -1,7 +1,5 @@
-//! A fake receiving application for forwarded events: it records every delivery (headers and body),
-//! answers with scripted statuses (to exercise retries, `Retry-After` and 410), and in `demo` shows
-//! what arrived and whether each signature verifies. It can answer slowly or never (delivery
-//! isolation and the benchmark), and counts the most deliveries it held at once.
+//! A fake receiving application: it records every delivery, answers with scripted statuses (retries,
+//! `Retry-After`, 410) or slowly or never, and in `demo` shows what arrived and whether it verifies.
 
 use std::{
     collections::VecDeque,

@@ -1,7 +1,5 @@
 //! Fake client-credentials token servers for Snapdocs, SmartDocumentor, Signicat and Docplanner,
-//! each enforcing its own document: where the credentials go (HTTP Basic or the form body), which
-//! `scope` or `audience` is required, and what an error looks like. Every token has an
-//! `expires_in`. Tests steer them (faults, lifetimes) and count their calls.
+//! each enforcing its own document (credentials, scope or audience, errors); tests steer them.
 
 use std::{
     collections::{HashSet, VecDeque},

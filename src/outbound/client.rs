@@ -1,6 +1,5 @@
-//! The outbound HTTP client: rustls, connect and total timeouts, no redirects (a provider that
-//! redirects a token request is misconfigured, and following it could leak credentials), and
-//! answers read with a cap, so a huge or endless body costs at most the cap in memory.
+//! The outbound HTTP client: rustls, connect and total timeouts, no redirects (following one could
+//! leak credentials), answers read with a cap, and errors described without secrets.
 
 use std::time::Duration;
 

@@ -1,4 +1,5 @@
-//! The address classification, range by range in both families, and the allowance.
+//! The address classification, range by range in both families, and the allowance that lets an
+//! operator's networks through.
 
 use std::net::IpAddr;
 

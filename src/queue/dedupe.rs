@@ -1,10 +1,5 @@
-//! Duplicate detection for intake, in the writer's memory: every payload hash seen within the
-//! window (default two hours, SnapInspect's retry horizon), oldest first so expiry is cheap, warmed
-//! from the events table when the writer starts, so a restart does not forget. Bounded: past
-//! `MAX_ENTRIES` the oldest are forgotten early (a late duplicate is then processed twice, which the
-//! at-least-once contract allows) and a warning says so. On SQLite (one instance) this window
-//! decides; on PostgreSQL it is the fast path, and the database's shared window (`event_dedupe`)
-//! decides for the events it lets through, so two instances give one webhook one event id.
+//! Duplicate detection for intake, in the writer's memory: every payload hash seen within the window
+//! (two hours), bounded and warmed at start; on PostgreSQL the database's shared window decides.
 
 use std::collections::{HashMap, VecDeque};
 

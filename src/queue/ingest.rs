@@ -1,6 +1,7 @@
-//! Durable intake with group commit: one writer task takes every event waiting at that moment,
-//! writes them in one transaction (one fsync), and only then answers each request. Concurrent
-//! requests share a commit; none is answered before its own event is on disk.
+//! Durable intake with group commit: one writer task takes every event waiting at that moment, writes
+//! them in one transaction (one fsync), and only then answers each request.
+
+// Concurrent requests share a commit; none is answered before its own event is on disk.
 
 use std::{
     collections::HashMap,

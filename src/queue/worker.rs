@@ -1,8 +1,5 @@
-//! The event worker: claims due events under a lease (a crashed worker's events are claimed again
-//! when the lease ends), reads the inspection once through the SnapInspect API with the company's
-//! token (one exchange on a 401), and records every attempt; the event is then fanned out to its
-//! endpoints in the same transaction, and the delivery dispatcher beside it sends them. Failed reads
-//! retry on the configured schedule with jitter; `Retry-After` is honoured.
+//! The event worker: claims due events under a lease, reads the inspection with the company's token
+//! (one exchange on a 401), retries on the schedule, and hands each event to the dispatcher.
 
 use std::{
     sync::Arc,

@@ -1,4 +1,5 @@
-//! HTTP route groups; each exposes `configure` and `startup` wires them together.
+//! HTTP route groups, each exposing `configure` for `startup` to wire, and what they share: the
+//! client's address and limit key, the 429 and 404 answers, and the body limit.
 
 pub mod admin;
 pub mod api;

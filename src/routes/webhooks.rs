@@ -1,6 +1,5 @@
-//! `POST /webhooks/snapinspect/{secret}`: SnapInspect's webhook. The secret is compared in
-//! constant time (a wrong one is the same 404 as any unknown page); the body (at most 64 KiB, any
-//! Content-Type) must be a JSON object; the answer is 200 only once the event is committed.
+//! `POST /webhooks/snapinspect/{secret}`: SnapInspect's webhook. A wrong secret is the same 404 as
+//! any unknown page; the body must be a JSON object; the answer is 200 only once it is committed.
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse, ResponseError};
 use futures_util::StreamExt;

@@ -1,6 +1,5 @@
-//! What every response carries (a Content-Security-Policy without inline script, no sniffing, no
-//! framing, no referrer, HSTS when we are reached over https), and the plain-http listener that
-//! only redirects to https.
+//! What every response carries (a Content-Security-Policy without inline script, no sniffing, no framing, no referrer,
+//! HSTS when we are reached over https), and the plain-http listener that only redirects to https.
 
 use actix_web::{
     dev::Server,

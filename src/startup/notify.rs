@@ -1,7 +1,5 @@
 //! Signals between instances on PostgreSQL: one `LISTEN` connection per process hears when another
-//! instance stored events (wake the worker) or changed a connection's tokens or an API key (drop
-//! what memory holds), so no instance serves what another replaced or revoked. The notifications
-//! come from triggers (migrations/postgres/0009), so every path that writes them is covered.
+//! stored events (wake the worker) or changed tokens or an API key (drop what memory holds).
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,4 +1,5 @@
-//! Admin accounts: create or reset (by email), look up for sign-in and for every request.
+//! Admin accounts: create or reset (by email; a reset ends the account's sessions), and the
+//! look-ups for sign-in and for every request.
 
 use super::{audit::insert_audit, Store};
 

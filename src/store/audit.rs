@@ -1,4 +1,5 @@
-//! The audit trail: who did what to which connection, and when.
+//! The audit trail: who did what to which connection, and when; written in the transaction of the
+//! change it records, read newest first.
 
 use super::{Store, Tx};
 use crate::domain::ConnectionId;

@@ -1,6 +1,7 @@
-//! Linking SnapInspect companies: the callback's link (a new connection, or the company's existing
-//! one with its tokens replaced, same id and history), and giving an unidentified connection its
-//! company. Either way the company's waiting events are queued in the same transaction.
+//! Linking SnapInspect companies: the callback's link (a new connection, or the company's existing one
+//! with its tokens replaced, same id and history), and giving an unidentified connection its company.
+
+// Either way the company's waiting events are queued in the same transaction.
 
 use secrecy::SecretString;
 

@@ -1,4 +1,5 @@
-//! `rotate-key`: re-seal every stored secret under the current key.
+//! `rotate-key`: re-seal every stored secret under the current key, and count what was already
+//! under it.
 
 use anyhow::Context;
 

@@ -1,6 +1,5 @@
-//! A connection's secrets and their bookkeeping: reading the opened tokens, the lease that keeps
-//! one exchange at a time per connection across processes, committing a new pair, and recording a
-//! failure (a dead refresh token, or an outage and its backoff).
+//! A connection's secrets and their bookkeeping: the opened tokens, the lease that keeps one
+//! exchange at a time per connection across processes, committing a new pair, recording a failure.
 
 use anyhow::Context;
 use secrecy::SecretString;

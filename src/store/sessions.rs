@@ -1,4 +1,5 @@
-//! Server-side session rows for actix-session: the key's hash, the values as JSON, an expiry.
+//! Server-side session rows for actix-session: the key's hash, the values as JSON, an expiry; a
+//! row that is gone is never re-created by a late write.
 
 use std::collections::HashMap;
 

@@ -1,4 +1,5 @@
-//! The connect flow's `state` values: stored as hashes, bound to a browser, consumed once.
+//! The connect flow's `state` values: stored as hashes, bound to a browser, consumed once, and
+//! gone after their ten minutes.
 
 use super::Store;
 

@@ -1,6 +1,5 @@
 //! The client-credentials side of the token manager: a token is fetched only when the stored one
-//! is missing or within its refresh margin, one request at a time per connection, with a backoff
-//! after a failure, and a token that has not expired yet is still handed out meanwhile.
+//! is missing or within its refresh margin, one request at a time per connection, with a backoff.
 
 use std::time::Duration;
 

@@ -1,6 +1,5 @@
-//! SnapInspect's side of the token manager: exchanging a refresh token (six form fields, both
-//! tokens rotate), committing the new pair before anyone sees it, and what a refusal or an outage
-//! does to the connection.
+//! SnapInspect's side of the token manager: exchanging a refresh token (six form fields, both tokens rotate),
+//! committing the new pair before anyone sees it, and what a refusal or an outage does to the connection.
 
 use std::{sync::Arc, time::Duration};
 

@@ -1,9 +1,10 @@
 //! The token manager: hands out a connection's valid access token. SnapInspect refresh tokens are
-//! exchanged on demand; client-credentials tokens are fetched when the cached one is near its
-//! expiry. Either way one request at a time per connection (in this process a per-connection lock
-//! that later callers join, across processes a lease row), the new token committed before anyone
-//! uses it, and a backoff after failures so a broken provider or a wrong secret is not hammered.
-//! Fresh tokens are also kept in memory (`cache`), so handing out a cached token touches no database.
+//! exchanged on demand; client-credentials tokens are fetched when the cached one is near its expiry.
+
+// Either way one request at a time per connection (in this process a per-connection lock that later
+// callers join, across processes a lease row), the new token committed before anyone uses it, and a
+// backoff after failures so a broken provider or a wrong secret is not hammered. Fresh tokens are also
+// kept in memory (`cache`), so handing out a cached token touches no database.
 
 mod cache;
 mod credentials;

@@ -1,6 +1,7 @@
-//! A fake SnapInspect that enforces the published contract, so a client that breaks it fails: the
-//! authorize page (Allow / Deny), ExchangeToken (six fields, rotation, old pair invalidated),
-//! `/user`, inspection reads, and firing webhooks. Tests steer it through [`FakeSnapInspect`].
+//! A fake SnapInspect that enforces the published contract, so a client that breaks it fails: the authorize page (Allow
+//! / Deny), ExchangeToken (six fields, rotation, old pair invalidated), `/user`, inspection reads, and firing webhooks.
+
+// Tests steer it through [`FakeSnapInspect`].
 
 use std::{
     collections::{HashMap, VecDeque},

@@ -1,6 +1,5 @@
 //! Connections in the console: the searchable list, the detail page (metadata, token state without
-//! the token, recent events, audit trail) and its actions: exchange now, disconnect (after a
-//! confirmation), assign a company to an unidentified connection.
+//! the token, events, audit) and its actions: exchange now, disconnect, assign a company.
 
 use actix_web::{web, HttpResponse};
 use askama::Template;

@@ -1,6 +1,5 @@
-//! Client-credentials connections in the console: add, edit (the secret is write-only: never shown
-//! back, left empty to keep it), delete after a confirmation, and "test connection" (fetch a token
-//! now and say what happened in plain words).
+//! Client-credentials connections in the console: add, edit (the secret is write-only), delete after
+//! a confirmation, and "test connection" (fetch a token now and say what happened).
 
 use actix_web::{web, HttpResponse};
 use askama::Template;

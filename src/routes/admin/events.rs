@@ -1,6 +1,5 @@
-//! Events in the console: the list filtered by status, type and company and paginated by keyset
-//! (fast on a million rows: every page is an index range), the detail page with the payload and
-//! every attempt, replay of one event, and replay of every dead event matching the filter.
+//! Events in the console: the list filtered by status, type and company, paginated by keyset, the
+//! detail page with the payload and every attempt, and replay of one event or of every dead one.
 
 use actix_web::{web, HttpResponse};
 use askama::Template;

@@ -1,6 +1,5 @@
-//! Signing in and out: a double-submit CSRF cookie on the sign-in form (no stored row), a capped
-//! number of concurrent password checks, a throttle counted before the password is checked, a
-//! renewed session at sign-in, a purged session at sign-out, failures logged quoted and capped.
+//! Signing in and out: a double-submit CSRF cookie on the form, a cap on concurrent password checks,
+//! a throttle counted before the check, a renewed session at sign-in and a purged one at sign-out.
 
 use actix_session::Session;
 use actix_web::{cookie::time::Duration, web, HttpRequest, HttpResponse};

@@ -1,6 +1,5 @@
 //! The admin console (`/admin`): who may see it (the [`AdminUser`] extractor: a live session of an
-//! existing admin, renewed at sign-in, ended by idle timeout, sign-out or a password reset), CSRF
-//! on every form, flash messages, and the page groups in the submodules.
+//! existing admin), CSRF on every form, flash messages, and the page groups in the submodules.
 
 mod api_keys;
 mod audit;
