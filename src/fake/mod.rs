@@ -1,7 +1,6 @@
 //! Fake providers: real HTTP servers that enforce their providers' documents, for `demo`,
 //! `fake-snapinspect` and the tests.
 
-pub mod harness;
 pub mod receiver;
 pub mod snapinspect;
 pub mod token_server;

@@ -567,7 +567,7 @@ async fn bad_brand_values_stop_serve_with_one_clear_line() {
 #[tokio::test]
 async fn support_staff_can_print_a_connect_link_from_the_shell() {
     let app = spawn_app_with(with_return_origin).await;
-    let out = crate::cli::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", RETURN_URL]);
+    let out = crate::helpers::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", RETURN_URL]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(url.starts_with(&format!("{}/connect/s/", app.addr)), "{url}");
@@ -577,7 +577,7 @@ async fn support_staff_can_print_a_connect_link_from_the_shell() {
     assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-9"));
 
     let bad =
-        crate::cli::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", "https://evil.example/"]);
+        crate::helpers::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", "https://evil.example/"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--return-url"));
 }

@@ -424,7 +424,7 @@ async fn a_dead_delivery_is_told_to_the_other_endpoints_and_one_delivery_can_be_
     assert_eq!(data["last_status"], 410);
     assert_eq!(gone.count(), 1, "the endpoint whose delivery died is not told about itself");
 
-    let out = crate::cli::hub(&app, &["events", "replay", id.as_str(), "--endpoint", gone_ep.as_str()]);
+    let out = crate::helpers::hub(&app, &["events", "replay", id.as_str(), "--endpoint", gone_ep.as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 deliveries of event"));
     app.state.worker.drain().await.unwrap();
@@ -454,7 +454,7 @@ async fn events_show_prints_each_attempt_with_its_status_latency_and_response_ex
     assert_eq!(excerpt.len(), 1024, "the first KiB of the answer");
     assert!(excerpt.starts_with("thanks, got it"));
 
-    let out = crate::cli::hub(&app, &["events", "show", id.as_str()]);
+    let out = crate::helpers::hub(&app, &["events", "show", id.as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("delivery to {ep}")), "{text}");
@@ -468,7 +468,7 @@ async fn events_show_prints_each_attempt_with_its_status_latency_and_response_ex
     assert!(page.contains(ep.as_str()) && page.contains("thanks, got it"));
     assert_eq!(page.matches("<td>503</td>").count(), 1);
 
-    let bad = crate::cli::hub(&app, &["events", "show", "evt_nope"]);
+    let bad = crate::helpers::hub(&app, &["events", "show", "evt_nope"]);
     assert!(!bad.status.success());
 }
 
@@ -477,7 +477,7 @@ async fn endpoints_are_managed_from_the_shell() {
     let app = app_with(&[]).await;
     let (r, url) = receiver();
     let out =
-        crate::cli::hub(&app, &["endpoints", "add", "--url", &url, "--events", "Create_Inspection,Review_Signed"]);
+        crate::helpers::hub(&app, &["endpoints", "add", "--url", &url, "--events", "Create_Inspection,Review_Signed"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines();
@@ -485,15 +485,15 @@ async fn endpoints_are_managed_from_the_shell() {
     let secret = lines.next().unwrap().to_owned();
     assert!(id.starts_with("ep_") && secret.starts_with("whsec_"), "{text}");
 
-    let list = String::from_utf8_lossy(&crate::cli::hub(&app, &["endpoints", "list"]).stdout).into_owned();
+    let list = String::from_utf8_lossy(&crate::helpers::hub(&app, &["endpoints", "list"]).stdout).into_owned();
     assert!(list.contains(&id) && list.contains("Create_Inspection,Review_Signed") && list.contains("enabled"));
     assert!(list.contains("never tried") && !list.contains("whsec_"), "{list}");
 
-    assert!(crate::cli::hub(&app, &["endpoints", "disable", &id]).status.success());
-    assert!(String::from_utf8_lossy(&crate::cli::hub(&app, &["endpoints", "list"]).stdout).contains("disabled"));
-    assert!(crate::cli::hub(&app, &["endpoints", "enable", &id]).status.success());
+    assert!(crate::helpers::hub(&app, &["endpoints", "disable", &id]).status.success());
+    assert!(String::from_utf8_lossy(&crate::helpers::hub(&app, &["endpoints", "list"]).stdout).contains("disabled"));
+    assert!(crate::helpers::hub(&app, &["endpoints", "enable", &id]).status.success());
 
-    let rotated = crate::cli::hub(&app, &["endpoints", "rotate-secret", &id, "--overlap", "1h"]);
+    let rotated = crate::helpers::hub(&app, &["endpoints", "rotate-secret", &id, "--overlap", "1h"]);
     let new_secret = String::from_utf8_lossy(&rotated.stdout).trim().to_owned();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
     app.connect_company(6847).await;
@@ -502,16 +502,16 @@ async fn endpoints_are_managed_from_the_shell() {
     let got = r.received();
     assert_all_verify(&got, &secret);
     assert_all_verify(&got, &new_secret);
-    let list = String::from_utf8_lossy(&crate::cli::hub(&app, &["endpoints", "list"]).stdout).into_owned();
+    let list = String::from_utf8_lossy(&crate::helpers::hub(&app, &["endpoints", "list"]).stdout).into_owned();
     assert!(list.contains("ok "), "the last result: {list}");
 
     for bad in [&["endpoints", "add", "--url", "https://u:p@example.com/"][..], &["endpoints", "enable", "ep_nope"]] {
-        let out = crate::cli::hub(&app, bad);
+        let out = crate::helpers::hub(&app, bad);
         assert!(!out.status.success(), "{bad:?}");
     }
-    let unknown = crate::cli::hub(&app, &["endpoints", "remove", "ep_aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    let unknown = crate::helpers::hub(&app, &["endpoints", "remove", "ep_aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no endpoint with id"));
-    assert!(crate::cli::hub(&app, &["endpoints", "remove", &id]).status.success());
+    assert!(crate::helpers::hub(&app, &["endpoints", "remove", &id]).status.success());
     assert!(app.state.store.endpoints().await.unwrap().is_empty());
 }
 

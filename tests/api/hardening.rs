@@ -233,10 +233,10 @@ async fn backup_makes_a_consistent_copy_while_serving() {
         app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
     }
     let target = app.dir.path().join("copy.db");
-    let out = crate::cli::hub(&app, &["backup", target.to_str().unwrap()]);
+    let out = crate::helpers::hub(&app, &["backup", target.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("backed up to"));
-    let again = crate::cli::hub(&app, &["backup", target.to_str().unwrap()]);
+    let again = crate::helpers::hub(&app, &["backup", target.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "never overwrites");
     // The database, its WAL and the copy are readable by this user only.
     let wal = app.db_path.with_extension("db-wal");

@@ -265,7 +265,7 @@ async fn the_cli_refuses_a_token_url_on_a_blocked_address() {
         "--token-url",
         "http://127.0.0.1:9/token",
     ];
-    let out = crate::cli::hub(&app, &args);
+    let out = crate::helpers::hub(&app, &args);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--token-url cannot be used: 127.0.0.1 is a loopback address"), "{stderr}");

@@ -607,7 +607,7 @@ async fn api_key_create_takes_connections_and_read_only_from_the_shell() {
     let id = app.connect_company(6847).await;
     let other = app.connect_company(7012).await;
     let out =
-        crate::cli::hub(&app, &["api-key", "create", "--name", "ci", "--connections", id.as_str(), "--read-only"]);
+        crate::helpers::hub(&app, &["api-key", "create", "--name", "ci", "--connections", id.as_str(), "--read-only"]);
     assert!(out.status.success(), "{out:?}");
     let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
@@ -616,9 +616,9 @@ async fn api_key_create_takes_connections_and_read_only_from_the_shell() {
     assert_eq!(status, 404);
     let (status, _) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
     assert_eq!(status, 403);
-    let bad = crate::cli::hub(&app, &["api-key", "create", "--name", "ci", "--connections", "con_nope"]);
+    let bad = crate::helpers::hub(&app, &["api-key", "create", "--name", "ci", "--connections", "con_nope"]);
     assert!(!bad.status.success());
-    let list = String::from_utf8(crate::cli::hub(&app, &["api-key", "list"]).stdout).unwrap();
+    let list = String::from_utf8(crate::helpers::hub(&app, &["api-key", "list"]).stdout).unwrap();
     assert!(list.contains(&format!("{id}, read-only")), "{list}");
 }
 

@@ -425,6 +425,17 @@ impl TestApp {
     }
 }
 
+/// Run the real binary's command line with `args` against `app`'s database and settings, as an
+/// operator's shell would.
+pub fn hub(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(app.dir.path());
+    for (k, v) in &app.vars {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
 /// Run a fake token server on its own loopback port; returns its base URL (no trailing slash)
 /// once it answers.
 pub async fn spawn_token_server(server: &connect_hub::fake::token_server::FakeTokenServer) -> String {

@@ -1,13 +1,11 @@
 //! Integration tests: the real binary's library on port 0, a fresh SQLite file per test, and the
-//! fake providers on their own ports, all over loopback HTTP.
+//! fake providers on their own ports, all over loopback HTTP. The tests that start the binary
+//! itself as a process are under `process/`.
 
 mod admin;
-mod browser;
-mod cli;
 mod connect;
 mod connect_sessions;
 mod contract;
-pub mod crash;
 mod credentials;
 mod delivery;
 mod encryption;
@@ -18,10 +16,8 @@ mod hardening_outbound;
 mod hardening_signin;
 mod hardening_tokens;
 mod helpers;
-mod instances;
-mod logs;
 mod newcomer;
-mod processes;
+mod process;
 mod stores;
 mod token_api;
 mod webhooks;

@@ -87,7 +87,7 @@ async fn backup_on_postgresql_refuses_and_points_to_pg_dump() {
         return;
     }
     let target = app.dir.path().join("copy.db");
-    let out = crate::cli::hub(&app, &["backup", target.to_str().unwrap()]);
+    let out = crate::helpers::hub(&app, &["backup", target.to_str().unwrap()]);
     assert!(!out.status.success(), "a clear failure, not a silent success");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pg_dump") && stderr.contains("SQLite"), "{stderr}");
@@ -292,7 +292,7 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
     let before = counts(old.state.store.pool().clone()).await;
     assert!(before.iter().all(|(_, n)| *n > 0), "every table has rows to move: {before:?}");
 
-    let out = crate::cli::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("same row count") && stdout.contains("delivery_attempts"), "{stdout}");
@@ -330,11 +330,11 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
     assert_eq!(deliveries, before.iter().find(|(t, _)| *t == "deliveries").unwrap().1 + 1);
 
     // Into a database that is not empty, or from a file that does not exist: a clear refusal.
-    let out = crate::cli::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("target is not empty"), "{out:?}");
     let missing = format!("sqlite://{}", sqlite_dir.path().join("nope.db").display());
-    let out = crate::cli::hub(&old, &["migrate-store", "--from", &missing, "--to", &target.url]);
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &missing, "--to", &target.url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
     assert!(!sqlite_dir.path().join("nope.db").exists(), "no empty source is created");

@@ -87,7 +87,7 @@ async fn a_key_revoked_from_the_shell_stops_working_within_two_seconds() {
     let (key_id, key) = app.api_key("ci").await;
     let path = format!("/api/v1/connections/{id}/token");
     assert_eq!(app.api_get(&path, Some(&key)).await.status(), 200);
-    let out = crate::cli::hub(&app, &["api-key", "revoke", &key_id]);
+    let out = crate::helpers::hub(&app, &["api-key", "revoke", &key_id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while app.api_get(&path, Some(&key)).await.status() != 401 {
@@ -216,22 +216,23 @@ async fn api_keys_and_client_credentials_connections_from_the_shell() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let token = crate::cli::hub(&app, &["connections", "token", &id]);
+    let token = crate::helpers::hub(&app, &["connections", "token", &id]);
     assert!(token.status.success(), "{}", String::from_utf8_lossy(&token.stderr));
     assert!(fake.is_valid(String::from_utf8_lossy(&token.stdout).trim()));
-    let list = String::from_utf8_lossy(&crate::cli::hub(&app, &["connections", "list"]).stdout).into_owned();
+    let list = String::from_utf8_lossy(&crate::helpers::hub(&app, &["connections", "list"]).stdout).into_owned();
     assert!(list.contains("signicat") && list.contains("Signicat prod"));
 
     // Wrong input says what to fix.
-    let bad = crate::cli::hub(&app, &["connections", "add", "--provider", "custom", "--name", "x", "--client-id", "y"]);
+    let bad =
+        crate::helpers::hub(&app, &["connections", "add", "--provider", "custom", "--name", "x", "--client-id", "y"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("a custom provider needs a token URL (--token-url)"));
-    let no_secret = crate::cli::hub(
+    let no_secret = crate::helpers::hub(
         &app,
         &["connections", "add", "--provider", "smartdocumentor", "--name", "x", "--client-id", "y"],
     );
     assert!(String::from_utf8_lossy(&no_secret.stderr).contains("no client secret"));
 
-    let created = crate::cli::hub(&app, &["api-key", "create", "--name", "from the shell"]);
+    let created = crate::helpers::hub(&app, &["api-key", "create", "--name", "from the shell"]);
     let key = String::from_utf8_lossy(&created.stdout).trim().to_owned();
     assert!(key.starts_with("chk_"));
     let res = app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await;
@@ -239,7 +240,7 @@ async fn api_keys_and_client_credentials_connections_from_the_shell() {
     let stored: Vec<Vec<u8>> =
         sqlx::query_scalar("select key_hash from api_keys").fetch_all(app.state.store.pool()).await.unwrap();
     assert!(stored.iter().all(|h| h.len() == 32 && h.as_slice() != key.as_bytes()), "only a hash is stored");
-    let listed = String::from_utf8_lossy(&crate::cli::hub(&app, &["api-key", "list"]).stdout).into_owned();
+    let listed = String::from_utf8_lossy(&crate::helpers::hub(&app, &["api-key", "list"]).stdout).into_owned();
     assert!(listed.contains("from the shell") && !listed.contains(&key));
 }
 

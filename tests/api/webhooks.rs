@@ -266,15 +266,15 @@ async fn events_list_and_replay_work_from_the_shell() {
     app.state.worker.drain().await.unwrap();
     assert_eq!(app.event(&id).await.state, EventState::Dead.as_str());
 
-    let out = crate::cli::hub(&app, &["events", "list", "--status", "dead"]);
+    let out = crate::helpers::hub(&app, &["events", "list", "--status", "dead"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(id.as_str()) && text.contains("dead") && text.contains("reading inspection"), "{text}");
-    let out = crate::cli::hub(&app, &["events", "replay", id.as_str()]);
+    let out = crate::helpers::hub(&app, &["events", "replay", id.as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(app.event(&id).await.state, "pending");
     app.state.worker.drain().await.unwrap();
     assert_eq!(app.event(&id).await.state, "done");
-    let out = crate::cli::hub(&app, &["events", "list", "--status", "bogus"]);
+    let out = crate::helpers::hub(&app, &["events", "list", "--status", "bogus"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event status"));
 }

@@ -4,16 +4,7 @@ use std::process::Command;
 
 use secrecy::ExposeSecret;
 
-use crate::helpers::{spawn_app, TestApp};
-
-pub fn hub(app: &TestApp, args: &[&str]) -> std::process::Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_connect-hub"));
-    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(app.dir.path());
-    for (k, v) in &app.vars {
-        cmd.env(k, v);
-    }
-    cmd.args(args).output().unwrap()
-}
+use crate::helpers::{hub, spawn_app};
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()

@@ -1,7 +1,8 @@
 //! A harness for driving the real binary from outside, as SnapInspect and a browser would: the
 //! `serve` process configured against a fake SnapInspect and a fake receiver running in the
 //! caller's process, the connect flow over HTTP, and a stream of webhooks from many senders that
-//! remembers which got a 200. The crash, log and fault tests use it.
+//! remembers which got a 200. The crash, log and instance tests use it, and so does the fault run
+//! (`examples/faults.rs` includes this file by path), so it depends on the library alone.
 
 use std::{
     collections::BTreeMap,
@@ -18,11 +19,14 @@ use std::{
 use anyhow::{bail, Context};
 use serde_json::Value;
 
-use super::{
-    receiver::FakeReceiver,
-    snapinspect::{FakeConfig, FakeSnapInspect},
+use connect_hub::{
+    crypto::generate_key_b64,
+    fake::{
+        receiver::FakeReceiver,
+        serve,
+        snapinspect::{FakeConfig, FakeSnapInspect},
+    },
 };
-use crate::crypto::generate_key_b64;
 
 pub const CLIENT_ID: &str = "harness-client";
 pub const CLIENT_SECRET: &str = "harness-secret";
@@ -57,9 +61,9 @@ impl HubProcess {
             redirect_uri: format!("{base}/connect/snapinspect/callback"),
             webhook_url: None,
         });
-        tokio::spawn(super::serve(fake.configure(), fake_listener)?);
+        tokio::spawn(serve(fake.configure(), fake_listener)?);
         let receiver = FakeReceiver::new(Some(FORWARD_SECRET));
-        tokio::spawn(super::serve(receiver.configure(), receiver_listener)?);
+        tokio::spawn(serve(receiver.configure(), receiver_listener)?);
         let env = [
             ("DATABASE_URL", format!("sqlite://{}", dir.join("hub.db").display())),
             ("BIND_ADDR", format!("127.0.0.1:{port}")),
