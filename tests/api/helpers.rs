@@ -20,10 +20,7 @@ use connect_hub::{
 };
 use reqwest::{header::LOCATION, Response};
 
-pub const CLIENT_ID: &str = "test-client";
-pub const CLIENT_SECRET: &str = "test-secret+/:% é";
-pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
-pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+pub use crate::process::harness::{CLIENT_ID, CLIENT_SECRET, FORWARD_SECRET, WEBHOOK_SECRET};
 
 pub struct TestApp {
     pub addr: String,
@@ -176,7 +173,7 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
         redirect_uri: format!("{addr}/connect/snapinspect/callback"),
-        webhook_url: Some(format!("{addr}/webhooks/snapinspect/test-webhook-secret")),
+        webhook_url: Some(format!("{addr}/webhooks/snapinspect/{WEBHOOK_SECRET}")),
     });
     let fake_server = connect_hub::fake::serve(fake.configure(), fake_listener).unwrap();
     let fake_handle = fake_server.handle();

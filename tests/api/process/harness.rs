@@ -28,9 +28,11 @@ use connect_hub::{
     },
 };
 
-pub const CLIENT_ID: &str = "harness-client";
-pub const CLIENT_SECRET: &str = "harness-secret";
-pub const WEBHOOK_SECRET: &str = "harness-webhook-secret";
+// The secrets every test hub is configured with, a `serve` process here or the in-process app of
+// helpers.rs (which uses these). The client secret has characters a form must encode.
+pub const CLIENT_ID: &str = "test-client";
+pub const CLIENT_SECRET: &str = "test-secret+/:% é";
+pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// The `serve` process and its configuration. The fakes run in the caller's tokio runtime.
