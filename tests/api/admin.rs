@@ -4,10 +4,8 @@
 use connect_hub::domain::ConnectionStatus;
 
 use crate::helpers::{
-    browser_client, csrf_from, forwarding, location, spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD,
+    browser_client, csrf_from, forwarding, location, spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD, CREATE,
 };
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
 
 #[tokio::test]
 async fn every_page_redirects_to_sign_in_without_a_session() {

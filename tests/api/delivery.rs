@@ -3,30 +3,18 @@
 //! stale claims, connection and operational events, `events show`, the console and `/metrics`.
 //! Every signature a receiver gets is checked with the `standardwebhooks` crate.
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
 use connect_hub::{
     delivery::types::{generate_secret, DeliveryState, EndpointId, EndpointUrl, EventTypes},
-    fake::receiver::{Delivery, FakeReceiver, Reply},
+    fake::receiver::{Delivery, Reply},
     store::{DeliveryResult, ExchangeFailure, NewEndpoint},
     time::now_ms,
 };
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with, TestApp};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
-const SIGNED: &str = r#"{ "sType": "Review_Signed", "iInsReviewID": 5, "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
-
-/// A fake receiver on its own loopback port; returns it and its `/events` URL.
-fn receiver() -> (FakeReceiver, String) {
-    let r = FakeReceiver::new(None);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    tokio::spawn(connect_hub::fake::serve(r.configure(), listener).unwrap());
-    (r, url)
-}
+use crate::helpers::{receiver, spawn_app_with, webhook_headers, TestApp, CREATE, SIGNED};
 
 /// Add an endpoint through the store (as the CLI does); returns its id and secret.
 async fn endpoint(app: &TestApp, url: &str, types: &str) -> (EndpointId, String) {
@@ -43,19 +31,13 @@ async fn endpoint(app: &TestApp, url: &str, types: &str) -> (EndpointId, String)
     (id, secret.expose_secret().to_owned())
 }
 
-fn headers(d: &Delivery) -> http::HeaderMap {
-    let mut h = http::HeaderMap::new();
-    h.insert("webhook-id", d.webhook_id.parse().unwrap());
-    h.insert("webhook-timestamp", d.timestamp.parse().unwrap());
-    h.insert("webhook-signature", d.signature.parse().unwrap());
-    h
-}
-
 /// Every delivery verifies with `secret` (Standard Webhooks, independently implemented).
 fn assert_all_verify(got: &[Delivery], secret: &str) {
     let verifier = standardwebhooks::Webhook::new(secret).unwrap();
     for d in got {
-        verifier.verify(&d.body, &headers(d)).unwrap_or_else(|e| panic!("{} does not verify: {e:?}", d.webhook_id));
+        verifier
+            .verify(&d.body, &webhook_headers(d))
+            .unwrap_or_else(|e| panic!("{} does not verify: {e:?}", d.webhook_id));
     }
 }
 
@@ -104,7 +86,7 @@ async fn each_endpoint_gets_only_the_event_types_it_asked_for_and_every_signatur
     assert_eq!(got[0].webhook_id, review.as_str());
     assert_all_verify(&got, &signed_secret);
     assert!(
-        standardwebhooks::Webhook::new(&all_secret).unwrap().verify(&got[0].body, &headers(&got[0])).is_err(),
+        standardwebhooks::Webhook::new(&all_secret).unwrap().verify(&got[0].body, &webhook_headers(&got[0])).is_err(),
         "each endpoint has its own secret"
     );
     let e = app.event(&create).await;
@@ -235,7 +217,7 @@ async fn during_a_rotation_overlap_every_delivery_carries_two_signatures_and_aft
     let got = r.received();
     assert_eq!(got[0].signature.split(' ').count(), 1, "{}", got[0].signature);
     assert_all_verify(&got, new.expose_secret());
-    assert!(standardwebhooks::Webhook::new(&old).unwrap().verify(&got[0].body, &headers(&got[0])).is_err());
+    assert!(standardwebhooks::Webhook::new(&old).unwrap().verify(&got[0].body, &webhook_headers(&got[0])).is_err());
 
     // Without an overlap the old secret stops at once.
     let newer = generate_secret();

@@ -13,7 +13,7 @@ use connect_hub::{
     config::Settings,
     crypto::generate_key_b64,
     fake::{
-        receiver::FakeReceiver,
+        receiver::{Delivery, FakeReceiver},
         snapinspect::{FakeConfig, FakeSnapInspect},
     },
     startup::{AppState, Application},
@@ -420,6 +420,36 @@ impl TestApp {
         assert_eq!(res.status(), 200, "GET {path}");
         res.text().await.unwrap()
     }
+}
+
+/// A SnapInspect webhook: an inspection created for company 6847.
+pub const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+/// A SnapInspect webhook: a review of the same inspection signed.
+pub const SIGNED: &str =
+    r#"{ "sType": "Review_Signed", "iInsReviewID": 5, "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+
+/// A fake receiver on its own loopback port; returns it and its `/events` URL.
+pub fn receiver() -> (FakeReceiver, String) {
+    let r = FakeReceiver::new(None);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(connect_hub::fake::serve(r.configure(), listener).unwrap());
+    (r, url)
+}
+
+/// The Standard Webhooks headers a delivery came with.
+pub fn webhook_headers(d: &Delivery) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert("webhook-id", d.webhook_id.parse().unwrap());
+    h.insert("webhook-timestamp", d.timestamp.parse().unwrap());
+    h.insert("webhook-signature", d.signature.parse().unwrap());
+    h
+}
+
+/// Whether a delivery's signature verifies with `secret`, by the `standardwebhooks` crate (an
+/// implementation independent of ours).
+pub fn verifies(d: &Delivery, secret: &str) -> bool {
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&d.body, &webhook_headers(d)).is_ok()
 }
 
 /// Run the real binary's command line with `args` against `app`'s database and settings, as an

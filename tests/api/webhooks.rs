@@ -4,9 +4,7 @@ use connect_hub::domain::EventState;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_app_with, WEBHOOK_SECRET};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+use crate::helpers::{spawn_app, spawn_app_with, CREATE, WEBHOOK_SECRET};
 
 #[tokio::test]
 async fn a_webhook_is_stored_as_received_before_the_200_that_names_it() {

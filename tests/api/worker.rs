@@ -5,9 +5,7 @@
 use connect_hub::{domain::EventState, fake::receiver::Reply, store::EventFilter};
 use serde_json::Value;
 
-use crate::helpers::{forwarding, spawn_app_with, TestApp, FORWARD_SECRET};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+use crate::helpers::{forwarding, spawn_app_with, TestApp, CREATE, FORWARD_SECRET};
 
 async fn connected_app(
     customise: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
