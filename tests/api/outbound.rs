@@ -1,6 +1,6 @@
-//! Outbound hardening (issue 10, items 5 and 7): a stored client secret only goes where it went
-//! before, stored URLs cannot reach loopback or private addresses unless allowed, and every
-//! answer is read with a cap, so a huge one is a clear error and not memory growth.
+//! What the hub sends out and reads back: a stored client secret only goes where it went before,
+//! stored URLs cannot reach loopback or private addresses unless allowed, and every answer is read
+//! with a cap, so a huge one is a clear error and not memory growth.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -51,7 +51,7 @@ async fn stored_token_url(app: &TestApp, id: &ConnectionId) -> String {
     app.state.store.credentials(id).await.unwrap().unwrap().settings.token_url
 }
 
-// ---- 5a: the write-only secret only goes where it went before ----
+// ---- The write-only secret only goes where it went before ----
 
 async fn add_in_console(app: &TestApp, csrf: &str, url: &str) -> ConnectionId {
     let res = app
@@ -164,7 +164,7 @@ async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_n
     assert_eq!(stored_token_url(&app, &id).await, moved);
 }
 
-// ---- 5b: stored URLs cannot reach private addresses unless an operator allows them ----
+// ---- Stored URLs cannot reach private addresses unless an operator allows them ----
 
 #[tokio::test]
 async fn a_stored_loopback_token_url_is_refused_without_an_allowance_and_the_fake_hears_nothing() {
@@ -272,7 +272,7 @@ async fn the_cli_refuses_a_token_url_on_a_blocked_address() {
     assert_eq!(app.connection_count().await, 0);
 }
 
-// ---- 7: answers are read with a cap ----
+// ---- Answers are read with a cap ----
 
 /// A server that answers every request with `status` and an endless chunked body (200 MiB at
 /// most), counting the body bytes it managed to send before the client hung up.
