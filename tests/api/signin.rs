@@ -1,5 +1,6 @@
-//! Issue 10, items 1–4 and two of 9: sign-out sticks, anonymous visitors write nothing, password
-//! hashing is capped, the sign-in throttle is counted first and cannot lock the owner out.
+//! Signing in to the console and staying signed in: sign-out sticks, anonymous visitors write
+//! nothing, password hashing is capped, the sign-in throttle is counted first and cannot lock the
+//! owner out, and what a sign-in form carries is checked before it is logged or followed.
 
 use std::time::Duration;
 
@@ -115,7 +116,7 @@ impl WriteCounter {
     }
 }
 
-// Item 1 -------------------------------------------------------------------------------------
+// Sign-out sticks ----------------------------------------------------------------------------
 
 #[tokio::test]
 async fn cookies_taken_before_and_around_sign_out_stay_signed_out() {
@@ -186,7 +187,7 @@ async fn a_session_whose_row_is_gone_is_not_re_created_by_a_late_write() {
     assert_eq!(count(&app, "select count(*) from sessions").await, 0, "nothing stored without a sign-in");
 }
 
-// Item 2 -------------------------------------------------------------------------------------
+// Anonymous visitors write nothing -----------------------------------------------------------
 
 #[tokio::test]
 async fn anonymous_visitors_make_the_server_write_nothing() {
@@ -298,7 +299,7 @@ async fn a_signed_in_session_is_extended_at_most_once_a_minute() {
     assert!(extended > first && (590_000..=600_000).contains(&left), "{left}");
 }
 
-// Item 3 -------------------------------------------------------------------------------------
+// Password hashing is capped -----------------------------------------------------------------
 
 #[tokio::test]
 async fn parallel_sign_ins_past_the_hashing_cap_are_turned_away_at_once() {
@@ -350,7 +351,7 @@ async fn parallel_sign_ins_past_the_hashing_cap_are_turned_away_at_once() {
     );
 }
 
-// Item 4 -------------------------------------------------------------------------------------
+// The throttle -------------------------------------------------------------------------------
 
 /// Sign in, retrying while the server says it is busy (503), until a deadline.
 async fn sign_in_until_answered(app: &TestApp, email: &str, password: &str, xff: Option<&str>) -> u16 {
@@ -484,7 +485,7 @@ async fn expired_throttle_rows_are_pruned() {
     assert_eq!(count(&app, "select count(*) from sign_in_throttle").await, 0);
 }
 
-// Item 9 -------------------------------------------------------------------------------------
+// What the form carries ----------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_forged_line_in_the_email_is_quoted_and_capped_in_the_audit_log() {
