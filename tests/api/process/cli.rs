@@ -83,6 +83,26 @@ async fn serve_refuses_a_malformed_key() {
 }
 
 #[tokio::test]
+async fn a_broken_certificate_stops_serve_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("cert.pem"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .arg("serve")
+        .env_clear()
+        .env("ENCRYPTION_KEY", connect_hub::crypto::generate_key_b64(32))
+        .env("SESSION_KEY", connect_hub::crypto::generate_key_b64(64))
+        .env("TLS_CERT", dir.path().join("cert.pem"))
+        .env("TLS_KEY", dir.path().join("key.pem"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS_CERT") && err.contains("cannot be used"), "{err}");
+}
+
+#[tokio::test]
 async fn rotate_key_and_migrate_work_from_the_shell() {
     let mut app = spawn_app().await;
     let connected = app.connect(Some(6847)).await;
