@@ -6,6 +6,7 @@ use std::{
     collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use actix_web::{dev::ServerHandle, web};
@@ -19,6 +20,7 @@ use connect_hub::{
     startup::{AppState, Application},
 };
 use reqwest::{header::LOCATION, Response};
+use serde_json::Value;
 
 pub use crate::process::harness::{CLIENT_ID, CLIENT_SECRET, FORWARD_SECRET, WEBHOOK_SECRET};
 
@@ -509,4 +511,29 @@ impl TestApp {
         }
         req.send().await.unwrap()
     }
+}
+
+/// Wait until `check` holds, or fail after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A call to `/api/v1{path}` with the key `key`; returns the status and the JSON body (null if none).
+pub async fn api(app: &TestApp, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .request(method, format!("{}/api/v1{path}", app.addr))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
 }

@@ -11,7 +11,6 @@ mod delivery;
 mod encryption;
 mod endpoints_ui;
 mod exchange;
-mod hardening_tokens;
 mod helpers;
 mod https;
 mod limits;

@@ -1,11 +1,18 @@
-//! `/api/v1`: keys (valid, revoked, missing), tokens for every kind of connection, forced refresh,
-//! the error codes, and the OpenAPI document; plus API keys and connections from the CLI and the
-//! console.
+//! `/api/v1`: keys (valid, revoked, missing, scoped to connections or read-only), tokens for every
+//! kind of connection, forced refresh and its cooldown, the error codes, and the OpenAPI document;
+//! plus API keys and connections from the CLI and the console.
 
-use connect_hub::{client_credentials::CredentialsInput, domain::Provider, fake::token_server::FakeTokenServer};
+use connect_hub::{
+    api_keys::KeyScope,
+    client_credentials::CredentialsInput,
+    domain::{sha256, ConnectionId, Provider},
+    fake::token_server::FakeTokenServer,
+    time::now_ms,
+};
+use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{csrf_from, spawn_app, spawn_token_server, TestApp};
+use crate::helpers::{api, csrf_from, spawn_app, spawn_token_server, TestApp};
 
 async fn snapdocs(app: &TestApp) -> (FakeTokenServer, connect_hub::domain::ConnectionId) {
     let fake = FakeTokenServer::snapdocs("sd", "sd-secret");
@@ -367,4 +374,149 @@ async fn past_the_refresh_cooldown(app: &crate::helpers::TestApp) {
         .execute(app.state.store.pool())
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_key_limited_to_some_connections_gets_404_for_the_others() {
+    let app = spawn_app().await;
+    let mine = app.connect_company(6847).await;
+    let theirs = app.connect_company(7012).await;
+    let scope = KeyScope { connections: Some(vec![mine.clone()]), read_only: false };
+    let (_, key) = app.state.api_keys.create_scoped("limited", &scope, "test").await.unwrap();
+    let key = key.expose_secret().to_owned();
+
+    let (status, list) = api(&app, reqwest::Method::GET, "/connections", &key).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list["connections"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [mine.as_str()]);
+    for (method, path) in [
+        (reqwest::Method::GET, format!("/connections/{theirs}/token")),
+        (reqwest::Method::GET, format!("/connections/{theirs}/token?force_refresh=true")),
+        (reqwest::Method::POST, format!("/connections/{theirs}/refresh")),
+    ] {
+        let (status, body) = api(&app, method, &path, &key).await;
+        assert_eq!((status, body["error"].as_str()), (404, Some("connection_not_found")), "{path}");
+    }
+    let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{mine}/token"), &key).await;
+    assert_eq!(status, 200);
+    let (status, _) = api(&app, reqwest::Method::POST, &format!("/connections/{mine}/refresh"), &key).await;
+    assert_eq!(status, 200);
+    assert!(
+        app.state
+            .api_keys
+            .create_scoped("x", &KeyScope { connections: Some(vec![ConnectionId::generate()]), read_only: false }, "t")
+            .await
+            .is_err(),
+        "an unknown connection is refused"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_key_cannot_force_a_refresh() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let scope = KeyScope { connections: None, read_only: true };
+    let (_, key) = app.state.api_keys.create_scoped("reader", &scope, "test").await.unwrap();
+    let key = key.expose_secret().to_owned();
+    let (status, body) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("read_only_key")), "{body}");
+    let (status, body) =
+        api(&app, reqwest::Method::GET, &format!("/connections/{id}/token?force_refresh=true"), &key).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("read_only_key")), "{body}");
+    let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
+    assert_eq!(status, 200, "it can still read tokens");
+    assert_eq!(app.fake.exchange_calls(), 0);
+}
+
+#[tokio::test]
+async fn keys_made_before_scoping_keep_full_access() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let key = "chk_OLDKEYOLDKEYOLDKEYOLDKEYOLDKEYOLDKEYOLDKEYOLDKEYOLDK";
+    // As a key row was written before migration 0007: no scope columns given.
+    sqlx::query("insert into api_keys (id, name, key_hash, prefix, created_at) values ('key_old', 'old', $1, 'chk_OLDKEYOL', 0)")
+        .bind(sha256(key.as_bytes()))
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let (status, list) = api(&app, reqwest::Method::GET, "/connections", key).await;
+    assert_eq!((status, list["connections"].as_array().unwrap().len()), (200, 1));
+    let (status, _) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), key).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn a_forced_refresh_within_the_cooldown_hands_back_the_token_just_made() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let (_, key) = app.api_key("app").await;
+    // A connect is not a rotation: the first forced refresh after it exchanges.
+    let (status, first) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
+    assert_eq!(status, 200);
+    for path in [format!("/connections/{id}/refresh"), format!("/connections/{id}/token?force_refresh=true")] {
+        let method = if path.ends_with("refresh") { reqwest::Method::POST } else { reqwest::Method::GET };
+        let (status, again) = api(&app, method, &path, &key).await;
+        assert_eq!(status, 200);
+        assert_eq!(again["access_token"], first["access_token"], "the token just made, not a new rotation");
+    }
+    assert_eq!(app.fake.exchanges(), 1);
+    // Once the cooldown is over, a forced refresh rotates again.
+    sqlx::query("update connections set last_exchange_at = $1")
+        .bind(now_ms() - 5_001)
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let (_, later) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
+    assert_ne!(later["access_token"], first["access_token"]);
+    assert_eq!(app.fake.exchanges(), 2);
+}
+
+#[tokio::test]
+async fn api_key_create_takes_connections_and_read_only_from_the_shell() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let other = app.connect_company(7012).await;
+    let out =
+        crate::helpers::hub(&app, &["api-key", "create", "--name", "ci", "--connections", id.as_str(), "--read-only"]);
+    assert!(out.status.success(), "{out:?}");
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
+    assert_eq!(status, 200);
+    let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{other}/token"), &key).await;
+    assert_eq!(status, 404);
+    let (status, _) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
+    assert_eq!(status, 403);
+    let bad = crate::helpers::hub(&app, &["api-key", "create", "--name", "ci", "--connections", "con_nope"]);
+    assert!(!bad.status.success());
+    let list = String::from_utf8(crate::helpers::hub(&app, &["api-key", "list"]).stdout).unwrap();
+    assert!(list.contains(&format!("{id}, read-only")), "{list}");
+}
+
+#[tokio::test]
+async fn the_console_creates_a_scoped_read_only_key() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let id = app.connect_company(6847).await;
+    let other = app.connect_company(7012).await;
+    let res = app
+        .admin_post(
+            "/admin/api-keys",
+            &[("csrf", &csrf), ("name", "dash"), ("connections", id.as_str()), ("read_only", "on")],
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    let marker = "<pre id=\"new-key\">";
+    let start = page.find(marker).unwrap() + marker.len();
+    let key = page[start..].split('<').next().unwrap().to_owned();
+    assert!(page.contains(&format!("{id}; read-only")), "{page}");
+    let (status, _) = api(&app, reqwest::Method::GET, &format!("/connections/{other}/token"), &key).await;
+    assert_eq!(status, 404);
+    let (status, _) = api(&app, reqwest::Method::POST, &format!("/connections/{id}/refresh"), &key).await;
+    assert_eq!(status, 403);
+    // A made-up connection id is refused with a message, not a 500.
+    let csrf = csrf_from(&app.page("/admin/api-keys").await);
+    let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", "x"), ("connections", "con_nope")]).await;
+    assert_eq!(res.status(), 303);
+    assert!(app.page("/admin/api-keys").await.contains("not a connection id"));
 }
