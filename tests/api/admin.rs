@@ -1,10 +1,13 @@
-//! The admin console over HTTP: every access rule, CSRF on every action, and each page and action
-//! (signing in and sessions are in signin.rs).
+//! The admin console over HTTP: every access rule, CSRF on every action, errors that stay in the
+//! console, and each page and action (signing in and sessions are in signin.rs).
+
+use std::net::TcpListener;
 
 use connect_hub::domain::ConnectionStatus;
 
 use crate::helpers::{
-    browser_client, csrf_from, forwarding, location, spawn_app, spawn_app_with, ADMIN_EMAIL, ADMIN_PASSWORD, CREATE,
+    browser_client, csrf_from, forwarding, location, signicat_at, spawn_app, spawn_app_with, unescape, ADMIN_EMAIL,
+    ADMIN_PASSWORD, CREATE,
 };
 
 #[tokio::test]
@@ -69,6 +72,27 @@ async fn an_action_with_a_wrong_csrf_token_is_refused_and_does_nothing() {
 }
 
 #[tokio::test]
+async fn console_errors_stay_in_the_console_with_a_way_back_to_the_section() {
+    let app = crate::helpers::spawn_app().await;
+    app.sign_in().await;
+    for (path, status, back) in [
+        ("/admin/api-keys/key_nonsense/revoke", 404, "/admin/api-keys"),
+        ("/admin/audit?before=garbage", 400, "/admin/audit"),
+        ("/admin/connections/con_aaaaaaaaaaaaaaaaaaaaaaaaaa", 404, "/admin/connections"),
+        ("/admin/events/nonsense", 404, "/admin/events"),
+    ] {
+        let res = app.get(path).await;
+        assert_eq!(res.status(), status, "{path}");
+        let page = res.text().await.unwrap();
+        assert!(page.contains("connect-hub admin"), "{path}: {page}");
+        assert!(page.contains("href=\"/admin/events\">Events</a>"), "the console's navigation: {path}");
+        assert!(page.contains(&format!("href=\"{back}\" id=\"error-back\"")), "{path}: {page}");
+        assert!(!page.contains("Start again"), "{path}");
+        assert!(!page.contains("Query deserialize error"), "{path}: {page}");
+    }
+}
+
+#[tokio::test]
 async fn the_dashboard_counts_connections_events_and_shows_failures() {
     let app = spawn_app_with(forwarding).await;
     app.connect_company(6847).await;
@@ -93,6 +117,16 @@ async fn the_dashboard_counts_connections_events_and_shows_failures() {
 }
 
 #[tokio::test]
+async fn refresh_failures_on_the_dashboard_name_the_connection() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (app, id) = signicat_at(&format!("http://127.0.0.1:{port}/token")).await;
+    let _ = app.state.tokens.token(&id).await;
+    app.sign_in().await;
+    let page = app.page("/admin").await;
+    assert!(page.contains(&format!("<a href=\"/admin/connections/{id}\">Signicat test</a>")), "{page}");
+}
+
+#[tokio::test]
 async fn the_connection_list_searches_by_company_and_name_and_filters_by_status() {
     let app = spawn_app().await;
     app.connect_company(6847).await;
@@ -107,6 +141,22 @@ async fn the_connection_list_searches_by_company_and_name_and_filters_by_status(
     let none = app.page("/admin/connections?status=needs_reconnect").await;
     assert!(none.contains("No connections match"));
     assert_eq!(app.get("/admin/connections?status=bogus").await.status(), 400);
+}
+
+#[tokio::test]
+async fn a_bad_connection_status_shows_the_list_with_the_message_beside_it() {
+    let app = crate::helpers::spawn_app().await;
+    app.connect_company(6847).await;
+    app.sign_in().await;
+    let res = app.get("/admin/connections?status=bogus").await;
+    assert_eq!(res.status(), 400);
+    let page = unescape(&res.text().await.unwrap());
+    let beside = page.split("id=\"status-error\">").nth(1).expect("a message beside the status");
+    assert!(beside.split('<').next().unwrap().contains("bogus"), "{page}");
+    assert!(page.contains("<h1>Connections</h1>") && page.contains("Harbour View Realty"), "the list, unfiltered");
+    let good = app.get("/admin/connections?status=active").await;
+    assert_eq!(good.status(), 200);
+    assert!(!good.text().await.unwrap().contains("status-error"));
 }
 
 #[tokio::test]
@@ -248,6 +298,31 @@ async fn the_event_list_pages_by_keyset_and_keeps_its_filter() {
 }
 
 #[tokio::test]
+async fn a_bad_event_filter_shows_the_list_with_the_message_beside_the_field() {
+    let app = crate::helpers::spawn_app().await;
+    app.sign_in().await;
+    for (query, field, words) in [
+        ("company=Harbour", "company-error", "a company id is a positive integer"),
+        ("status=bogus", "status-error", "bogus"),
+        ("after=garbage", "page-error", "This page link is broken"),
+        ("before=garbage&company=7", "page-error", "This page link is broken"),
+    ] {
+        let res = app.get(&format!("/admin/events?{query}")).await;
+        assert_eq!(res.status(), 400, "{query}");
+        let page = unescape(&res.text().await.unwrap());
+        let beside = page.split(&format!("id=\"{field}\">")).nth(1).unwrap_or_else(|| panic!("{query}: {page}"));
+        assert!(beside.split('<').next().unwrap().contains(words), "{query}: {page}");
+        // Still the events list, in the console, with its navigation.
+        assert!(page.contains("<h1>Events</h1>"), "{query}");
+        assert!(page.contains("href=\"/admin/audit\""), "{query}");
+        assert!(!page.contains("Query deserialize error"), "{query}");
+        assert!(!page.contains("Start again"), "{query}");
+    }
+    // A good filter is no error.
+    assert_eq!(app.get("/admin/events?company=7&status=dead").await.status(), 200);
+}
+
+#[tokio::test]
 async fn the_event_page_shows_the_payload_and_every_attempt_and_replays() {
     let app = spawn_app_with(forwarding).await;
     app.connect_company(6847).await;
@@ -300,6 +375,38 @@ async fn replaying_all_dead_events_of_a_filter_from_the_console() {
 }
 
 #[tokio::test]
+async fn unmatched_and_rejected_events_can_be_dismissed_and_others_cannot() {
+    let (app, company) = (crate::helpers::spawn_app().await, 6847);
+    let waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":4,"iCompanyID":9999}"#).await;
+    let rejected = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":5}"#).await;
+    let csrf = app.sign_in().await;
+    let page = app.page(&format!("/admin/events/{waiting}")).await;
+    assert!(page.contains("id=\"dismiss\"") && !page.contains("id=\"replay\""), "{page}");
+    for id in [&waiting, &rejected] {
+        let res = app.admin_post(&format!("/admin/events/{id}/dismiss"), &[("csrf", &csrf)]).await;
+        assert_eq!(res.status(), 303);
+        assert!(app.state.store.event(id).await.unwrap().is_none(), "{id} is gone");
+    }
+    let audit = app.state.store.audit_entries(None, None, 5).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "event_dismissed").count(), 2);
+    assert!(audit.iter().any(|a| a.detail.as_deref() == Some(&format!("event {waiting} (was unmatched)")[..])));
+
+    // A matched event stays, and says why.
+    app.connect_company(company).await;
+    let matched = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":6,"iCompanyID":6847}"#).await;
+    let res = app.admin_post(&format!("/admin/events/{matched}/dismiss"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert!(app.state.store.event(&matched).await.unwrap().is_some());
+    let page = app.page(&format!("/admin/events/{matched}")).await;
+    assert!(page.contains("Not dismissed"), "{page}");
+    assert!(!page.contains("id=\"dismiss\""));
+    // Without the form's token, nothing happens.
+    let other = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":7}"#).await;
+    assert_eq!(app.admin_post(&format!("/admin/events/{other}/dismiss"), &[("csrf", "wrong")]).await.status(), 403);
+    assert!(app.state.store.event(&other).await.unwrap().is_some());
+}
+
+#[tokio::test]
 async fn the_audit_log_records_who_did_what() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;
@@ -312,4 +419,14 @@ async fn the_audit_log_records_who_did_what() {
     {
         assert!(page.contains(needle), "{needle}");
     }
+}
+
+#[tokio::test]
+async fn the_audit_log_shows_the_admins_email_and_the_time_apart_from_its_age() {
+    let app = crate::helpers::spawn_app().await;
+    app.sign_in().await;
+    let page = app.page("/admin/audit").await;
+    assert!(page.contains(&format!("<td class=\"actor\">{}</td>", crate::helpers::ADMIN_EMAIL)), "{page}");
+    assert!(!page.contains("admin:"), "{page}");
+    assert!(page.contains("<br><span class=\"muted\">0 s ago</span></td>") || page.contains("s ago</span></td>"));
 }

@@ -113,6 +113,19 @@ async fn a_user_endpoint_failing_with_500_stores_no_connection_and_offers_to_try
 }
 
 #[tokio::test]
+async fn end_user_error_pages_show_no_status_numbers_or_backticks() {
+    let app = crate::helpers::spawn_app().await;
+    // A callback without its parameters: an end-user page (after the redirect to a clean URL).
+    let res = app.get("/connect/snapinspect/callback?state=x").await;
+    let res = app.follow(&app.client, res).await;
+    assert!(res.status().is_client_error());
+    let page = res.text().await.unwrap();
+    assert!(page.contains("id=\"reason\""), "{page}");
+    assert!(!page.contains("HTTP 4"), "{page}");
+    assert!(!page.contains('`'), "{page}");
+}
+
+#[tokio::test]
 async fn reconnecting_the_same_company_keeps_its_id_and_replaces_its_tokens() {
     let app = spawn_app().await;
     let first = app.connect(Some(6847)).await;

@@ -1,6 +1,8 @@
 //! Client-credentials connections against each provider's fake: the right request shape is
-//! accepted, the wrong one refused with a message that says why; caching (and forgetting what
-//! another process deleted), expiry, the storm, backoff.
+//! accepted, the wrong one refused with a message that says why, in one sentence wherever it is
+//! shown; caching (and forgetting what another process deleted), expiry, the storm, backoff.
+
+use std::net::TcpListener;
 
 use connect_hub::{
     client_credentials::{AuthStyle, CredentialsInput},
@@ -12,7 +14,7 @@ use connect_hub::{
 use futures_util::future::join_all;
 use secrecy::ExposeSecret;
 
-use crate::helpers::{api, eventually, spawn_app, spawn_app_with, spawn_token_server, TestApp};
+use crate::helpers::{api, eventually, signicat_at, spawn_app, spawn_app_with, spawn_token_server, unescape, TestApp};
 
 /// A secret with every character RFC 6749 §2.3.1's encoding matters for.
 const TRICKY: &str = "s3cr+t%20:with space/é";
@@ -345,4 +347,43 @@ async fn a_fresh_client_credentials_token_is_served_from_memory_without_reading_
     assert_eq!(again.token.expose_secret(), first.token.expose_secret());
     assert_eq!(again.version, first.version);
     assert_eq!(fake.calls(), 1, "one fetch in all");
+}
+
+/// The console's "Test" button, the connection's last error, the audit log and the API all say
+/// `sentence`, and the page says it after the provider's name, once.
+async fn assert_said_everywhere(app: &TestApp, id: &connect_hub::domain::ConnectionId, sentence: &str) {
+    let csrf = app.sign_in().await;
+    let res = app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let page = unescape(&app.page(&format!("/admin/connections/{id}")).await);
+    assert!(page.contains(&format!("Signicat did not issue a token: {sentence}")), "the flash: {page}");
+    assert!(page.contains(&format!("{sentence} (")), "the last error: {page}");
+
+    let c = app.state.store.connection(id).await.unwrap().unwrap();
+    assert_eq!(c.last_error.as_deref(), Some(sentence));
+    let audit = app.state.store.recent_failures(10).await.unwrap();
+    assert_eq!(audit.first().and_then(|a| a.detail.as_deref()), Some(sentence), "the audit log");
+
+    let (_, key) = app.api_key("reader").await;
+    let listed: serde_json::Value = app.api_get("/api/v1/connections", Some(&key)).await.json().await.unwrap();
+    assert_eq!(listed["connections"][0]["last_error"], sentence, "the API");
+}
+
+#[tokio::test]
+async fn a_refused_connection_reads_as_one_sentence_everywhere() {
+    // A port nobody listens on: bind, note it, let go.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/oauth/connect/token");
+    let (app, id) = signicat_at(&url).await;
+    assert_said_everywhere(&app, &id, &format!("the token request to {url} could not connect")).await;
+}
+
+#[tokio::test]
+async fn a_token_server_that_never_answers_reads_as_one_sentence_everywhere() {
+    // The kernel accepts the connection into the backlog; nobody ever reads or answers it.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/oauth/connect/token", silent.local_addr().unwrap());
+    let (app, id) = signicat_at(&url).await;
+    assert_said_everywhere(&app, &id, &format!("the token request to {url} timed out")).await;
+    drop(silent);
 }

@@ -11,8 +11,10 @@ use std::{
 
 use actix_web::{dev::ServerHandle, web};
 use connect_hub::{
+    client_credentials::CredentialsInput,
     config::Settings,
     crypto::generate_key_b64,
+    domain::Provider,
     fake::{
         receiver::{Delivery, FakeReceiver},
         snapinspect::{FakeConfig, FakeSnapInspect},
@@ -536,4 +538,30 @@ pub async fn api(app: &TestApp, method: reqwest::Method, path: &str, key: &str) 
         .unwrap();
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Undo the HTML escaping a template applies, so a test can look for the sentence a person reads.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// A Signicat connection whose token URL is `url`, in an app that gives up on calls after 300 ms.
+pub async fn signicat_at(url: &str) -> (TestApp, connect_hub::domain::ConnectionId) {
+    let app = spawn_app_with(|v| {
+        v.insert("OUTBOUND_TIMEOUT".into(), "300ms".into());
+    })
+    .await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(url.to_owned()),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    (app, id)
 }

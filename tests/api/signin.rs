@@ -1,6 +1,7 @@
 //! Signing in to the console and staying signed in: sign-out sticks, anonymous visitors write
 //! nothing, password hashing is capped, the sign-in throttle is counted first and cannot lock the
-//! owner out, and what a sign-in form carries is checked before it is logged or followed.
+//! owner out, and what a sign-in form carries is checked before it is logged or followed; the
+//! sign-in page's own messages.
 
 use std::time::Duration;
 
@@ -247,6 +248,16 @@ async fn signing_out_purges_the_session() {
         sqlx::query_scalar("select count(*) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
     assert_eq!(sessions_after, sessions_before - 1, "the session row is gone");
     assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn signing_out_says_so_on_the_sign_in_page() {
+    let app = crate::helpers::spawn_app().await;
+    let csrf = app.sign_in().await;
+    let res = app.admin_post("/admin/logout", &[("csrf", &csrf)]).await;
+    let page = app.page(&crate::helpers::location(&res)).await;
+    assert!(page.contains("id=\"signed-out\">You are signed out."), "{page}");
+    assert!(!app.page("/admin/login").await.contains("signed-out"), "only after signing out");
 }
 
 #[tokio::test]
@@ -538,6 +549,24 @@ async fn repeated_failures_lock_the_account_with_how_long_to_wait() {
     // Locked even with the right password, and from another browser.
     let other = browser_client();
     assert_eq!(app.try_sign_in(&other, ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 429);
+}
+
+#[tokio::test]
+async fn the_sign_in_429_page_links_back_to_sign_in() {
+    let app = crate::helpers::spawn_app().await;
+    app.create_admin(crate::helpers::ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
+    let client = crate::helpers::browser_client();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(app.try_sign_in(&client, crate::helpers::ADMIN_EMAIL, "a wrong guess!!").await);
+    }
+    let res = last.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("href=\"/admin/login\" id=\"error-back\""), "{page}");
+    assert!(!page.contains("Start again"));
+    assert!(!page.contains("href=\"/admin/events\""), "no console navigation for someone not signed in");
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! `/api/v1`: keys (valid, revoked, missing, scoped to connections or read-only), tokens for every
 //! kind of connection, forced refresh and its cooldown, the error codes, and the OpenAPI document;
-//! plus API keys and connections from the CLI and the console.
+//! plus API keys and client-credentials connections from the CLI and the console.
 
 use connect_hub::{
     api_keys::KeyScope,
@@ -12,7 +12,7 @@ use connect_hub::{
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{api, csrf_from, spawn_app, spawn_token_server, TestApp};
+use crate::helpers::{api, csrf_from, spawn_app, spawn_token_server, unescape, TestApp};
 
 async fn snapdocs(app: &TestApp) -> (FakeTokenServer, connect_hub::domain::ConnectionId) {
     let fake = FakeTokenServer::snapdocs("sd", "sd-secret");
@@ -345,6 +345,101 @@ async fn the_console_adds_tests_edits_and_deletes_a_client_credentials_connectio
 }
 
 #[tokio::test]
+async fn a_client_credentials_page_shows_no_snapinspect_fields_and_says_not_yet_used() {
+    let app = crate::helpers::spawn_app().await;
+    let fake = connect_hub::fake::token_server::FakeTokenServer::snapdocs("sd", "sd-secret");
+    let url = format!("{}/oauth/token", crate::helpers::spawn_token_server(&fake).await);
+    let input = CredentialsInput { client_id: "sd".into(), token_url: Some(url), ..Default::default() };
+    let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
+    app.sign_in().await;
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("id=\"status\">not yet used</span>"), "{page}");
+    for snapinspect_only in ["<dt>Company</dt>", "<dt>Last exchange</dt>", "Recent events"] {
+        assert!(!page.contains(snapinspect_only), "{snapinspect_only}");
+    }
+    let list = app.page("/admin/connections").await;
+    assert!(list.contains(">not yet used</span>"), "{list}");
+
+    // Once it has fetched a token it is simply active.
+    app.state.tokens.token(&id).await.unwrap();
+    let page = app.page(&format!("/admin/connections/{id}")).await;
+    assert!(page.contains("id=\"status\">active</span>"), "{page}");
+    // The API keeps the stored status.
+    let (_, key) = app.api_key("k").await;
+    let listed: serde_json::Value = app.api_get("/api/v1/connections", Some(&key)).await.json().await.unwrap();
+    assert_eq!(listed["connections"][0]["status"], "active");
+
+    // A SnapInspect connection still shows its company, exchanges and events.
+    app.connect_company(6847).await;
+    let snap = app.connection_id_for(6847).await;
+    let page = app.page(&format!("/admin/connections/{snap}")).await;
+    for field in ["<dt>Company</dt>", "<dt>Last exchange</dt>", "Recent events"] {
+        assert!(page.contains(field), "{field}");
+    }
+    assert!(page.contains("id=\"status\">active</span>"));
+}
+
+#[tokio::test]
+async fn the_credentials_form_speaks_of_its_own_fields_not_cli_flags() {
+    let app = crate::helpers::spawn_app().await;
+    let csrf = app.sign_in().await;
+    let form = app.page("/admin/connections/new").await;
+    assert!(!form.contains("production (default)"), "one production, not two");
+    assert_eq!(form.matches(">production</option>").count(), 1);
+    for (fields, field, words) in [
+        (vec![("provider", "custom"), ("auth", "post")], "token_url", "a custom provider needs a token URL"),
+        (
+            vec![("provider", "custom"), ("token_url", "https://auth.example.com/t")],
+            "auth",
+            "needs a client authentication",
+        ),
+        (vec![("provider", "signicat")], "scope", "Signicat needs the scopes to ask for"),
+        (vec![("provider", "docplanner")], "domain", "Docplanner needs the country's domain"),
+        (
+            vec![("provider", "snapdocs"), ("environment", "staging")],
+            "environment",
+            "a demo and a production environment",
+        ),
+    ] {
+        let mut all = vec![("csrf", csrf.as_str()), ("name", "x"), ("client_id", "id"), ("client_secret", "s")];
+        all.extend(fields);
+        let res = app.admin_post("/admin/connections/new", &all).await;
+        assert_eq!(res.status(), 400, "{field}");
+        let page = unescape(&res.text().await.unwrap());
+        let beside = page.split(&format!("id=\"{field}-error\">")).nth(1).unwrap_or_else(|| panic!("{field}: {page}"));
+        let message = beside.split('<').next().unwrap();
+        assert!(message.contains(words), "{field}: {message}");
+        assert!(!message.contains("--"), "no command-line flags in a web form: {message}");
+        assert!(!page.contains("id=\"form-error\""), "{field}: shown beside the field, not above the form");
+    }
+    // An error about no one field (here the name, which has no slot of its own) goes above the form.
+    let fields =
+        [("csrf", csrf.as_str()), ("name", " "), ("provider", "snapdocs"), ("client_id", "id"), ("client_secret", "s")];
+    let res = app.admin_post("/admin/connections/new", &fields).await;
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    let above = page.split("id=\"form-error\">").nth(1).unwrap_or_else(|| panic!("shown above the form: {page}"));
+    assert!(above.starts_with("give the connection a name"), "{above}");
+}
+
+#[tokio::test]
+async fn the_edit_form_shows_the_provider_as_text_not_an_input() {
+    let app = crate::helpers::spawn_app().await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some("https://auth.example.com/token".into()),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    app.sign_in().await;
+    let page = app.page(&format!("/admin/connections/{id}/edit")).await;
+    assert!(page.contains("<p id=\"provider\" class=\"fixed\">Signicat"), "{page}");
+    assert!(!page.contains("readonly"), "{page}");
+    assert!(page.contains("<input type=\"hidden\" name=\"provider\" value=\"signicat\">"));
+}
+
+#[tokio::test]
 async fn the_console_creates_shows_once_and_revokes_api_keys() {
     let app = spawn_app().await;
     let (_, id) = snapdocs(&app).await;
@@ -366,6 +461,32 @@ async fn the_console_creates_shows_once_and_revokes_api_keys() {
     app.admin_post(&format!("/admin/api-keys/{key_id}/revoke"), &[("csrf", &csrf_from(&confirm))]).await;
     assert!(app.page("/admin/api-keys").await.contains("revoked"));
     assert_eq!(app.api_get(&format!("/api/v1/connections/{id}/token"), Some(&key)).await.status(), 401);
+}
+
+#[tokio::test]
+async fn api_keys_show_active_and_revoking_asks_first() {
+    let app = crate::helpers::spawn_app().await;
+    let (id, key) = app.api_key("billing").await;
+    let csrf = app.sign_in().await;
+    let list = app.page("/admin/api-keys").await;
+    let status = list.split(&format!("id=\"status-{id}\">")).nth(1).unwrap();
+    assert!(status.starts_with("<span class=\"badge active\">active</span>"), "{status}");
+    assert!(list.contains(&format!("href=\"/admin/api-keys/{id}/revoke\"")), "a link to a confirmation");
+    assert!(!list.contains(&format!("action=\"/admin/api-keys/{id}/revoke\"")), "no one-click revoke");
+
+    let confirm = app.page(&format!("/admin/api-keys/{id}/revoke")).await;
+    assert!(confirm.contains("Revoke the API key billing?") && confirm.contains("id=\"confirm-revoke\""), "{confirm}");
+    assert_eq!(app.api_get("/api/v1/connections", Some(&key)).await.status(), 200, "showing the page revokes nothing");
+    let res = app.admin_post(&format!("/admin/api-keys/{id}/revoke"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.api_get("/api/v1/connections", Some(&key)).await.status(), 401);
+    assert_eq!(app.get(&format!("/admin/api-keys/{id}/revoke")).await.status(), 404, "nothing left to revoke");
+    let list = app.page("/admin/api-keys").await;
+    assert!(list
+        .split(&format!("id=\"status-{id}\">"))
+        .nth(1)
+        .unwrap()
+        .starts_with("<span class=\"badge dead\">revoked"));
 }
 
 /// Make the last new token older than the forced-refresh cooldown.

@@ -1,6 +1,7 @@
-//! The command line, run as the real binary against a test app's database and fake SnapInspect.
+//! The command line, run as the real binary against a test app's database and fake SnapInspect:
+//! the connection commands, `serve` refusing what it cannot use, key rotation, and `demo`.
 
-use std::process::Command;
+use std::{net::TcpListener, process::Command};
 
 use secrecy::ExposeSecret;
 
@@ -118,4 +119,76 @@ async fn rotate_key_and_migrate_work_from_the_shell() {
     assert_eq!(stdout(&token).trim(), connected.access_token, "readable with the new key alone");
     let migrate = hub(&app, &["migrate"]);
     assert!(migrate.status.success());
+}
+
+/// A `demo` process, killed when the test ends however it ends.
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_demo_prints_the_line_that_lets_the_cli_use_its_database_and_keys() {
+    use std::{
+        io::BufRead,
+        process::{Command, Stdio},
+        sync::mpsc,
+        time::{Duration, Instant},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .args(["demo", "--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("demo-data"))
+        .env_remove("ENCRYPTION_KEY")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONNECT_HUB_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _demo = Demo(child);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let export = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx.recv_timeout(left).expect("the demo prints an export line before the deadline");
+        if let Some(rest) = line.trim().strip_prefix("export CONNECT_HUB_CONFIG=") {
+            break rest.to_owned();
+        }
+    };
+    assert!(std::path::Path::new(&export).is_absolute(), "works from any directory: {export}");
+
+    // From another directory, with nothing but that line, the CLI sees the demo's connections.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .args(["connections", "list"])
+        .current_dir(elsewhere.path())
+        .env_remove("ENCRYPTION_KEY")
+        .env_remove("DATABASE_URL")
+        .env("CONNECT_HUB_CONFIG", &export)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["Snapdocs (demo, fake)", "Signicat (demo, fake)", "Docplanner (demo, fake)"] {
+        assert!(stdout.contains(name), "{stdout}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&export).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the file holds the demo's keys: only its owner may read it");
+    }
 }
