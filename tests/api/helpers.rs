@@ -13,7 +13,6 @@ use actix_web::{dev::ServerHandle, web};
 use connect_hub::{
     client_credentials::CredentialsInput,
     config::Settings,
-    crypto::generate_key_b64,
     domain::Provider,
     fake::{
         receiver::{Delivery, FakeReceiver},
@@ -24,6 +23,7 @@ use connect_hub::{
 use reqwest::{header::LOCATION, Response};
 use serde_json::Value;
 
+use crate::process::harness::test_settings;
 pub use crate::process::harness::{CLIENT_ID, CLIENT_SECRET, FORWARD_SECRET, WEBHOOK_SECRET};
 
 pub struct TestApp {
@@ -148,25 +148,13 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
     let fake_addr = format!("http://{}", fake_listener.local_addr().unwrap());
 
     let mut vars = BTreeMap::new();
-    for (k, v) in [
-        ("DATABASE_URL", db.url.clone()),
-        ("BIND_ADDR", app_listener.local_addr().unwrap().to_string()),
-        ("PUBLIC_URL", addr.clone()),
-        ("ENCRYPTION_KEY", generate_key_b64(32)),
-        ("SESSION_KEY", generate_key_b64(64)),
-        ("SNAPINSPECT_CLIENT_ID", CLIENT_ID.into()),
-        ("SNAPINSPECT_CLIENT_SECRET", CLIENT_SECRET.into()),
-        ("SNAPINSPECT_AUTHORIZE_URL", format!("{fake_addr}/integration/SnapInspectConnect")),
-        ("SNAPINSPECT_EXCHANGE_URL", format!("{fake_addr}/integration/ExchangeToken")),
-        ("SNAPINSPECT_API_URL", format!("{fake_addr}/")),
-        ("WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
-        ("FORWARD_SECRET", FORWARD_SECRET.into()),
+    let bind_addr = app_listener.local_addr().unwrap().to_string();
+    for (k, v) in test_settings(db.url.clone(), bind_addr, &addr, &fake_addr).into_iter().chain([
         ("WORKER_ENABLED", "false".into()),
         ("RETRY_SCHEDULE", "0s,0s".into()),
-        ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
         // Not a setting: where the fake receiver listens, for tests that turn forwarding on.
         ("TEST_RECEIVER_URL", receiver_url),
-    ] {
+    ]) {
         vars.insert(k.to_owned(), v);
     }
     customise(&mut vars);

@@ -35,6 +35,33 @@ pub const CLIENT_SECRET: &str = "test-secret+/:% é";
 pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
 pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
+/// The settings every test hub starts from, a `serve` process here or the in-process app of
+/// helpers.rs: its database, address and public URL, fresh keys, the fake SnapInspect at
+/// `fake_addr` and the test secrets.
+pub fn test_settings(
+    database_url: String,
+    bind_addr: String,
+    public_url: &str,
+    fake_addr: &str,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("DATABASE_URL", database_url),
+        ("BIND_ADDR", bind_addr),
+        ("PUBLIC_URL", public_url.to_owned()),
+        ("ENCRYPTION_KEY", generate_key_b64(32)),
+        ("SESSION_KEY", generate_key_b64(64)),
+        ("SNAPINSPECT_CLIENT_ID", CLIENT_ID.into()),
+        ("SNAPINSPECT_CLIENT_SECRET", CLIENT_SECRET.into()),
+        ("SNAPINSPECT_AUTHORIZE_URL", format!("{fake_addr}/integration/SnapInspectConnect")),
+        ("SNAPINSPECT_EXCHANGE_URL", format!("{fake_addr}/integration/ExchangeToken")),
+        ("SNAPINSPECT_API_URL", format!("{fake_addr}/")),
+        ("WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
+        ("FORWARD_SECRET", FORWARD_SECRET.into()),
+        // The fake token servers tests start are on loopback.
+        ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
+    ]
+}
+
 /// The `serve` process and its configuration. The fakes run in the caller's tokio runtime.
 pub struct HubProcess {
     pub bin: PathBuf,
@@ -66,29 +93,17 @@ impl HubProcess {
         tokio::spawn(serve(fake.configure(), fake_listener)?);
         let receiver = FakeReceiver::new(Some(FORWARD_SECRET));
         tokio::spawn(serve(receiver.configure(), receiver_listener)?);
-        let env = [
-            ("DATABASE_URL", format!("sqlite://{}", dir.join("hub.db").display())),
-            ("BIND_ADDR", format!("127.0.0.1:{port}")),
-            ("PUBLIC_URL", base.clone()),
-            ("ENCRYPTION_KEY", generate_key_b64(32)),
-            ("SESSION_KEY", generate_key_b64(64)),
-            ("SNAPINSPECT_CLIENT_ID", CLIENT_ID.into()),
-            ("SNAPINSPECT_CLIENT_SECRET", CLIENT_SECRET.into()),
-            ("SNAPINSPECT_AUTHORIZE_URL", format!("{fake_addr}/integration/SnapInspectConnect")),
-            ("SNAPINSPECT_EXCHANGE_URL", format!("{fake_addr}/integration/ExchangeToken")),
-            ("SNAPINSPECT_API_URL", format!("{fake_addr}/")),
-            ("WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
-            ("FORWARD_URL", receiver_url),
-            ("FORWARD_SECRET", FORWARD_SECRET.into()),
-            ("RETRY_SCHEDULE", "0s,1s,1s".into()),
-            ("LEASE_SECS", "2".into()),
-            // The fake token servers tests start are on loopback.
-            ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
-            ("RUST_LOG", "warn".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let database_url = format!("sqlite://{}", dir.join("hub.db").display());
+        let env = test_settings(database_url, format!("127.0.0.1:{port}"), &base, &fake_addr)
+            .into_iter()
+            .chain([
+                ("FORWARD_URL", receiver_url),
+                ("RETRY_SCHEDULE", "0s,1s,1s".into()),
+                ("LEASE_SECS", "2".into()),
+                ("RUST_LOG", "warn".into()),
+            ])
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
         // Absolute, because the process starts in `dir`.
         let bin = bin.canonicalize().with_context(|| format!("no binary at {}", bin.display()))?;
         Ok(Self { bin, env, base, dir: dir.to_owned(), fake, receiver, log: None })
