@@ -1,5 +1,5 @@
-//! Connecting from the organisation's own app (issue 13): connect sessions with return URLs,
-//! reconnect links, public start off, branding, and the callback's clean redirects.
+//! Connecting from the organisation's own app: connect sessions with return URLs, reconnect
+//! links, public start off, branding, and the callback's clean redirects.
 
 use std::collections::BTreeMap;
 

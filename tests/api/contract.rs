@@ -1,5 +1,5 @@
-//! The API keeps the promises of its own OpenAPI document (issue 13, item 6): 405 with `Allow` for
-//! an undeclared method on a known path, strict query parameters, every status declared.
+//! The API keeps the promises of its own OpenAPI document: 405 with `Allow` for an undeclared
+//! method on a known path, strict query parameters, every status declared.
 
 use connect_hub::{client_credentials::CredentialsInput, domain::Provider, fake::token_server::FakeTokenServer};
 use serde_json::Value;

@@ -41,7 +41,7 @@ async fn a_valid_key_gets_a_token_and_it_is_cached() {
     assert_eq!(again["access_token"], v["access_token"]);
     assert_eq!(fake.calls(), 1, "refreshed only when needed");
 
-    // Forced refreshes have a 5 s cooldown after each new token (see hardening_tokens): step past it.
+    // Forced refreshes have a 5 s cooldown after each new token (see the cooldown test below): step past it.
     past_the_refresh_cooldown(&app).await;
     let forced: Value = app
         .api_get(&format!("/api/v1/connections/{id}/token?force_refresh=true"), Some(&key))
