@@ -9,10 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use connect_hub::fake::{
-    harness::{EventStream, HubProcess, WEBHOOK_SECRET},
-    receiver::Reply,
-};
+use connect_hub::demo::receiver::Reply;
+use harness::{EventStream, HubProcess, WEBHOOK_SECRET};
+
+/// The harness the tests that start the binary use (it depends on the library alone).
+#[path = "../tests/api/process/harness.rs"]
+mod harness;
 
 const COMPANY: i64 = 6847;
 

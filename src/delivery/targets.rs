@@ -23,13 +23,16 @@ pub(super) struct Target {
     pub(super) previous: Option<(Signer, i64)>,
 }
 
+/// The enabled endpoints, each shared with the deliveries in flight to it.
+pub(super) type TargetList = Arc<Vec<Arc<Target>>>;
+
 /// The enabled endpoints as last read, and when.
 #[derive(Default)]
-pub(super) struct Targets(tokio::sync::Mutex<Option<(Instant, Arc<Vec<Arc<Target>>>)>>);
+pub(super) struct Targets(tokio::sync::Mutex<Option<(Instant, TargetList)>>);
 
 impl Targets {
     /// The enabled endpoints, read again when the copy is older than [`TARGETS_TTL`].
-    pub(super) async fn get(&self, store: &Store) -> anyhow::Result<Arc<Vec<Arc<Target>>>> {
+    pub(super) async fn get(&self, store: &Store) -> anyhow::Result<TargetList> {
         let mut cache = self.0.lock().await;
         if let Some((at, t)) = cache.as_ref() {
             if at.elapsed() < TARGETS_TTL {

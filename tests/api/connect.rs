@@ -1,8 +1,9 @@
-//! The connect flow, from the button to a linked company, and every way a callback is refused.
+//! The connect flow, from the button to a linked company, and every way a callback is refused,
+//! told in our own words and never in what the link carried.
 
 use std::collections::BTreeMap;
 
-use connect_hub::{domain::ConnectionStatus, fake::snapinspect::UserShape};
+use connect_hub::{demo::snapinspect::UserShape, domain::ConnectionStatus};
 use secrecy::ExposeSecret;
 
 use crate::helpers::{browser_client, location, spawn_app, CLIENT_ID};
@@ -100,6 +101,31 @@ async fn when_user_cannot_be_read_nothing_is_stored_and_the_user_is_asked_to_try
 }
 
 #[tokio::test]
+async fn a_user_endpoint_failing_with_500_stores_no_connection_and_offers_to_try_again() {
+    let app = spawn_app().await;
+    app.fake.set_user_shape(UserShape::Fail(500));
+    let connected = app.connect(Some(6847)).await;
+    let page = app.follow(&app.client, connected.callback).await;
+    assert_eq!(page.status(), 502);
+    let body = page.text().await.unwrap();
+    assert!(body.contains("try again") && body.contains("href=\"/connect/snapinspect\""), "{body}");
+    assert_eq!(app.connection_count().await, 0);
+}
+
+#[tokio::test]
+async fn end_user_error_pages_show_no_status_numbers_or_backticks() {
+    let app = crate::helpers::spawn_app().await;
+    // A callback without its parameters: an end-user page (after the redirect to a clean URL).
+    let res = app.get("/connect/snapinspect/callback?state=x").await;
+    let res = app.follow(&app.client, res).await;
+    assert!(res.status().is_client_error());
+    let page = res.text().await.unwrap();
+    assert!(page.contains("id=\"reason\""), "{page}");
+    assert!(!page.contains("HTTP 4"), "{page}");
+    assert!(!page.contains('`'), "{page}");
+}
+
+#[tokio::test]
 async fn reconnecting_the_same_company_keeps_its_id_and_replaces_its_tokens() {
     let app = spawn_app().await;
     let first = app.connect(Some(6847)).await;
@@ -129,6 +155,41 @@ async fn denying_access_shows_a_not_connected_page_that_offers_to_try_again() {
     assert!(body.contains("was not connected"), "{body}");
     assert!(body.contains("href=\"/connect/snapinspect\""), "offers to try again");
     assert_eq!(app.connection_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_callback_error_with_a_bogus_state_does_not_show_what_the_link_carried() {
+    let app = spawn_app().await;
+    let res = app
+        .get("/connect/snapinspect/callback?error=server_error&error_description=Call+0800+555+to+unlock&state=bogus")
+        .await;
+    let res = app.follow(&app.client, res).await;
+    assert_eq!(res.status(), 200);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("was not connected") && body.contains("start again"), "{body}");
+    assert!(!body.contains("0800") && !body.contains("unlock"), "the link's text is not shown: {body}");
+    assert!(!body.contains("server_error") && !body.contains("temporary"), "nor words chosen by its code: {body}");
+}
+
+#[tokio::test]
+async fn a_callback_error_with_a_valid_state_shows_only_our_words_for_its_code() {
+    let app = spawn_app().await;
+    for (code, ours) in [
+        ("temporarily_unavailable", "temporary problem"),
+        ("server_error", "temporary problem"),
+        ("unauthorized_client", "setup problem"),
+        ("invalid_request", "setup problem"),
+        ("access_denied", "You chose not to allow access"),
+        ("made_up", "did not connect your account"),
+    ] {
+        let authorize = app.start_connect().await;
+        let state = authorize.query_pairs().find(|(k, _)| k == "state").unwrap().1.into_owned();
+        let query = format!("error={code}&error_description=Visit+evil.example+now&state={state}");
+        let res = app.get(&format!("/connect/snapinspect/callback?{query}")).await;
+        let body = app.follow(&app.client, res).await.text().await.unwrap();
+        assert!(body.contains(ours), "{code}: {body}");
+        assert!(!body.contains("evil.example") && !body.contains(code), "{code}: {body}");
+    }
 }
 
 /// Send the callback with `query` from the app's browser and check it redirects to a clean 400

@@ -1,5 +1,5 @@
-//! Connecting from the organisation's own app (issue 13): connect sessions with return URLs,
-//! reconnect links, public start off, branding, and the callback's clean redirects.
+//! Connecting from the organisation's own app: connect sessions with return URLs, reconnect
+//! links, public start off, branding, and the callback's clean redirects.
 
 use std::collections::BTreeMap;
 
@@ -160,7 +160,7 @@ async fn a_connect_session_needs_a_writing_key_and_a_valid_body() {
         .await
         .unwrap();
     assert_eq!(anonymous.status(), 401);
-    let scope = connect_hub::api_keys::KeyScope { connections: None, read_only: true };
+    let scope = connect_hub::auth::api_keys::KeyScope { connections: None, read_only: true };
     let (_, reader) = app.state.api_keys.create_scoped("reader", &scope, "test").await.unwrap();
     let res = post_json(&app, "/api/v1/connect-sessions", reader.expose_secret(), &json!({"end_user_id": "u1"})).await;
     assert_eq!(res.status(), 403);
@@ -278,7 +278,7 @@ async fn a_denial_or_a_failure_goes_back_to_the_app_with_its_status() {
     let res = app.get(&format!("/connect/snapinspect/callback?error=server_error&state={state}")).await;
     assert_eq!(location(&res), format!("{RETURN_URL}&status=failed&reason=provider_error"));
 
-    app.fake.set_user_shape(connect_hub::fake::snapinspect::UserShape::Fail(503));
+    app.fake.set_user_shape(connect_hub::demo::snapinspect::UserShape::Fail(503));
     let s = session(&app, &key, json!({"end_user_id": "u1", "return_url": RETURN_URL})).await;
     let res = complete(&app, s["connect_url"].as_str().unwrap(), 6847, true).await;
     assert_eq!(location(&res), format!("{RETURN_URL}&status=failed&reason=user_unavailable"));
@@ -385,7 +385,7 @@ async fn reconnect_links_are_only_for_snapinspect_connections_within_the_keys_sc
     // A key limited to some connections may repair its own, but start no new ones.
     let mine = app.connect_company(6847).await;
     let other = app.connect_company(7012).await;
-    let scope = connect_hub::api_keys::KeyScope { connections: Some(vec![mine.clone()]), read_only: false };
+    let scope = connect_hub::auth::api_keys::KeyScope { connections: Some(vec![mine.clone()]), read_only: false };
     let (_, scoped) = app.state.api_keys.create_scoped("scoped", &scope, "test").await.unwrap();
     let scoped = scoped.expose_secret();
     let res = post_json(&app, "/api/v1/connect-sessions", scoped, &json!({"end_user_id": "u1"})).await;
@@ -395,7 +395,7 @@ async fn reconnect_links_are_only_for_snapinspect_connections_within_the_keys_sc
         |id: &connect_hub::domain::ConnectionId| format!("/api/v1/connections/{}/reconnect-session", id.as_str());
     assert_eq!(post_json(&app, &path(&other), scoped, &json!({})).await.status(), 404);
     assert_eq!(post_json(&app, &path(&mine), scoped, &json!({})).await.status(), 201);
-    let reader_scope = connect_hub::api_keys::KeyScope { connections: None, read_only: true };
+    let reader_scope = connect_hub::auth::api_keys::KeyScope { connections: None, read_only: true };
     let (_, reader) = app.state.api_keys.create_scoped("reader", &reader_scope, "test").await.unwrap();
     assert_eq!(post_json(&app, &path(&mine), reader.expose_secret(), &json!({})).await.status(), 403);
     assert_eq!(count(&app, "select count(*) from connect_sessions").await, 1);
@@ -484,7 +484,7 @@ async fn the_brand_name_colour_logo_and_support_link_are_on_end_user_pages() {
     assert!(!csp.contains("script-src") && !csp.contains("unsafe-inline"), "the CSP stays script-free: {csp}");
 
     // The result pages carry the brand too.
-    app.fake.set_user_shape(connect_hub::fake::snapinspect::UserShape::Fail(503));
+    app.fake.set_user_shape(connect_hub::demo::snapinspect::UserShape::Fail(503));
     let c = app.connect(Some(6847)).await;
     let page = app.follow(&app.client, c.callback).await.text().await.unwrap();
     assert!(page.contains("Acme Inspections") && page.contains("/brand/logo"), "{page}");
@@ -567,7 +567,7 @@ async fn bad_brand_values_stop_serve_with_one_clear_line() {
 #[tokio::test]
 async fn support_staff_can_print_a_connect_link_from_the_shell() {
     let app = spawn_app_with(with_return_origin).await;
-    let out = crate::cli::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", RETURN_URL]);
+    let out = crate::helpers::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", RETURN_URL]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     assert!(url.starts_with(&format!("{}/connect/s/", app.addr)), "{url}");
@@ -577,7 +577,7 @@ async fn support_staff_can_print_a_connect_link_from_the_shell() {
     assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-9"));
 
     let bad =
-        crate::cli::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", "https://evil.example/"]);
+        crate::helpers::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", "https://evil.example/"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--return-url"));
 }

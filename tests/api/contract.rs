@@ -1,7 +1,7 @@
-//! The API keeps the promises of its own OpenAPI document (issue 13, item 6): 405 with `Allow` for
-//! an undeclared method on a known path, strict query parameters, every status declared.
+//! The API keeps the promises of its own OpenAPI document: 405 with `Allow` for an undeclared
+//! method on a known path, strict query parameters, every status declared.
 
-use connect_hub::{client_credentials::CredentialsInput, domain::Provider, fake::token_server::FakeTokenServer};
+use connect_hub::{client_credentials::CredentialsInput, demo::token_server::FakeTokenServer, domain::Provider};
 use serde_json::Value;
 
 use crate::helpers::{spawn_app, spawn_token_server, TestApp};

@@ -1,17 +1,20 @@
 //! Client-credentials connections against each provider's fake: the right request shape is
-//! accepted, the wrong one refused with a message that says why; caching, expiry, the storm,
-//! backoff.
+//! accepted, the wrong one refused with a message that says why, in one sentence wherever it is
+//! shown; caching (and forgetting what another process deleted), expiry, the storm, backoff.
+
+use std::net::TcpListener;
 
 use connect_hub::{
     client_credentials::{AuthStyle, CredentialsInput},
+    demo::token_server::{CredentialsIn, FakeTokenServer},
     domain::{ConnectionStatus, Provider},
-    fake::token_server::{CredentialsIn, FakeTokenServer},
+    time::now_ms,
     tokens::TokenError,
 };
 use futures_util::future::join_all;
 use secrecy::ExposeSecret;
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_token_server, TestApp};
+use crate::helpers::{api, eventually, signicat_at, spawn_app, spawn_app_with, spawn_token_server, unescape, TestApp};
 
 /// A secret with every character RFC 6749 §2.3.1's encoding matters for.
 const TRICKY: &str = "s3cr+t%20:with space/é";
@@ -290,4 +293,97 @@ async fn keys_of_a_connection_are_sealed_and_rotate_with_the_rest() {
     }
     let report = app.state.store.rotate_keys().await.unwrap();
     assert_eq!(report.already_current, 2, "the token and the client secret are sealed columns too");
+}
+
+#[tokio::test]
+async fn a_client_credentials_connection_deleted_by_another_process_stops_handing_out_its_cached_token() {
+    let app = spawn_app().await;
+    let fake = FakeTokenServer::snapdocs("sd-id", "sd-secret");
+    let url = format!("{}/oauth/token", spawn_token_server(&fake).await);
+    let input = CredentialsInput {
+        client_id: "sd-id".into(),
+        token_url: Some(url),
+        environment: Some("demo".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
+    let (_, key) = app.api_key("reader").await;
+    let (status, body) = api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await;
+    assert_eq!(status, 200, "{body}");
+    // Deleted from the command line: this process's memory is not told.
+    assert!(app.state.store.delete_connection(&id, now_ms(), "cli").await.unwrap());
+    eventually(5, "the token API answers 404", || async {
+        api(&app, reqwest::Method::GET, &format!("/connections/{id}/token"), &key).await.0 == 404
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_fresh_client_credentials_token_is_served_from_memory_without_reading_the_store() {
+    let app = spawn_app().await;
+    if app.skip_on_postgres(
+        "there every change to a token NOTIFYs all instances, this one included, which drop it from memory",
+    ) {
+        return;
+    }
+    let fake = FakeTokenServer::snapdocs("sd-id", "sd-secret");
+    let url = format!("{}/oauth/token", spawn_token_server(&fake).await);
+    let input = CredentialsInput {
+        client_id: "sd-id".into(),
+        token_url: Some(url),
+        environment: Some("demo".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Snapdocs, input, "sd-secret").await;
+    let first = app.state.tokens.token(&id).await.unwrap();
+    // The stored token is marked expired behind the manager's back (a column no instance is
+    // notified about): within its trust window the manager answers from memory, with no new fetch.
+    sqlx::query("update connections set token_expires_at = 0 where id = $1")
+        .bind(id.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    let again = app.state.tokens.token(&id).await.unwrap();
+    assert_eq!(again.token.expose_secret(), first.token.expose_secret());
+    assert_eq!(again.version, first.version);
+    assert_eq!(fake.calls(), 1, "one fetch in all");
+}
+
+/// The console's "Test" button, the connection's last error, the audit log and the API all say
+/// `sentence`, and the page says it after the provider's name, once.
+async fn assert_said_everywhere(app: &TestApp, id: &connect_hub::domain::ConnectionId, sentence: &str) {
+    let csrf = app.sign_in().await;
+    let res = app.admin_post(&format!("/admin/connections/{id}/test"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    let page = unescape(&app.page(&format!("/admin/connections/{id}")).await);
+    assert!(page.contains(&format!("Signicat did not issue a token: {sentence}")), "the flash: {page}");
+    assert!(page.contains(&format!("{sentence} (")), "the last error: {page}");
+
+    let c = app.state.store.connection(id).await.unwrap().unwrap();
+    assert_eq!(c.last_error.as_deref(), Some(sentence));
+    let audit = app.state.store.recent_failures(10).await.unwrap();
+    assert_eq!(audit.first().and_then(|a| a.detail.as_deref()), Some(sentence), "the audit log");
+
+    let (_, key) = app.api_key("reader").await;
+    let listed: serde_json::Value = app.api_get("/api/v1/connections", Some(&key)).await.json().await.unwrap();
+    assert_eq!(listed["connections"][0]["last_error"], sentence, "the API");
+}
+
+#[tokio::test]
+async fn a_refused_connection_reads_as_one_sentence_everywhere() {
+    // A port nobody listens on: bind, note it, let go.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/oauth/connect/token");
+    let (app, id) = signicat_at(&url).await;
+    assert_said_everywhere(&app, &id, &format!("the token request to {url} could not connect")).await;
+}
+
+#[tokio::test]
+async fn a_token_server_that_never_answers_reads_as_one_sentence_everywhere() {
+    // The kernel accepts the connection into the backlog; nobody ever reads or answers it.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/oauth/connect/token", silent.local_addr().unwrap());
+    let (app, id) = signicat_at(&url).await;
+    assert_said_everywhere(&app, &id, &format!("the token request to {url} timed out")).await;
+    drop(silent);
 }

@@ -3,30 +3,18 @@
 //! stale claims, connection and operational events, `events show`, the console and `/metrics`.
 //! Every signature a receiver gets is checked with the `standardwebhooks` crate.
 
-use std::{net::TcpListener, time::Duration};
+use std::time::Duration;
 
 use connect_hub::{
-    delivery::types::{generate_secret, DeliveryState, EndpointId, EndpointUrl, EventTypes},
-    fake::receiver::{Delivery, FakeReceiver, Reply},
+    demo::receiver::{Delivery, Reply},
+    domain::endpoint::{generate_secret, DeliveryState, EndpointId, EndpointUrl, EventTypes},
     store::{DeliveryResult, ExchangeFailure, NewEndpoint},
     time::now_ms,
 };
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app_with, TestApp};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
-const SIGNED: &str = r#"{ "sType": "Review_Signed", "iInsReviewID": 5, "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
-
-/// A fake receiver on its own loopback port; returns it and its `/events` URL.
-fn receiver() -> (FakeReceiver, String) {
-    let r = FakeReceiver::new(None);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    tokio::spawn(connect_hub::fake::serve(r.configure(), listener).unwrap());
-    (r, url)
-}
+use crate::helpers::{receiver, spawn_app_with, webhook_headers, TestApp, CREATE, SIGNED};
 
 /// Add an endpoint through the store (as the CLI does); returns its id and secret.
 async fn endpoint(app: &TestApp, url: &str, types: &str) -> (EndpointId, String) {
@@ -43,19 +31,13 @@ async fn endpoint(app: &TestApp, url: &str, types: &str) -> (EndpointId, String)
     (id, secret.expose_secret().to_owned())
 }
 
-fn headers(d: &Delivery) -> http::HeaderMap {
-    let mut h = http::HeaderMap::new();
-    h.insert("webhook-id", d.webhook_id.parse().unwrap());
-    h.insert("webhook-timestamp", d.timestamp.parse().unwrap());
-    h.insert("webhook-signature", d.signature.parse().unwrap());
-    h
-}
-
 /// Every delivery verifies with `secret` (Standard Webhooks, independently implemented).
 fn assert_all_verify(got: &[Delivery], secret: &str) {
     let verifier = standardwebhooks::Webhook::new(secret).unwrap();
     for d in got {
-        verifier.verify(&d.body, &headers(d)).unwrap_or_else(|e| panic!("{} does not verify: {e:?}", d.webhook_id));
+        verifier
+            .verify(&d.body, &webhook_headers(d))
+            .unwrap_or_else(|e| panic!("{} does not verify: {e:?}", d.webhook_id));
     }
 }
 
@@ -104,7 +86,7 @@ async fn each_endpoint_gets_only_the_event_types_it_asked_for_and_every_signatur
     assert_eq!(got[0].webhook_id, review.as_str());
     assert_all_verify(&got, &signed_secret);
     assert!(
-        standardwebhooks::Webhook::new(&all_secret).unwrap().verify(&got[0].body, &headers(&got[0])).is_err(),
+        standardwebhooks::Webhook::new(&all_secret).unwrap().verify(&got[0].body, &webhook_headers(&got[0])).is_err(),
         "each endpoint has its own secret"
     );
     let e = app.event(&create).await;
@@ -235,7 +217,7 @@ async fn during_a_rotation_overlap_every_delivery_carries_two_signatures_and_aft
     let got = r.received();
     assert_eq!(got[0].signature.split(' ').count(), 1, "{}", got[0].signature);
     assert_all_verify(&got, new.expose_secret());
-    assert!(standardwebhooks::Webhook::new(&old).unwrap().verify(&got[0].body, &headers(&got[0])).is_err());
+    assert!(standardwebhooks::Webhook::new(&old).unwrap().verify(&got[0].body, &webhook_headers(&got[0])).is_err());
 
     // Without an overlap the old secret stops at once.
     let newer = generate_secret();
@@ -424,7 +406,7 @@ async fn a_dead_delivery_is_told_to_the_other_endpoints_and_one_delivery_can_be_
     assert_eq!(data["last_status"], 410);
     assert_eq!(gone.count(), 1, "the endpoint whose delivery died is not told about itself");
 
-    let out = crate::cli::hub(&app, &["events", "replay", id.as_str(), "--endpoint", gone_ep.as_str()]);
+    let out = crate::helpers::hub(&app, &["events", "replay", id.as_str(), "--endpoint", gone_ep.as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 deliveries of event"));
     app.state.worker.drain().await.unwrap();
@@ -454,7 +436,7 @@ async fn events_show_prints_each_attempt_with_its_status_latency_and_response_ex
     assert_eq!(excerpt.len(), 1024, "the first KiB of the answer");
     assert!(excerpt.starts_with("thanks, got it"));
 
-    let out = crate::cli::hub(&app, &["events", "show", id.as_str()]);
+    let out = crate::helpers::hub(&app, &["events", "show", id.as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("delivery to {ep}")), "{text}");
@@ -468,7 +450,7 @@ async fn events_show_prints_each_attempt_with_its_status_latency_and_response_ex
     assert!(page.contains(ep.as_str()) && page.contains("thanks, got it"));
     assert_eq!(page.matches("<td>503</td>").count(), 1);
 
-    let bad = crate::cli::hub(&app, &["events", "show", "evt_nope"]);
+    let bad = crate::helpers::hub(&app, &["events", "show", "evt_nope"]);
     assert!(!bad.status.success());
 }
 
@@ -477,7 +459,7 @@ async fn endpoints_are_managed_from_the_shell() {
     let app = app_with(&[]).await;
     let (r, url) = receiver();
     let out =
-        crate::cli::hub(&app, &["endpoints", "add", "--url", &url, "--events", "Create_Inspection,Review_Signed"]);
+        crate::helpers::hub(&app, &["endpoints", "add", "--url", &url, "--events", "Create_Inspection,Review_Signed"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let mut lines = text.lines();
@@ -485,15 +467,15 @@ async fn endpoints_are_managed_from_the_shell() {
     let secret = lines.next().unwrap().to_owned();
     assert!(id.starts_with("ep_") && secret.starts_with("whsec_"), "{text}");
 
-    let list = String::from_utf8_lossy(&crate::cli::hub(&app, &["endpoints", "list"]).stdout).into_owned();
+    let list = String::from_utf8_lossy(&crate::helpers::hub(&app, &["endpoints", "list"]).stdout).into_owned();
     assert!(list.contains(&id) && list.contains("Create_Inspection,Review_Signed") && list.contains("enabled"));
     assert!(list.contains("never tried") && !list.contains("whsec_"), "{list}");
 
-    assert!(crate::cli::hub(&app, &["endpoints", "disable", &id]).status.success());
-    assert!(String::from_utf8_lossy(&crate::cli::hub(&app, &["endpoints", "list"]).stdout).contains("disabled"));
-    assert!(crate::cli::hub(&app, &["endpoints", "enable", &id]).status.success());
+    assert!(crate::helpers::hub(&app, &["endpoints", "disable", &id]).status.success());
+    assert!(String::from_utf8_lossy(&crate::helpers::hub(&app, &["endpoints", "list"]).stdout).contains("disabled"));
+    assert!(crate::helpers::hub(&app, &["endpoints", "enable", &id]).status.success());
 
-    let rotated = crate::cli::hub(&app, &["endpoints", "rotate-secret", &id, "--overlap", "1h"]);
+    let rotated = crate::helpers::hub(&app, &["endpoints", "rotate-secret", &id, "--overlap", "1h"]);
     let new_secret = String::from_utf8_lossy(&rotated.stdout).trim().to_owned();
     assert!(new_secret.starts_with("whsec_") && new_secret != secret);
     app.connect_company(6847).await;
@@ -502,16 +484,16 @@ async fn endpoints_are_managed_from_the_shell() {
     let got = r.received();
     assert_all_verify(&got, &secret);
     assert_all_verify(&got, &new_secret);
-    let list = String::from_utf8_lossy(&crate::cli::hub(&app, &["endpoints", "list"]).stdout).into_owned();
+    let list = String::from_utf8_lossy(&crate::helpers::hub(&app, &["endpoints", "list"]).stdout).into_owned();
     assert!(list.contains("ok "), "the last result: {list}");
 
     for bad in [&["endpoints", "add", "--url", "https://u:p@example.com/"][..], &["endpoints", "enable", "ep_nope"]] {
-        let out = crate::cli::hub(&app, bad);
+        let out = crate::helpers::hub(&app, bad);
         assert!(!out.status.success(), "{bad:?}");
     }
-    let unknown = crate::cli::hub(&app, &["endpoints", "remove", "ep_aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
+    let unknown = crate::helpers::hub(&app, &["endpoints", "remove", "ep_aaaaaaaaaaaaaaaaaaaaaaaaaa"]);
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no endpoint with id"));
-    assert!(crate::cli::hub(&app, &["endpoints", "remove", &id]).status.success());
+    assert!(crate::helpers::hub(&app, &["endpoints", "remove", &id]).status.success());
     assert!(app.state.store.endpoints().await.unwrap().is_empty());
 }
 

@@ -2,36 +2,14 @@
 //! once and checked against delivered signatures with the `standardwebhooks` crate, field errors,
 //! CSRF, the audit log, per-endpoint rates, the API's scopes and OpenAPI, and the outbound guard.
 
-use std::net::TcpListener;
-
 use connect_hub::{
-    api_keys::KeyScope,
-    fake::receiver::{Delivery, FakeReceiver, Reply},
+    auth::api_keys::KeyScope,
+    demo::receiver::{Delivery, Reply},
     time::now_ms,
 };
 use serde_json::{json, Value};
 
-use crate::helpers::{location, spawn_app, spawn_app_with, TestApp};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
-const SIGNED: &str = r#"{ "sType": "Review_Signed", "iInsReviewID": 5, "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
-
-/// A fake receiver on its own loopback port; returns it and its `/events` URL.
-fn receiver() -> (FakeReceiver, String) {
-    let r = FakeReceiver::new(None);
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/events", listener.local_addr().unwrap());
-    tokio::spawn(connect_hub::fake::serve(r.configure(), listener).unwrap());
-    (r, url)
-}
-
-fn verifies(d: &Delivery, secret: &str) -> bool {
-    let mut h = http::HeaderMap::new();
-    h.insert("webhook-id", d.webhook_id.parse().unwrap());
-    h.insert("webhook-timestamp", d.timestamp.parse().unwrap());
-    h.insert("webhook-signature", d.signature.parse().unwrap());
-    standardwebhooks::Webhook::new(secret).unwrap().verify(&d.body, &h).is_ok()
-}
+use crate::helpers::{location, receiver, spawn_app, spawn_app_with, verifies, TestApp, CREATE, SIGNED};
 
 fn kind(d: &Delivery) -> String {
     serde_json::from_slice::<Value>(&d.body).unwrap()["type"].as_str().unwrap_or_default().to_owned()
@@ -719,11 +697,11 @@ async fn an_endpoint_with_a_blocked_address_literal_already_stored_is_not_called
     .await;
     let (r, url) = receiver();
     // Stored before the allowance was withdrawn (here: straight through the store).
-    let id = connect_hub::delivery::types::EndpointId::generate();
-    let secret = connect_hub::delivery::types::generate_secret();
+    let id = connect_hub::domain::endpoint::EndpointId::generate();
+    let secret = connect_hub::domain::endpoint::generate_secret();
     let new = connect_hub::store::NewEndpoint {
         id: &id,
-        url: &connect_hub::delivery::types::EndpointUrl::parse(&url).unwrap(),
+        url: &connect_hub::domain::endpoint::EndpointUrl::parse(&url).unwrap(),
         description: "",
         event_types: &Default::default(),
         secret: &secret,

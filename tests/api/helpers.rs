@@ -6,24 +6,25 @@ use std::{
     collections::BTreeMap,
     net::TcpListener,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use actix_web::{dev::ServerHandle, web};
 use connect_hub::{
+    client_credentials::CredentialsInput,
     config::Settings,
-    crypto::generate_key_b64,
-    fake::{
-        receiver::FakeReceiver,
+    demo::{
+        receiver::{Delivery, FakeReceiver},
         snapinspect::{FakeConfig, FakeSnapInspect},
     },
+    domain::Provider,
     startup::{AppState, Application},
 };
 use reqwest::{header::LOCATION, Response};
+use serde_json::Value;
 
-pub const CLIENT_ID: &str = "test-client";
-pub const CLIENT_SECRET: &str = "test-secret+/:% é";
-pub const WEBHOOK_SECRET: &str = "test-webhook-secret";
-pub const FORWARD_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+use crate::process::harness::test_settings;
+pub use crate::process::harness::{CLIENT_ID, CLIENT_SECRET, FORWARD_SECRET, WEBHOOK_SECRET};
 
 pub struct TestApp {
     pub addr: String,
@@ -147,25 +148,13 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
     let fake_addr = format!("http://{}", fake_listener.local_addr().unwrap());
 
     let mut vars = BTreeMap::new();
-    for (k, v) in [
-        ("DATABASE_URL", db.url.clone()),
-        ("BIND_ADDR", app_listener.local_addr().unwrap().to_string()),
-        ("PUBLIC_URL", addr.clone()),
-        ("ENCRYPTION_KEY", generate_key_b64(32)),
-        ("SESSION_KEY", generate_key_b64(64)),
-        ("SNAPINSPECT_CLIENT_ID", CLIENT_ID.into()),
-        ("SNAPINSPECT_CLIENT_SECRET", CLIENT_SECRET.into()),
-        ("SNAPINSPECT_AUTHORIZE_URL", format!("{fake_addr}/integration/SnapInspectConnect")),
-        ("SNAPINSPECT_EXCHANGE_URL", format!("{fake_addr}/integration/ExchangeToken")),
-        ("SNAPINSPECT_API_URL", format!("{fake_addr}/")),
-        ("WEBHOOK_SECRET", WEBHOOK_SECRET.into()),
-        ("FORWARD_SECRET", FORWARD_SECRET.into()),
+    let bind_addr = app_listener.local_addr().unwrap().to_string();
+    for (k, v) in test_settings(db.url.clone(), bind_addr, &addr, &fake_addr).into_iter().chain([
         ("WORKER_ENABLED", "false".into()),
         ("RETRY_SCHEDULE", "0s,0s".into()),
-        ("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8".into()),
         // Not a setting: where the fake receiver listens, for tests that turn forwarding on.
         ("TEST_RECEIVER_URL", receiver_url),
-    ] {
+    ]) {
         vars.insert(k.to_owned(), v);
     }
     customise(&mut vars);
@@ -176,14 +165,14 @@ pub async fn spawn_app_with(customise: impl FnOnce(&mut BTreeMap<String, String>
         client_id: CLIENT_ID.into(),
         client_secret: CLIENT_SECRET.into(),
         redirect_uri: format!("{addr}/connect/snapinspect/callback"),
-        webhook_url: Some(format!("{addr}/webhooks/snapinspect/test-webhook-secret")),
+        webhook_url: Some(format!("{addr}/webhooks/snapinspect/{WEBHOOK_SECRET}")),
     });
-    let fake_server = connect_hub::fake::serve(fake.configure(), fake_listener).unwrap();
+    let fake_server = connect_hub::demo::fakes::serve(fake.configure(), fake_listener).unwrap();
     let fake_handle = fake_server.handle();
     tokio::spawn(fake_server);
 
     let receiver = FakeReceiver::new(Some(FORWARD_SECRET));
-    let receiver_server = connect_hub::fake::serve(receiver.configure(), receiver_listener).unwrap();
+    let receiver_server = connect_hub::demo::fakes::serve(receiver.configure(), receiver_listener).unwrap();
     let receiver_handle = receiver_server.handle();
     tokio::spawn(receiver_server);
 
@@ -425,12 +414,53 @@ impl TestApp {
     }
 }
 
+/// A SnapInspect webhook: an inspection created for company 6847.
+pub const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+/// A SnapInspect webhook: a review of the same inspection signed.
+pub const SIGNED: &str =
+    r#"{ "sType": "Review_Signed", "iInsReviewID": 5, "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+
+/// A fake receiver on its own loopback port; returns it and its `/events` URL.
+pub fn receiver() -> (FakeReceiver, String) {
+    let r = FakeReceiver::new(None);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(connect_hub::demo::fakes::serve(r.configure(), listener).unwrap());
+    (r, url)
+}
+
+/// The Standard Webhooks headers a delivery came with.
+pub fn webhook_headers(d: &Delivery) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    h.insert("webhook-id", d.webhook_id.parse().unwrap());
+    h.insert("webhook-timestamp", d.timestamp.parse().unwrap());
+    h.insert("webhook-signature", d.signature.parse().unwrap());
+    h
+}
+
+/// Whether a delivery's signature verifies with `secret`, by the `standardwebhooks` crate (an
+/// implementation independent of ours).
+pub fn verifies(d: &Delivery, secret: &str) -> bool {
+    standardwebhooks::Webhook::new(secret).unwrap().verify(&d.body, &webhook_headers(d)).is_ok()
+}
+
+/// Run the real binary's command line with `args` against `app`'s database and settings, as an
+/// operator's shell would.
+pub fn hub(app: &TestApp, args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).current_dir(app.dir.path());
+    for (k, v) in &app.vars {
+        cmd.env(k, v);
+    }
+    cmd.args(args).output().unwrap()
+}
+
 /// Run a fake token server on its own loopback port; returns its base URL (no trailing slash)
 /// once it answers.
-pub async fn spawn_token_server(server: &connect_hub::fake::token_server::FakeTokenServer) -> String {
+pub async fn spawn_token_server(server: &connect_hub::demo::token_server::FakeTokenServer) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(connect_hub::fake::serve(server.configure(), listener).unwrap());
+    tokio::spawn(connect_hub::demo::fakes::serve(server.configure(), listener).unwrap());
     // Any answer (a 404 here) means it is serving, even if the test then blocks its runtime.
     reqwest::get(format!("{base}/ready")).await.unwrap();
     base
@@ -471,4 +501,55 @@ impl TestApp {
         }
         req.send().await.unwrap()
     }
+}
+
+/// Wait until `check` holds, or fail after `secs` seconds.
+pub async fn eventually<F, Fut>(secs: u64, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A call to `/api/v1{path}` with the key `key`; returns the status and the JSON body (null if none).
+pub async fn api(app: &TestApp, method: reqwest::Method, path: &str, key: &str) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .request(method, format!("{}/api/v1{path}", app.addr))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Undo the HTML escaping a template applies, so a test can look for the sentence a person reads.
+pub fn unescape(html: &str) -> String {
+    html.replace("&#x2f;", "/")
+        .replace("&#47;", "/")
+        .replace("&#x27;", "'")
+        .replace("&#39;", "'")
+        .replace("&quot;", "\"")
+        .replace("&amp;", "&")
+}
+
+/// A Signicat connection whose token URL is `url`, in an app that gives up on calls after 300 ms.
+pub async fn signicat_at(url: &str) -> (TestApp, connect_hub::domain::ConnectionId) {
+    let app = spawn_app_with(|v| {
+        v.insert("OUTBOUND_TIMEOUT".into(), "300ms".into());
+    })
+    .await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(url.to_owned()),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    (app, id)
 }

@@ -1,27 +1,24 @@
 //! Integration tests: the real binary's library on port 0, a fresh SQLite file per test, and the
-//! fake providers on their own ports, all over loopback HTTP.
+//! fake providers on their own ports, all over loopback HTTP. The tests that start the binary
+//! itself as a process are under `process/`.
 
 mod admin;
-mod browser;
-mod cli;
 mod connect;
 mod connect_sessions;
 mod contract;
-pub mod crash;
 mod credentials;
 mod delivery;
 mod encryption;
 mod endpoints_ui;
 mod exchange;
-mod hardening;
-mod hardening_outbound;
-mod hardening_signin;
-mod hardening_tokens;
+mod fakes;
 mod helpers;
-mod instances;
-mod logs;
-mod newcomer;
-mod processes;
+mod https;
+mod limits;
+mod metrics;
+mod outbound;
+mod process;
+mod signin;
 mod stores;
 mod token_api;
 mod webhooks;

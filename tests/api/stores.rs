@@ -1,10 +1,11 @@
 //! The same service on either store: the one `TEST_DATABASE_URL` names is the one in use, a
 //! concurrent intake batch is stored, matched and deduplicated alike, `/readyz` reads each
-//! store's migrations, `backup` on PostgreSQL points to `pg_dump`; claims carry claim ids and skip
+//! store's migrations, `backup` copies a SQLite file while serving and on PostgreSQL points to
+//! `pg_dump`, a size-capped SQLite file refuses writes cleanly; claims carry claim ids and skip
 //! what another instance holds, the duplicate window is shared, and `migrate-store` moves a
 //! SQLite database to PostgreSQL.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, io::Write, sync::Arc, time::Duration};
 
 use connect_hub::{
     domain::EventId,
@@ -16,7 +17,7 @@ use futures_util::future::join_all;
 use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_with};
 
 #[tokio::test]
 async fn the_store_in_use_is_the_one_the_test_database_url_names() {
@@ -80,14 +81,77 @@ async fn readyz_is_ready_only_while_every_migration_is_applied() {
 }
 
 #[tokio::test]
+async fn backup_makes_a_consistent_copy_while_serving() {
+    let app = spawn_app().await;
+    if app.skip_on_postgres("`backup` is SQLite's VACUUM INTO (PostgreSQL's refusal is tested below)") {
+        return;
+    }
+    let connected = app.connect(Some(6847)).await;
+    for i in 0..20 {
+        app.send_event(&format!(r#"{{"sType":"Create_Inspection","iInspectionID":{i},"iCompanyID":6847}}"#)).await;
+    }
+    let target = app.dir.path().join("copy.db");
+    let out = crate::helpers::hub(&app, &["backup", target.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("backed up to"));
+    let again = crate::helpers::hub(&app, &["backup", target.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"), "never overwrites");
+    // The database, its WAL and the copy are readable by this user only.
+    let wal = app.db_path.with_extension("db-wal");
+    for file in [&app.db_path, &wal, &target] {
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o600, "{} has mode {:o}", file.display(), mode & 0o777);
+    }
+
+    let db = connect_hub::store::Database::connect(&format!("sqlite://{}", target.display()), None).await.unwrap();
+    let keys = connect_hub::crypto::KeyRing::from_base64(
+        &secrecy::SecretString::from(app.vars["ENCRYPTION_KEY"].clone()),
+        &[],
+    )
+    .unwrap();
+    let copy = connect_hub::store::Store::new(db, std::sync::Arc::new(keys));
+    let id = app.connection_id_for(6847).await;
+    let t = copy.tokens(&id).await.unwrap().unwrap();
+    assert_eq!(secrecy::ExposeSecret::expose_secret(&t.access.unwrap()), connected.access_token);
+    let events: i64 = sqlx::query_scalar("select count(*) from events where event_type = 'Create_Inspection'")
+        .fetch_one(copy.pool())
+        .await
+        .unwrap();
+    assert_eq!(events, 20);
+}
+
+#[tokio::test]
+async fn a_size_capped_database_refuses_writes_cleanly() {
+    let app = spawn_app_with(|v| {
+        // The schema alone takes about 55 pages; room for a few 30 KB events more.
+        v.insert("SQLITE_MAX_PAGE_COUNT".into(), "120".into());
+    })
+    .await;
+    if app.skip_on_postgres("SQLITE_MAX_PAGE_COUNT caps a SQLite file") {
+        return;
+    }
+    let pad = "p".repeat(30_000);
+    let mut statuses = Vec::new();
+    for i in 0..40 {
+        let res = app.post_webhook(&format!(r#"{{"sType":"X","iCompanyID":1,"n":{i},"pad":"{pad}"}}"#)).await;
+        statuses.push(res.status().as_u16());
+    }
+    assert!(statuses.contains(&200) && statuses.contains(&503), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 200 || *s == 503));
+    let accepted = statuses.iter().filter(|s| **s == 200).count() as i64;
+    assert_eq!(app.event_count().await, accepted, "every 200 is stored, nothing else");
+    let _ = std::io::stdout().flush();
+}
+
+#[tokio::test]
 async fn backup_on_postgresql_refuses_and_points_to_pg_dump() {
     let app = spawn_app().await;
     if !app.db.is_postgres() {
-        println!("skipped on SQLite: its backup is tested in hardening.rs; this runs in the PostgreSQL pass");
+        println!("skipped on SQLite: its backup is tested above; this runs in the PostgreSQL pass");
         return;
     }
     let target = app.dir.path().join("copy.db");
-    let out = crate::cli::hub(&app, &["backup", target.to_str().unwrap()]);
+    let out = crate::helpers::hub(&app, &["backup", target.to_str().unwrap()]);
     assert!(!out.status.success(), "a clear failure, not a silent success");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("pg_dump") && stderr.contains("SQLite"), "{stderr}");
@@ -292,7 +356,7 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
     let before = counts(old.state.store.pool().clone()).await;
     assert!(before.iter().all(|(_, n)| *n > 0), "every table has rows to move: {before:?}");
 
-    let out = crate::cli::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("same row count") && stdout.contains("delivery_attempts"), "{stdout}");
@@ -330,11 +394,11 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
     assert_eq!(deliveries, before.iter().find(|(t, _)| *t == "deliveries").unwrap().1 + 1);
 
     // Into a database that is not empty, or from a file that does not exist: a clear refusal.
-    let out = crate::cli::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("target is not empty"), "{out:?}");
     let missing = format!("sqlite://{}", sqlite_dir.path().join("nope.db").display());
-    let out = crate::cli::hub(&old, &["migrate-store", "--from", &missing, "--to", &target.url]);
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &missing, "--to", &target.url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not exist"), "{out:?}");
     assert!(!sqlite_dir.path().join("nope.db").exists(), "no empty source is created");
@@ -421,11 +485,11 @@ async fn on_postgresql_storing_events_notifies_every_instance() {
         return;
     }
     let mut listener = sqlx::postgres::PgListener::connect(&app.db.url).await.unwrap();
-    listener.listen(connect_hub::notify::EVENTS_CHANNEL).await.unwrap();
+    listener.listen(connect_hub::startup::notify::EVENTS_CHANNEL).await.unwrap();
     app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":6847}"#).await;
     let heard = tokio::time::timeout(Duration::from_secs(10), listener.recv()).await.expect("a notification").unwrap();
     assert_eq!(
-        connect_hub::notify::Signal::parse(heard.channel(), heard.payload()),
-        Some(connect_hub::notify::Signal::EventsStored)
+        connect_hub::startup::notify::Signal::parse(heard.channel(), heard.payload()),
+        Some(connect_hub::startup::notify::Signal::EventsStored)
     );
 }

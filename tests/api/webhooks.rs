@@ -1,12 +1,11 @@
-//! Webhook intake: every answer SnapInspect can get, and what is stored behind each.
+//! Webhook intake: every answer SnapInspect can get, and what is stored behind each (events that
+//! can never match a connection are kept as rejected).
 
 use connect_hub::domain::EventState;
 use futures_util::future::join_all;
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_app_with, WEBHOOK_SECRET};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+use crate::helpers::{spawn_app, spawn_app_with, CREATE, WEBHOOK_SECRET};
 
 #[tokio::test]
 async fn a_webhook_is_stored_as_received_before_the_200_that_names_it() {
@@ -221,6 +220,38 @@ async fn an_event_for_an_unconnected_company_waits_and_is_processed_once_it_conn
 }
 
 #[tokio::test]
+async fn events_that_can_never_match_are_rejected_and_still_replayable() {
+    let app = crate::helpers::spawn_app().await;
+    let none = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1}"#).await;
+    let words = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":"Harbour"}"#).await;
+    let zero = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":3,"iCompanyID":0}"#).await;
+    let waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":4,"iCompanyID":9999}"#).await;
+    for id in [&none, &words, &zero] {
+        assert_eq!(app.event(id).await.state, "rejected", "{id}");
+    }
+    assert_eq!(app.event(&waiting).await.state, "unmatched");
+
+    app.sign_in().await;
+    let dashboard = app.page("/admin").await;
+    assert!(dashboard.contains("id=\"rejected-count\">3</span> rejected events</a>"), "{dashboard}");
+    assert!(dashboard.contains("id=\"unmatched-count\">1</span> unmatched event</a>"), "one event, singular");
+    assert!(dashboard.contains("id=\"dead-count\">0</span> dead events</a>"));
+    let listed = app.get("/admin/events?status=rejected").await;
+    assert_eq!(listed.status(), 200);
+    let listed = listed.text().await.unwrap();
+    assert!(listed.contains(none.as_str()) && !listed.contains(waiting.as_str()));
+
+    // Replayed, it is processed without a connection.
+    let page = app.page(&format!("/admin/events/{none}")).await;
+    assert!(page.contains("id=\"replay\"") && page.contains("id=\"dismiss\""), "{page}");
+    let csrf = crate::helpers::csrf_from(&page);
+    assert_eq!(app.admin_post(&format!("/admin/events/{none}/replay"), &[("csrf", &csrf)]).await.status(), 303);
+    assert_eq!(app.event(&none).await.state, "pending");
+    app.state.worker.drain().await.unwrap();
+    assert_eq!(app.event(&none).await.state, "done");
+}
+
+#[tokio::test]
 async fn concurrent_webhooks_are_each_stored_and_answered_with_their_own_id() {
     let app = spawn_app().await;
     let bodies: Vec<String> =
@@ -266,15 +297,15 @@ async fn events_list_and_replay_work_from_the_shell() {
     app.state.worker.drain().await.unwrap();
     assert_eq!(app.event(&id).await.state, EventState::Dead.as_str());
 
-    let out = crate::cli::hub(&app, &["events", "list", "--status", "dead"]);
+    let out = crate::helpers::hub(&app, &["events", "list", "--status", "dead"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(id.as_str()) && text.contains("dead") && text.contains("reading inspection"), "{text}");
-    let out = crate::cli::hub(&app, &["events", "replay", id.as_str()]);
+    let out = crate::helpers::hub(&app, &["events", "replay", id.as_str()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(app.event(&id).await.state, "pending");
     app.state.worker.drain().await.unwrap();
     assert_eq!(app.event(&id).await.state, "done");
-    let out = crate::cli::hub(&app, &["events", "list", "--status", "bogus"]);
+    let out = crate::helpers::hub(&app, &["events", "list", "--status", "bogus"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown event status"));
 }

@@ -1,13 +1,11 @@
 //! The worker: reading the inspection, signed forwarding (to the endpoint FORWARD_URL defines),
-//! retries, Retry-After, 410, dead deliveries and events, replay, leases, and the one exchange a
-//! 401 triggers.
+//! retries, Retry-After, 410, dead deliveries and events, replay, leases, the one exchange a 401
+//! triggers, and the retention of done and waiting events.
 
-use connect_hub::{domain::EventState, fake::receiver::Reply, store::EventFilter};
+use connect_hub::{demo::receiver::Reply, domain::EventState, store::EventFilter};
 use serde_json::Value;
 
-use crate::helpers::{forwarding, spawn_app_with, TestApp, FORWARD_SECRET};
-
-const CREATE: &str = r#"{ "sType": "Create_Inspection", "iInspectionID": 1388563, "iCompanyID": 6847 }"#;
+use crate::helpers::{forwarding, spawn_app_with, TestApp, CREATE, FORWARD_SECRET};
 
 async fn connected_app(
     customise: impl FnOnce(&mut std::collections::BTreeMap<String, String>),
@@ -298,6 +296,35 @@ async fn done_events_older_than_the_retention_are_purged() {
     assert!(app.state.store.event(&old).await.unwrap().is_none());
     assert!(app.state.store.event(&recent).await.unwrap().is_some());
     assert!(app.state.store.event(&waiting).await.unwrap().is_some(), "unmatched events are never purged");
+}
+
+#[tokio::test]
+async fn waiting_events_expire_after_the_retention_and_no_sooner() {
+    let app = crate::helpers::spawn_app().await;
+    let old_waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":9999}"#).await;
+    let old_rejected = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":2}"#).await;
+    let new_waiting = app.send_event(r#"{"sType":"Create_Inspection","iInspectionID":3,"iCompanyID":9999}"#).await;
+    let now = connect_hub::time::now_ms();
+    let retention = 7 * 86_400_000;
+    for id in [&old_waiting, &old_rejected] {
+        sqlx::query("update events set received_at = $1 where public_id = $2")
+            .bind(now - retention - 1)
+            .bind(id.as_str())
+            .execute(app.state.store.pool())
+            .await
+            .unwrap();
+    }
+    // Exactly at the boundary: kept.
+    sqlx::query("update events set received_at = $1 where public_id = $2")
+        .bind(now - retention)
+        .bind(new_waiting.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    assert_eq!(app.state.store.purge_waiting_events(now - retention).await.unwrap(), 2);
+    assert!(app.state.store.event(&old_waiting).await.unwrap().is_none());
+    assert!(app.state.store.event(&old_rejected).await.unwrap().is_none());
+    assert!(app.state.store.event(&new_waiting).await.unwrap().is_some());
 }
 
 #[tokio::test]

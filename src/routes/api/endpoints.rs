@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn the_url_pattern_is_the_one_the_document_publishes() {
-        let doc: Value = serde_json::from_str(super::super::api_contract::OPENAPI).unwrap();
+        let doc: Value = serde_json::from_str(super::super::contract::OPENAPI).unwrap();
         for schema in ["NewEndpoint", "EndpointChange"] {
             assert_eq!(doc["components"]["schemas"][schema]["properties"]["url"]["pattern"], URL_PATTERN, "{schema}");
         }

@@ -1,6 +1,6 @@
-//! Outbound hardening (issue 10, items 5 and 7): a stored client secret only goes where it went
-//! before, stored URLs cannot reach loopback or private addresses unless allowed, and every
-//! answer is read with a cap, so a huge one is a clear error and not memory growth.
+//! What the hub sends out and reads back: a stored client secret only goes where it went before,
+//! stored URLs cannot reach loopback or private addresses unless allowed, and every answer is read
+//! with a cap, so a huge one is a clear error and not memory growth.
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
@@ -9,8 +9,8 @@ use std::sync::{
 
 use connect_hub::{
     client_credentials::{AuthStyle, CredentialsInput},
+    demo::token_server::FakeTokenServer,
     domain::{ConnectionId, Provider},
-    fake::token_server::FakeTokenServer,
     tokens::TokenError,
 };
 use tokio::{
@@ -51,7 +51,7 @@ async fn stored_token_url(app: &TestApp, id: &ConnectionId) -> String {
     app.state.store.credentials(id).await.unwrap().unwrap().settings.token_url
 }
 
-// ---- 5a: the write-only secret only goes where it went before ----
+// ---- The write-only secret only goes where it went before ----
 
 async fn add_in_console(app: &TestApp, csrf: &str, url: &str) -> ConnectionId {
     let res = app
@@ -85,13 +85,13 @@ async fn changing_only_the_token_url_with_an_empty_secret_is_refused_and_the_new
     let good = FakeTokenServer::custom(
         "cc-id",
         SECRET,
-        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
     );
     let good_url = format!("{}{}", spawn_token_server(&good).await, good.token_path());
     let thief = FakeTokenServer::custom(
         "cc-id",
         SECRET,
-        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
     );
     let thief_url = format!("{}{}", spawn_token_server(&thief).await, thief.token_path());
     let id = add_in_console(&app, &csrf, &good_url).await;
@@ -123,7 +123,7 @@ async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_n
     let fake = FakeTokenServer::custom(
         "cc-id",
         SECRET,
-        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
     );
     let url = format!("{}{}", spawn_token_server(&fake).await, fake.token_path());
     let id = add_in_console(&app, &csrf, &url).await;
@@ -164,7 +164,7 @@ async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_n
     assert_eq!(stored_token_url(&app, &id).await, moved);
 }
 
-// ---- 5b: stored URLs cannot reach private addresses unless an operator allows them ----
+// ---- Stored URLs cannot reach private addresses unless an operator allows them ----
 
 #[tokio::test]
 async fn a_stored_loopback_token_url_is_refused_without_an_allowance_and_the_fake_hears_nothing() {
@@ -172,7 +172,7 @@ async fn a_stored_loopback_token_url_is_refused_without_an_allowance_and_the_fak
     let fake = FakeTokenServer::custom(
         "cc-id",
         SECRET,
-        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
     );
     let base = spawn_token_server(&fake).await;
     assert!(base.starts_with("http://127.0.0.1:"));
@@ -192,7 +192,7 @@ async fn a_name_that_resolves_to_loopback_is_refused_when_it_is_resolved() {
     let fake = FakeTokenServer::custom(
         "cc-id",
         SECRET,
-        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
     );
     let base = spawn_token_server(&fake).await.replace("127.0.0.1", "localhost");
     let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
@@ -209,7 +209,7 @@ async fn an_allowed_network_lets_the_same_token_url_through() {
     let fake = FakeTokenServer::custom(
         "cc-id",
         SECRET,
-        connect_hub::fake::token_server::CredentialsIn::Basic { decode: true },
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
     );
     let base = spawn_token_server(&fake).await;
     for base in [base.clone(), base.replace("127.0.0.1", "localhost")] {
@@ -265,14 +265,14 @@ async fn the_cli_refuses_a_token_url_on_a_blocked_address() {
         "--token-url",
         "http://127.0.0.1:9/token",
     ];
-    let out = crate::cli::hub(&app, &args);
+    let out = crate::helpers::hub(&app, &args);
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--token-url cannot be used: 127.0.0.1 is a loopback address"), "{stderr}");
     assert_eq!(app.connection_count().await, 0);
 }
 
-// ---- 7: answers are read with a cap ----
+// ---- Answers are read with a cap ----
 
 /// A server that answers every request with `status` and an endless chunked body (200 MiB at
 /// most), counting the body bytes it managed to send before the client hung up.

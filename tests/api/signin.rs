@@ -1,16 +1,20 @@
-//! Issue 10, items 1–4 and two of 9: sign-out sticks, anonymous visitors write nothing, password
-//! hashing is capped, the sign-in throttle is counted first and cannot lock the owner out.
+//! Signing in to the console and staying signed in: sign-out sticks, anonymous visitors write
+//! nothing, password hashing is capped, the sign-in throttle is counted first and cannot lock the
+//! owner out, and what a sign-in form carries is checked before it is logged or followed; the
+//! sign-in page's own messages.
 
 use std::time::Duration;
 
 use connect_hub::{
-    session::DbSessionStore,
+    auth::session::DbSessionStore,
     store::{account_hash, Store},
 };
 use reqwest::{header::SET_COOKIE, Response};
 use sqlx::Connection;
 
-use crate::helpers::{csrf_from, location, spawn_app, spawn_app_with, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD};
+use crate::helpers::{
+    browser_client, csrf_from, location, spawn_app, spawn_app_with, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD,
+};
 
 /// A client with no cookie store: the test carries cookies by hand, as a thief would.
 fn bare() -> reqwest::Client {
@@ -115,7 +119,185 @@ impl WriteCounter {
     }
 }
 
-// Item 1 -------------------------------------------------------------------------------------
+// Signing in and out, sessions and accounts --------------------------------------------------
+
+#[tokio::test]
+async fn signing_in_gives_a_new_session_id_and_goes_where_the_admin_was_going() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let page = app.get("/admin/login?next=/admin/events").await;
+    let before =
+        page.headers().get("set-cookie").expect("the sign-in page starts a session").to_str().unwrap().to_owned();
+    assert!(before.contains("HttpOnly") && before.contains("SameSite=Lax"), "{before}");
+    assert!(!before.contains("Secure"), "plain http on loopback");
+    let csrf = csrf_from(&page.text().await.unwrap());
+    let res = app
+        .admin_post(
+            "/admin/login",
+            &[("email", " OPS@example.com "), ("password", ADMIN_PASSWORD), ("csrf", &csrf), ("next", "/admin/events")],
+        )
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/admin/events");
+    let after = res.headers().get("set-cookie").expect("a renewed session cookie").to_str().unwrap().to_owned();
+    assert_ne!(before.split(';').next(), after.split(';').next(), "the session id changed at sign-in");
+    assert_eq!(app.get("/admin").await.status(), 200);
+
+    // The pre-sign-in cookie is worth nothing now.
+    let old = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let res = old
+        .get(format!("{}/admin", app.addr))
+        .header("cookie", before.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+}
+
+#[tokio::test]
+async fn next_never_leaves_the_console() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let page = app.get("/admin/login").await.text().await.unwrap();
+    let res = app
+        .admin_post(
+            "/admin/login",
+            &[
+                ("email", ADMIN_EMAIL),
+                ("password", ADMIN_PASSWORD),
+                ("csrf", &csrf_from(&page)),
+                ("next", "//evil.example/admin"),
+            ],
+        )
+        .await;
+    assert_eq!(location(&res), "/admin");
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_recorded_without_the_password() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    let res = app.try_sign_in(&app.client, ADMIN_EMAIL, "hunter2-wrong-password").await;
+    assert_eq!(res.status(), 401);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("do not match an admin account"));
+    assert!(!body.contains("hunter2"));
+    assert_eq!(app.get("/admin").await.status(), 303, "not signed in");
+    let audit = app.state.store.audit_entries(None, None, 10).await.unwrap();
+    let failed = audit.iter().find(|a| a.action == "sign_in_failed").expect("the failure is in the audit log");
+    assert!(failed.detail.as_deref().unwrap().contains(ADMIN_EMAIL));
+    assert!(audit.iter().all(|a| !a.detail.as_deref().unwrap_or("").contains("hunter2")));
+    // An unknown account gets the same answer.
+    let res = app.try_sign_in(&app.client, "nobody@example.com", ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 401);
+}
+
+#[tokio::test]
+async fn the_sign_in_form_needs_its_csrf_token() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    app.get("/admin/login").await;
+    let res = app
+        .admin_post("/admin/login", &[("email", ADMIN_EMAIL), ("password", ADMIN_PASSWORD), ("csrf", "forged")])
+        .await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn an_expired_session_sends_the_admin_back_to_sign_in() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    sqlx::query("update sessions set expires_at = 0").execute(app.state.store.pool()).await.unwrap();
+    let res = app.get("/admin").await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with("/admin/login"));
+}
+
+#[tokio::test]
+async fn the_idle_timeout_is_the_session_lifetime_and_each_request_extends_it() {
+    let app = spawn_app_with(|v| {
+        v.insert("ADMIN_IDLE_TIMEOUT".into(), "10m".into());
+    })
+    .await;
+    app.sign_in().await;
+    let expires: i64 =
+        sqlx::query_scalar("select max(expires_at) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
+    let left = expires - connect_hub::time::now_ms();
+    assert!((590_000..=600_000).contains(&left), "{left}");
+}
+
+#[tokio::test]
+async fn resetting_the_password_ends_the_admins_sessions() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    app.create_admin(ADMIN_EMAIL, "a brand new passphrase").await;
+    assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn signing_out_purges_the_session() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let sessions_before: i64 =
+        sqlx::query_scalar("select count(*) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
+    let res = app.admin_post("/admin/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(location(&res), "/admin/login?signed_out=1");
+    let sessions_after: i64 =
+        sqlx::query_scalar("select count(*) from sessions").fetch_one(app.state.store.pool()).await.unwrap();
+    assert_eq!(sessions_after, sessions_before - 1, "the session row is gone");
+    assert_eq!(app.get("/admin").await.status(), 303);
+}
+
+#[tokio::test]
+async fn signing_out_says_so_on_the_sign_in_page() {
+    let app = crate::helpers::spawn_app().await;
+    let csrf = app.sign_in().await;
+    let res = app.admin_post("/admin/logout", &[("csrf", &csrf)]).await;
+    let page = app.page(&crate::helpers::location(&res)).await;
+    assert!(page.contains("id=\"signed-out\">You are signed out."), "{page}");
+    assert!(!app.page("/admin/login").await.contains("signed-out"), "only after signing out");
+}
+
+#[tokio::test]
+async fn cookies_are_secure_when_the_public_url_is_https() {
+    let app = spawn_app_with(|v| {
+        v.insert("PUBLIC_URL".into(), "https://hub.example.com".into());
+    })
+    .await;
+    let res = app.get("/admin/login").await;
+    let cookie = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(cookie.contains("Secure") && cookie.contains("HttpOnly"), "{cookie}");
+}
+
+#[tokio::test]
+async fn admin_create_from_the_shell_takes_the_password_on_stdin() {
+    use std::io::Write;
+    let app = spawn_app().await;
+    let run = |password: &str| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_connect-hub"));
+        cmd.env_clear().envs(&app.vars).args(["admin", "create", "--email", "Shell@Example.com", "--password-stdin"]);
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let short = run("short");
+    assert!(!short.status.success());
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 12"));
+    let ok = run("a long enough passphrase");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("admin shell@example.com created"));
+    let res = app.try_sign_in(&app.client, "shell@example.com", "a long enough passphrase").await;
+    assert_eq!(res.status(), 303);
+    let again = run("another long passphrase");
+    assert!(String::from_utf8_lossy(&again.stdout).contains("reset"));
+}
+
+// Sign-out sticks ----------------------------------------------------------------------------
 
 #[tokio::test]
 async fn cookies_taken_before_and_around_sign_out_stay_signed_out() {
@@ -186,7 +368,7 @@ async fn a_session_whose_row_is_gone_is_not_re_created_by_a_late_write() {
     assert_eq!(count(&app, "select count(*) from sessions").await, 0, "nothing stored without a sign-in");
 }
 
-// Item 2 -------------------------------------------------------------------------------------
+// Anonymous visitors write nothing, a session's expiry at most once a minute -----------------
 
 #[tokio::test]
 async fn anonymous_visitors_make_the_server_write_nothing() {
@@ -298,7 +480,7 @@ async fn a_signed_in_session_is_extended_at_most_once_a_minute() {
     assert!(extended > first && (590_000..=600_000).contains(&left), "{left}");
 }
 
-// Item 3 -------------------------------------------------------------------------------------
+// Password hashing is capped -----------------------------------------------------------------
 
 #[tokio::test]
 async fn parallel_sign_ins_past_the_hashing_cap_are_turned_away_at_once() {
@@ -350,7 +532,54 @@ async fn parallel_sign_ins_past_the_hashing_cap_are_turned_away_at_once() {
     );
 }
 
-// Item 4 -------------------------------------------------------------------------------------
+// The throttle -------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_with_how_long_to_wait() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    for _ in 0..4 {
+        assert_eq!(app.try_sign_in(&app.client, ADMIN_EMAIL, "wrong password!!").await.status(), 401);
+    }
+    let res = app.try_sign_in(&app.client, ADMIN_EMAIL, "wrong password!!").await;
+    assert_eq!(res.status(), 429, "the fifth failure locks");
+    let wait: u64 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((55..=60).contains(&wait), "{wait}");
+    assert!(res.text().await.unwrap().contains("Wait 60 seconds"));
+    // Locked even with the right password, and from another browser.
+    let other = browser_client();
+    assert_eq!(app.try_sign_in(&other, ADMIN_EMAIL, ADMIN_PASSWORD).await.status(), 429);
+}
+
+#[tokio::test]
+async fn the_sign_in_429_page_links_back_to_sign_in() {
+    let app = crate::helpers::spawn_app().await;
+    app.create_admin(crate::helpers::ADMIN_EMAIL, crate::helpers::ADMIN_PASSWORD).await;
+    let client = crate::helpers::browser_client();
+    let mut last = None;
+    for _ in 0..5 {
+        last = Some(app.try_sign_in(&client, crate::helpers::ADMIN_EMAIL, "a wrong guess!!").await);
+    }
+    let res = last.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(res.headers().contains_key("retry-after"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("href=\"/admin/login\" id=\"error-back\""), "{page}");
+    assert!(!page.contains("Start again"));
+    assert!(!page.contains("href=\"/admin/events\""), "no console navigation for someone not signed in");
+}
+
+#[tokio::test]
+async fn repeated_failures_from_one_address_lock_it_for_every_account() {
+    let app = spawn_app().await;
+    app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    for i in 0..5 {
+        let res = app.try_sign_in(&app.client, &format!("guess{i}@example.com"), "whatever-password").await;
+        assert_ne!(res.status(), 303);
+    }
+    let res = app.try_sign_in(&app.client, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(res.status(), 429, "this address is locked");
+}
 
 /// Sign in, retrying while the server says it is busy (503), until a deadline.
 async fn sign_in_until_answered(app: &TestApp, email: &str, password: &str, xff: Option<&str>) -> u16 {
@@ -484,7 +713,7 @@ async fn expired_throttle_rows_are_pruned() {
     assert_eq!(count(&app, "select count(*) from sign_in_throttle").await, 0);
 }
 
-// Item 9 -------------------------------------------------------------------------------------
+// What the form carries ----------------------------------------------------------------------
 
 #[tokio::test]
 async fn a_forged_line_in_the_email_is_quoted_and_capped_in_the_audit_log() {

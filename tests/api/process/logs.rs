@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use connect_hub::{crypto::KeyRing, domain::ConnectionId, fake::token_server::FakeTokenServer, store::Store};
+use connect_hub::{crypto::KeyRing, demo::token_server::FakeTokenServer, domain::ConnectionId, store::Store};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
@@ -13,7 +13,7 @@ use crate::helpers::spawn_token_server;
 #[tokio::test]
 async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let mut hub = crate::crash::hub(dir.path()).await;
+    let mut hub = super::hub(dir.path()).await;
     let log = dir.path().join("hub.log");
     hub.log = Some(log.clone());
     hub.env.insert("LOG_FORMAT".into(), "json".into());

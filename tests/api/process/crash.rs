@@ -3,40 +3,13 @@
 
 use std::{
     collections::HashSet,
-    ops::{Deref, DerefMut},
-    path::Path,
     time::{Duration, Instant},
 };
 
-use connect_hub::fake::harness::{EventStream, HubProcess};
-
-use crate::helpers::TestDb;
-
-/// The `serve` process on the test's database (see [`TestDb`]), which lives as long as it.
-pub struct Hub {
-    process: HubProcess,
-    _db: TestDb,
-}
-
-impl Deref for Hub {
-    type Target = HubProcess;
-    fn deref(&self) -> &HubProcess {
-        &self.process
-    }
-}
-
-impl DerefMut for Hub {
-    fn deref_mut(&mut self) -> &mut HubProcess {
-        &mut self.process
-    }
-}
-
-pub async fn hub(dir: &Path) -> Hub {
-    let mut process = HubProcess::new(Path::new(env!("CARGO_BIN_EXE_connect-hub")), dir).unwrap();
-    let db = TestDb::new(dir).await;
-    process.env.insert("DATABASE_URL".into(), db.url.clone());
-    Hub { process, _db: db }
-}
+use super::{
+    harness::{EventStream, HubProcess},
+    hub,
+};
 
 async fn ids(pool: &sqlx::AnyPool, sql: &str) -> HashSet<String> {
     sqlx::query_scalar(sql).fetch_all(pool).await.unwrap().into_iter().collect()

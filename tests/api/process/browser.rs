@@ -347,7 +347,7 @@ fn org_app(listener: std::net::TcpListener, connect_url: String) {
             "<!doctype html><html><head><meta name=\"viewport\" content=\"width=device-width\"><title>Acme app</title></head><body>{body}</body></html>"
         ))
     };
-    let server = connect_hub::fake::serve(
+    let server = connect_hub::demo::fakes::serve(
         move |cfg: &mut web::ServiceConfig| {
             let link = connect_url.clone();
             cfg.route(

@@ -3,9 +3,7 @@
 
 use std::{path::Path, time::Duration};
 
-use connect_hub::fake::harness::HubProcess;
-
-use crate::browser::Browser;
+use super::{browser::Browser, harness::HubProcess};
 
 /// Pids of live (not zombie) processes whose process group is `group`.
 fn members_of_group(group: u32) -> Vec<u32> {

@@ -9,16 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use connect_hub::{
-    api_keys::ApiKeys,
-    config::Settings,
-    fake::harness::{EventStream, HubProcess, ServeChild},
-    store::Store,
-};
+use connect_hub::{auth::api_keys::ApiKeys, config::Settings, store::Store};
 use futures_util::future::join_all;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 
+use super::harness::{EventStream, HubProcess, ServeChild};
 use crate::helpers::{
     browser_client, csrf_from, spawn_app, spawn_app_with, TestApp, TestDb, ADMIN_EMAIL, ADMIN_PASSWORD,
 };
@@ -160,7 +156,7 @@ async fn three_instances_share_connects_console_sessions_api_keys_and_the_duplic
     let body = r#"{"sType":"Create_Inspection","iInspectionID":424242,"iCompanyID":6847}"#;
     let posts = [a, b, a, b].map(|base| {
         reqwest::Client::new()
-            .post(format!("{base}/webhooks/snapinspect/{}", connect_hub::fake::harness::WEBHOOK_SECRET))
+            .post(format!("{base}/webhooks/snapinspect/{}", super::harness::WEBHOOK_SECRET))
             .body(body)
             .send()
     });
