@@ -74,7 +74,7 @@ impl FromRequest for ApiCaller {
 }
 
 impl ApiCaller {
-    pub(in crate::routes) fn caller(&self) -> &Caller {
+    pub(super) fn caller(&self) -> &Caller {
         &self.0
     }
 

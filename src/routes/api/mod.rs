@@ -3,14 +3,14 @@
 
 mod caller;
 mod connections;
-pub mod contract;
+mod contract;
 mod endpoints;
 mod sessions;
 
 use actix_web::web;
 use serde_json::json;
 
-pub use caller::ApiCaller;
+use caller::ApiCaller;
 
 use crate::{
     domain::ConnectionId,
