@@ -332,6 +332,23 @@ async fn a_reconnect_link_repairs_the_same_connection_in_place() {
 }
 
 #[tokio::test]
+async fn a_reconnect_link_records_the_connections_own_end_user() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("crm").await;
+    let id = broken_connection(&app, &key).await;
+    let path = format!("/api/v1/connections/{}/reconnect-session", id.as_str());
+    let s: Value = post_json(&app, &path, &key, &json!({})).await.json().await.unwrap();
+    let token = s["connect_url"].as_str().unwrap().rsplit('/').next().unwrap().to_owned();
+
+    let hash = connect_hub::domain::OpaqueToken::hash_of(&token);
+    let opened = app.state.store.open_connect_session(&hash, connect_hub::time::now_ms()).await.unwrap();
+    let session = opened.expect("the link just issued opens");
+    assert_eq!(session.connection_id.as_ref(), Some(&id), "the link repairs that connection");
+    assert_eq!(session.end_user.id, "tenant-42", "the session is for the connection's own end user");
+    assert_eq!(session.end_user.tags.get("plan").map(String::as_str), Some("pro"));
+}
+
+#[tokio::test]
 async fn a_reconnect_link_completed_by_another_company_changes_nothing() {
     let app = spawn_app_with(with_return_origin).await;
     let (_, key) = app.api_key("crm").await;
