@@ -120,6 +120,9 @@ pub enum FailReason {
     TokenRefused,
     /// A reconnect link was completed with another SnapInspect company.
     CompanyMismatch,
+    /// A connect session's end user connected a company already connected for another end user
+    /// (or for none): nothing changed; an admin can assign the connection.
+    CompanyAlreadyConnected,
     /// The connection a reconnect link was for no longer exists.
     ConnectionGone,
     /// Something failed on the hub's side.
@@ -134,6 +137,7 @@ impl FailReason {
             Self::UserUnavailable => "user_unavailable",
             Self::TokenRefused => "token_refused",
             Self::CompanyMismatch => "company_mismatch",
+            Self::CompanyAlreadyConnected => "company_already_connected",
             Self::ConnectionGone => "connection_gone",
             Self::Internal => "internal_error",
         }

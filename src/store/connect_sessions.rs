@@ -87,6 +87,39 @@ impl Store {
         Ok(())
     }
 
+    /// A connect link as its page shows it, changing nothing: the same answers as
+    /// [`Store::open_connect_session`], without spending the link.
+    pub async fn peek_connect_session(
+        &self,
+        token_hash: &[u8],
+        now: i64,
+    ) -> anyhow::Result<Result<ConnectSession, SessionRejection>> {
+        let sql = format!("select {COLUMNS}, expires_at, opened_at from connect_sessions where token_hash = $1");
+        type Peeked = (
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            i64,
+            Option<i64>,
+        );
+        let row: Option<Peeked> = sqlx::query_as(&sql).bind(token_hash).fetch_optional(&self.pool).await?;
+        let Some((id, end_user_id, email, display_name, tags, return_url, connection_id, expires_at, opened_at)) = row
+        else {
+            return Ok(Err(SessionRejection::Unknown));
+        };
+        if opened_at.is_some() {
+            return Ok(Err(SessionRejection::AlreadyUsed));
+        }
+        if expires_at <= now {
+            return Ok(Err(SessionRejection::Expired));
+        }
+        Ok(Ok(from_row((id, end_user_id, email, display_name, tags, return_url, connection_id))?))
+    }
+
     /// Open a connect link: succeeds once, within its lifetime; a refusal changes nothing.
     #[tracing::instrument(skip_all)]
     pub async fn open_connect_session(

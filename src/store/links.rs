@@ -26,13 +26,16 @@ pub struct NewSnapInspectLink {
     pub end_user: Option<EndUser>,
 }
 
-/// Why a reconnect link's completion changed nothing.
+/// Why a link's completion changed nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkRefusal {
     /// The connection is gone (or is not a SnapInspect connection).
     ConnectionGone,
     /// SnapInspect connected a different company than the connection's.
     CompanyMismatch,
+    /// A connect session's end user connected a company whose connection belongs to another end
+    /// user (or to none): an end user's flow never changes whom a connection belongs to.
+    CompanyAlreadyConnected,
 }
 
 /// The outcome of linking: which connection, and whether it already existed.
@@ -59,9 +62,14 @@ impl Store {
     /// Link a SnapInspect company: a new row, or the company's existing row with its tokens
     /// replaced (same id, same history). Without a company, always a new `unidentified` row.
     /// Either way the pair is marked `callback_tokens_pending`: it travelled in a URL, so it is
-    /// exchanged in the background as soon as possible.
+    /// exchanged in the background as soon as possible. A link that names an end user takes an
+    /// existing row only if that row is the same end user's; otherwise nothing changes.
     #[tracing::instrument(skip_all, fields(company_id = ?link.company_id))]
-    pub async fn save_snapinspect_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
+    pub async fn save_snapinspect_link(
+        &self,
+        link: &NewSnapInspectLink,
+        now: i64,
+    ) -> anyhow::Result<Result<SavedLink, LinkRefusal>> {
         // Two callbacks for the same company may race; the loser of the insert retries as an update.
         match self.try_save_link(link, now).await {
             Err(e) if e.downcast_ref::<sqlx::Error>().is_some_and(is_unique_violation) => {
@@ -71,19 +79,28 @@ impl Store {
         }
     }
 
-    async fn try_save_link(&self, link: &NewSnapInspectLink, now: i64) -> anyhow::Result<SavedLink> {
+    async fn try_save_link(
+        &self,
+        link: &NewSnapInspectLink,
+        now: i64,
+    ) -> anyhow::Result<Result<SavedLink, LinkRefusal>> {
         let mut tx = self.write_tx().await?;
-        let existing: Option<String> = match link.company_id {
+        let existing: Option<(String, Option<String>)> = match link.company_id {
             Some(c) => {
-                sqlx::query_scalar("select id from connections where provider = 'snapinspect' and company_id = $1")
-                    .bind(c.get())
-                    .fetch_optional(&mut *tx)
-                    .await?
+                sqlx::query_as(
+                    "select id, end_user_id from connections where provider = 'snapinspect' and company_id = $1",
+                )
+                .bind(c.get())
+                .fetch_optional(&mut *tx)
+                .await?
             }
             None => None,
         };
         let (id, reconnected) = match existing {
-            Some(id) => (ConnectionId::parse(&id)?, true),
+            Some((_, owner)) if link.end_user.as_ref().is_some_and(|u| owner.as_deref() != Some(u.id.as_str())) => {
+                return Ok(Err(LinkRefusal::CompanyAlreadyConnected));
+            }
+            Some((id, _)) => (ConnectionId::parse(&id)?, true),
             None => (ConnectionId::generate(), false),
         };
         let before = super::connection_events::status_before(&mut tx, &id).await?;
@@ -128,7 +145,7 @@ impl Store {
         };
         super::connection_events::announce_change(&mut tx, &id, before, now).await?;
         tx.commit().await?;
-        Ok(SavedLink { id, reconnected, matched_events })
+        Ok(Ok(SavedLink { id, reconnected, matched_events }))
     }
 
     /// Complete a reconnect link: new tokens for `target`, same id, end user and tags, status back

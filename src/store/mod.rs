@@ -51,7 +51,7 @@ pub use links::{AssignRefusal, LinkRefusal, NewSnapInspectLink, SavedLink};
 pub use rotate::RotationReport;
 pub use rows::{DeliveryResult, NewEvent};
 pub use secrets::{ExchangeFailure, LeaseOutcome, StoredTokens};
-pub use states::StateRejection;
+pub use states::{ConsumedState, StateRejection};
 pub use throttle::{account_hash, ThrottleKey, ThrottleRow};
 
 use crate::crypto::KeyRing;

@@ -1,7 +1,19 @@
 //! The connect flow's `state` values: stored as hashes, bound to a browser, consumed once, and
 //! gone after their ten minutes.
 
-use super::Store;
+use super::{ConnectSession, Store};
+use crate::domain::ConnectionId;
+
+/// What a consumed `state` says about where it came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConsumedState {
+    /// The connect session it was started from, while that session exists.
+    pub session_id: Option<String>,
+    /// For a reconnect link: the connection it repairs, kept even after that connection is gone.
+    pub reconnect_of: Option<ConnectionId>,
+    /// The session's return URL, kept likewise.
+    pub return_url: Option<String>,
+}
 
 /// Why a callback's `state` was refused. Each says something different to the person.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,17 +35,19 @@ impl Store {
         &self,
         state_hash: &[u8],
         browser_hash: &[u8],
-        session_id: Option<&str>,
+        session: Option<&ConnectSession>,
         now: i64,
         expires_at: i64,
     ) -> anyhow::Result<()> {
         sqlx::query(
-            "insert into oauth_states (state_hash, browser_hash, session_id, created_at, expires_at) \
-             values ($1, $2, $3, $4, $5)",
+            "insert into oauth_states (state_hash, browser_hash, session_id, reconnect_of, return_url, created_at, \
+             expires_at) values ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(state_hash)
         .bind(browser_hash)
-        .bind(session_id)
+        .bind(session.map(|s| s.id.as_str()))
+        .bind(session.and_then(|s| s.connection_id.as_ref()).map(ConnectionId::as_str))
+        .bind(session.and_then(|s| s.return_url.as_deref()))
         .bind(now)
         .bind(expires_at)
         .execute(&self.pool)
@@ -43,27 +57,28 @@ impl Store {
 
     /// Consume a state atomically (RFC 9700 §2.1: one use): succeeds for exactly one caller, and
     /// only if it is unexpired and was issued to this browser. A refusal consumes nothing.
-    /// Answers the connect session the state was started from, if any.
+    /// Answers where the state came from (a connect session, a reconnect link).
     #[tracing::instrument(skip_all)]
     pub async fn consume_state(
         &self,
         state_hash: &[u8],
         browser_hash: Option<&[u8]>,
         now: i64,
-    ) -> anyhow::Result<Result<Option<String>, StateRejection>> {
+    ) -> anyhow::Result<Result<ConsumedState, StateRejection>> {
         if let Some(browser) = browser_hash {
-            let used: Option<(Option<String>,)> = sqlx::query_as(
+            let used: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
                 "update oauth_states set used_at = $3 \
                  where state_hash = $1 and browser_hash = $2 and used_at is null and expires_at > $3 \
-                 returning session_id",
+                 returning session_id, reconnect_of, return_url",
             )
             .bind(state_hash)
             .bind(browser)
             .bind(now)
             .fetch_optional(&self.pool)
             .await?;
-            if let Some((session,)) = used {
-                return Ok(Ok(session));
+            if let Some((session_id, reconnect_of, return_url)) = used {
+                let reconnect_of = reconnect_of.map(|c| ConnectionId::parse(&c)).transpose()?;
+                return Ok(Ok(ConsumedState { session_id, reconnect_of, return_url }));
             }
         }
         // Not consumed: say why, without changing anything.

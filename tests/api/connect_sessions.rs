@@ -42,8 +42,24 @@ async fn session(app: &TestApp, key: &str, body: Value) -> Value {
 }
 
 /// Open a connect link in the app's browser; returns SnapInspect's authorize URL.
+/// Open the link's page and press its Continue button; returns the button's answer.
+async fn press_continue(app: &TestApp, connect_url: &str) -> Response {
+    let page = app.client.get(connect_url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the link's page");
+    let html = page.text().await.unwrap();
+    let token = form_token(&html);
+    app.client.post(connect_url).form(&[("form_token", token.as_str())]).send().await.unwrap()
+}
+
+/// The Continue form's token on a link's page.
+fn form_token(html: &str) -> String {
+    let marker = "name=\"form_token\" value=\"";
+    let at = html.find(marker).expect("the page has the Continue form") + marker.len();
+    html[at..].split('"').next().unwrap().to_owned()
+}
+
 async fn open_link(app: &TestApp, connect_url: &str) -> url::Url {
-    let res = app.client.get(connect_url).send().await.unwrap();
+    let res = press_continue(app, connect_url).await;
     assert_eq!(res.status(), 303, "the link starts the flow");
     url::Url::parse(&location(&res)).unwrap()
 }
@@ -635,7 +651,7 @@ async fn a_rate_limited_start_does_not_use_up_the_connect_link() {
     let (_, key) = app.api_key("crm").await;
     let s = session(&app, &key, json!({"end_user_id": "u1"})).await;
     app.start_connect().await;
-    let res = app.client.get(s["connect_url"].as_str().unwrap()).send().await.unwrap();
+    let res = press_continue(&app, s["connect_url"].as_str().unwrap()).await;
     assert_eq!(res.status(), 429);
     assert_eq!(count(&app, "select count(*) from connect_sessions where opened_at is null").await, 1, "still usable");
 }
@@ -667,4 +683,174 @@ async fn the_store_completes_a_reconnect_link_only_on_a_snapinspect_connection_w
     let known = app.connect_company(6847).await;
     assert_eq!(reconnect(known.clone(), Some(7012)).await.err(), Some(LinkRefusal::CompanyMismatch));
     assert!(reconnect(known, Some(6847)).await.is_ok(), "the same company reconnects");
+}
+
+/// The access token in SnapInspect's redirect back to us.
+fn callback_access_token(back: &str) -> String {
+    url::Url::parse(back).unwrap().query_pairs().find(|(k, _)| k == "access_token").unwrap().1.into_owned()
+}
+
+/// Wait until the fake SnapInspect no longer accepts `token`: the pair was exchanged (spent).
+async fn wait_until_spent(app: &TestApp, token: &str) {
+    let (fake, token) = (app.fake.clone(), token.to_owned());
+    crate::helpers::eventually(10, "the callback's pair is spent", || {
+        let ok = !fake.is_valid_access_token(&token);
+        async move { ok }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_end_users_flow_never_takes_a_company_connected_for_another_end_user() {
+    let app = spawn_app_with(with_return_origin).await;
+    let (_, key) = app.api_key("crm").await;
+    let a = session(&app, &key, json!({"end_user_id": "tenant-A", "tags": {"plan": "a"}})).await;
+    complete(&app, a["connect_url"].as_str().unwrap(), 6847, true).await;
+    let id = app.connection_id_for(6847).await;
+    let before = app.state.store.connection(&id).await.unwrap().unwrap();
+
+    // Tenant B's user signs in to SnapInspect as the same company.
+    let b =
+        session(&app, &key, json!({"end_user_id": "tenant-B", "tags": {"plan": "b"}, "return_url": RETURN_URL})).await;
+    let authorize = open_link(&app, b["connect_url"].as_str().unwrap()).await;
+    let back = app.decide_at_fake(&authorize, Some(6847), true).await;
+    let res = app.client.get(&back).send().await.unwrap();
+    assert_eq!(location(&res), format!("{RETURN_URL}&status=failed&reason=company_already_connected"));
+
+    let after = app.state.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(after.end_user_id.as_deref(), Some("tenant-A"), "the connection still belongs to tenant A");
+    assert_eq!(after.tags, before.tags);
+    assert_eq!(after.token_version, before.token_version, "A's tokens were not replaced");
+    assert_eq!(app.connection_count().await, 1);
+    let mine = app.state.store.connections_for_end_user("tenant-A").await.unwrap();
+    assert_eq!(mine.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![id.clone()]);
+    assert!(app.state.store.connections_for_end_user("tenant-B").await.unwrap().is_empty());
+    wait_until_spent(&app, &callback_access_token(&back)).await;
+
+    // Without a return URL the person is told an administrator can help.
+    let c = session(&app, &key, json!({"end_user_id": "tenant-C"})).await;
+    let res = complete(&app, c["connect_url"].as_str().unwrap(), 6847, true).await;
+    let page = app.client.get(format!("{}{}", app.addr, location(&res))).send().await.unwrap();
+    assert_eq!(page.status(), 409);
+    assert!(page.text().await.unwrap().contains("An administrator of this service can help"));
+}
+
+#[tokio::test]
+async fn the_same_end_user_connecting_again_refreshes_the_tokens() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("crm").await;
+    let first = session(&app, &key, json!({"end_user_id": "tenant-A"})).await;
+    complete(&app, first["connect_url"].as_str().unwrap(), 6847, true).await;
+    let id = app.connection_id_for(6847).await;
+    let before = app.state.store.connection(&id).await.unwrap().unwrap();
+    let again = session(&app, &key, json!({"end_user_id": "tenant-A"})).await;
+    let res = complete(&app, again["connect_url"].as_str().unwrap(), 6847, true).await;
+    assert_eq!(location(&res), "/connect/snapinspect/done");
+    let after = app.state.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(after.token_version, before.token_version + 1, "new tokens on the same connection");
+    assert_eq!(after.end_user_id.as_deref(), Some("tenant-A"));
+    assert_eq!(app.connection_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_company_connected_without_an_end_user_is_not_taken_by_a_session() {
+    let app = spawn_app_with(with_return_origin).await;
+    let id = app.connect_company(6847).await;
+    let (_, key) = app.api_key("crm").await;
+    let s = session(&app, &key, json!({"end_user_id": "tenant-B", "return_url": RETURN_URL})).await;
+    let res = complete(&app, s["connect_url"].as_str().unwrap(), 6847, true).await;
+    assert_eq!(location(&res), format!("{RETURN_URL}&status=failed&reason=company_already_connected"));
+    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id, None);
+}
+
+#[tokio::test]
+async fn the_pair_of_every_refused_callback_is_spent() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("crm").await;
+    let id = broken_connection(&app, &key).await;
+    // A reconnect link completed as another company: company_mismatch.
+    let path = format!("/api/v1/connections/{}/reconnect-session", id.as_str());
+    let s: Value = post_json(&app, &path, &key, &json!({})).await.json().await.unwrap();
+    let authorize = open_link(&app, s["connect_url"].as_str().unwrap()).await;
+    let back = app.decide_at_fake(&authorize, Some(7012), true).await;
+    app.client.get(&back).send().await.unwrap();
+    wait_until_spent(&app, &callback_access_token(&back)).await;
+    // `/user` failing (user_unavailable) or refusing the token (token_refused): nothing is
+    // stored, and the pair dies all the same.
+    for shape in
+        [connect_hub::demo::snapinspect::UserShape::Fail(503), connect_hub::demo::snapinspect::UserShape::Fail(401)]
+    {
+        app.fake.set_user_shape(shape);
+        let authorize = app.start_connect().await;
+        let back = app.decide_at_fake(&authorize, Some(7013), true).await;
+        let res = app.client.get(&back).send().await.unwrap();
+        assert_eq!(res.status(), 303);
+        wait_until_spent(&app, &callback_access_token(&back)).await;
+    }
+    assert_eq!(app.connection_count().await, 1, "only the broken connection");
+}
+
+#[tokio::test]
+async fn a_connect_links_page_spends_nothing_and_only_its_button_does() {
+    let app = spawn_app_with(|v| {
+        v.insert("BRAND_NAME".into(), "Acme Inspections".into());
+    })
+    .await;
+    let (_, key) = app.api_key("crm").await;
+    let s = session(&app, &key, json!({"end_user_id": "u1", "display_name": "Ada Lovelace"})).await;
+    let url = s["connect_url"].as_str().unwrap();
+    // A mail scanner fetches the link, twice.
+    for _ in 0..2 {
+        let res = reqwest::Client::new().get(url).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let html = res.text().await.unwrap();
+        assert!(html.contains("Acme Inspections asks you to connect your SnapInspect account for"), "{html}");
+        assert!(html.contains("Ada Lovelace"));
+    }
+    assert_eq!(count(&app, "select count(*) from connect_sessions where opened_at is null").await, 1, "unspent");
+    assert_eq!(count(&app, "select count(*) from oauth_states").await, 0, "no flow started");
+    // A form posted from elsewhere spends nothing.
+    let res = app.client.post(url).form(&[("form_token", "forged")]).send().await.unwrap();
+    assert_eq!(res.status(), 400);
+    assert_eq!(count(&app, "select count(*) from connect_sessions where opened_at is null").await, 1, "unspent");
+    // The person's press of Continue does.
+    let res = press_continue(&app, url).await;
+    assert_eq!(res.status(), 303);
+    assert!(location(&res).starts_with(&app.fake_addr), "to SnapInspect");
+    assert_eq!(count(&app, "select count(*) from connect_sessions where opened_at is null").await, 0, "spent");
+    let used = app.client.get(url).send().await.unwrap();
+    assert_eq!(used.status(), 410, "a used link still says so");
+}
+
+#[tokio::test]
+async fn a_reconnect_link_whose_connection_was_deleted_ends_in_connection_gone() {
+    let app = spawn_app_with(with_return_origin).await;
+    let (_, key) = app.api_key("crm").await;
+    let id = broken_connection(&app, &key).await;
+    let path = format!("/api/v1/connections/{}/reconnect-session", id.as_str());
+    let s: Value = post_json(&app, &path, &key, &json!({"return_url": RETURN_URL})).await.json().await.unwrap();
+    let authorize = open_link(&app, s["connect_url"].as_str().unwrap()).await;
+    assert!(app.state.store.delete_connection(&id, connect_hub::time::now_ms(), "test").await.unwrap());
+
+    let back = app.decide_at_fake(&authorize, Some(6847), true).await;
+    let res = app.client.get(&back).send().await.unwrap();
+    assert_eq!(
+        location(&res),
+        format!("{RETURN_URL}&connection_id={}&status=failed&reason=connection_gone", id.as_str())
+    );
+    assert_eq!(app.connection_count().await, 0, "no plain connection was made in its place");
+    wait_until_spent(&app, &callback_access_token(&back)).await;
+}
+
+#[tokio::test]
+async fn the_console_does_not_delete_a_snapinspect_connection() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    app.sign_in().await;
+    let page = app.get(&format!("/admin/connections/{id}/delete")).await;
+    assert_eq!(page.status(), 409);
+    let csrf = crate::helpers::csrf_from(&app.page("/admin/connections").await);
+    let res = app.admin_post(&format!("/admin/connections/{id}/delete"), &[("csrf", &csrf)]).await;
+    assert_eq!(res.status(), 409);
+    assert!(app.state.store.connection(&id).await.unwrap().is_some(), "still there");
 }

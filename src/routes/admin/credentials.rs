@@ -309,7 +309,20 @@ async fn confirm_delete(
 ) -> Result<HttpResponse, AppError> {
     let id = parse_id(&id)?;
     let c = load(&state, &id).await?;
+    refuse_snapinspect(&c)?;
     render(ConfirmPage { nav: admin.nav("connections"), id: id.to_string(), name: c.name })
+}
+
+/// Only client-credentials connections are deleted here: a SnapInspect connection is
+/// disconnected (its history and reconnect links stay meaningful), never deleted from the console.
+fn refuse_snapinspect(c: &crate::store::Connection) -> Result<(), AppError> {
+    if c.provider == Provider::SnapInspect {
+        return Err(AppError::conflict(
+            "not_deletable",
+            "SnapInspect connections are disconnected, not deleted: use Disconnect on the connection's page.",
+        ));
+    }
+    Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(connection_id = %id))]
@@ -321,6 +334,9 @@ async fn delete(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let id = parse_id(&id)?;
+    if let Some(c) = state.store.connection(&id).await? {
+        refuse_snapinspect(&c)?;
+    }
     if state.store.delete_connection(&id, now_ms(), &admin.actor()).await? {
         state.tokens.forget(&id);
         admin.flash(FlashKind::Ok, "Deleted, with its secret and token.");

@@ -3,21 +3,22 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use askama::Template;
+use secrecy::SecretString;
 
 use super::{
     check_connect_limit, cookie_error, flow_cookie, not_configured,
     result::{outcome_redirect, Problem},
 };
 use crate::{
-    domain::connect_session::{FailReason, ReturnUrl, SessionOutcome},
+    domain::connect_session::{EndUser, FailReason, ReturnUrl, SessionOutcome},
     domain::{random_bytes, sha256, ConnectionId, OpaqueToken},
     error::AppError,
     snapinspect::{
         connect::{authorize_url, parse_callback, Callback, STATE_TTL_MS},
-        ApiCallError,
+        ApiCallError, SnapInspectClient,
     },
     state::AppState,
-    store::{ConnectSession, LinkRefusal, NewSnapInspectLink},
+    store::{ConnectSession, ConsumedState, LinkRefusal, NewSnapInspectLink},
     time::now_ms,
 };
 
@@ -77,7 +78,7 @@ pub(super) async fn start(req: HttpRequest, state: web::Data<AppState>) -> Resul
 pub(super) async fn begin(
     req: &HttpRequest,
     state: &AppState,
-    session_id: Option<&str>,
+    session: Option<&ConnectSession>,
 ) -> Result<HttpResponse, AppError> {
     let client = state.snapinspect.as_ref().ok_or_else(not_configured)?;
     let (browser, new_cookie) = browser_id(req, state);
@@ -88,7 +89,7 @@ pub(super) async fn begin(
         .insert_state(
             &OpaqueToken::hash_of(oauth_state.as_str()),
             &sha256(browser.as_bytes()),
-            session_id,
+            session,
             now,
             now + STATE_TTL_MS,
         )
@@ -176,24 +177,80 @@ async fn handle_callback(
                 None => None,
             };
             tracing::info!(error = %error.chars().take(60).collect::<String>().escape_debug(), valid_state = consumed.is_some(), "SnapInspect connect was declined");
-            let Some(session_id) = consumed else { return Err(Problem::UnverifiedDenial) };
-            if let Some(id) = session_id {
-                *session = state.store.connect_session(&id).await?;
-            }
+            let Some(consumed) = consumed else { return Err(Problem::UnverifiedDenial) };
+            *session = session_of(state, consumed).await?.0;
             return Err(Problem::Denied(super::result::denial_code(&error)));
         }
         Callback::Approved { state, access_token, refresh_token } => (state, access_token, refresh_token),
     };
 
-    match state.store.consume_state(&OpaqueToken::hash_of(&state_value), browser_hash.as_deref(), now).await? {
-        Ok(Some(id)) => *session = state.store.connect_session(&id).await?,
-        Ok(None) => {}
-        Err(rejection) => {
-            tracing::warn!(?rejection, "callback refused: bad state");
-            return Err(Problem::State(rejection));
+    let gone =
+        match state.store.consume_state(&OpaqueToken::hash_of(&state_value), browser_hash.as_deref(), now).await? {
+            Ok(consumed) => {
+                let (found, gone) = session_of(state, consumed).await?;
+                *session = found;
+                gone
+            }
+            Err(rejection) => {
+                tracing::warn!(?rejection, "callback refused: bad state");
+                return Err(Problem::State(rejection));
+            }
+        };
+    let spare = refresh.clone();
+    let result = if gone { Err(Problem::ConnectionGone) } else { link(state, client, session, access, refresh).await };
+    if let Err(p) = &result {
+        if p.drops_callback_tokens() {
+            spend_callback_pair(client, spare);
         }
     }
+    result
+}
 
+/// The connect session a consumed state names: read back, or, for a reconnect link whose
+/// connection (and with it the session) was deleted meanwhile, rebuilt from what the state kept.
+/// The flag says that connection is gone.
+async fn session_of(state: &AppState, c: ConsumedState) -> anyhow::Result<(Option<ConnectSession>, bool)> {
+    let found = match &c.session_id {
+        Some(id) => state.store.connect_session(id).await?,
+        None => None,
+    };
+    Ok(match (found, c.reconnect_of) {
+        (Some(s), _) => (Some(s), false),
+        (None, Some(target)) => {
+            let rebuilt = ConnectSession {
+                id: String::new(),
+                end_user: EndUser::default(),
+                return_url: c.return_url,
+                connection_id: Some(target),
+            };
+            (Some(rebuilt), true)
+        }
+        (None, None) => (None, false),
+    })
+}
+
+/// A pair that travelled in the callback's URL and will not be kept is exchanged once, so it
+/// dies (SnapInspect tokens never expire on their own); the new pair is dropped unseen. Off the
+/// person's path: their page does not wait for SnapInspect.
+fn spend_callback_pair(client: &SnapInspectClient, refresh: SecretString) {
+    let client = client.clone();
+    tokio::spawn(async move {
+        match client.exchange(&refresh).await {
+            Ok(_) => tracing::info!("the refused callback's tokens were exchanged once and dropped"),
+            Err(e) => tracing::warn!(error = %e, "the refused callback's tokens could not be spent"),
+        }
+    });
+}
+
+/// Identify the company and store the link: a new connection, the same end user's again, or the
+/// connection a reconnect link repairs.
+async fn link(
+    state: &AppState,
+    client: &SnapInspectClient,
+    session: &Option<ConnectSession>,
+    access: SecretString,
+    refresh: SecretString,
+) -> Result<ConnectionId, Problem> {
     // Which company is this? Nothing public documents /user, so read it tolerantly. Only an
     // answer SnapInspect actually gave (200 without a company) makes an unidentified connection;
     // when /user fails or cannot be reached we store nothing, so made-up tokens never make a row.
@@ -216,24 +273,36 @@ async fn handle_callback(
     let link =
         NewSnapInspectLink { company_id, name, user_info, access_token: access, refresh_token: refresh, end_user };
     let saved = match session.as_ref().and_then(|s| s.connection_id.as_ref()) {
-        Some(target) => match state.store.reconnect_snapinspect_link(target, &link, now_ms()).await? {
-            Ok(saved) => saved,
-            Err(refusal) => {
-                tracing::warn!(connection_id = %target, company_id = ?company_id, ?refusal, "reconnect link refused; nothing stored");
-                return Err(match refusal {
-                    LinkRefusal::CompanyMismatch => Problem::CompanyMismatch,
-                    LinkRefusal::ConnectionGone => Problem::ConnectionGone,
-                });
-            }
-        },
+        Some(target) => state.store.reconnect_snapinspect_link(target, &link, now_ms()).await?,
         None => state.store.save_snapinspect_link(&link, now_ms()).await?,
     };
+    let saved = saved.map_err(|refusal| {
+        tracing::warn!(company_id = ?company_id, ?refusal, "link refused; nothing stored");
+        match refusal {
+            LinkRefusal::CompanyMismatch => Problem::CompanyMismatch,
+            LinkRefusal::ConnectionGone => Problem::ConnectionGone,
+            LinkRefusal::CompanyAlreadyConnected => Problem::CompanyAlreadyConnected,
+        }
+    })?;
     tracing::info!(connection_id = %saved.id, company_id = ?company_id, reconnected = saved.reconnected, session = session.is_some(), "SnapInspect connected");
     state.on_connected(&saved, company_id).await;
     Ok(saved.id)
 }
 
 impl Problem {
+    /// Whether the callback's pair is left unstored, so it must be spent: every refusal after
+    /// SnapInspect issued it (a malformed or unverified callback carries nothing we trust).
+    fn drops_callback_tokens(&self) -> bool {
+        matches!(
+            self,
+            Problem::UserUnavailable
+                | Problem::TokenRefused
+                | Problem::CompanyMismatch
+                | Problem::CompanyAlreadyConnected
+                | Problem::ConnectionGone
+        )
+    }
+
     /// What a session's return URL is told (`None`: the person said no).
     fn fail_reason(&self) -> Option<FailReason> {
         Some(match self {
@@ -243,6 +312,7 @@ impl Problem {
             Problem::UserUnavailable => FailReason::UserUnavailable,
             Problem::TokenRefused => FailReason::TokenRefused,
             Problem::CompanyMismatch => FailReason::CompanyMismatch,
+            Problem::CompanyAlreadyConnected => FailReason::CompanyAlreadyConnected,
             Problem::ConnectionGone => FailReason::ConnectionGone,
             Problem::NotConfigured | Problem::Internal(_) => FailReason::Internal,
         })

@@ -36,6 +36,7 @@ pub enum Problem {
     UserUnavailable,
     TokenRefused,
     CompanyMismatch,
+    CompanyAlreadyConnected,
     ConnectionGone,
     NotConfigured,
     Internal(anyhow::Error),
@@ -81,6 +82,7 @@ impl Problem {
             Problem::UserUnavailable => "user_unavailable".into(),
             Problem::TokenRefused => "token_refused".into(),
             Problem::CompanyMismatch => "company_mismatch".into(),
+            Problem::CompanyAlreadyConnected => "company_already_connected".into(),
             Problem::ConnectionGone => "connection_gone".into(),
             Problem::NotConfigured => "not_configured".into(),
             Problem::Internal(_) => "internal".into(),
@@ -156,6 +158,10 @@ fn page_for(code: &str) -> (StatusCode, &'static str) {
             StatusCode::CONFLICT,
             "You signed in to a different SnapInspect company than the one this reconnect link is for, so nothing changed. Sign in to SnapInspect as the company you want to reconnect, and ask for a new link.",
         ),
+        "company_already_connected" => (
+            StatusCode::CONFLICT,
+            "This SnapInspect company is already connected for someone else, so nothing changed. An administrator of this service can help: they can give the connection to you.",
+        ),
         "connection_gone" => (
             StatusCode::GONE,
             "The connection this reconnect link was for no longer exists, so nothing changed. Ask for a new link.",
@@ -202,7 +208,7 @@ fn to_start() -> HttpResponse {
 async fn result(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let Some(code) = state.cookies.get(&req, OUTCOME) else { return Ok(to_start()) };
     let (status, reason) = page_for(&code);
-    let title = if code.starts_with("company_") || code == "connection_gone" {
+    let title = if code == "company_mismatch" || code == "connection_gone" {
         "SnapInspect was not reconnected"
     } else {
         "SnapInspect was not connected"

@@ -411,6 +411,10 @@ async fn a_person_connects_from_the_organisations_app_and_lands_back_in_it() {
     let Some(mut b) = Browser::start("connect_from_app").await else { return };
     b.goto(&format!("{org}/settings")).await;
     b.click("#connect").await;
+    // The link's own page names the organisation; only its button spends the link.
+    assert!(b.text("#asks").await.contains("Acme Inspections asks you to connect your SnapInspect account"));
+    b.screenshot("connect-link-page-1280").await;
+    b.click("#continue").await;
     assert!(b.current_url().await.starts_with(&app.fake_addr), "on SnapInspect's page");
     b.click("#allow").await;
     assert_eq!(b.text("#status").await, "connected");
