@@ -48,6 +48,18 @@ pub enum ConnectionsCommand {
     Token { id: String },
     /// Force an exchange / a new token now, and print the new access token.
     Refresh { id: String },
+    /// Give a connection to an end user of your app (the only way a connection changes hands;
+    /// audited).
+    Assign {
+        id: String,
+        /// Your app's id for the end user (or tenant).
+        #[arg(long)]
+        end_user: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -206,6 +218,24 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
             let id = ConnectionId::parse(&id)?;
             let token = token_manager(&settings, &store)?.refresh(&id, "cli").await?;
             println!("{}", token.token.expose_secret());
+            Ok(())
+        }
+        ConnectionsCommand::Assign { id, end_user, email, display_name } => {
+            let id = ConnectionId::parse(&id)?;
+            let user =
+                crate::domain::connect_session::EndUser::parse(end_user, email, display_name, None).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        e.replace("end_user_id", "--end-user")
+                            .replace("end_user_email", "--email")
+                            .replace("display_name", "--display-name")
+                    )
+                })?;
+            anyhow::ensure!(
+                store.assign_end_user(&id, &user, crate::time::now_ms(), "cli").await?,
+                "there is no connection {id}"
+            );
+            eprintln!("connection {id} now belongs to end user {}", user.id);
             Ok(())
         }
     };

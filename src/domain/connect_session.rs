@@ -178,6 +178,21 @@ fn text(name: &str, v: &str, max: usize) -> Result<String, String> {
     Ok(v.to_owned())
 }
 
+impl EndUser {
+    /// An end user an admin names (console, CLI, API), checked by the same rules as a connect
+    /// session's; the message names the field and the rule.
+    pub fn parse(
+        id: String,
+        email: Option<String>,
+        display_name: Option<String>,
+        tags: Option<BTreeMap<String, String>>,
+    ) -> Result<Self, String> {
+        let request =
+            SessionRequest { end_user_id: Some(id), end_user_email: email, display_name, tags, return_url: None };
+        Ok(request.check(&[])?.0)
+    }
+}
+
 impl SessionRequest {
     /// Check every field; the message names the field and the rule.
     pub fn check(self, allowed: &[ReturnOrigin]) -> Result<(EndUser, Option<ReturnUrl>), String> {

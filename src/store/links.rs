@@ -232,6 +232,43 @@ impl Store {
         tx.commit().await?;
         Ok(Ok(matched))
     }
+
+    /// Give a connection to an end user of the organisation's app: an admin's decision, audited,
+    /// and the only way a connection changes hands. False if there is no such connection.
+    #[tracing::instrument(skip_all, fields(connection_id = %id))]
+    pub async fn assign_end_user(
+        &self,
+        id: &ConnectionId,
+        user: &EndUser,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.write_tx().await?;
+        let before: Option<(Option<String>,)> = sqlx::query_as("select end_user_id from connections where id = $1")
+            .bind(id.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some((before,)) = before else { return Ok(false) };
+        sqlx::query(
+            "update connections set end_user_id = $2, end_user_email = $3, end_user_display_name = $4, tags = $5, \
+             updated_at = $6 where id = $1",
+        )
+        .bind(id.as_str())
+        .bind(&user.id)
+        .bind(&user.email)
+        .bind(&user.display_name)
+        .bind(super::connect_sessions::tags_json(&user.tags))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let detail = match before {
+            Some(b) => format!("end user {} (was {b})", user.id),
+            None => format!("end user {} (had none)", user.id),
+        };
+        insert_audit(&mut tx, now, actor, "assign_end_user", Some(id), &detail).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
 }
 
 /// A new token pair for an existing connection (same id, same history); the end user only

@@ -854,3 +854,67 @@ async fn the_console_does_not_delete_a_snapinspect_connection() {
     assert_eq!(res.status(), 409);
     assert!(app.state.store.connection(&id).await.unwrap().is_some(), "still there");
 }
+
+/// The audit log's entries for a connection: (action, detail).
+async fn audit_of(app: &TestApp, id: &connect_hub::domain::ConnectionId) -> Vec<(String, String)> {
+    sqlx::query_as("select action, detail from audit_log where connection_id = $1 order by id")
+        .bind(id.as_str())
+        .fetch_all(app.state.store.pool())
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn only_an_admin_gives_a_connection_to_an_end_user_and_it_is_audited() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("crm").await;
+    let a = session(&app, &key, json!({"end_user_id": "tenant-A", "tags": {"plan": "a"}})).await;
+    complete(&app, a["connect_url"].as_str().unwrap(), 6847, true).await;
+    let id = app.connection_id_for(6847).await;
+    let path = format!("/api/v1/connections/{}/end-user", id.as_str());
+    let put = |key: String, body: Value| {
+        let url = format!("{}{path}", app.addr);
+        async move { reqwest::Client::new().put(url).bearer_auth(key).json(&body).send().await.unwrap() }
+    };
+
+    // A key limited to this connection, or a read-only one, may not.
+    let scoped = connect_hub::auth::api_keys::KeyScope { connections: Some(vec![id.clone()]), read_only: false };
+    let (_, scoped) = app.state.api_keys.create_scoped("scoped", &scoped, "test").await.unwrap();
+    let res = put(scoped.expose_secret().to_owned(), json!({"end_user_id": "tenant-B"})).await;
+    assert_eq!(res.status(), 403);
+    assert_eq!(res.json::<Value>().await.unwrap()["error"], "full_scope_required");
+    let res = put(key.clone(), json!({"end_user_id": " "})).await;
+    assert_eq!(res.status(), 400, "a blank end user is refused");
+
+    // A full key can: the connection is tenant B's, with B's tags, and the audit says who did it.
+    let res = put(key.clone(), json!({"end_user_id": "tenant-B", "tags": {"plan": "b"}})).await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["end_user_id"], "tenant-B");
+    assert_eq!(body["tags"]["plan"], "b");
+    let c = app.state.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(c.end_user_id.as_deref(), Some("tenant-B"));
+    assert!(audit_of(&app, &id)
+        .await
+        .contains(&("assign_end_user".to_owned(), "end user tenant-B (was tenant-A)".to_owned())));
+    // Tenant B's own sessions now refresh it; tenant A's are refused.
+    let again = session(&app, &key, json!({"end_user_id": "tenant-A"})).await;
+    let res = complete(&app, again["connect_url"].as_str().unwrap(), 6847, true).await;
+    assert_eq!(location(&res), "/connect/snapinspect/result");
+
+    // From the shell and from the console.
+    let out = crate::helpers::hub(&app, &["connections", "assign", id.as_str(), "--end-user", "tenant-C"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-C"));
+    app.sign_in().await;
+    let html = app.page(&format!("/admin/connections/{id}")).await;
+    let csrf = crate::helpers::csrf_from(&html);
+    let res = app
+        .admin_post(&format!("/admin/connections/{id}/end-user"), &[("csrf", &csrf), ("end_user_id", "tenant-D")])
+        .await;
+    assert_eq!(res.status(), 303);
+    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-D"));
+    let actions: Vec<String> = audit_of(&app, &id).await.into_iter().map(|(a, d)| format!("{a}: {d}")).collect();
+    assert!(actions.iter().any(|a| a == "assign_end_user: end user tenant-C (was tenant-B)"), "{actions:?}");
+    assert!(actions.iter().any(|a| a == "assign_end_user: end user tenant-D (was tenant-C)"), "{actions:?}");
+}

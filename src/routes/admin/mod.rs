@@ -6,6 +6,7 @@ mod audit;
 mod connections;
 mod credentials;
 mod dashboard;
+mod end_user;
 mod endpoint_form;
 mod endpoints;
 mod error_page;
@@ -58,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(credentials::configure)
             .configure(connections::configure)
             .configure(reconnect_link::configure)
+            .configure(end_user::configure)
             .configure(api_keys::configure)
             .configure(events::configure)
             .configure(endpoints::configure)

@@ -1,15 +1,19 @@
 //! Connections through the API: list them (optionally one end user's), get a valid access token
-//! (refreshed only when needed, or forced), and force a refresh; each within the key's scope.
+//! (refreshed only when needed, or forced), force a refresh, and give one to an end user.
 
 use actix_web::{http::header, web, HttpResponse};
 use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{iso, ApiCaller};
+use std::collections::BTreeMap;
+
+use super::{bad_body, iso, parse_body, ApiCaller};
 use crate::{
+    domain::connect_session::EndUser,
     error::{ApiError, AppError},
     state::AppState,
+    store::Connection,
     time::now_ms,
     tokens::AccessToken,
 };
@@ -17,7 +21,26 @@ use crate::{
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/connections", web::get().to(list))
         .route("/connections/{id}/token", web::get().to(token))
-        .route("/connections/{id}/refresh", web::post().to(refresh));
+        .route("/connections/{id}/refresh", web::post().to(refresh))
+        .route("/connections/{id}/end-user", web::put().to(assign_end_user));
+}
+
+/// A connection as the API shows it (everything but its secrets).
+fn connection_json(c: &Connection) -> serde_json::Value {
+    json!({
+        "id": c.id.as_str(),
+        "provider": c.provider.as_str(),
+        "name": c.name,
+        "company_id": c.company_id.map(|c| c.get()),
+        "status": c.status.as_str(),
+        "connected_at": iso(Some(c.connected_at)),
+        "last_refresh_at": iso(c.last_exchange_at),
+        "last_used_at": iso(c.last_used_at),
+        "token_expires_at": iso(c.token_expires_at),
+        "last_error": c.last_error,
+        "end_user_id": c.end_user_id,
+        "tags": c.tags,
+    })
 }
 
 #[derive(Deserialize)]
@@ -35,26 +58,8 @@ async fn list(
         Some(u) => state.store.connections_for_end_user(u).await?,
         None => state.store.connections().await?,
     };
-    let connections: Vec<serde_json::Value> = all
-        .into_iter()
-        .filter(|c| caller.0.may_use(&c.id))
-        .map(|c| {
-            json!({
-                "id": c.id.as_str(),
-                "provider": c.provider.as_str(),
-                "name": c.name,
-                "company_id": c.company_id.map(|c| c.get()),
-                "status": c.status.as_str(),
-                "connected_at": iso(Some(c.connected_at)),
-                "last_refresh_at": iso(c.last_exchange_at),
-                "last_used_at": iso(c.last_used_at),
-                "token_expires_at": iso(c.token_expires_at),
-                "last_error": c.last_error,
-                "end_user_id": c.end_user_id,
-                "tags": c.tags,
-            })
-        })
-        .collect();
+    let connections: Vec<serde_json::Value> =
+        all.into_iter().filter(|c| caller.0.may_use(&c.id)).map(|c| connection_json(&c)).collect();
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({ "connections": connections })))
@@ -113,4 +118,40 @@ async fn refresh(
     // again (see `REFRESH_COOLDOWN_MS`).
     let t = state.tokens.refresh_unless_fresh(&id, &caller.actor()).await.map_err(AppError::from)?;
     Ok(token_response(&t))
+}
+
+/// The body of `PUT /api/v1/connections/{id}/end-user`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EndUserBody {
+    end_user_id: Option<String>,
+    end_user_email: Option<String>,
+    display_name: Option<String>,
+    tags: Option<BTreeMap<String, String>>,
+}
+
+/// Give a connection to an end user: only a key for every connection that may write, because it
+/// decides whom a connection belongs to. Audited.
+#[tracing::instrument(skip_all, fields(api_key = %caller.0.key_id, connection_id = %id))]
+async fn assign_end_user(
+    caller: ApiCaller,
+    id: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let id = caller.connection(&id)?;
+    if caller.0.read_only || caller.0.connections.is_some() {
+        return Err(ApiError(AppError::Forbidden {
+            code: "full_scope_required",
+            message: "only an API key for every connection, not read-only, may give a connection to an end user".into(),
+        }));
+    }
+    let body: EndUserBody = parse_body(&body)?;
+    let user = EndUser::parse(body.end_user_id.unwrap_or_default(), body.end_user_email, body.display_name, body.tags)
+        .map_err(bad_body)?;
+    if !state.store.assign_end_user(&id, &user, now_ms(), &caller.actor()).await? {
+        return Err(super::not_found(id.as_str()));
+    }
+    let c = state.store.connection(&id).await?.ok_or_else(|| super::not_found(id.as_str()))?;
+    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(connection_json(&c)))
 }

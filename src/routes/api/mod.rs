@@ -8,6 +8,7 @@ mod endpoints;
 mod sessions;
 
 use actix_web::web;
+use serde::Deserialize;
 use serde_json::json;
 
 use caller::ApiCaller;
@@ -54,4 +55,18 @@ fn not_found(raw: &str) -> ApiError {
 
 fn parse_id(raw: &str) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(raw).map_err(|_| not_found(raw))
+}
+
+/// A 400 about the request body, in the words given.
+fn bad_body(message: impl Into<String>) -> ApiError {
+    ApiError(AppError::BadRequest { code: "bad_body", title: "Bad request body", message: message.into() })
+}
+
+/// The JSON body, or a 400 that says what is wrong with it (serde's words are precise here: the
+/// reader is a developer).
+fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not the expected JSON object: {e}")))
 }

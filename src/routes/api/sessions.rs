@@ -5,25 +5,12 @@ use actix_web::{http::header, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{iso, ApiCaller};
+use super::{bad_body, iso, parse_body, ApiCaller};
 use crate::{
     domain::connect_session::{Issued, ReturnUrl, SessionRequest},
     error::{ApiError, AppError},
     state::AppState,
 };
-
-fn bad_body(message: impl Into<String>) -> ApiError {
-    ApiError(AppError::BadRequest { code: "bad_body", title: "Bad request body", message: message.into() })
-}
-
-/// The JSON body, or a 400 that says what is wrong with it (serde's words are precise here: the
-/// reader is a developer).
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not the expected JSON object: {e}")))
-}
 
 fn created(issued: &Issued) -> HttpResponse {
     HttpResponse::Created().insert_header((header::CACHE_CONTROL, "no-store")).json(json!({
