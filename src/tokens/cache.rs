@@ -99,4 +99,46 @@ mod tests {
         assert_eq!(cache_until(Provider::Snapdocs, Some(13_000), None, 10_000), 11_500);
         assert_eq!(cache_until(Provider::Snapdocs, Some(13_000), Some(0), 10_000), 8_000, "already in its margin");
     }
+
+    fn token(provider: Provider, expires_at: Option<i64>) -> AccessToken {
+        AccessToken {
+            connection_id: ConnectionId::generate(),
+            provider,
+            token: secrecy::SecretString::from("t".to_owned()),
+            version: 1,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn memory_serves_a_token_until_its_moment_and_not_at_it() {
+        let cache = TokenCache::default();
+        let t = token(Provider::SnapInspect, None);
+        cache.remember(&t, None, 10_000);
+        assert!(cache.contains(&t.connection_id));
+        assert!(cache.get(&t.connection_id, 10_999).is_some(), "within its second");
+        assert!(cache.get(&t.connection_id, 11_000).is_none(), "at its end it is read again");
+    }
+
+    #[test]
+    fn a_token_already_at_its_margin_is_not_kept() {
+        let cache = TokenCache::default();
+        // Obtained at 0, expires at 20 s: its margin (5 s) starts at 15 s, which is now.
+        let t = token(Provider::Snapdocs, Some(20_000));
+        cache.remember(&t, Some(0), 15_000);
+        assert!(!cache.contains(&t.connection_id));
+    }
+
+    #[test]
+    fn forget_and_clear_drop_what_memory_holds() {
+        let cache = TokenCache::default();
+        let (a, b) = (token(Provider::SnapInspect, None), token(Provider::SnapInspect, None));
+        cache.remember(&a, None, 0);
+        cache.remember(&b, None, 0);
+        cache.forget(&a.connection_id);
+        assert!(!cache.contains(&a.connection_id) && cache.contains(&b.connection_id));
+        cache.clear();
+        assert!(!cache.contains(&b.connection_id));
+        assert!(cache.get(&b.connection_id, 1).is_none());
+    }
 }
