@@ -107,7 +107,7 @@ pub enum SessionOutcome {
     Failed(FailReason),
 }
 
-/// Why a session's connect failed: stable codes, documented in docs/connect-from-your-app.md.
+/// Why a session's connect failed: stable codes, listed in the README (Connect from your app).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailReason {
     /// SnapInspect answered the authorize request with an error other than a denial.
