@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::text::{escaped, without_nul};
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -33,13 +35,15 @@ pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwes
     builder
 }
 
-/// A provider's error response, trimmed for a log line or an admin page: the first 200 characters.
+/// A provider's error response, trimmed for a log line or an admin page: the first 200 characters,
+/// on one line, with any other control character written out (it is stored, and printed).
 pub fn snippet(body: &str) -> String {
     let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = escaped(&one_line);
     if one_line.chars().count() > 200 {
         format!("{}…", one_line.chars().take(200).collect::<String>())
     } else {
-        one_line
+        one_line.into_owned()
     }
 }
 
@@ -98,8 +102,9 @@ pub async fn read_capped(mut res: reqwest::Response, cap: usize, from: &str) -> 
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The first `cap` bytes of an (error) answer, for a message: the rest is never read, and a
-/// broken connection just ends the excerpt.
+/// The first `cap` bytes of an (error) answer, for a message or an attempt's record: the rest is
+/// never read, a broken connection just ends the excerpt, and a NUL is written out (see
+/// [`without_nul`]), so any answer can be stored.
 pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
     let mut body = Vec::new();
     while body.len() < cap {
@@ -108,7 +113,7 @@ pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
             _ => break,
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    without_nul(&String::from_utf8_lossy(&body)).into_owned()
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).

@@ -119,6 +119,7 @@ fn sizes_are_said_in_the_largest_whole_unit() {
 #[test]
 fn snippets_are_one_line_of_at_most_200_characters() {
     assert_eq!(snippet("a\n  b\tc"), "a b c");
+    assert_eq!(snippet("a\0b \x1b[2K"), "a\\u{0}b \\u{1b}[2K", "control characters written out");
     let long = "é".repeat(300);
     assert_eq!(snippet(&long), format!("{}…", "é".repeat(200)));
     assert_eq!(snippet(&"é".repeat(200)), "é".repeat(200));

@@ -1,0 +1,113 @@
+//! Text from outside with bytes a store cannot hold as they are (a NUL, `\u0000`): webhooks, receivers'
+//! and providers' answers and query parameters, on both stores; and a batch write that fails anyway
+//! is retried row by row, so one bad row fails alone.
+
+use std::net::TcpListener;
+
+use actix_web::{web, HttpResponse};
+use connect_hub::{
+    client_credentials::CredentialsInput,
+    domain::{
+        endpoint::{generate_secret, EndpointId, EndpointUrl, EventTypes},
+        EventId, Provider,
+    },
+    store::NewEndpoint,
+    time::now_ms,
+};
+use serde_json::Value;
+
+use crate::helpers::{forwarding, receiver, spawn_app, spawn_app_with, TestApp, CREATE};
+
+/// An endpoint for every event type, added through the store as the CLI does.
+async fn endpoint(app: &TestApp, url: &str) -> EndpointId {
+    let id = EndpointId::generate();
+    let new = NewEndpoint {
+        id: &id,
+        url: &EndpointUrl::parse(url).unwrap(),
+        description: "test",
+        event_types: &EventTypes::parse("").unwrap(),
+        secret: &generate_secret(),
+    };
+    app.state.store.create_endpoint(&new, now_ms(), "test").await.unwrap();
+    id
+}
+
+#[tokio::test]
+async fn a_receiver_answering_a_nul_byte_is_recorded_and_takes_no_other_endpoint_with_it() {
+    let app = spawn_app().await;
+    let (nul, nul_url) = receiver();
+    nul.set_body("ok\0 and more");
+    let (plain, plain_url) = receiver();
+    endpoint(&app, &nul_url).await;
+    endpoint(&app, &plain_url).await;
+    app.connect_company(6847).await;
+    let id = app.send_event(CREATE).await;
+    app.state.worker.drain().await.unwrap();
+
+    let rowid = app.event(&id).await.rowid;
+    let deliveries = app.state.store.event_deliveries(rowid).await.unwrap();
+    assert_eq!(deliveries.len(), 2);
+    for d in &deliveries {
+        assert_eq!((d.state.as_str(), d.attempts), ("done", 1), "{d:?}");
+        let attempts = app.state.store.delivery_attempts(d.id).await.unwrap();
+        assert_eq!(attempts.len(), 1, "one attempt, recorded: {attempts:?}");
+        assert_eq!(attempts[0].http_status, Some(200));
+        if d.url == nul_url {
+            let excerpt = attempts[0].response_excerpt.clone().unwrap();
+            assert!(excerpt.starts_with("ok") && excerpt.ends_with(" and more"), "the answer is kept: {excerpt:?}");
+            assert!(!excerpt.contains('\0'), "with its NUL escaped: {excerpt:?}");
+        }
+    }
+    // Nothing is left to send again: each receiver got the event (and the connect's) once.
+    app.state.worker.drain().await.unwrap();
+    assert_eq!((nul.count(), plain.count()), (2, 2));
+}
+
+#[tokio::test]
+async fn a_webhook_holding_an_escaped_nul_is_stored_and_delivered_as_received() {
+    let app = spawn_app_with(forwarding).await;
+    app.connect_company(6847).await;
+    let body = r#"{"sType":"Create\u0000Inspection","iInspectionID":1388563,"iCompanyID":6847,"sStatus":"a\u0000b"}"#;
+    let res = app.post_webhook(body).await;
+    assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+    let v: Value = res.json().await.unwrap();
+    let id = EventId::parse(v["id"].as_str().unwrap()).unwrap();
+    assert_eq!(app.event(&id).await.payload, body, "kept byte for byte");
+
+    app.state.worker.drain().await.unwrap();
+    assert_eq!(app.event(&id).await.state, "done");
+    let got = app.receiver.received().into_iter().find(|d| d.webhook_id == id.as_str()).expect("delivered");
+    let delivered: Value = serde_json::from_slice(&got.body).unwrap();
+    assert_eq!(delivered["payload"]["sType"], "Create\u{0}Inspection", "as received, NUL and all");
+    assert_eq!(delivered["payload"]["sStatus"], "a\u{0}b");
+}
+
+#[tokio::test]
+async fn a_provider_answer_with_a_nul_is_kept_as_the_connections_last_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let answer = |cfg: &mut web::ServiceConfig| {
+        cfg.route(
+            "/token",
+            web::post().to(|| async {
+                HttpResponse::BadRequest()
+                    .content_type("application/json")
+                    .body(r#"{"error":"invalid_client","error_description":"no\u0000such client"}"#)
+            }),
+        );
+    };
+    tokio::spawn(connect_hub::demo::fakes::serve(answer, listener).unwrap());
+    let app = spawn_app().await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(url),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    assert!(app.state.tokens.token(&id).await.is_err());
+    let c = app.state.store.connection(&id).await.unwrap().unwrap();
+    let error = c.last_error.expect("the failure is recorded");
+    assert!(error.contains("no") && error.contains("such client") && !error.contains('\0'), "{error:?}");
+    assert_eq!(c.status.as_str(), "failing");
+}
