@@ -16,7 +16,7 @@ use connect_hub::{
 };
 use serde_json::Value;
 
-use crate::helpers::{forwarding, receiver, spawn_app, spawn_app_with, TestApp, CREATE};
+use crate::helpers::{api, forwarding, receiver, spawn_app, spawn_app_with, TestApp, CREATE};
 
 /// An endpoint for every event type, added through the store as the CLI does.
 async fn endpoint(app: &TestApp, url: &str) -> EndpointId {
@@ -110,4 +110,25 @@ async fn a_provider_answer_with_a_nul_is_kept_as_the_connections_last_error() {
     let error = c.last_error.expect("the failure is recorded");
     assert!(error.contains("no") && error.contains("such client") && !error.contains('\0'), "{error:?}");
     assert_eq!(c.status.as_str(), "failing");
+}
+
+#[tokio::test]
+async fn a_query_parameter_that_cannot_match_is_a_400_not_a_500() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("reader").await;
+    for bad in ["a%00b", "a%1Bb", "%7F"] {
+        let (status, body) = api(&app, reqwest::Method::GET, &format!("/connections?end_user_id={bad}"), &key).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.to_string().contains("end_user_id"), "the answer names the parameter: {body}");
+    }
+    let (status, body) = api(&app, reqwest::Method::GET, "/connections?end_user_id=tenant-a", &key).await;
+    assert_eq!((status, body["connections"].as_array().map(Vec::len)), (200, Some(0)));
+    // The console's filters alike.
+    app.sign_in().await;
+    let res = app.get("/admin/events?type=Create%00Inspection").await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("cannot hold a NUL"));
+    assert_eq!(app.get("/admin/events?type=Create_Inspection").await.status(), 200);
+    assert_eq!(app.get("/admin/connections?q=Acme%00").await.status(), 400);
+    assert_eq!(app.get("/admin/connections?q=Acme").await.status(), 200);
 }
