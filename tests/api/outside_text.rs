@@ -132,3 +132,40 @@ async fn a_query_parameter_that_cannot_match_is_a_400_not_a_500() {
     assert_eq!(app.get("/admin/connections?q=Acme%00").await.status(), 400);
     assert_eq!(app.get("/admin/connections?q=Acme").await.status(), 200);
 }
+
+#[tokio::test]
+async fn migrate_store_copies_rows_an_older_version_stored_with_a_nul() {
+    let probe = tempfile::tempdir().unwrap();
+    let target = crate::helpers::TestDb::new(probe.path()).await;
+    if !target.is_postgres() {
+        println!("skipped: migrate-store needs a PostgreSQL server (TEST_DATABASE_URL)");
+        return;
+    }
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let sqlite_url = format!("sqlite://{}", sqlite_dir.path().join("old.db").display());
+    let url = sqlite_url.clone();
+    let old = spawn_app_with(move |v| {
+        v.insert("DATABASE_URL".into(), url);
+    })
+    .await;
+    let id = old.send_event(CREATE).await;
+    // SQLite holds any byte, and earlier versions stored parsed fields and errors as they came.
+    sqlx::query("update events set event_type = 'Create' || char(0) || 'Inspection', last_error = 'x' || char(0) where public_id = $1")
+        .bind(id.as_str())
+        .execute(old.state.store.pool())
+        .await
+        .unwrap();
+
+    let out = crate::helpers::hub(&old, &["migrate-store", "--from", &sqlite_url, "--to", &target.url]);
+    assert!(out.status.success(), "{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let moved = sqlx::AnyPool::connect(&target.url).await.unwrap();
+    let (kind, error, payload): (String, String, String) =
+        sqlx::query_as("select event_type, last_error, payload from events where public_id = $1")
+            .bind(id.as_str())
+            .fetch_one(&moved)
+            .await
+            .unwrap();
+    assert_eq!((kind.as_str(), error.as_str()), ("Create\\u{0}Inspection", "x\\u{0}"), "the NUL written out");
+    assert_eq!(payload, CREATE, "the rest byte for byte");
+    moved.close().await;
+}
