@@ -372,8 +372,8 @@ async fn writer(me: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<Delivery
         let now = now_ms();
         match d.store.record_delivery_results(&batch, now, disable_before(now, d.config.disable_after)).await {
             Ok(recorded) if (recorded as usize) < batch.len() => tracing::warn!(
-                stale = batch.len() - recorded as usize,
-                "some results came after their claim was taken over; the new claim decides"
+                unrecorded = batch.len() - recorded as usize,
+                "some results came after their claim was taken over (the new claim decides) or were refused (see above)"
             ),
             Ok(_) => {}
             Err(e) => tracing::error!(

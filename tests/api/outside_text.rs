@@ -8,10 +8,11 @@ use actix_web::{web, HttpResponse};
 use connect_hub::{
     client_credentials::CredentialsInput,
     domain::{
-        endpoint::{generate_secret, EndpointId, EndpointUrl, EventTypes},
+        endpoint::{generate_secret, DeliveryState, EndpointId, EndpointUrl, EventTypes},
         EventId, Provider,
     },
-    store::NewEndpoint,
+    snapinspect::webhook::parse_payload,
+    store::{DeliveryResult, NewEndpoint, NewEvent},
     time::now_ms,
 };
 use serde_json::Value;
@@ -168,4 +169,95 @@ async fn migrate_store_copies_rows_an_older_version_stored_with_a_nul() {
     assert_eq!((kind.as_str(), error.as_str()), ("Create\\u{0}Inspection", "x\\u{0}"), "the NUL written out");
     assert_eq!(payload, CREATE, "the rest byte for byte");
     moved.close().await;
+}
+
+/// Make the database itself refuse rows of `table` whose `column` says `poison`: a write that
+/// fails for one row only, whatever the reason, as a stand-in for any row a store cannot take.
+async fn poison(app: &TestApp, table: &str, column: &str) {
+    let pool = app.state.store.pool();
+    let statements = if app.db.is_postgres() {
+        vec![
+            format!(
+                "create function poison_{table}() returns trigger language plpgsql as $$ begin \
+                 if new.{column} like '%poison%' then raise exception 'poisoned row'; end if; return new; end $$"
+            ),
+            format!(
+                "create trigger poison_{table} before insert on {table} for each row execute function poison_{table}()"
+            ),
+        ]
+    } else {
+        vec![format!(
+            "create trigger poison_{table} before insert on {table} when new.{column} like '%poison%' \
+             begin select raise(abort, 'poisoned row'); end"
+        )]
+    };
+    for sql in statements {
+        sqlx::query(&sql).execute(pool).await.unwrap();
+    }
+}
+
+fn new_event(body: &str) -> NewEvent {
+    NewEvent { id: EventId::generate(), received_at: now_ms(), payload: parse_payload(body.as_bytes()).unwrap() }
+}
+
+#[tokio::test]
+async fn a_batch_of_webhooks_with_one_row_the_store_refuses_stores_the_others() {
+    let app = spawn_app().await;
+    poison(&app, "events", "payload").await;
+    let body = |i: i64, kind: &str| format!(r#"{{"sType":"{kind}","iInspectionID":{i},"iCompanyID":6847}}"#);
+    let batch = [
+        new_event(&body(1, "Create_Inspection")),
+        new_event(&body(2, "poison")),
+        new_event(&body(3, "Create_Inspection")),
+    ];
+    let mut writer = app.state.store.event_writer().await.unwrap();
+    let written = writer.insert(&batch, &[], 7_200_000).await.unwrap();
+    assert_eq!(written.failed, [batch[1].id.clone()].into(), "only the refused one failed");
+    for (e, stored) in batch.iter().zip([true, false, true]) {
+        assert_eq!(app.state.store.event(&e.id).await.unwrap().is_some(), stored, "{}", e.payload.raw);
+    }
+    // Over HTTP: the refused one is a 503 (SnapInspect sends it again), the others are stored.
+    let res = app.post_webhook(&body(4, "poison")).await;
+    assert_eq!(res.status(), 503);
+    let res = app.post_webhook(&body(5, "Create_Inspection")).await;
+    assert_eq!(res.status(), 200);
+}
+
+#[tokio::test]
+async fn a_batch_of_delivery_results_with_one_row_the_store_refuses_records_the_others() {
+    let app = spawn_app().await;
+    poison(&app, "delivery_attempts", "response_excerpt").await;
+    let (_, first_url) = receiver();
+    let (_, second_url) = receiver();
+    let (_, third_url) = receiver();
+    let eps = [endpoint(&app, &first_url).await, endpoint(&app, &second_url).await, endpoint(&app, &third_url).await];
+    app.connect_company(6847).await;
+    app.state.worker.run_once().await.unwrap();
+    let now = now_ms();
+    let asks: Vec<(&str, i64)> = eps.iter().map(|e| (e.as_str(), 10)).collect();
+    let claimed = app.state.store.claim_deliveries(&asks, 10, "w", "clm_poison", now, now + 60_000).await.unwrap();
+    assert_eq!(claimed.len(), 3, "the connect's event, once per endpoint");
+    let results: Vec<DeliveryResult> = claimed
+        .iter()
+        .zip(["ok", "poison", "ok"])
+        .map(|(d, answer)| DeliveryResult {
+            delivery_id: d.id,
+            endpoint_id: d.endpoint_id.clone(),
+            claim_id: d.claim_id.clone(),
+            started_at: now,
+            duration_ms: 3,
+            state: DeliveryState::Done,
+            retry_at: 0,
+            http_status: Some(200),
+            error: None,
+            response_excerpt: Some(answer.into()),
+        })
+        .collect();
+    assert_eq!(app.state.store.record_delivery_results(&results, now, 0).await.unwrap(), 2);
+    let rowid = app.event(&claimed[0].event.id).await.rowid;
+    let deliveries = app.state.store.event_deliveries(rowid).await.unwrap();
+    for (r, want) in results.iter().zip(["done", "processing", "done"]) {
+        let d = deliveries.iter().find(|d| d.id == r.delivery_id).unwrap();
+        assert_eq!(d.state, want, "{r:?}");
+    }
 }
