@@ -116,9 +116,19 @@ pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
     without_nul(&String::from_utf8_lossy(&body)).into_owned()
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).
+/// The longest `Retry-After` anyone here honours; callers cap it again at their own backoff's cap.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] however large the number sent (the
+/// HTTP-date form is rare for APIs and treated as absent).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // More digits than a u64 holds is still a number of seconds: the most we honour.
+    let secs = raw.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// Describe a transport failure without the URL's query (reqwest's Display includes the URL).

@@ -197,3 +197,22 @@ async fn an_answer_cut_short_is_described_as_broken_off() {
     // A body error carries no URL.
     assert_eq!(describe_transport(&err), "the request broke off while reading the answer");
 }
+
+#[test]
+fn retry_after_is_whole_seconds_capped_at_a_day_however_many_digits() {
+    let of = |v: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+        retry_after(&h)
+    };
+    assert_eq!(of("120"), Some(Duration::from_secs(120)));
+    assert_eq!(of(" 0 "), Some(Duration::ZERO));
+    assert_eq!(of("86400"), Some(MAX_RETRY_AFTER));
+    assert_eq!(of("86401"), Some(MAX_RETRY_AFTER));
+    assert_eq!(of("18446744073709551615"), Some(MAX_RETRY_AFTER));
+    assert_eq!(of("99999999999999999999999999"), Some(MAX_RETRY_AFTER), "past u64: still a number of seconds");
+    for not_seconds in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "+5"] {
+        assert_eq!(of(not_seconds), None, "{not_seconds:?}");
+    }
+    assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
+}
