@@ -1,11 +1,17 @@
 //! Wall-clock time as the store keeps it, integer unix milliseconds, and how it is shown: RFC 3339,
 //! UTC text for people, and how long ago.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the unix epoch, now.
 pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// `wait` after `at_ms`, saturating: a wait that came from outside (a token's `expires_in`, a
+/// `Retry-After`) may be anything, and `as i64` would wrap a huge one into the past.
+pub fn after(at_ms: i64, wait: Duration) -> i64 {
+    at_ms.saturating_add(i64::try_from(wait.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// A short human description of how far `then_ms` is from now: "3 min ago" for the past,
@@ -68,6 +74,14 @@ pub fn rfc3339(ms: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wait_after_a_time_saturates_instead_of_wrapping() {
+        assert_eq!(after(1_000, Duration::from_millis(234)), 1_234);
+        assert_eq!(after(1_000, Duration::from_secs(u64::MAX)), i64::MAX, "as i64 would be 0 ms");
+        assert_eq!(after(1_000, Duration::from_millis(i64::MAX as u64)), i64::MAX, "the sum overflows");
+        assert_eq!(after(-5, Duration::ZERO), -5);
+    }
 
     #[test]
     fn formats_known_instants() {

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use secrecy::ExposeSecret;
 
-use super::{cli_settings, open_store, truncate};
+use super::{cli_settings, open_store, shown, truncate};
 use crate::{
     config::parse_duration,
     delivery::manage::{self, EndpointInput},
@@ -60,7 +60,11 @@ async fn run(store: &Store, policy: &Policy, command: EndpointsCommand) -> anyho
             let e = manage::load(store, id.as_str()).await?;
             println!("{id}");
             println!("{}", secret.expose_secret());
-            eprintln!("added endpoint {id} for {} ({}); the secret is shown only now", e.url, e.event_types);
+            eprintln!(
+                "added endpoint {id} for {} ({}); the secret is shown only now",
+                shown(&e.url),
+                shown(&e.event_types.to_string())
+            );
             Ok(())
         }
         EndpointsCommand::List => {
@@ -78,10 +82,10 @@ async fn run(store: &Store, policy: &Policy, command: EndpointsCommand) -> anyho
                     truncate(&e.url, 40),
                     truncate(&e.event_types.to_string(), 40),
                     state,
-                    manage::last_result(&e)
+                    shown(&manage::last_result(&e))
                 );
                 if let Some(reason) = e.disabled_reason {
-                    println!("{:<29}  disabled: {reason}", "");
+                    println!("{:<29}  disabled: {}", "", shown(&reason));
                 }
             }
             Ok(())
@@ -120,32 +124,33 @@ async fn run(store: &Store, policy: &Policy, command: EndpointsCommand) -> anyho
 pub(super) async fn show_event(store: &Store, id: &str) -> anyhow::Result<()> {
     let id = EventId::parse(id)?;
     let e = store.event(&id).await?.ok_or_else(|| anyhow::anyhow!("no event with id {id}"))?;
-    println!("event      {}", e.public_id);
-    println!("type       {}", e.event_type.as_deref().unwrap_or("-"));
+    // Every stored text below may have come from outside: each is printed `shown`.
+    println!("event      {}", shown(&e.public_id));
+    println!("type       {}", shown(e.event_type.as_deref().unwrap_or("-")));
     println!("received   {}", format_utc(e.received_at));
     println!("company    {}", e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()));
-    println!("connection {}", e.connection_id.as_deref().unwrap_or("-"));
-    println!("status     {} ({} processing attempts)", e.state, e.attempts);
+    println!("connection {}", shown(e.connection_id.as_deref().unwrap_or("-")));
+    println!("status     {} ({} processing attempts)", shown(&e.state), e.attempts);
     if let Some(err) = &e.last_error {
-        println!("last error {err}");
+        println!("last error {}", shown(err));
     }
     let deliveries = store.event_deliveries(e.rowid).await?;
     if deliveries.is_empty() {
         println!("\nno deliveries");
     }
     for d in deliveries {
-        println!("\ndelivery to {} ({})", d.endpoint_id, d.url);
+        println!("\ndelivery to {} ({})", shown(&d.endpoint_id), shown(&d.url));
         let when = match (d.completed_at, d.next_attempt_at) {
             (Some(c), _) => format!(", finished {}", format_utc(c)),
             (None, Some(n)) => format!(", next attempt {}", format_utc(n)),
             _ => String::new(),
         };
-        println!("  status {} after {} attempts{when}", d.state, d.attempts);
+        println!("  status {} after {} attempts{when}", shown(&d.state), d.attempts);
         for a in store.delivery_attempts(d.id).await? {
             let status = a.http_status.map(|s| format!("HTTP {s}")).unwrap_or_else(|| "no answer".into());
-            println!("  - {}  {:<5}  {status}  {} ms", format_utc(a.started_at), a.outcome, a.duration_ms);
+            println!("  - {}  {:<5}  {status}  {} ms", format_utc(a.started_at), shown(&a.outcome), a.duration_ms);
             if let Some(err) = a.error {
-                println!("      error: {err}");
+                println!("      error: {}", shown(&err));
             }
             if let Some(body) = a.response_excerpt {
                 println!("      response: {}", truncate(&body.replace(['\n', '\r'], " "), 200));

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 use secrecy::ExposeSecret;
 
-use super::{cli_settings, first_line_of_stdin, open_store, truncate};
+use super::{cli_settings, first_line_of_stdin, open_store, shown, truncate};
 use crate::{
     config::Settings, domain::ConnectionId, state::Clients, store::Store, time::format_utc, tokens::TokenManager,
 };
@@ -203,21 +203,24 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 .await?;
             println!("{id}");
             eprintln!(
-                "added {} connection {name}; `connect-hub connections token {id}` fetches a token",
-                provider.label()
+                "added {} connection {}; `connect-hub connections token {id}` fetches a token",
+                provider.label(),
+                shown(name)
             );
             Ok(())
         }
         ConnectionsCommand::Token { id } => {
             let id = ConnectionId::parse(&id)?;
             let token = token_manager(&settings, &store)?.token(&id).await?;
-            println!("{}", token.token.expose_secret());
+            // A provider's token, printed as it is only when it holds nothing a terminal obeys.
+            println!("{}", shown(token.token.expose_secret()));
             Ok(())
         }
         ConnectionsCommand::Refresh { id } => {
             let id = ConnectionId::parse(&id)?;
             let token = token_manager(&settings, &store)?.refresh(&id, "cli").await?;
-            println!("{}", token.token.expose_secret());
+            // A provider's token, printed as it is only when it holds nothing a terminal obeys.
+            println!("{}", shown(token.token.expose_secret()));
             Ok(())
         }
         ConnectionsCommand::Assign { id, end_user, email, display_name } => {
@@ -263,11 +266,11 @@ pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
                 for e in rows {
                     println!(
                         "{:<30}  {:<23}  {:<24}  {:>8}  {:<10}  {:>8}  {}",
-                        e.public_id,
+                        shown(&e.public_id),
                         format_utc(e.received_at),
                         truncate(e.event_type.as_deref().unwrap_or("-"), 24),
                         e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        e.state,
+                        shown(&e.state),
                         e.attempts,
                         truncate(e.last_error.as_deref().unwrap_or(""), 80)
                     );
@@ -351,7 +354,7 @@ pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
             };
             let (id, key) = keys.create_scoped(&name, &scope, "cli").await?;
             println!("{}", key.expose_secret());
-            eprintln!("created API key {id} ({}); it is shown only now, so store it safely", name.trim());
+            eprintln!("created API key {id} ({}); it is shown only now, so store it safely", shown(name.trim()));
             Ok(())
         }
         ApiKeyCommand::Revoke { id } => {
@@ -370,14 +373,14 @@ pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
             for k in keys.list().await? {
                 let scope = format!(
                     "{}{}",
-                    k.connection_scope.as_deref().unwrap_or("all connections"),
+                    shown(k.connection_scope.as_deref().unwrap_or("all connections")),
                     if k.read_only { ", read-only" } else { "" }
                 );
                 println!(
                     "{:<36}  {:<24}  {:<14}  {:<23}  {:<23}  {:<23}  {scope}",
-                    k.id,
+                    shown(&k.id),
                     truncate(&k.name, 24),
-                    k.prefix,
+                    shown(&k.prefix),
                     format_utc(k.created_at),
                     k.last_used_at.map(format_utc).unwrap_or_else(|| "never".into()),
                     k.revoked_at.map(format_utc).unwrap_or_default()

@@ -173,7 +173,8 @@ pub fn main() -> ExitCode {
         Err(e) => {
             match e.downcast_ref::<ConfigError>() {
                 Some(c) => eprintln!("connect-hub: {c}"),
-                None => eprintln!("connect-hub: {e:#}"),
+                // A refusal may quote what was stored (a state, a name): written out like the rest.
+                None => eprintln!("connect-hub: {}", shown(&format!("{e:#}"))),
             }
             ExitCode::FAILURE
         }
@@ -313,10 +314,19 @@ fn first_line_of_stdin() -> anyhow::Result<String> {
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
 
+/// Stored text as a column of a listing: written out as [`shown`] says, then cut to `n` characters.
 fn truncate(s: &str, n: usize) -> String {
+    let s = shown(s);
     if s.chars().count() <= n {
-        s.to_owned()
+        s.into_owned()
     } else {
         format!("{}…", s.chars().take(n - 1).collect::<String>())
     }
+}
+
+/// Stored text as the terminal may show it: much of it came from outside (a receiver's answer, a
+/// webhook's type, a company's name), and a control character in it would move the cursor or
+/// rewrite the lines before it. Every command prints stored text through this (or `truncate`).
+fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::domain::text::escaped(s)
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::{AuthStyle, Settings};
 use crate::{
+    domain::text::escaped,
     outbound::client::redact,
     outbound::client::{describe_request, retry_after},
     outbound::client::{read_capped, read_excerpt, snippet, BodyError, ANSWER_CAP, EXCERPT_CAP},
@@ -75,10 +76,12 @@ fn explain(code: &str, description: Option<&str>, status: u16) -> String {
         "unsupported_grant_type" => "the provider does not offer the client-credentials grant here".to_owned(),
         "invalid_request" => "the provider says the request is malformed".to_owned(),
         "access_denied" => "the provider denied access to this client".to_owned(),
-        other => format!("the provider answered `{other}`"),
+        other => format!("the provider answered `{}`", escaped(other)),
     };
+    // The provider's own words are kept as the connection's last error and printed: written out.
+    let code = escaped(code);
     match description.filter(|d| !d.is_empty()) {
-        Some(d) => format!("{plain} (HTTP {status}, {code}: {d})"),
+        Some(d) => format!("{plain} (HTTP {status}, {code}: {})", escaped(d)),
         None => format!("{plain} (HTTP {status}, {code})"),
     }
 }
@@ -161,7 +164,7 @@ pub async fn fetch_token(
     if !token_type.eq_ignore_ascii_case("bearer") {
         return Err(FetchError::Malformed(format!(
             "token_type `{}` is not Bearer",
-            token_type.chars().take(20).collect::<String>()
+            escaped(&token_type.chars().take(20).collect::<String>())
         )));
     }
     // Some servers send expires_in as a string; a missing or unreadable one means "not said".

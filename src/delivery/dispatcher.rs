@@ -22,7 +22,7 @@ use crate::{
     domain::{base32, endpoint::DeliveryState, random_bytes},
     metrics::Metrics,
     store::{ClaimedDelivery, DeliveryResult, Store},
-    time::now_ms,
+    time::{after, now_ms},
 };
 
 /// Results waiting for the writer beyond this hold their slot (backpressure).
@@ -197,7 +197,7 @@ impl Dispatcher {
         let now = now_ms();
         let claim_id = format!("clm_{}", base32(&random_bytes::<10>()));
         let asks: Vec<(&str, i64)> = wanted.iter().map(|(t, n)| (t.id.as_str(), *n)).collect();
-        let lease_until = now + self.config.lease.as_millis() as i64;
+        let lease_until = after(now, self.config.lease);
         let claimed =
             self.store.claim_deliveries(&asks, budget as i64, &self.owner, &claim_id, now, lease_until).await?;
         let n = claimed.len();
@@ -273,7 +273,7 @@ impl Dispatcher {
                 match after_failure(d.attempts, &self.config.retry_schedule, false, retry_after) {
                     Next::RetryIn(wait) => {
                         tracing::info!(%error, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
-                        (DeliveryState::Retrying, now_ms() + wait.as_millis() as i64, Some(error))
+                        (DeliveryState::Retrying, after(now_ms(), wait), Some(error))
                     }
                     Next::Dead { .. } => {
                         let error = format!("{error} (attempt {} was the last one)", d.attempts);
@@ -372,8 +372,8 @@ async fn writer(me: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<Delivery
         let now = now_ms();
         match d.store.record_delivery_results(&batch, now, disable_before(now, d.config.disable_after)).await {
             Ok(recorded) if (recorded as usize) < batch.len() => tracing::warn!(
-                stale = batch.len() - recorded as usize,
-                "some results came after their claim was taken over; the new claim decides"
+                unrecorded = batch.len() - recorded as usize,
+                "some results came after their claim was taken over (the new claim decides) or were refused (see above)"
             ),
             Ok(_) => {}
             Err(e) => tracing::error!(

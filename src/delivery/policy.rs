@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rand::Rng;
 
-/// The longest `Retry-After` we honour.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// The longest `Retry-After` we honour: a day.
+pub use crate::outbound::client::MAX_RETRY_AFTER;
 
 /// What to do after a failed attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

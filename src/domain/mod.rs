@@ -4,6 +4,7 @@
 pub mod connect_session;
 pub mod endpoint;
 mod event;
+pub mod text;
 
 pub use event::{EventId, EventState};
 

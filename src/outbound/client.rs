@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::domain::text::{escaped, without_nul};
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const TOTAL_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -33,13 +35,15 @@ pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwes
     builder
 }
 
-/// A provider's error response, trimmed for a log line or an admin page: the first 200 characters.
+/// A provider's error response, trimmed for a log line or an admin page: the first 200 characters,
+/// on one line, with any other control character written out (it is stored, and printed).
 pub fn snippet(body: &str) -> String {
     let one_line: String = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    let one_line = escaped(&one_line);
     if one_line.chars().count() > 200 {
         format!("{}…", one_line.chars().take(200).collect::<String>())
     } else {
-        one_line
+        one_line.into_owned()
     }
 }
 
@@ -98,8 +102,9 @@ pub async fn read_capped(mut res: reqwest::Response, cap: usize, from: &str) -> 
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The first `cap` bytes of an (error) answer, for a message: the rest is never read, and a
-/// broken connection just ends the excerpt.
+/// The first `cap` bytes of an (error) answer, for a message or an attempt's record: the rest is
+/// never read, a broken connection just ends the excerpt, and a NUL is written out (see
+/// [`without_nul`]), so any answer can be stored.
 pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
     let mut body = Vec::new();
     while body.len() < cap {
@@ -108,12 +113,22 @@ pub async fn read_excerpt(mut res: reqwest::Response, cap: usize) -> String {
             _ => break,
         }
     }
-    String::from_utf8_lossy(&body).into_owned()
+    without_nul(&String::from_utf8_lossy(&body)).into_owned()
 }
 
-/// `Retry-After` in seconds (the HTTP-date form is rare for APIs and treated as absent).
+/// The longest `Retry-After` anyone here honours; callers cap it again at their own backoff's cap.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// `Retry-After` in seconds, at most [`MAX_RETRY_AFTER`] however large the number sent (the
+/// HTTP-date form is rare for APIs and treated as absent).
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let raw = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // More digits than a u64 holds is still a number of seconds: the most we honour.
+    let secs = raw.parse::<u64>().unwrap_or(u64::MAX);
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 /// Describe a transport failure without the URL's query (reqwest's Display includes the URL).

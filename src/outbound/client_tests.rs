@@ -119,6 +119,7 @@ fn sizes_are_said_in_the_largest_whole_unit() {
 #[test]
 fn snippets_are_one_line_of_at_most_200_characters() {
     assert_eq!(snippet("a\n  b\tc"), "a b c");
+    assert_eq!(snippet("a\0b \x1b[2K"), "a\\u{0}b \\u{1b}[2K", "control characters written out");
     let long = "é".repeat(300);
     assert_eq!(snippet(&long), format!("{}…", "é".repeat(200)));
     assert_eq!(snippet(&"é".repeat(200)), "é".repeat(200));
@@ -195,4 +196,23 @@ async fn an_answer_cut_short_is_described_as_broken_off() {
     let err = res.bytes().await.unwrap_err();
     // A body error carries no URL.
     assert_eq!(describe_transport(&err), "the request broke off while reading the answer");
+}
+
+#[test]
+fn retry_after_is_whole_seconds_capped_at_a_day_however_many_digits() {
+    let of = |v: &str| {
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, v.parse().unwrap());
+        retry_after(&h)
+    };
+    assert_eq!(of("120"), Some(Duration::from_secs(120)));
+    assert_eq!(of(" 0 "), Some(Duration::ZERO));
+    assert_eq!(of("86400"), Some(MAX_RETRY_AFTER));
+    assert_eq!(of("86401"), Some(MAX_RETRY_AFTER));
+    assert_eq!(of("18446744073709551615"), Some(MAX_RETRY_AFTER));
+    assert_eq!(of("99999999999999999999999999"), Some(MAX_RETRY_AFTER), "past u64: still a number of seconds");
+    for not_seconds in ["", "-1", "1.5", "Wed, 21 Oct 2015 07:28:00 GMT", "+5"] {
+        assert_eq!(of(not_seconds), None, "{not_seconds:?}");
+    }
+    assert_eq!(retry_after(&reqwest::header::HeaderMap::new()), None);
 }

@@ -19,7 +19,7 @@ use super::dedupe::{Deduper, MAX_ENTRIES};
 use crate::{
     domain::EventId,
     snapinspect::webhook::WebhookPayload,
-    store::{EventWriter, Inserted, NewEvent, Store},
+    store::{EventWriter, Inserted, NewEvent, Store, Written},
     time::now_ms,
 };
 
@@ -127,24 +127,23 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
             },
         };
         match result {
-            Ok(taken) => {
+            Ok(written) => {
                 dirty.store(true, Ordering::Relaxed);
-                if fresh.len() > taken.len() {
+                if fresh.iter().any(|e| !written.taken.contains_key(&e.id) && !written.failed.contains(&e.id)) {
                     stored.notify_one();
                 }
-                // Events another instance had already stored are duplicates of its event.
-                for e in fresh {
-                    let id = taken.get(&e.id).cloned().unwrap_or(e.id);
+                // Events another instance had already stored are duplicates of its event; one the
+                // store refused is not remembered, so its sender's retry is not taken for a duplicate.
+                for e in fresh.into_iter().filter(|e| !written.failed.contains(&e.id)) {
+                    let id = written.taken.get(&e.id).cloned().unwrap_or(e.id);
                     dedupe.remember(e.payload.dedupe_hash, id, e.received_at);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let outcome = match outcome {
-                        Inserted::Stored(id) | Inserted::Duplicate(id) if taken.contains_key(&id) => {
-                            Inserted::Duplicate(taken[&id].clone())
-                        }
-                        other => other,
-                    };
-                    let _ = reply.send(Ok(outcome));
+                    let _ = reply.send(answer(outcome, &written));
+                }
+                if !written.failed.is_empty() {
+                    // Start the next batch on a fresh connection, in case this one is broken.
+                    conn = None;
                 }
                 if purge_window.due(Instant::now()) {
                     if let Err(e) = store.purge_duplicate_window(window_start(now_ms(), window_ms)).await {
@@ -174,6 +173,21 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     if let Err(e) = store.checkpoint().await {
         tracing::debug!(error.chain = %format!("{e:#}"), "final checkpoint skipped");
     }
+}
+
+/// What a request of a written batch is told: its event (or, if another instance stored it first,
+/// that one), or 503 when the store refused its event, or the original it duplicates.
+fn answer(outcome: Inserted, written: &Written) -> Result<Inserted, Unavailable> {
+    let id = match &outcome {
+        Inserted::Stored(id) | Inserted::Duplicate(id) => id,
+    };
+    if written.failed.contains(id) {
+        return Err(Unavailable);
+    }
+    Ok(match written.taken.get(id) {
+        Some(original) => Inserted::Duplicate(original.clone()),
+        None => outcome,
+    })
 }
 
 /// Where the duplicate window now begins.
@@ -229,6 +243,18 @@ mod tests {
         assert!(!every.due(start + Duration::from_secs(19)), "the period starts again when it was due");
         assert!(every.due(start + Duration::from_secs(45)), "and a long quiet spell does not stop it");
         assert!(!every.due(start), "a clock read before the last time is not a period later");
+    }
+
+    #[test]
+    fn a_request_is_told_of_its_event_the_one_stored_first_or_that_the_store_refused_it() {
+        let [a, b, c, d] = [(); 4].map(|_| EventId::generate());
+        let written = Written { taken: [(b.clone(), c.clone())].into(), failed: [d.clone()].into() };
+        assert_eq!(answer(Inserted::Stored(a.clone()), &written).unwrap(), Inserted::Stored(a.clone()));
+        assert_eq!(answer(Inserted::Duplicate(a.clone()), &written).unwrap(), Inserted::Duplicate(a));
+        assert_eq!(answer(Inserted::Stored(b.clone()), &written).unwrap(), Inserted::Duplicate(c.clone()));
+        assert_eq!(answer(Inserted::Duplicate(b), &written).unwrap(), Inserted::Duplicate(c));
+        assert!(answer(Inserted::Stored(d.clone()), &written).is_err(), "refused: 503");
+        assert!(answer(Inserted::Duplicate(d), &written).is_err(), "a duplicate of a refused one too");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::{
     metrics::Metrics,
     snapinspect::{ApiCallError, SnapInspectClient},
     store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt, Store},
-    time::now_ms,
+    time::{after, now_ms},
     tokens::TokenManager,
 };
 
@@ -88,7 +88,7 @@ impl Worker {
     /// Claim one batch of due events and process it; returns how many were processed.
     pub async fn run_once(&self) -> anyhow::Result<usize> {
         let now = now_ms();
-        let lease_until = now + self.config.lease.as_millis() as i64;
+        let lease_until = after(now, self.config.lease);
         let events = self.store.claim_events(&self.owner, now, lease_until, CONCURRENCY).await?;
         let n = events.len();
         let finished = join_all(events.into_iter().map(|e| self.process(e))).await;
@@ -195,7 +195,7 @@ impl Worker {
                         http_status: f.http_status.map(i64::from),
                         error: Some(error),
                     },
-                    now_ms() + wait.as_millis() as i64,
+                    after(now_ms(), wait),
                     None,
                 )
             }

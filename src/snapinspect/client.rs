@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::domain::OpaqueToken;
 use crate::{
     config::SnapInspectSettings,
-    domain::CompanyId,
+    domain::{text::escaped, CompanyId},
     outbound::client::{
         describe_request, describe_transport, read_capped, read_excerpt, redact, retry_after, snippet, BodyError,
         ANSWER_CAP, EXCERPT_CAP,
@@ -170,7 +170,7 @@ impl SnapInspectClient {
             if !t.eq_ignore_ascii_case("bearer") {
                 return Err(ExchangeError::Malformed(format!(
                     "token_type `{}` is not Bearer",
-                    t.chars().take(20).collect::<String>()
+                    escaped(&t.chars().take(20).collect::<String>())
                 )));
             }
         }

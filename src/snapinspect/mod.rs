@@ -9,7 +9,7 @@ pub use client::{ApiCallError, ExchangeError, ExchangedTokens, SnapInspectClient
 
 use serde_json::Value;
 
-use crate::domain::CompanyId;
+use crate::domain::{text::without_nul, CompanyId};
 
 /// Which company a `/user` body belongs to, read tolerantly: nothing public documents that body, so
 /// we look for `iCompanyID` at the top level and then one object down (e.g. `{"oCompany": {...}}`),
@@ -19,14 +19,14 @@ pub fn identify(user: &Value) -> (Option<CompanyId>, Option<String>) {
         ["sCompanyName", "sCompany", "sName", "name"]
             .iter()
             .find_map(|k| obj.get(*k).and_then(Value::as_str))
-            .map(|s| s.trim().chars().take(200).collect::<String>())
+            .map(|s| without_nul(&s.trim().chars().take(200).collect::<String>()).into_owned())
             .filter(|s| !s.is_empty())
     };
     let Some(top) = user.as_object() else {
         return (None, None);
     };
     if let Some(id) = top.get("iCompanyID").and_then(CompanyId::from_json) {
-        let name = top.get("sCompanyName").and_then(Value::as_str).map(str::to_owned);
+        let name = top.get("sCompanyName").and_then(Value::as_str).map(|s| without_nul(s).into_owned());
         return (Some(id), name);
     }
     for value in top.values() {

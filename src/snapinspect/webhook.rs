@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::domain::{hex, sha256, CompanyId};
+use crate::domain::{hex, sha256, text::without_nul, CompanyId};
 
 /// Intake refuses bodies larger than this (413).
 pub const MAX_BODY: usize = 64 * 1024;
@@ -47,9 +47,11 @@ fn integer(v: Option<&Value>) -> Option<i64> {
     }
 }
 
+/// A field kept in a column of its own: the start of it, with a NUL (JSON's `\u0000`) written out
+/// as PostgreSQL's `text` needs. The raw body keeps the field as it came.
 fn text(v: Option<&Value>) -> Option<String> {
     match v? {
-        Value::String(s) => Some(s.chars().take(200).collect()),
+        Value::String(s) => Some(without_nul(&s.chars().take(200).collect::<String>()).into_owned()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -136,6 +138,15 @@ mod tests {
         let body = br#"{"sType":"Brand_New","iCompanyID":1,"extra":{"a":[1,2]}}"#;
         let p = parse_payload(body).unwrap();
         assert_eq!(p.kind.as_deref(), Some("Brand_New"));
+        assert_eq!(p.raw.as_bytes(), body);
+    }
+
+    #[test]
+    fn a_nul_in_a_field_is_written_out_and_the_raw_body_kept() {
+        let body = br#"{"sType":"A\u0000B","sStatus":"\u0000","iCompanyID":1}"#;
+        let p = parse_payload(body).unwrap();
+        assert_eq!(p.kind.as_deref(), Some("A\\u{0}B"));
+        assert_eq!(p.status.as_deref(), Some("\\u{0}"));
         assert_eq!(p.raw.as_bytes(), body);
     }
 

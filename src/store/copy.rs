@@ -1,5 +1,5 @@
 //! `migrate-store`: copy every row of a SQLite database into an empty, migrated PostgreSQL one,
-//! byte for byte (sealed secrets stay sealed, ids are kept), then verify the row counts.
+//! byte for byte but a NUL in text (sealed secrets stay sealed, ids are kept); verify the counts.
 
 use std::path::Path;
 
@@ -7,6 +7,7 @@ use anyhow::{bail, ensure, Context};
 use sqlx::{any::AnyRow, AnyPool, Row};
 
 use super::{migrations_current, Backend, Database};
+use crate::domain::text::without_nul;
 
 /// Every table, parents before children (foreign keys). A table the source has and this list
 /// lacks stops the copy: nothing is left behind silently.
@@ -188,12 +189,14 @@ async fn target_columns(pool: &AnyPool, table: &str) -> anyhow::Result<Vec<Colum
 
 type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
-/// Bind the source row's value for `column` as the target's type. SQLite keeps booleans as 0/1.
+/// Bind the source row's value for `column` as the target's type. SQLite keeps booleans as 0/1,
+/// and text with any byte: a NUL (which earlier versions stored as it came) is written out as
+/// `\u{0}`, since PostgreSQL's `text` cannot hold it, as this version stores it on both.
 fn bind<'q>(q: Query<'q>, row: &AnyRow, i: usize, column: &Column) -> anyhow::Result<Query<'q>> {
     Ok(match column.kind {
         Kind::Int => q.bind(row.try_get::<Option<i64>, _>(i)?),
         Kind::Bool => q.bind(row.try_get::<Option<i64>, _>(i)?.map(|v| v != 0)),
-        Kind::Text => q.bind(row.try_get::<Option<String>, _>(i)?),
+        Kind::Text => q.bind(row.try_get::<Option<String>, _>(i)?.map(|s| without_nul(&s).into_owned())),
         Kind::Bytes => q.bind(row.try_get::<Option<Vec<u8>>, _>(i)?),
     })
 }

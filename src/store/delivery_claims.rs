@@ -1,5 +1,5 @@
-//! The delivery worker's deliveries: claims under a lease, renewals, and group-committed results,
-//! which only the current claim id records (a worker paused past its lease cannot overwrite).
+//! The delivery worker's deliveries: claims under a lease, renewals, and group-committed results
+//! (row by row if that fails), which only the current claim id records (no stale overwrite).
 
 use std::collections::HashMap;
 
@@ -146,8 +146,43 @@ impl Store {
     /// endpoint's health, disable endpoints that failed without a success since `disable_before`,
     /// and raise `delivery.dead` and `endpoint.disabled`. Returns how many results were recorded
     /// (a result whose claim is no longer current is dropped, attempt and all).
+    ///
+    /// Should the batch fail, each result is recorded alone, so one the store refuses fails alone
+    /// (its lease ends and it is tried again) and is not counted. An error means none could be.
     #[tracing::instrument(skip_all, fields(results = results.len()))]
     pub async fn record_delivery_results(
+        &self,
+        results: &[DeliveryResult],
+        now: i64,
+        disable_before: i64,
+    ) -> anyhow::Result<u64> {
+        let error = match self.record_results_batch(results, now, disable_before).await {
+            Ok(recorded) => return Ok(recorded),
+            Err(e) if results.len() <= 1 => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(error.chain = %format!("{error:#}"), "recording a batch of delivery results failed; recording each alone");
+        let (mut recorded, mut failed) = (0, 0);
+        for r in results {
+            match self.record_results_batch(std::slice::from_ref(r), now, disable_before).await {
+                Ok(n) => recorded += n,
+                Err(e) => {
+                    failed += 1;
+                    tracing::error!(
+                        delivery_id = r.delivery_id, endpoint_id = %r.endpoint_id, error.chain = %format!("{e:#}"),
+                        "a delivery result cannot be recorded; its lease ends and it is tried again"
+                    );
+                }
+            }
+        }
+        if failed == results.len() {
+            return Err(error);
+        }
+        Ok(recorded)
+    }
+
+    /// One transaction for the batch.
+    async fn record_results_batch(
         &self,
         results: &[DeliveryResult],
         now: i64,

@@ -1,7 +1,7 @@
 //! The intake's side of the events table: the writer's own connection storing each batch in one
-//! transaction (one commit, one fsync), the duplicate window's warm-up, checkpoints off that path.
+//! transaction (row by row if that fails), the duplicate window's warm-up, checkpoints beside it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use sqlx::{postgres::PgConnection, sqlite::SqliteConnection};
 
@@ -32,16 +32,69 @@ enum WriterConn {
     Postgres(PgConnection),
 }
 
+/// What became of a batch (see [`EventWriter::insert`]).
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The events another instance had already stored within the window, each with the id of the
+    /// one it stored (they are counted there, not stored).
+    pub taken: HashMap<EventId, EventId>,
+    /// The events the store refused even alone: new ones not stored, or originals whose duplicate
+    /// count could not grow. Their senders are answered 503, and send again.
+    pub failed: HashSet<EventId>,
+}
+
 impl EventWriter {
     /// Store a batch of new events and count the duplicates that arrived with it, in one
     /// transaction (one commit, one fsync for all). Each event is matched to its company's
     /// SnapInspect connection; without one it waits as `unmatched`.
     ///
-    /// Returns the events of `events` the database found to be duplicates (with the event each
-    /// duplicates): on PostgreSQL other instances share the window (`window_ms`), so the database
-    /// decides. SQLite has one instance, whose own window (the caller's) is complete: none.
+    /// The database decides which events of `events` are duplicates of one another instance
+    /// stored: on PostgreSQL other instances share the window (`window_ms`). SQLite has one
+    /// instance, whose own window (the caller's) is complete: none.
+    ///
+    /// Should the batch fail, each event (and each count) is tried again alone, so one the store
+    /// refuses fails alone: [`Written::failed`]. An error means none could be stored.
     #[tracing::instrument(skip_all, fields(events = events.len(), duplicates = duplicates.len()))]
     pub async fn insert(
+        &mut self,
+        events: &[NewEvent],
+        duplicates: &[(EventId, i64)],
+        window_ms: i64,
+    ) -> anyhow::Result<Written> {
+        let error = match self.insert_batch(events, duplicates, window_ms).await {
+            Ok(taken) => return Ok(Written { taken, failed: HashSet::new() }),
+            Err(e) if events.len() + duplicates.len() <= 1 => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(error.chain = %format!("{error:#}"), "storing a batch of webhook events failed; storing each alone");
+        let mut counts: HashMap<&EventId, i64> = duplicates.iter().map(|(id, n)| (id, *n)).collect();
+        let mut written = Written::default();
+        for e in events {
+            // An event goes with the duplicates of it that arrived in the same batch.
+            let counted: Vec<(EventId, i64)> = counts.remove(&e.id).map(|n| (e.id.clone(), n)).into_iter().collect();
+            match self.insert_batch(std::slice::from_ref(e), &counted, window_ms).await {
+                Ok(taken) => written.taken.extend(taken),
+                Err(err) => {
+                    tracing::error!(event_id = %e.id, error.chain = %format!("{err:#}"), "a webhook event cannot be stored; answering 503");
+                    written.failed.insert(e.id.clone());
+                }
+            }
+        }
+        let tries = events.len() + counts.len();
+        for (id, n) in counts {
+            if let Err(err) = self.insert_batch(&[], &[(id.clone(), n)], window_ms).await {
+                tracing::error!(event_id = %id, error.chain = %format!("{err:#}"), "duplicates of a webhook event cannot be counted; answering 503");
+                written.failed.insert(id.clone());
+            }
+        }
+        if written.failed.len() == tries {
+            return Err(error);
+        }
+        Ok(written)
+    }
+
+    /// One transaction for the batch; returns the events another instance had stored.
+    async fn insert_batch(
         &mut self,
         events: &[NewEvent],
         duplicates: &[(EventId, i64)],

@@ -8,7 +8,7 @@ use crate::{
     client_credentials::{fetch_token, FetchError},
     domain::{ConnectionId, ConnectionStatus},
     store::{ExchangeFailure, StoredTokens},
-    time::now_ms,
+    time::{after, now_ms},
 };
 
 impl TokenManager {
@@ -74,7 +74,7 @@ impl TokenManager {
                 if let Some(max) = creds.settings.max_lifetime_secs() {
                     lifetime = lifetime.min(Duration::from_secs(max));
                 }
-                let expires_at = started + lifetime.as_millis() as i64;
+                let expires_at = after(started, lifetime);
                 let stored = self
                     .store
                     .store_issued_token(id, &self.owner, &issued.access_token, expires_at, now_ms(), actor)
@@ -101,10 +101,7 @@ impl TokenManager {
                 let wait = backoff(failures, hint);
                 let message = e.to_string();
                 tracing::warn!(%message, failures, retry_in_secs = wait.as_secs(), "client-credentials token request failed");
-                let failure = ExchangeFailure::Failing {
-                    message: message.clone(),
-                    retry_after: now_ms() + wait.as_millis() as i64,
-                };
+                let failure = ExchangeFailure::Failing { message: message.clone(), retry_after: after(now_ms(), wait) };
                 if !self.store.record_exchange_failure(id, &self.owner, &failure, now_ms(), actor).await? {
                     return Err(self.refused(id).await);
                 }

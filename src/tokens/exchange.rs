@@ -8,7 +8,7 @@ use crate::{
     domain::{ConnectionId, ConnectionStatus, Provider},
     snapinspect::{ExchangeError, ExchangedTokens, SnapInspectClient},
     store::{ExchangeFailure, StoredTokens},
-    time::now_ms,
+    time::{after, now_ms},
 };
 
 impl TokenManager {
@@ -104,10 +104,8 @@ impl TokenManager {
                 let failures = self.store.failure_count(id).await? + 1;
                 let wait = backoff(failures, hint);
                 tracing::warn!(%message, failures, retry_in_secs = wait.as_secs(), "exchange failed; tokens unchanged");
-                let failure = ExchangeFailure::Transient {
-                    message: message.clone(),
-                    retry_after: now_ms() + wait.as_millis() as i64,
-                };
+                let failure =
+                    ExchangeFailure::Transient { message: message.clone(), retry_after: after(now_ms(), wait) };
                 if !self.store.record_exchange_failure(id, &self.owner, &failure, now_ms(), actor).await? {
                     return Err(self.refused(id).await);
                 }

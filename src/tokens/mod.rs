@@ -357,13 +357,14 @@ impl TokenManager {
 }
 
 /// Exponential backoff with ±20 % jitter: 2 s, 4 s, 8 s … capped at 10 min; a provider's
-/// `Retry-After` wins when it asks for longer.
+/// `Retry-After` wins when it asks for longer, up to the same cap (a provider cannot park a
+/// connection for longer than our own backoff would).
 pub fn backoff(failures: i64, retry_after: Option<Duration>) -> Duration {
     let exp = (failures.clamp(1, 20) - 1) as u32;
     let base = BACKOFF_FLOOR.saturating_mul(2u32.saturating_pow(exp)).min(BACKOFF_CAP);
     let jitter = rand::thread_rng().gen_range(0.8..1.2);
     let jittered = base.mul_f64(jitter).max(BACKOFF_FLOOR);
-    retry_after.map_or(jittered, |r| r.max(jittered))
+    retry_after.map_or(jittered, |r| r.min(BACKOFF_CAP).max(jittered))
 }
 
 #[cfg(test)]
@@ -388,5 +389,7 @@ mod tests {
         assert!(backoff(2, None) >= Duration::from_millis(3_200), "the second failure waits about 4 s");
         assert!(backoff(2, None) <= Duration::from_millis(4_800));
         assert!(backoff(1, Some(Duration::from_secs(1))) >= BACKOFF_FLOOR, "a short Retry-After keeps the floor");
+        assert_eq!(backoff(1, Some(Duration::from_secs(601))), BACKOFF_CAP, "a long one is capped");
+        assert_eq!(backoff(1, Some(Duration::from_secs(u64::MAX))), BACKOFF_CAP);
     }
 }

@@ -17,6 +17,8 @@ mod https;
 mod limits;
 mod metrics;
 mod outbound;
+mod outside_numbers;
+mod outside_text;
 mod process;
 mod signin;
 mod stores;

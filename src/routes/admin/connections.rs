@@ -101,6 +101,10 @@ async fn list(
             Err(e) => (None, Some(e.to_string())),
         },
     };
+    // No stored name holds a NUL (it is written out as `\u{0}`), and PostgreSQL cannot compare one.
+    if query.q.contains('\0') {
+        return Err(AppError::bad_request("The search cannot hold a NUL character."));
+    }
     let filter = ConnectionFilter { query: Some(query.q.clone()), status };
     let rows = state.store.find_connections(&filter, 500).await?.iter().map(Row::from).collect();
     let bad = status_error.is_some();

@@ -76,7 +76,15 @@ impl FilterForm {
                 .ok(),
         };
         let (before, after) = (cursor("page", &self.before), cursor("page", &self.after));
-        let kind = Some(self.kind.trim()).filter(|k| !k.is_empty()).map(str::to_owned);
+        // No stored type holds a NUL (it is written out as `\u{0}`), and PostgreSQL cannot compare one.
+        let kind = match self.kind.trim() {
+            "" => None,
+            k if k.contains('\0') => {
+                wrong("type", "An event type cannot hold a NUL character.".into());
+                None
+            }
+            k => Some(k.to_owned()),
+        };
         (EventFilter { state, kind, company, before, after, since: None }, errors)
     }
 

@@ -55,6 +55,13 @@ async fn list(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let all = match query.end_user_id.as_deref() {
+        // A stored end user id never holds a control character (the session API refuses them),
+        // and PostgreSQL cannot even compare one with a NUL: say so, rather than fail.
+        Some(u) if u.chars().any(char::is_control) => {
+            return Err(ApiError(AppError::bad_request(
+                "end_user_id holds a control character; no end user id can, so none matches",
+            )))
+        }
         Some(u) => state.store.connections_for_end_user(u).await?,
         None => state.store.connections().await?,
     };
