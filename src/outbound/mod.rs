@@ -38,6 +38,8 @@ static BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("172.16.0.0/12", "private (RFC 1918)"),
         ("192.0.0.0/24", "reserved (IETF protocol assignments)"),
         ("192.0.2.0/24", "documentation"),
+        // RFC 7526 deprecated 6to4; its relays take whatever a 6to4 address carries.
+        ("192.88.99.0/24", "6to4 relay anycast (deprecated)"),
         ("192.168.0.0/16", "private (RFC 1918)"),
         ("198.18.0.0/15", "benchmarking"),
         ("198.51.100.0/24", "documentation"),
@@ -49,8 +51,12 @@ static BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("::1/128", "loopback"),
         // IPv4-compatible addresses (deprecated by RFC 4291) reach IPv4 hosts on some stacks.
         ("::/96", "IPv4-compatible (deprecated)"),
+        // RFC 2765 (SIIT): a translator on the path sends `::ffff:0:a.b.c.d` to a.b.c.d, whatever it is.
+        ("::ffff:0:0:0/96", "IPv4-translated (SIIT)"),
         ("64:ff9b:1::/48", "private (local-use NAT64)"),
         ("100::/64", "discard-only"),
+        // RFC 4380: Teredo tunnels to an IPv4 server and client hidden in the address.
+        ("2001::/32", "Teredo tunnel"),
         ("2001:db8::/32", "documentation"),
         ("fc00::/7", "private (unique local)"),
         ("fe80::/10", "link-local"),

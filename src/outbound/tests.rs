@@ -101,6 +101,29 @@ fn ipv6_forms_of_ipv4_addresses_are_judged_by_the_ipv4_address() {
 }
 
 #[test]
+fn translated_teredo_and_6to4_relay_addresses_are_blocked() {
+    // IPv4-translated (RFC 2765 SIIT): a translator on the path sends these to a.b.c.d, public or not.
+    assert_eq!(range("::ffff:0:7f00:1"), Some("IPv4-translated (SIIT)"));
+    assert_eq!(range("::ffff:0:a9fe:a9fe"), Some("IPv4-translated (SIIT)"));
+    assert_eq!(range("::ffff:0:808:808"), Some("IPv4-translated (SIIT)"));
+    // Teredo (RFC 4380) tunnels to an IPv4 server and client hidden in the address.
+    assert_eq!(range("2001::1"), Some("Teredo tunnel"));
+    assert_eq!(range("2001:0:4136:e378:8000:63bf:3fff:fdd2"), Some("Teredo tunnel"));
+    assert_eq!(range("2001:0:ffff:ffff:ffff:ffff:ffff:ffff"), Some("Teredo tunnel"));
+    // The 6to4 relay anycast prefix (RFC 7526 deprecated it), also inside a 6to4 address.
+    assert_eq!(range("192.88.99.1"), Some("6to4 relay anycast (deprecated)"));
+    assert_eq!(range("192.88.99.255"), Some("6to4 relay anycast (deprecated)"));
+    assert_eq!(range("2002:c058:6301::"), Some("6to4 relay anycast (deprecated)"));
+    for public in ["192.88.98.255", "192.88.100.0", "2001:4860:4860::8888", "2001:200::1", "::fffe:0:0:1"] {
+        assert_eq!(range(public), None, "{public}");
+    }
+    let client = GuardedClient::build(Duration::from_secs(5), &[], Policy::default()).unwrap();
+    for url in ["http://[::ffff:0:7f00:1]:9/", "http://[2001::7f00:1]/", "http://192.88.99.1/"] {
+        assert!(client.post(Url::parse(url).unwrap()).is_err(), "{url} is refused before sending");
+    }
+}
+
+#[test]
 fn an_allowed_network_lets_its_addresses_through_and_no_others() {
     let none = Policy::default();
     assert_eq!(none.check_ip(ip("127.0.0.1")), Err("loopback"));
