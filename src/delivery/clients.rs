@@ -1,5 +1,5 @@
 //! Which client a delivery goes out with: endpoint URLs stored in the database go through the
-//! guarded client (`OUTBOUND_ALLOW_NETWORKS`); only the operator's own `FORWARD_URL` is trusted.
+//! guarded client (`ENDPOINT_ALLOW_NETWORKS`); only the operator's own `FORWARD_URL` is trusted.
 
 use url::Url;
 

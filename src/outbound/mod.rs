@@ -99,6 +99,8 @@ pub struct Blocked {
     resolved: bool,
     pub addr: IpAddr,
     pub range: &'static str,
+    /// The setting besides `OUTBOUND_ALLOW_NETWORKS` that would allow it, for the message.
+    setting: Option<&'static str>,
 }
 
 impl std::fmt::Display for Blocked {
@@ -109,7 +111,13 @@ impl std::fmt::Display for Blocked {
         } else {
             write!(f, "{addr} is a {range} address")?;
         }
-        f.write_str(", which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it")
+        match self.setting {
+            Some(setting) => write!(
+                f,
+                ", which URLs stored here may not reach unless {setting} or OUTBOUND_ALLOW_NETWORKS allows it"
+            ),
+            None => f.write_str(", which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it"),
+        }
     }
 }
 
@@ -119,12 +127,14 @@ impl std::error::Error for Blocked {}
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     allow: Vec<IpNet>,
+    setting: Option<&'static str>,
 }
 
 impl Policy {
-    /// `allow`: `OUTBOUND_ALLOW_NETWORKS`.
-    pub fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
+    /// `allow`: the networks of `OUTBOUND_ALLOW_NETWORKS` and of `setting`, the one for this kind
+    /// of URL (token URLs and endpoints are allowed separately), which refusals name.
+    pub fn new(allow: Vec<IpNet>, setting: &'static str) -> Self {
+        Self { allow, setting: Some(setting) }
     }
 
     /// `Err` with the range's name when `ip` is blocked and no allowed network holds it.
@@ -145,7 +155,13 @@ impl Policy {
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        self.check_ip(addr).map_err(|range| Blocked { host: addr.to_string(), resolved: false, addr, range })
+        self.check_ip(addr).map_err(|range| Blocked {
+            host: addr.to_string(),
+            resolved: false,
+            addr,
+            range,
+            setting: self.setting,
+        })
     }
 
     /// Keep the allowed addresses; when none remains, say why the first one was refused.
@@ -156,7 +172,14 @@ impl Policy {
             .filter(|a| match self.check_ip(a.ip()) {
                 Ok(()) => true,
                 Err(range) => {
-                    refused.get_or_insert(Blocked { host: host.to_owned(), resolved: true, addr: a.ip(), range });
+                    let setting = self.setting;
+                    refused.get_or_insert(Blocked {
+                        host: host.to_owned(),
+                        resolved: true,
+                        addr: a.ip(),
+                        range,
+                        setting,
+                    });
                     false
                 }
             })

@@ -128,12 +128,12 @@ fn an_allowed_network_lets_its_addresses_through_and_no_others() {
     let none = Policy::default();
     assert_eq!(none.check_ip(ip("127.0.0.1")), Err("loopback"));
     assert_eq!(none.check_ip(ip("8.8.8.8")), Ok(()));
-    let loopback = Policy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    let loopback = Policy::new(vec!["127.0.0.0/8".parse().unwrap()], "ENDPOINT_ALLOW_NETWORKS");
     assert_eq!(loopback.check_ip(ip("127.0.0.1")), Ok(()));
     assert_eq!(loopback.check_ip(ip("::ffff:127.0.0.1")), Ok(()), "the mapped form is the same host");
     assert_eq!(loopback.check_ip(ip("::1")), Err("loopback"));
     assert_eq!(loopback.check_ip(ip("10.0.0.1")), Err("private (RFC 1918)"));
-    let v6 = Policy::new(vec!["fd00::/8".parse().unwrap()]);
+    let v6 = Policy::new(vec!["fd00::/8".parse().unwrap()], "ENDPOINT_ALLOW_NETWORKS");
     assert_eq!(v6.check_ip(ip("fd12::1")), Ok(()));
     assert_eq!(v6.check_ip(ip("fc00::1")), Err("private (unique local)"));
 }
@@ -147,6 +147,10 @@ fn only_address_literals_are_judged_in_the_url() {
         "127.0.0.1 is a loopback address, which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it"
     );
     assert_eq!(err.addr, ip("127.0.0.1"));
+    let for_endpoints = Policy::new(vec![], "ENDPOINT_ALLOW_NETWORKS");
+    assert!(for_endpoints.check_url(&Url::parse("http://10.0.0.1/").unwrap()).unwrap_err().to_string().ends_with(
+        "which URLs stored here may not reach unless ENDPOINT_ALLOW_NETWORKS or OUTBOUND_ALLOW_NETWORKS allows it"
+    ));
     assert!(none.check_url(&Url::parse("http://[::ffff:a9fe:a9fe]/").unwrap()).is_err());
     // The URL parser reads the odd IPv4 spellings as the address they mean.
     assert!(none.check_url(&Url::parse("http://0x7f.1/").unwrap()).is_err());
@@ -165,7 +169,7 @@ fn resolved_addresses_are_filtered_and_a_name_with_none_left_is_refused() {
     assert_eq!(err.host, "evil.example");
     assert_eq!(err.addr, ip("10.0.0.1"), "the first refusal is reported");
     assert!(err.to_string().starts_with("evil.example resolves to 10.0.0.1, a private (RFC 1918) address"));
-    let allowed = Policy::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let allowed = Policy::new(vec!["10.0.0.0/8".parse().unwrap()], "TOKEN_URL_ALLOW_NETWORKS");
     assert_eq!(allowed.filter("ok.example", vec![a("10.0.0.1"), a("::1")]).unwrap(), vec![a("10.0.0.1")]);
 }
 
