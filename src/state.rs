@@ -142,7 +142,7 @@ impl AppState {
             snapinspect.clone(),
             tokens.clone(),
             // Endpoint URLs come from the database: guarded, except the operator's FORWARD_URL.
-            crate::delivery::clients::DeliveryClients::new(http.clone(), endpoints),
+            crate::delivery::clients::DeliveryClients::new(http.clone(), endpoints, settings.forward_url.clone()),
             WorkerConfig {
                 retry_schedule: settings.retry_schedule.clone(),
                 lease: Duration::from_secs(settings.lease_secs.max(1)),

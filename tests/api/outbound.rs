@@ -356,6 +356,33 @@ async fn allowing_endpoints_into_a_network_does_not_let_token_urls_reach_it() {
     assert_eq!(fake.calls(), 0, "the token URL heard nothing");
 }
 
+// ---- Only the operator's FORWARD_URL is trusted ----
+
+#[tokio::test]
+async fn the_forward_endpoint_is_guarded_like_any_other_once_forward_url_no_longer_defines_it() {
+    let mut app = spawn_app_with(|vars| {
+        vars.remove("OUTBOUND_ALLOW_NETWORKS");
+        crate::helpers::forwarding(vars);
+    })
+    .await;
+    let heard = |app: &TestApp, id: &connect_hub::domain::EventId| {
+        app.receiver.received().iter().any(|d| d.webhook_id == id.as_str())
+    };
+    app.connect_company(6847).await;
+    let first = app.send_event(crate::helpers::CREATE).await;
+    app.state.worker.drain().await.unwrap();
+    assert!(heard(&app, &first), "FORWARD_URL is the operator's: trusted although it is loopback");
+
+    // The operator removes FORWARD_URL; the endpoint it made stays, with its loopback URL.
+    app.vars.remove("FORWARD_URL");
+    app.restart().await;
+    let event = app.send_event(crate::helpers::SIGNED).await;
+    app.state.worker.drain().await.unwrap();
+    assert!(!heard(&app, &event), "no longer trusted: the guard refused the delivery");
+    let errors = delivery_errors(&app, &event).await;
+    assert!(!errors.is_empty() && errors.iter().all(|e| e.contains("a loopback address")), "{errors:?}");
+}
+
 // ---- Answers are read with a cap ----
 
 /// A server that answers every request with `status` and an endless chunked body (200 MiB at
