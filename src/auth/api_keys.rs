@@ -72,6 +72,13 @@ fn parse_scope(raw: Option<&str>) -> Option<Vec<ConnectionId>> {
     raw.map(|r| r.split(',').filter_map(|p| ConnectionId::parse(p.trim()).ok()).collect())
 }
 
+/// What one read of the store said about a presented key, until [`ApiKeys::remember`] keeps it.
+pub struct Lookup {
+    hash: Vec<u8>,
+    caller: Option<Caller>,
+    at: i64,
+}
+
 #[derive(Clone)]
 struct Checked {
     caller: Option<Caller>,
@@ -173,26 +180,37 @@ impl ApiKeys {
             self.checked.read().expect("key cache poisoned").get(&hash).filter(|c| now - c.at < TRUST_MS).cloned();
         let caller = match hit {
             Some(c) => c.caller,
-            None => {
-                let record = self.store.api_key_by_hash(&hash).await?;
-                let caller = record.filter(|k| k.revoked_at.is_none()).map(|k| Caller {
-                    connections: parse_scope(k.connection_scope.as_deref()),
-                    read_only: k.read_only,
-                    key_id: k.id,
-                    name: k.name,
-                });
-                let mut checked = self.checked.write().expect("key cache poisoned");
-                if checked.len() > 10_000 {
-                    checked.retain(|_, c| now - c.at < TRUST_MS);
-                }
-                checked.insert(hash, Checked { caller: caller.clone(), at: now });
-                caller
-            }
+            None => self.remember(self.look_up(presented).await?),
         };
         if let Some(c) = &caller {
             self.touch(&c.key_id, now);
         }
         Ok(caller)
+    }
+
+    /// Read the key from the store (the first half of a check that memory could not answer).
+    pub async fn look_up(&self, presented: &SecretString) -> anyhow::Result<Lookup> {
+        let hash = sha256(presented.expose_secret().as_bytes());
+        let at = now_ms();
+        let record = self.store.api_key_by_hash(&hash).await?;
+        let caller = record.filter(|k| k.revoked_at.is_none()).map(|k| Caller {
+            connections: parse_scope(k.connection_scope.as_deref()),
+            read_only: k.read_only,
+            key_id: k.id,
+            name: k.name,
+        });
+        Ok(Lookup { hash, caller, at })
+    }
+
+    /// Keep what a look-up read for the next requests (the second half), and return who it found.
+    pub fn remember(&self, lookup: Lookup) -> Option<Caller> {
+        let Lookup { hash, caller, at } = lookup;
+        let mut checked = self.checked.write().expect("key cache poisoned");
+        if checked.len() > 10_000 {
+            checked.retain(|_, c| at - c.at < TRUST_MS);
+        }
+        checked.insert(hash, Checked { caller: caller.clone(), at });
+        caller
     }
 
     fn touch(&self, id: &str, now: i64) {
