@@ -30,7 +30,7 @@ pub enum AppError {
     Conflict { code: &'static str, message: String },
     /// 413: the body is larger than this route accepts.
     #[error("{message}")]
-    PayloadTooLarge { message: String },
+    PayloadTooLarge { code: &'static str, message: String },
     /// 429: slow down; `retry_after_secs` says for how long.
     #[error("{message}")]
     TooManyRequests { code: &'static str, message: String, retry_after_secs: u64 },
@@ -78,8 +78,8 @@ impl AppError {
             | Self::Conflict { code, .. }
             | Self::TooManyRequests { code, .. }
             | Self::Upstream { code, .. }
-            | Self::Unavailable { code, .. } => code,
-            Self::PayloadTooLarge { .. } => "payload_too_large",
+            | Self::Unavailable { code, .. }
+            | Self::PayloadTooLarge { code, .. } => code,
             Self::Internal(_) => "internal",
         }
     }

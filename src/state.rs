@@ -75,10 +75,14 @@ impl Limits {
 }
 
 /// The outbound clients, built from the settings: the operator's own URLs (SnapInspect,
-/// `FORWARD_URL`) go out plainly, URLs from the database through the guard.
+/// `FORWARD_URL`) go out plainly, URLs from the database through the guard, each kind with its own
+/// allowed networks.
 pub struct Clients {
     pub http: reqwest::Client,
-    pub guarded: crate::outbound::GuardedClient,
+    /// For stored token URLs (`TOKEN_URL_ALLOW_NETWORKS`).
+    pub token_urls: crate::outbound::GuardedClient,
+    /// For endpoints' URLs (`ENDPOINT_ALLOW_NETWORKS`).
+    pub endpoints: crate::outbound::GuardedClient,
     /// None until `SNAPINSPECT_CLIENT_ID` and `SNAPINSPECT_CLIENT_SECRET` are set.
     pub snapinspect: Option<SnapInspectClient>,
 }
@@ -91,9 +95,10 @@ impl Clients {
         };
         let http = crate::outbound::client::build_with(settings.outbound_timeout, &roots)?;
         let snapinspect = SnapInspectClient::new(http.clone(), &settings.snapinspect, settings.redirect_uri());
-        let guarded =
-            crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, settings.outbound_policy())?;
-        Ok(Self { http, guarded, snapinspect })
+        let guarded = |policy| crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, policy);
+        let token_urls = guarded(settings.token_url_policy())?;
+        let endpoints = guarded(settings.endpoint_policy())?;
+        Ok(Self { http, token_urls, endpoints, snapinspect })
     }
 }
 
@@ -114,12 +119,12 @@ impl AppState {
     /// Build the clients, the token manager, the intake writer and the worker (which runs only
     /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
-        let Clients { http, guarded, snapinspect } = Clients::new(&settings)?;
+        let Clients { http, token_urls, endpoints, snapinspect } = Clients::new(&settings)?;
         let metrics = Arc::new(Metrics::default());
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
             snapinspect.clone(),
-            guarded.clone(),
+            token_urls,
             settings.token_default_lifetime,
             metrics.clone(),
         ));
@@ -137,7 +142,7 @@ impl AppState {
             snapinspect.clone(),
             tokens.clone(),
             // Endpoint URLs come from the database: guarded, except the operator's FORWARD_URL.
-            crate::delivery::clients::DeliveryClients::new(http.clone(), guarded),
+            crate::delivery::clients::DeliveryClients::new(http.clone(), endpoints, settings.forward_url.clone()),
             WorkerConfig {
                 retry_schedule: settings.retry_schedule.clone(),
                 lease: Duration::from_secs(settings.lease_secs.max(1)),

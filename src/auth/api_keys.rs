@@ -2,7 +2,9 @@
 //! connections or all, read-only or not), checked in memory on the hot path.
 
 // A check is trusted for two seconds, so a key revoked by another process stops working within two
-// seconds.
+// seconds. A check that read the store before a key was forgotten (a revoke here, or its NOTIFY from
+// another instance) must not put the key back afterwards: every forget bumps a generation, and a read
+// that began under an older generation is answered but not kept.
 
 use std::{collections::HashMap, sync::RwLock};
 
@@ -72,15 +74,32 @@ fn parse_scope(raw: Option<&str>) -> Option<Vec<ConnectionId>> {
     raw.map(|r| r.split(',').filter_map(|p| ConnectionId::parse(p.trim()).ok()).collect())
 }
 
+/// What one read of the store said about a presented key, until [`ApiKeys::remember`] keeps it.
+pub struct Lookup {
+    hash: Vec<u8>,
+    caller: Option<Caller>,
+    at: i64,
+    /// The cache's generation when the read began.
+    generation: u64,
+}
+
 #[derive(Clone)]
 struct Checked {
     caller: Option<Caller>,
     at: i64,
 }
 
+/// Remembered checks, and how many times memory was told to forget (under one lock, so a forget
+/// and a remember are never half-seen by each other).
+#[derive(Default)]
+struct Cache {
+    checked: HashMap<Vec<u8>, Checked>,
+    generation: u64,
+}
+
 pub struct ApiKeys {
     store: Store,
-    checked: RwLock<HashMap<Vec<u8>, Checked>>,
+    cache: RwLock<Cache>,
     touched: AtMostEvery,
 }
 
@@ -88,7 +107,7 @@ impl ApiKeys {
     pub fn new(store: Store) -> Self {
         Self {
             store,
-            checked: RwLock::new(HashMap::new()),
+            cache: RwLock::new(Cache::default()),
             touched: AtMostEvery::new(std::time::Duration::from_millis(TOUCH_EVERY_MS as u64)),
         }
     }
@@ -141,22 +160,24 @@ impl ApiKeys {
 
     /// Drop what memory holds for a key (revoked here, or by another instance: see `notify`).
     pub fn forget(&self, id: &str) {
-        self.checked
-            .write()
-            .expect("key cache poisoned")
-            .retain(|_, c| c.caller.as_ref().is_none_or(|k| k.key_id != id));
+        let mut cache = self.cache.write().expect("key cache poisoned");
+        cache.generation += 1;
+        cache.checked.retain(|_, c| c.caller.as_ref().is_none_or(|k| k.key_id != id));
     }
 
     /// Drop every remembered check (the next request of each key reads the database).
     pub fn forget_all(&self) {
-        self.checked.write().expect("key cache poisoned").clear();
+        let mut cache = self.cache.write().expect("key cache poisoned");
+        cache.generation += 1;
+        cache.checked.clear();
     }
 
     /// Whether a check of the key with this id is remembered (tests of the invalidation).
     pub fn remembers(&self, id: &str) -> bool {
-        self.checked
+        self.cache
             .read()
             .expect("key cache poisoned")
+            .checked
             .values()
             .any(|c| c.caller.as_ref().is_some_and(|k| k.key_id == id))
     }
@@ -169,30 +190,54 @@ impl ApiKeys {
     pub async fn verify(&self, presented: &SecretString) -> anyhow::Result<Option<Caller>> {
         let hash = sha256(presented.expose_secret().as_bytes());
         let now = now_ms();
-        let hit =
-            self.checked.read().expect("key cache poisoned").get(&hash).filter(|c| now - c.at < TRUST_MS).cloned();
+        let hit = self
+            .cache
+            .read()
+            .expect("key cache poisoned")
+            .checked
+            .get(&hash)
+            .filter(|c| now - c.at < TRUST_MS)
+            .cloned();
         let caller = match hit {
             Some(c) => c.caller,
-            None => {
-                let record = self.store.api_key_by_hash(&hash).await?;
-                let caller = record.filter(|k| k.revoked_at.is_none()).map(|k| Caller {
-                    connections: parse_scope(k.connection_scope.as_deref()),
-                    read_only: k.read_only,
-                    key_id: k.id,
-                    name: k.name,
-                });
-                let mut checked = self.checked.write().expect("key cache poisoned");
-                if checked.len() > 10_000 {
-                    checked.retain(|_, c| now - c.at < TRUST_MS);
-                }
-                checked.insert(hash, Checked { caller: caller.clone(), at: now });
-                caller
-            }
+            None => self.remember(self.look_up(presented).await?),
         };
         if let Some(c) = &caller {
             self.touch(&c.key_id, now);
         }
         Ok(caller)
+    }
+
+    /// Read the key from the store (the first half of a check that memory could not answer).
+    pub async fn look_up(&self, presented: &SecretString) -> anyhow::Result<Lookup> {
+        let hash = sha256(presented.expose_secret().as_bytes());
+        let at = now_ms();
+        // Taken before the read: a forget that lands while it runs makes the read stale.
+        let generation = self.cache.read().expect("key cache poisoned").generation;
+        let record = self.store.api_key_by_hash(&hash).await?;
+        let caller = record.filter(|k| k.revoked_at.is_none()).map(|k| Caller {
+            connections: parse_scope(k.connection_scope.as_deref()),
+            read_only: k.read_only,
+            key_id: k.id,
+            name: k.name,
+        });
+        Ok(Lookup { hash, caller, at, generation })
+    }
+
+    /// Keep what a look-up read for the next requests (the second half), unless memory was told
+    /// to forget since the read began; either way, return who it found (the request that raced
+    /// the revoke is answered as of its read, the ones after it read again).
+    pub fn remember(&self, lookup: Lookup) -> Option<Caller> {
+        let Lookup { hash, caller, at, generation } = lookup;
+        let mut cache = self.cache.write().expect("key cache poisoned");
+        if cache.generation != generation {
+            return caller;
+        }
+        if cache.checked.len() > 10_000 {
+            cache.checked.retain(|_, c| at - c.at < TRUST_MS);
+        }
+        cache.checked.insert(hash, Checked { caller: caller.clone(), at });
+        caller
     }
 
     fn touch(&self, id: &str, now: i64) {

@@ -46,7 +46,7 @@ pub enum EndpointsCommand {
 pub(super) async fn endpoints(command: EndpointsCommand) -> anyhow::Result<()> {
     let settings = cli_settings()?;
     let store = open_store(&settings).await?;
-    let result = run(&store, &settings.outbound_policy(), command).await;
+    let result = run(&store, &settings.endpoint_policy(), command).await;
     store.close().await;
     result
 }

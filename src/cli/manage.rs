@@ -120,7 +120,13 @@ pub enum EventsCommand {
 fn token_manager(settings: &Settings, store: &Store) -> anyhow::Result<TokenManager> {
     let clients = Clients::new(settings)?;
     let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
-    Ok(TokenManager::new(store.clone(), clients.snapinspect, clients.guarded, settings.token_default_lifetime, metrics))
+    Ok(TokenManager::new(
+        store.clone(),
+        clients.snapinspect,
+        clients.token_urls,
+        settings.token_default_lifetime,
+        metrics,
+    ))
 }
 
 pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
@@ -177,10 +183,10 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
             let credentials = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
             // An address the service may not call is refused now, not at the first token request.
             settings
-                .outbound_policy()
+                .token_url_policy()
                 .check_url(&credentials.resolved_token_url().map_err(|e| anyhow::anyhow!(e.for_cli()))?)
                 .map_err(|b| {
-                    anyhow::anyhow!("--token-url cannot be used: {b} (e.g. OUTBOUND_ALLOW_NETWORKS=10.0.0.0/8)")
+                    anyhow::anyhow!("--token-url cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
                 })?;
             let secret = if client_secret_stdin {
                 first_line_of_stdin()?

@@ -52,6 +52,14 @@ impl Settings {
             }
             Ok(u)
         };
+        // Comma-separated addresses or networks; unset or blank: none.
+        let networks = |k: &'static str| -> Result<Vec<ipnet::IpNet>, ConfigError> {
+            let list = get(k).unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty());
+            list.map(parse_net).collect::<Result<_, _>>().map_err(|p| bad(k, p))
+        };
+        // OUTBOUND_ALLOW_NETWORKS opens a network to both kinds of stored URL, the other two to one
+        // kind: an identity provider's network allowed for token URLs is no endpoint's to POST into.
+        let outbound = networks("OUTBOUND_ALLOW_NETWORKS")?;
 
         let bind_addr = get("BIND_ADDR").unwrap_or("127.0.0.1:8080");
         let bind_addr = bind_addr
@@ -170,24 +178,13 @@ impl Settings {
                     })
                 })
                 .transpose()?,
-            trusted_proxies: get("TRUSTED_PROXIES")
-                .map(|v| {
-                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()
-                .map_err(|p| bad("TRUSTED_PROXIES", p))?
-                .unwrap_or_default(),
+            trusted_proxies: networks("TRUSTED_PROXIES")?,
             metrics_token: secret("METRICS_TOKEN"),
             outbound_timeout: parse_duration(get("OUTBOUND_TIMEOUT").unwrap_or("20s"))
                 .map_err(|p| bad("OUTBOUND_TIMEOUT", p))?,
             outbound_ca_file: get("OUTBOUND_CA_FILE").map(PathBuf::from),
-            outbound_allow_networks: get("OUTBOUND_ALLOW_NETWORKS")
-                .map(|v| {
-                    v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(parse_net).collect::<Result<Vec<_>, _>>()
-                })
-                .transpose()
-                .map_err(|p| bad("OUTBOUND_ALLOW_NETWORKS", p))?
-                .unwrap_or_default(),
+            token_url_allow_networks: [outbound.clone(), networks("TOKEN_URL_ALLOW_NETWORKS")?].concat(),
+            endpoint_allow_networks: [outbound, networks("ENDPOINT_ALLOW_NETWORKS")?].concat(),
             sqlite_max_pages: get("SQLITE_MAX_PAGE_COUNT")
                 .map(|v| parse_u64("SQLITE_MAX_PAGE_COUNT", Some(v), 0))
                 .transpose()?,

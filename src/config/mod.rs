@@ -136,9 +136,11 @@ pub struct Settings {
     pub outbound_timeout: Duration,
     /// Extra root certificates (PEM) trusted for outbound calls, e.g. an internal CA.
     pub outbound_ca_file: Option<PathBuf>,
-    /// Networks that URLs stored in the database (token URLs, endpoints) may reach although they
-    /// are loopback, private, link-local or otherwise not public (none by default).
-    pub outbound_allow_networks: Vec<ipnet::IpNet>,
+    /// Networks that stored token URLs may reach although they are loopback, private, link-local
+    /// or otherwise not public: `OUTBOUND_ALLOW_NETWORKS` and `TOKEN_URL_ALLOW_NETWORKS` (none by default).
+    pub token_url_allow_networks: Vec<ipnet::IpNet>,
+    /// The same for endpoints' URLs: `OUTBOUND_ALLOW_NETWORKS` and `ENDPOINT_ALLOW_NETWORKS`.
+    pub endpoint_allow_networks: Vec<ipnet::IpNet>,
     /// A cap on the SQLite file, in pages (4 KiB): past it, writes fail cleanly instead of filling the disk.
     pub sqlite_max_pages: Option<u64>,
     pub rate_limits: RateLimits,
@@ -238,10 +240,15 @@ impl Settings {
         Ok(())
     }
 
-    /// Which addresses URLs stored in the database may reach (upward, like `parse`'s loopback
-    /// rule: the guard is built from this setting and imports nothing of the configuration).
-    pub fn outbound_policy(&self) -> crate::outbound::Policy {
-        crate::outbound::Policy::new(self.outbound_allow_networks.clone())
+    /// Which addresses stored token URLs may reach (upward, like `parse`'s loopback rule: the
+    /// guard is built from this setting and imports nothing of the configuration).
+    pub fn token_url_policy(&self) -> crate::outbound::Policy {
+        crate::outbound::Policy::new(self.token_url_allow_networks.clone(), "TOKEN_URL_ALLOW_NETWORKS")
+    }
+
+    /// Which addresses endpoints' URLs may reach.
+    pub fn endpoint_policy(&self) -> crate::outbound::Policy {
+        crate::outbound::Policy::new(self.endpoint_allow_networks.clone(), "ENDPOINT_ALLOW_NETWORKS")
     }
 
     /// `PUBLIC_URL` + `/connect/snapinspect/callback`, as registered with SnapInspect.

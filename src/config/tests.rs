@@ -68,15 +68,39 @@ fn durations_parse_with_units() {
 
 #[test]
 fn outbound_allow_networks_is_a_list_of_networks_and_none_by_default() {
-    assert!(Settings::from_vars(&Vars::new()).unwrap().outbound_allow_networks.is_empty());
+    let none = Settings::from_vars(&Vars::new()).unwrap();
+    assert!(none.token_url_allow_networks.is_empty() && none.endpoint_allow_networks.is_empty());
     let s = Settings::from_vars(&vars(&[("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8, ::1 ,10.1.2.3")])).unwrap();
-    let nets: Vec<String> = s.outbound_allow_networks.iter().map(|n| n.to_string()).collect();
+    let nets: Vec<String> = s.token_url_allow_networks.iter().map(|n| n.to_string()).collect();
     assert_eq!(nets, ["127.0.0.0/8", "::1/128", "10.1.2.3/32"]);
+    assert_eq!(s.endpoint_allow_networks, s.token_url_allow_networks, "both kinds of stored URL");
     let err = Settings::from_vars(&vars(&[("OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8,10.0.0.0/33")])).unwrap_err();
     assert_eq!(
         err.to_string(),
         "OUTBOUND_ALLOW_NETWORKS `10.0.0.0/33` is not an IP address or a network like 10.0.0.0/8"
     );
+}
+
+#[test]
+fn token_urls_and_endpoints_each_add_their_own_networks() {
+    let s = Settings::from_vars(&vars(&[
+        ("OUTBOUND_ALLOW_NETWORKS", "10.1.0.0/16"),
+        ("TOKEN_URL_ALLOW_NETWORKS", "10.2.0.0/16"),
+        ("ENDPOINT_ALLOW_NETWORKS", "10.3.0.0/16,10.4.0.9"),
+    ]))
+    .unwrap();
+    let shown = |nets: &[ipnet::IpNet]| nets.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert_eq!(shown(&s.token_url_allow_networks), ["10.1.0.0/16", "10.2.0.0/16"]);
+    assert_eq!(shown(&s.endpoint_allow_networks), ["10.1.0.0/16", "10.3.0.0/16", "10.4.0.9/32"]);
+    let ip = |a: &str| a.parse::<std::net::IpAddr>().unwrap();
+    assert!(s.token_url_policy().check_ip(ip("10.2.0.1")).is_ok());
+    assert!(s.endpoint_policy().check_ip(ip("10.2.0.1")).is_err());
+    assert!(s.endpoint_policy().check_ip(ip("10.4.0.9")).is_ok());
+    assert!(s.token_url_policy().check_ip(ip("10.4.0.9")).is_err());
+    for name in ["TOKEN_URL_ALLOW_NETWORKS", "ENDPOINT_ALLOW_NETWORKS"] {
+        let err = Settings::from_vars(&vars(&[(name, "nope")])).unwrap_err();
+        assert!(err.to_string().starts_with(&format!("{name} `nope` is not")), "{err}");
+    }
 }
 
 #[test]

@@ -38,6 +38,8 @@ static BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("172.16.0.0/12", "private (RFC 1918)"),
         ("192.0.0.0/24", "reserved (IETF protocol assignments)"),
         ("192.0.2.0/24", "documentation"),
+        // RFC 7526 deprecated 6to4; its relays take whatever a 6to4 address carries.
+        ("192.88.99.0/24", "6to4 relay anycast (deprecated)"),
         ("192.168.0.0/16", "private (RFC 1918)"),
         ("198.18.0.0/15", "benchmarking"),
         ("198.51.100.0/24", "documentation"),
@@ -49,8 +51,12 @@ static BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
         ("::1/128", "loopback"),
         // IPv4-compatible addresses (deprecated by RFC 4291) reach IPv4 hosts on some stacks.
         ("::/96", "IPv4-compatible (deprecated)"),
+        // RFC 2765 (SIIT): a translator on the path sends `::ffff:0:a.b.c.d` to a.b.c.d, whatever it is.
+        ("::ffff:0:0:0/96", "IPv4-translated (SIIT)"),
         ("64:ff9b:1::/48", "private (local-use NAT64)"),
         ("100::/64", "discard-only"),
+        // RFC 4380: Teredo tunnels to an IPv4 server and client hidden in the address.
+        ("2001::/32", "Teredo tunnel"),
         ("2001:db8::/32", "documentation"),
         ("fc00::/7", "private (unique local)"),
         ("fe80::/10", "link-local"),
@@ -93,6 +99,8 @@ pub struct Blocked {
     resolved: bool,
     pub addr: IpAddr,
     pub range: &'static str,
+    /// The setting besides `OUTBOUND_ALLOW_NETWORKS` that would allow it, for the message.
+    setting: Option<&'static str>,
 }
 
 impl std::fmt::Display for Blocked {
@@ -103,7 +111,13 @@ impl std::fmt::Display for Blocked {
         } else {
             write!(f, "{addr} is a {range} address")?;
         }
-        f.write_str(", which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it")
+        match self.setting {
+            Some(setting) => write!(
+                f,
+                ", which URLs stored here may not reach unless {setting} or OUTBOUND_ALLOW_NETWORKS allows it"
+            ),
+            None => f.write_str(", which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it"),
+        }
     }
 }
 
@@ -113,12 +127,14 @@ impl std::error::Error for Blocked {}
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
     allow: Vec<IpNet>,
+    setting: Option<&'static str>,
 }
 
 impl Policy {
-    /// `allow`: `OUTBOUND_ALLOW_NETWORKS`.
-    pub fn new(allow: Vec<IpNet>) -> Self {
-        Self { allow }
+    /// `allow`: the networks of `OUTBOUND_ALLOW_NETWORKS` and of `setting`, the one for this kind
+    /// of URL (token URLs and endpoints are allowed separately), which refusals name.
+    pub fn new(allow: Vec<IpNet>, setting: &'static str) -> Self {
+        Self { allow, setting: Some(setting) }
     }
 
     /// `Err` with the range's name when `ip` is blocked and no allowed network holds it.
@@ -139,7 +155,13 @@ impl Policy {
             Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
             _ => return Ok(()),
         };
-        self.check_ip(addr).map_err(|range| Blocked { host: addr.to_string(), resolved: false, addr, range })
+        self.check_ip(addr).map_err(|range| Blocked {
+            host: addr.to_string(),
+            resolved: false,
+            addr,
+            range,
+            setting: self.setting,
+        })
     }
 
     /// Keep the allowed addresses; when none remains, say why the first one was refused.
@@ -150,7 +172,14 @@ impl Policy {
             .filter(|a| match self.check_ip(a.ip()) {
                 Ok(()) => true,
                 Err(range) => {
-                    refused.get_or_insert(Blocked { host: host.to_owned(), resolved: true, addr: a.ip(), range });
+                    let setting = self.setting;
+                    refused.get_or_insert(Blocked {
+                        host: host.to_owned(),
+                        resolved: true,
+                        addr: a.ip(),
+                        range,
+                        setting,
+                    });
                     false
                 }
             })

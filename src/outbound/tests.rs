@@ -101,16 +101,39 @@ fn ipv6_forms_of_ipv4_addresses_are_judged_by_the_ipv4_address() {
 }
 
 #[test]
+fn translated_teredo_and_6to4_relay_addresses_are_blocked() {
+    // IPv4-translated (RFC 2765 SIIT): a translator on the path sends these to a.b.c.d, public or not.
+    assert_eq!(range("::ffff:0:7f00:1"), Some("IPv4-translated (SIIT)"));
+    assert_eq!(range("::ffff:0:a9fe:a9fe"), Some("IPv4-translated (SIIT)"));
+    assert_eq!(range("::ffff:0:808:808"), Some("IPv4-translated (SIIT)"));
+    // Teredo (RFC 4380) tunnels to an IPv4 server and client hidden in the address.
+    assert_eq!(range("2001::1"), Some("Teredo tunnel"));
+    assert_eq!(range("2001:0:4136:e378:8000:63bf:3fff:fdd2"), Some("Teredo tunnel"));
+    assert_eq!(range("2001:0:ffff:ffff:ffff:ffff:ffff:ffff"), Some("Teredo tunnel"));
+    // The 6to4 relay anycast prefix (RFC 7526 deprecated it), also inside a 6to4 address.
+    assert_eq!(range("192.88.99.1"), Some("6to4 relay anycast (deprecated)"));
+    assert_eq!(range("192.88.99.255"), Some("6to4 relay anycast (deprecated)"));
+    assert_eq!(range("2002:c058:6301::"), Some("6to4 relay anycast (deprecated)"));
+    for public in ["192.88.98.255", "192.88.100.0", "2001:4860:4860::8888", "2001:200::1", "::fffe:0:0:1"] {
+        assert_eq!(range(public), None, "{public}");
+    }
+    let client = GuardedClient::build(Duration::from_secs(5), &[], Policy::default()).unwrap();
+    for url in ["http://[::ffff:0:7f00:1]:9/", "http://[2001::7f00:1]/", "http://192.88.99.1/"] {
+        assert!(client.post(Url::parse(url).unwrap()).is_err(), "{url} is refused before sending");
+    }
+}
+
+#[test]
 fn an_allowed_network_lets_its_addresses_through_and_no_others() {
     let none = Policy::default();
     assert_eq!(none.check_ip(ip("127.0.0.1")), Err("loopback"));
     assert_eq!(none.check_ip(ip("8.8.8.8")), Ok(()));
-    let loopback = Policy::new(vec!["127.0.0.0/8".parse().unwrap()]);
+    let loopback = Policy::new(vec!["127.0.0.0/8".parse().unwrap()], "ENDPOINT_ALLOW_NETWORKS");
     assert_eq!(loopback.check_ip(ip("127.0.0.1")), Ok(()));
     assert_eq!(loopback.check_ip(ip("::ffff:127.0.0.1")), Ok(()), "the mapped form is the same host");
     assert_eq!(loopback.check_ip(ip("::1")), Err("loopback"));
     assert_eq!(loopback.check_ip(ip("10.0.0.1")), Err("private (RFC 1918)"));
-    let v6 = Policy::new(vec!["fd00::/8".parse().unwrap()]);
+    let v6 = Policy::new(vec!["fd00::/8".parse().unwrap()], "ENDPOINT_ALLOW_NETWORKS");
     assert_eq!(v6.check_ip(ip("fd12::1")), Ok(()));
     assert_eq!(v6.check_ip(ip("fc00::1")), Err("private (unique local)"));
 }
@@ -124,6 +147,10 @@ fn only_address_literals_are_judged_in_the_url() {
         "127.0.0.1 is a loopback address, which URLs stored here may not reach unless OUTBOUND_ALLOW_NETWORKS allows it"
     );
     assert_eq!(err.addr, ip("127.0.0.1"));
+    let for_endpoints = Policy::new(vec![], "ENDPOINT_ALLOW_NETWORKS");
+    assert!(for_endpoints.check_url(&Url::parse("http://10.0.0.1/").unwrap()).unwrap_err().to_string().ends_with(
+        "which URLs stored here may not reach unless ENDPOINT_ALLOW_NETWORKS or OUTBOUND_ALLOW_NETWORKS allows it"
+    ));
     assert!(none.check_url(&Url::parse("http://[::ffff:a9fe:a9fe]/").unwrap()).is_err());
     // The URL parser reads the odd IPv4 spellings as the address they mean.
     assert!(none.check_url(&Url::parse("http://0x7f.1/").unwrap()).is_err());
@@ -142,7 +169,7 @@ fn resolved_addresses_are_filtered_and_a_name_with_none_left_is_refused() {
     assert_eq!(err.host, "evil.example");
     assert_eq!(err.addr, ip("10.0.0.1"), "the first refusal is reported");
     assert!(err.to_string().starts_with("evil.example resolves to 10.0.0.1, a private (RFC 1918) address"));
-    let allowed = Policy::new(vec!["10.0.0.0/8".parse().unwrap()]);
+    let allowed = Policy::new(vec!["10.0.0.0/8".parse().unwrap()], "TOKEN_URL_ALLOW_NETWORKS");
     assert_eq!(allowed.filter("ok.example", vec![a("10.0.0.1"), a("::1")]).unwrap(), vec![a("10.0.0.1")]);
 }
 

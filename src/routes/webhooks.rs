@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 fn too_large() -> ApiError {
     ApiError(AppError::PayloadTooLarge {
+        code: "payload_too_large",
         message: format!("the body is larger than {} KiB, the most a SnapInspect webhook can be", MAX_BODY / 1024),
     })
 }

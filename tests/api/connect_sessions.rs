@@ -598,6 +598,74 @@ async fn bad_brand_values_stop_serve_with_one_clear_line() {
 }
 
 #[tokio::test]
+async fn a_logo_that_could_run_or_load_anything_stops_serve_and_says_why() {
+    let app = spawn_app().await;
+    let files = tempfile::tempdir().unwrap();
+    let ns = r#"xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink""#;
+    for (name, svg, says) in [
+        (
+            "set",
+            format!(r#"<svg {ns}><rect width="9"><set attributeName="onmouseover" to="alert(1)"/></rect></svg>"#),
+            "<set>",
+        ),
+        ("entity", format!(r#"<svg {ns}><use xlink:href="&#106;avascript:alert(1)"/></svg>"#), "javascript:alert(1)"),
+        (
+            "foreign",
+            format!(
+                r#"<svg {ns}><foreignObject><iframe xmlns="http://www.w3.org/1999/xhtml" src="https://evil.example/"/></foreignObject></svg>"#
+            ),
+            "<foreignObject>",
+        ),
+        (
+            "css",
+            format!(r#"<svg {ns}><rect style="fill:url(https://evil.example/p)"/></svg>"#),
+            "url(https://evil.example/p)",
+        ),
+    ] {
+        let path = files.path().join(format!("{name}.svg"));
+        std::fs::write(&path, svg).unwrap();
+        let out = serve_with(&app, &[("BRAND_LOGO", path.to_str().unwrap())]);
+        assert!(!out.status.success(), "{name} must stop serve");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "one line: {err}");
+        assert!(lines[0].starts_with("connect-hub: BRAND_LOGO is an SVG "), "{name}: {err}");
+        assert!(lines[0].contains(says), "{name} says why: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_logo_drawn_with_gradients_and_its_own_references_is_served_as_it_is() {
+    let files = tempfile::tempdir().unwrap();
+    let logo = files.path().join("logo.svg");
+    let svg = r##"<?xml version="1.0" encoding="UTF-8" standalone="no"?>
+<svg width="32" height="32" viewBox="0 0 32 32" version="1.1" id="svg1"
+   inkscape:version="1.3.2" sodipodi:docname="logo.svg"
+   xmlns:inkscape="http://www.inkscape.org/namespaces/inkscape"
+   xmlns:sodipodi="http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd"
+   xmlns:xlink="http://www.w3.org/1999/xlink" xmlns="http://www.w3.org/2000/svg">
+  <sodipodi:namedview id="namedview1" pagecolor="#ffffff" inkscape:zoom="8" />
+  <defs id="defs1">
+    <linearGradient id="grad"><stop offset="0" style="stop-color:#1a73e8;stop-opacity:1" /></linearGradient>
+    <linearGradient xlink:href="#grad" id="grad2" x1="0" y1="0" x2="32" y2="32" gradientUnits="userSpaceOnUse" />
+  </defs>
+  <g inkscape:label="Layer 1" inkscape:groupmode="layer" id="layer1">
+    <path style="fill:url(#grad2);stroke:none" d="M 0,0 H 32 V 32 H 0 Z" id="path1" />
+  </g>
+</svg>
+"##;
+    std::fs::write(&logo, svg).unwrap();
+    let app = spawn_app_with(|v| {
+        v.insert("BRAND_LOGO".into(), logo.display().to_string());
+    })
+    .await;
+    let res = app.get("/brand/logo").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/svg+xml");
+    assert_eq!(res.text().await.unwrap(), svg);
+}
+
+#[tokio::test]
 async fn support_staff_can_print_a_connect_link_from_the_shell() {
     let app = spawn_app_with(with_return_origin).await;
     let out = crate::helpers::hub(&app, &["connect-link", "--end-user", "tenant-9", "--return-url", RETURN_URL]);

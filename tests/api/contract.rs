@@ -78,8 +78,8 @@ async fn every_operation_declares_the_statuses_it_can_answer() {
             }
             operations += 1;
             let responses = op["responses"].as_object().unwrap();
-            // Every operation needs a key and is rate limited.
-            for status in ["401", "429"] {
+            // Every operation needs a key, is rate limited and refuses a body over the limit.
+            for status in ["401", "429", "413"] {
                 assert!(responses.contains_key(status), "{method} {path} does not declare {status}");
             }
             // Every operation on one connection can miss it.

@@ -23,6 +23,69 @@ async fn bodies_are_limited_everywhere() {
 }
 
 #[tokio::test]
+async fn every_api_route_answers_an_oversized_body_with_the_same_json_413() {
+    use reqwest::Method;
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("big").await;
+    let con = app.connect_company(6847).await;
+    let (_, url) = crate::helpers::receiver();
+    let made: Value = reqwest::Client::new()
+        .post(format!("{}/api/v1/endpoints", app.addr))
+        .bearer_auth(&key)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ep = made["id"].as_str().unwrap().to_owned();
+    let reading = [
+        (Method::POST, "/endpoints".to_owned()),
+        (Method::PATCH, format!("/endpoints/{ep}")),
+        (Method::POST, format!("/endpoints/{ep}/rotate-secret")),
+        (Method::POST, "/connect-sessions".to_owned()),
+        (Method::POST, format!("/connections/{con}/reconnect-session")),
+    ];
+    let others = [
+        (Method::POST, format!("/connections/{con}/refresh")),
+        (Method::GET, "/connections".to_owned()),
+        (Method::GET, format!("/connections/{con}/token")),
+        (Method::GET, "/openapi.json".to_owned()),
+        (Method::DELETE, format!("/endpoints/{ep}")),
+    ];
+    let send = |method: Method, path: &str, body: reqwest::Body| {
+        reqwest::Client::new()
+            .request(method, format!("{}/api/v1{path}", app.addr))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let mut answers = Vec::new();
+    // With its length declared: refused before anything reads it, on every route.
+    for (method, path) in reading.iter().chain(&others) {
+        let res = send(method.clone(), path, vec![b' '; 100 * 1024].into()).await.unwrap();
+        assert_eq!(res.status(), 413, "{method} {path}");
+        answers.push((format!("{method} {path}"), res.json::<Value>().await.unwrap()));
+    }
+    // Chunked, without a length: refused where the body is read, once it passes the limit.
+    for (method, path) in &reading {
+        let chunks = futures_util::stream::iter((0..100).map(|_| Ok::<_, std::io::Error>(vec![b' '; 1024])));
+        let res = send(method.clone(), path, reqwest::Body::wrap_stream(chunks)).await.unwrap();
+        assert_eq!(res.status(), 413, "chunked {method} {path}");
+        answers.push((format!("chunked {method} {path}"), res.json::<Value>().await.unwrap()));
+    }
+    let first = &answers[0].1;
+    assert_eq!(first["error"], "body_too_large", "{first}");
+    assert!(first["message"].as_str().unwrap().contains("64 KiB"), "{first}");
+    for (what, answer) in &answers {
+        assert_eq!(answer, first, "{what}");
+    }
+    assert_eq!(app.state.store.endpoints().await.unwrap().len(), 1, "nothing was done");
+}
+
+#[tokio::test]
 async fn starting_the_connect_flow_is_rate_limited_per_address() {
     let app = spawn_app_with(|v| {
         v.insert("RATE_LIMIT_CONNECT".into(), "3".into());

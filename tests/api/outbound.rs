@@ -272,6 +272,117 @@ async fn the_cli_refuses_a_token_url_on_a_blocked_address() {
     assert_eq!(app.connection_count().await, 0);
 }
 
+// ---- Token URLs and endpoints are allowed networks separately ----
+
+/// A POST of `url` as a new endpoint through the API: the status and the answer.
+async fn add_endpoint(app: &TestApp, key: &str, url: &str) -> (u16, serde_json::Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/endpoints", app.addr))
+        .bearer_auth(key)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or_default())
+}
+
+/// The delivery errors of one event's only delivery.
+async fn delivery_errors(app: &TestApp, event: &connect_hub::domain::EventId) -> Vec<String> {
+    let store = &app.state.store;
+    let d = store.event_deliveries(app.event(event).await.rowid).await.unwrap().remove(0);
+    store.delivery_attempts(d.id).await.unwrap().into_iter().map(|a| a.error.unwrap_or_default()).collect()
+}
+
+#[tokio::test]
+async fn allowing_token_urls_into_a_network_does_not_let_endpoints_post_into_it() {
+    let app = spawn_app_with(|vars| {
+        vars.remove("OUTBOUND_ALLOW_NETWORKS");
+        vars.insert("TOKEN_URL_ALLOW_NETWORKS".into(), "127.0.0.0/8".into());
+    })
+    .await;
+    // The internal identity provider answers.
+    let idp = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let base = spawn_token_server(&idp).await;
+    let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", idp.token_path())), SECRET).await;
+    app.state.tokens.token(&id).await.expect("the token URL is allowed");
+    assert_eq!(idp.issued(), 1);
+
+    // An endpoint on the same network is refused when added, and says which setting would allow it.
+    let (_, key) = app.api_key("console").await;
+    let (r, url) = crate::helpers::receiver();
+    let (status, v) = add_endpoint(&app, &key, &url).await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_url")), "{v}");
+    assert!(v["message"].as_str().unwrap().contains("ENDPOINT_ALLOW_NETWORKS"), "{v}");
+    // A name that resolves there is refused when delivering: nothing reaches the network.
+    let (status, _) = add_endpoint(&app, &key, &url.replace("127.0.0.1", "localhost")).await;
+    assert_eq!(status, 201);
+    app.connect_company(6847).await;
+    let event = app.send_event(crate::helpers::SIGNED).await;
+    app.state.worker.drain().await.unwrap();
+    assert_eq!(r.count(), 0, "the receiver heard nothing");
+    let errors = delivery_errors(&app, &event).await;
+    assert!(!errors.is_empty() && errors.iter().all(|e| e.contains("ENDPOINT_ALLOW_NETWORKS")), "{errors:?}");
+}
+
+#[tokio::test]
+async fn allowing_endpoints_into_a_network_does_not_let_token_urls_reach_it() {
+    let app = spawn_app_with(|vars| {
+        vars.remove("OUTBOUND_ALLOW_NETWORKS");
+        vars.insert("ENDPOINT_ALLOW_NETWORKS".into(), "127.0.0.0/8".into());
+    })
+    .await;
+    let (_, key) = app.api_key("console").await;
+    let (r, url) = crate::helpers::receiver();
+    let (status, v) = add_endpoint(&app, &key, &url).await;
+    assert_eq!(status, 201, "{v}");
+    app.connect_company(6847).await;
+    let event = app.send_event(crate::helpers::SIGNED).await;
+    app.state.worker.drain().await.unwrap();
+    assert!(r.received().iter().any(|d| d.webhook_id == event.as_str()), "the endpoint is allowed");
+
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let base = spawn_token_server(&fake).await;
+    let id = app.add_credentials(Provider::Custom, custom(&format!("{base}{}", fake.token_path())), SECRET).await;
+    let message = token_error(&app, &id).await;
+    assert!(message.contains("loopback") && message.contains("TOKEN_URL_ALLOW_NETWORKS"), "{message}");
+    assert_eq!(fake.calls(), 0, "the token URL heard nothing");
+}
+
+// ---- Only the operator's FORWARD_URL is trusted ----
+
+#[tokio::test]
+async fn the_forward_endpoint_is_guarded_like_any_other_once_forward_url_no_longer_defines_it() {
+    let mut app = spawn_app_with(|vars| {
+        vars.remove("OUTBOUND_ALLOW_NETWORKS");
+        crate::helpers::forwarding(vars);
+    })
+    .await;
+    let heard = |app: &TestApp, id: &connect_hub::domain::EventId| {
+        app.receiver.received().iter().any(|d| d.webhook_id == id.as_str())
+    };
+    app.connect_company(6847).await;
+    let first = app.send_event(crate::helpers::CREATE).await;
+    app.state.worker.drain().await.unwrap();
+    assert!(heard(&app, &first), "FORWARD_URL is the operator's: trusted although it is loopback");
+
+    // The operator removes FORWARD_URL; the endpoint it made stays, with its loopback URL.
+    app.vars.remove("FORWARD_URL");
+    app.restart().await;
+    let event = app.send_event(crate::helpers::SIGNED).await;
+    app.state.worker.drain().await.unwrap();
+    assert!(!heard(&app, &event), "no longer trusted: the guard refused the delivery");
+    let errors = delivery_errors(&app, &event).await;
+    assert!(!errors.is_empty() && errors.iter().all(|e| e.contains("a loopback address")), "{errors:?}");
+}
+
 // ---- Answers are read with a cap ----
 
 /// A server that answers every request with `status` and an endless chunked body (200 MiB at

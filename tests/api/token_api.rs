@@ -88,6 +88,20 @@ async fn a_missing_unknown_or_revoked_key_is_refused() {
 }
 
 #[tokio::test]
+async fn a_key_check_that_read_the_store_before_a_revoke_does_not_put_the_key_back_in_memory() {
+    let app = spawn_app().await;
+    let (_, id) = snapdocs(&app).await;
+    let (key_id, key) = app.api_key("racing").await;
+    let path = format!("/api/v1/connections/{id}/token");
+    // A check reads the store just before the revoke, and keeps what it read just after.
+    let read = app.state.api_keys.look_up(&secrecy::SecretString::from(key.clone())).await.unwrap();
+    assert!(app.state.api_keys.revoke(&key_id, "test").await.unwrap());
+    assert_eq!(app.state.api_keys.remember(read).map(|c| c.key_id), Some(key_id.clone()), "it read a live key");
+    assert!(!app.state.api_keys.remembers(&key_id), "but memory does not keep it past the revoke");
+    assert_eq!(app.api_get(&path, Some(&key)).await.status(), 401, "revoked at once");
+}
+
+#[tokio::test]
 async fn a_key_revoked_from_the_shell_stops_working_within_two_seconds() {
     let app = spawn_app().await;
     let (_, id) = snapdocs(&app).await;

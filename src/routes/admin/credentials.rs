@@ -274,7 +274,7 @@ async fn update(
 /// checked again, on what it resolves to, at every call).
 fn blocked_token_url(state: &AppState, settings: &Settings) -> Option<Invalid> {
     let url = settings.resolved_token_url().ok()?;
-    let blocked = state.settings.outbound_policy().check_url(&url).err()?;
+    let blocked = state.settings.token_url_policy().check_url(&url).err()?;
     Some(Invalid("token_url", format!("this token URL cannot be used: {blocked}")))
 }
 

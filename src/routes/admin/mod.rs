@@ -39,11 +39,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/admin")
             .wrap(actix_web::middleware::ErrorHandlers::new().default_handler(error_page::render))
-            .app_data(web::FormConfig::default().limit(crate::routes::BODY_LIMIT).error_handler(|e, _| match e {
-                actix_web::error::UrlencodedError::Overflow { .. } => {
-                    AppError::PayloadTooLarge { message: "The form is larger than any form here can be.".into() }.into()
+            .app_data(web::FormConfig::default().limit(crate::routes::BODY_LIMIT).error_handler(|e, _| {
+                match e {
+                    actix_web::error::UrlencodedError::Overflow { .. } => AppError::PayloadTooLarge {
+                        code: "payload_too_large",
+                        message: "The form is larger than any form here can be.".into(),
+                    }
+                    .into(),
+                    e => AppError::bad_request(format!("The form could not be read: {e}")).into(),
                 }
-                e => AppError::bad_request(format!("The form could not be read: {e}")).into(),
             }))
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 // Not serde's words ("Query deserialize error"): the cause is enough.

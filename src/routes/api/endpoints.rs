@@ -22,9 +22,7 @@ const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
 /// Mounted inside the `/api/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let json = web::JsonConfig::default().limit(64 * 1024).error_handler(|e, _| {
-        ApiError(AppError::BadRequest { code: "bad_json", title: "Bad JSON", message: e.to_string() }).into()
-    });
+    let json = super::body::json_config();
     cfg.service(
         web::resource("/endpoints").app_data(json.clone()).route(web::get().to(list)).route(web::post().to(create)),
     )

@@ -1,6 +1,7 @@
 //! `/api/v1` for the organisation's own applications, each call within its API key's scope: JSON
 //! errors with a stable `error` code, and the answers its own OpenAPI document promises.
 
+mod body;
 mod caller;
 mod connections;
 mod contract;
@@ -22,6 +23,7 @@ use crate::{
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(body::limit))
             // Strict: a parameter that breaks the document's schema is a 400, never a default.
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 let message = match e {

@@ -348,6 +348,30 @@ async fn on_postgresql_an_instance_forgets_a_token_and_a_key_another_replaced_or
 }
 
 #[tokio::test]
+async fn on_postgresql_a_key_check_that_read_before_another_instance_revoked_it_is_not_kept() {
+    let a = spawn_app().await;
+    if !a.db.is_postgres() {
+        println!("{SKIP}");
+        return;
+    }
+    let b = second_instance(&a).await;
+    wait_for_listeners(&a, 2).await;
+    let (key_id, key) = a.api_key("racing").await;
+    let key = secrecy::SecretString::from(key);
+    b.state.api_keys.verify(&key).await.unwrap().unwrap();
+    // B starts a check of the key (its trust ran out, say) and reads the store...
+    let read = b.state.api_keys.look_up(&key).await.unwrap();
+    // ...A revokes it, and B hears the NOTIFY (it drops the key it held)...
+    assert!(a.state.api_keys.revoke(&key_id, "test").await.unwrap());
+    eventually(Duration::from_secs(10), "B hears of the revoke", || async { !b.state.api_keys.remembers(&key_id) })
+        .await;
+    // ...then B's check would keep what it read: it must not.
+    b.state.api_keys.remember(read);
+    assert!(!b.state.api_keys.remembers(&key_id), "the stale read is not kept");
+    assert!(b.state.api_keys.verify(&key).await.unwrap().is_none(), "B refuses the key at once");
+}
+
+#[tokio::test]
 async fn on_postgresql_an_instance_whose_listener_drops_forgets_what_it_cached() {
     let app = spawn_app().await;
     if !app.db.is_postgres() {
