@@ -12,6 +12,7 @@ use super::result::link_problem_page;
 use crate::{
     domain::OpaqueToken,
     error::AppError,
+    startup::headers::CSP,
     state::AppState,
     store::{ConnectSession, SessionRejection},
     time::now_ms,
@@ -83,7 +84,18 @@ async fn page(token: web::Path<String>, state: web::Data<AppState>) -> Result<Ht
     Ok(HttpResponse::Ok()
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))
+        .insert_header((header::CONTENT_SECURITY_POLICY, page_policy(&state)))
         .body(page.render().map_err(anyhow::Error::from)?))
+}
+
+/// The usual policy, but the Continue form may end at SnapInspect's authorize page: browsers
+/// check `form-action` against where a form's answer redirects, not only where it posts.
+fn page_policy(state: &AppState) -> String {
+    let authorize = state.snapinspect.as_ref().map(|c| c.settings().authorize_url.origin().ascii_serialization());
+    match authorize {
+        Some(origin) => CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}")),
+        None => CSP.to_owned(),
+    }
 }
 
 #[tracing::instrument(skip_all)]
