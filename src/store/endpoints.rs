@@ -76,10 +76,31 @@ pub struct EndpointChange<'a> {
 }
 
 impl Store {
-    #[tracing::instrument(skip_all, fields(endpoint_id = %new.id))]
+    /// Add an endpoint however many there are already (tests and tools); people and programs
+    /// add theirs through `delivery::manage`, with [`Store::create_endpoint_within`].
     pub async fn create_endpoint(&self, new: &NewEndpoint<'_>, now: i64, actor: &str) -> anyhow::Result<()> {
+        // No count reaches usize::MAX, so this always adds.
+        self.create_endpoint_within(new, usize::MAX, now, actor).await.map(drop)
+    }
+
+    /// Add an endpoint unless there are already `max`; false if there are. Counted in the same
+    /// write transaction, under a lock on PostgreSQL, so endpoints added at once on several
+    /// instances cannot pass `max` together.
+    #[tracing::instrument(skip_all, fields(endpoint_id = %new.id))]
+    pub async fn create_endpoint_within(
+        &self,
+        new: &NewEndpoint<'_>,
+        max: usize,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<bool> {
         let id = new.id.as_str();
         let mut tx = self.write_tx().await?;
+        self.lock_key(&mut tx, b"endpoints:count").await?;
+        let count: i64 = sqlx::query_scalar("select count(*) from endpoints").fetch_one(&mut *tx).await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+            return Ok(false);
+        }
         sqlx::query(
             "insert into endpoints (id, url, description, secret, state, created_at, updated_at) \
              values ($1, $2, $3, $4, 'enabled', $5, $5)",
@@ -94,7 +115,7 @@ impl Store {
         set_types(&mut tx, id, new.event_types).await?;
         insert_audit(&mut tx, now, actor, "endpoint_add", None, &format!("{id} {}", new.url.as_str())).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Change an endpoint's URL, description and event types (with an audit entry saying what
