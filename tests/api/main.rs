@@ -9,6 +9,7 @@ mod contract;
 mod credentials;
 mod delivery;
 mod encryption;
+mod endpoints_in_flight;
 mod endpoints_max;
 mod endpoints_ui;
 mod exchange;
