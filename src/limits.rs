@@ -20,12 +20,12 @@ impl RateLimiter {
         Self { rate, per, burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
     }
 
-    /// `Err(wait)` when `key` has used its allowance.
+    /// `Err(wait)` when `key` has used its allowance; otherwise the request is counted.
     pub fn check(&self, key: &str) -> Result<(), Duration> {
         if self.rate == 0 {
             return Ok(());
         }
-        let per_token = self.per.as_secs_f64() / f64::from(self.rate);
+        let per_token = self.per_token();
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter poisoned");
         if buckets.len() > 100_000 {
@@ -42,6 +42,27 @@ impl RateLimiter {
         } else {
             Err(Duration::from_secs_f64((1.0 - *tokens) * per_token))
         }
+    }
+
+    /// What [`RateLimiter::check`] would say now, without counting anything: for work that only
+    /// a request within the allowance deserves, decided before that work is done.
+    pub fn peek(&self, key: &str) -> Result<(), Duration> {
+        if self.rate == 0 {
+            return Ok(());
+        }
+        let per_token = self.per_token();
+        let buckets = self.buckets.lock().expect("rate limiter poisoned");
+        let Some((tokens, at)) = buckets.get(key) else { return Ok(()) };
+        let tokens = (tokens + at.elapsed().as_secs_f64() / per_token).min(self.burst);
+        if tokens >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - tokens) * per_token))
+        }
+    }
+
+    fn per_token(&self) -> f64 {
+        self.per.as_secs_f64() / f64::from(self.rate)
     }
 }
 
@@ -96,6 +117,20 @@ mod tests {
         assert!(!e.due("a", 59_999));
         assert!(e.due("b", 1));
         assert!(e.due("a", 60_000));
+    }
+
+    #[test]
+    fn peeking_counts_nothing_and_says_what_a_check_would() {
+        let l = RateLimiter::new(2, Duration::from_secs(3600), 2);
+        for _ in 0..5 {
+            assert!(l.peek("a").is_ok(), "an unseen key has its whole burst");
+        }
+        assert!(l.check("a").is_ok() && l.check("a").is_ok());
+        let wait = l.peek("a").unwrap_err();
+        assert_eq!(l.check("a").unwrap_err().as_secs() / 60, wait.as_secs() / 60);
+        assert!(wait > Duration::from_secs(1700), "{wait:?}");
+        assert!(l.peek("b").is_ok(), "per key");
+        assert!(RateLimiter::new(0, Duration::from_secs(1), 1).peek("a").is_ok(), "0 is off");
     }
 
     #[test]

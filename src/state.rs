@@ -195,7 +195,7 @@ impl AppState {
     /// An endpoint was added, changed or removed: the dispatcher reads the endpoints again, and
     /// the worker looks for due deliveries now (an enabled endpoint's waiting ones go out).
     pub async fn endpoints_changed(&self) {
-        self.worker.dispatcher().forget_targets().await;
+        self.worker.dispatcher().forget_targets();
         self.worker.wake();
     }
 

@@ -6,7 +6,7 @@
 // another instance) must not put the key back afterwards: every forget bumps a generation, and a read
 // that began under an older generation is answered but not kept.
 
-use std::{collections::HashMap, sync::RwLock};
+use std::{collections::HashMap, sync::RwLock, time::Duration};
 
 use secrecy::{ExposeSecret, SecretString};
 
@@ -74,6 +74,16 @@ fn parse_scope(raw: Option<&str>) -> Option<Vec<ConnectionId>> {
     raw.map(|r| r.split(',').filter_map(|p| ConnectionId::parse(p.trim()).ok()).collect())
 }
 
+/// What a presented key turned out to be.
+#[derive(Debug)]
+pub enum Verdict {
+    Valid(Caller),
+    /// Unknown or revoked.
+    Unknown,
+    /// Not looked up, as `may_look_up` asked: come back after this long.
+    NotLookedUp(Duration),
+}
+
 /// What one read of the store said about a presented key, until [`ApiKeys::remember`] keeps it.
 pub struct Lookup {
     hash: Vec<u8>,
@@ -108,7 +118,7 @@ impl ApiKeys {
         Self {
             store,
             cache: RwLock::new(Cache::default()),
-            touched: AtMostEvery::new(std::time::Duration::from_millis(TOUCH_EVERY_MS as u64)),
+            touched: AtMostEvery::new(Duration::from_millis(TOUCH_EVERY_MS as u64)),
         }
     }
 
@@ -188,24 +198,46 @@ impl ApiKeys {
 
     /// Who holds this key, or `None` if it is unknown or revoked.
     pub async fn verify(&self, presented: &SecretString) -> anyhow::Result<Option<Caller>> {
+        Ok(match self.verify_unless_refused(presented, || Ok(())).await? {
+            Verdict::Valid(caller) => Some(caller),
+            Verdict::Unknown | Verdict::NotLookedUp(_) => None,
+        })
+    }
+
+    /// Like [`ApiKeys::verify`], but a key memory cannot answer for is looked up in the database
+    /// only if `may_look_up` allows it (the guessing limit of the caller's address), so a guesser
+    /// already refused costs no query. A key this process has seen valid before is always looked up:
+    /// a guesser at the same address does not lock its holder out.
+    pub async fn verify_unless_refused(
+        &self,
+        presented: &SecretString,
+        may_look_up: impl FnOnce() -> Result<(), Duration>,
+    ) -> anyhow::Result<Verdict> {
         let hash = sha256(presented.expose_secret().as_bytes());
         let now = now_ms();
-        let hit = self
-            .cache
-            .read()
-            .expect("key cache poisoned")
-            .checked
-            .get(&hash)
-            .filter(|c| now - c.at < TRUST_MS)
-            .cloned();
+        let (hit, known) = {
+            let cache = self.cache.read().expect("key cache poisoned");
+            let seen = cache.checked.get(&hash);
+            (seen.filter(|c| now - c.at < TRUST_MS).cloned(), seen.is_some_and(|c| c.caller.is_some()))
+        };
         let caller = match hit {
             Some(c) => c.caller,
-            None => self.remember(self.look_up(presented).await?),
+            None => {
+                if !known {
+                    if let Err(wait) = may_look_up() {
+                        return Ok(Verdict::NotLookedUp(wait));
+                    }
+                }
+                self.remember(self.look_up(presented).await?)
+            }
         };
-        if let Some(c) = &caller {
-            self.touch(&c.key_id, now);
-        }
-        Ok(caller)
+        Ok(match caller {
+            Some(c) => {
+                self.touch(&c.key_id, now);
+                Verdict::Valid(c)
+            }
+            None => Verdict::Unknown,
+        })
     }
 
     /// Read the key from the store (the first half of a check that memory could not answer).
@@ -253,6 +285,7 @@ impl ApiKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     #[test]
     fn a_connection_list_parses_trims_and_drops_repeats() {
@@ -262,6 +295,27 @@ mod tests {
         assert!(KeyScope::parse_connections("  ").unwrap().is_none(), "blank: every connection");
         assert!(KeyScope::parse_connections(",").is_err());
         assert!(KeyScope::parse_connections("con_nope").is_err());
+    }
+
+    #[tokio::test]
+    async fn a_refused_guesser_costs_no_lookup_but_a_key_seen_valid_before_is_still_looked_up() {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let store = Store::open("sqlite::memory:", None, keys).await.unwrap();
+        let api_keys = ApiKeys::new(store.clone());
+        let (_, key) = api_keys.create("app", "test").await.unwrap();
+        let refuse = || Err(Duration::from_secs(9));
+        let verdict = api_keys.verify_unless_refused(&key, refuse).await.unwrap();
+        assert!(matches!(verdict, Verdict::NotLookedUp(w) if w == Duration::from_secs(9)), "{verdict:?}");
+        assert!(matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)));
+        // Its check has since expired: a lookup even for a refused address, which sees a revoke.
+        let expire = || api_keys.cache.write().unwrap().checked.values_mut().for_each(|c| c.at -= TRUST_MS);
+        expire();
+        assert!(matches!(api_keys.verify_unless_refused(&key, refuse).await.unwrap(), Verdict::Valid(_)));
+        let id = api_keys.list().await.unwrap()[0].id.clone();
+        store.revoke_api_key(&id, now_ms(), "test").await.unwrap();
+        expire();
+        assert!(matches!(api_keys.verify_unless_refused(&key, refuse).await.unwrap(), Verdict::Unknown));
+        assert!(api_keys.verify(&key).await.unwrap().is_none());
     }
 
     #[test]

@@ -46,17 +46,17 @@ pub enum EndpointsCommand {
 pub(super) async fn endpoints(command: EndpointsCommand) -> anyhow::Result<()> {
     let settings = cli_settings()?;
     let store = open_store(&settings).await?;
-    let result = run(&store, &settings.endpoint_policy(), command).await;
+    let result = run(&store, &settings.endpoint_policy(), settings.endpoints_max, command).await;
     store.close().await;
     result
 }
 
-async fn run(store: &Store, policy: &Policy, command: EndpointsCommand) -> anyhow::Result<()> {
+async fn run(store: &Store, policy: &Policy, max: usize, command: EndpointsCommand) -> anyhow::Result<()> {
     match command {
         EndpointsCommand::Add { url, events, description } => {
             let input =
                 EndpointInput::with_csv(&url, events.as_deref().unwrap_or(""), description.as_deref().unwrap_or(""));
-            let (id, secret) = manage::add(store, policy, &input, "cli").await?;
+            let (id, secret) = manage::add(store, policy, max, &input, "cli").await?;
             let e = manage::load(store, id.as_str()).await?;
             println!("{id}");
             println!("{}", secret.expose_secret());

@@ -161,6 +161,7 @@ impl Settings {
             lease_secs: parse_u64("LEASE_SECS", get("LEASE_SECS"), 60)?,
             worker_concurrency: positive("WORKER_CONCURRENCY", get("WORKER_CONCURRENCY"), 64)?,
             endpoint_concurrency: positive("ENDPOINT_CONCURRENCY", get("ENDPOINT_CONCURRENCY"), 16)?,
+            endpoints_max: positive("ENDPOINTS_MAX", get("ENDPOINTS_MAX"), 1000)?,
             endpoint_disable_after: parse_duration(get("ENDPOINT_DISABLE_AFTER").unwrap_or("5d"))
                 .map_err(|p| bad("ENDPOINT_DISABLE_AFTER", p))?,
             dedupe_window_secs: parse_u64("DEDUPE_WINDOW_SECS", get("DEDUPE_WINDOW_SECS"), 7200)?,

@@ -115,6 +115,9 @@ pub struct Settings {
     pub worker_concurrency: usize,
     /// Deliveries in flight at once to one endpoint (`ENDPOINT_CONCURRENCY`).
     pub endpoint_concurrency: usize,
+    /// The most endpoints there may be (`ENDPOINTS_MAX`): each costs every instance's worker a
+    /// little even when nothing is due, so their number is bounded.
+    pub endpoints_max: usize,
     /// An endpoint whose deliveries failed without a success for this long is disabled.
     pub endpoint_disable_after: Duration,
     pub dedupe_window_secs: u64,

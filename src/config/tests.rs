@@ -119,6 +119,7 @@ fn delivery_settings_have_their_defaults_and_bounds() {
     let s = Settings::from_vars(&Vars::new()).unwrap();
     assert_eq!(s.worker_concurrency, 64);
     assert_eq!(s.endpoint_concurrency, 16);
+    assert_eq!(s.endpoints_max, 1000);
     assert_eq!(s.endpoint_disable_after, std::time::Duration::from_secs(5 * 86_400));
     assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(60), "LEASE_SECS beats 2 × 20 s + 10 s");
     let s = Settings::from_vars(&vars(&[
@@ -126,15 +127,20 @@ fn delivery_settings_have_their_defaults_and_bounds() {
         ("ENDPOINT_CONCURRENCY", "2"),
         ("ENDPOINT_DISABLE_AFTER", "90m"),
         ("LEASE_SECS", "5"),
+        ("ENDPOINTS_MAX", "25"),
     ]))
     .unwrap();
-    assert_eq!((s.worker_concurrency, s.endpoint_concurrency), (8, 2));
+    assert_eq!((s.worker_concurrency, s.endpoint_concurrency, s.endpoints_max), (8, 2, 25));
     assert_eq!(s.endpoint_disable_after, std::time::Duration::from_secs(5400));
     assert_eq!(s.delivery_lease(), std::time::Duration::from_secs(50), "always longer than two outbound timeouts");
     assert!(Settings::from_vars(&vars(&[("WORKER_CONCURRENCY", "0")]))
         .unwrap_err()
         .to_string()
         .starts_with("WORKER_CONCURRENCY"));
+    for bad in ["0", "10001", "many"] {
+        let e = Settings::from_vars(&vars(&[("ENDPOINTS_MAX", bad)])).unwrap_err().to_string();
+        assert!(e.starts_with("ENDPOINTS_MAX"), "{bad}: {e}");
+    }
     assert!(Settings::from_vars(&vars(&[("ENDPOINT_CONCURRENCY", "10001")])).is_err());
     assert!(Settings::from_vars(&vars(&[("ENDPOINT_CONCURRENCY", "10000")])).is_ok());
     assert!(Settings::from_vars(&vars(&[("ENDPOINT_DISABLE_AFTER", "soon")])).is_err());

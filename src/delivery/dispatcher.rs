@@ -2,7 +2,6 @@
 //! endpoint; a hanging endpoint holds only its own), sends each, and group-commits the results.
 
 use std::{
-    collections::{HashMap, VecDeque},
     sync::{
         atomic::{AtomicUsize, Ordering},
         Arc, Mutex,
@@ -14,14 +13,19 @@ use tokio::sync::{mpsc, watch};
 
 use super::{
     clients::DeliveryClients,
-    forward::{deliver, envelope, Outcome},
+    forward::{deliver, envelope, not_sent, Outcome, Sent},
     policy::{after_failure, disable_before, Next},
+    slots::Slots,
     targets::{Target, Targets},
 };
 use crate::{
-    domain::{base32, endpoint::DeliveryState, random_bytes},
+    domain::{
+        base32,
+        endpoint::{DeliveryState, EndpointId},
+        random_bytes,
+    },
     metrics::Metrics,
-    store::{ClaimedDelivery, DeliveryResult, Store},
+    store::{ClaimAsk, ClaimedDelivery, DeliveryResult, Store},
     time::{after, now_ms},
 };
 
@@ -44,25 +48,6 @@ pub struct DeliveryConfig {
     pub disable_after: Duration,
 }
 
-/// Deliveries in flight (each holds a slot) and claimed ones waiting for a slot of their
-/// endpoint. Claiming ahead means a freed slot starts the next delivery at once, without waiting
-/// for the database; so the rate does not depend on how many slots a slow endpoint holds.
-#[derive(Default)]
-struct Slots {
-    total: usize,
-    by_endpoint: HashMap<String, usize>,
-    queued: HashMap<String, VecDeque<(Arc<Target>, ClaimedDelivery)>>,
-    queued_total: usize,
-    /// In flight past `PARK_AFTER`: no longer in `total`.
-    parked: usize,
-}
-
-impl Slots {
-    fn held(&self, endpoint: &str) -> usize {
-        self.by_endpoint.get(endpoint).copied().unwrap_or(0) + self.queued.get(endpoint).map_or(0, VecDeque::len)
-    }
-}
-
 pub struct Dispatcher {
     store: Store,
     clients: DeliveryClients,
@@ -76,7 +61,6 @@ pub struct Dispatcher {
     progress: watch::Sender<u64>,
     writer: mpsc::Sender<DeliveryResult>,
     targets: Targets,
-    rotation: AtomicUsize,
 }
 
 impl Dispatcher {
@@ -101,7 +85,6 @@ impl Dispatcher {
             progress,
             writer: tx,
             targets: Targets::default(),
-            rotation: AtomicUsize::new(0),
         });
         tokio::spawn(writer(Arc::downgrade(&me), rx));
         me
@@ -117,38 +100,14 @@ impl Dispatcher {
 
     /// Nothing in flight and every result committed.
     fn idle(&self) -> bool {
-        let slots = self.slots();
-        slots.total == 0 && slots.parked == 0 && slots.queued_total == 0 && self.unwritten.load(Ordering::SeqCst) == 0
+        self.slots().empty() && self.unwritten.load(Ordering::SeqCst) == 0
     }
 
     /// Start queued deliveries while there are free slots, taking endpoints in turn.
     fn start_ready(self: &Arc<Self>) {
-        let mut start = Vec::new();
-        {
-            let mut slots = self.slots();
-            let endpoints: Vec<String> =
-                slots.queued.iter().filter(|(_, q)| !q.is_empty()).map(|(e, _)| e.clone()).collect();
-            let mut progressed = true;
-            while progressed && slots.total < self.config.concurrency {
-                progressed = false;
-                for e in &endpoints {
-                    if slots.total >= self.config.concurrency {
-                        break;
-                    }
-                    if slots.by_endpoint.get(e).copied().unwrap_or(0) >= self.config.per_endpoint {
-                        continue;
-                    }
-                    let Some(next) = slots.queued.get_mut(e).and_then(VecDeque::pop_front) else { continue };
-                    slots.queued_total -= 1;
-                    slots.total += 1;
-                    *slots.by_endpoint.entry(e.clone()).or_default() += 1;
-                    start.push(next);
-                    progressed = true;
-                }
-            }
-        }
-        for (target, d) in start {
-            tokio::spawn(self.clone().attempt(target, d));
+        let start = self.slots().take_ready(self.config.concurrency, self.config.per_endpoint);
+        for d in start {
+            tokio::spawn(self.clone().attempt(d));
         }
     }
 
@@ -157,60 +116,47 @@ impl Dispatcher {
         &self.clients
     }
 
-    /// Read the endpoints again at the next claim (after an enable, a rotation, …).
-    pub async fn forget_targets(&self) {
-        self.targets.forget().await;
+    /// Endpoints changed (here, or on another instance): each delivery from now on reads its
+    /// endpoint again before it is sent.
+    pub fn forget_targets(&self) {
+        self.targets.forget();
     }
 
-    /// Claim what the free slots allow, endpoint by endpoint (starting with a different one each
-    /// time, so none is always last), and start each delivery. Returns how many started.
+    /// The URL a delivery to this endpoint would be sent to now; `None` when it would wait (the
+    /// endpoint is disabled) or never go (it is gone). What `attempt` sees (tests use this to
+    /// know that a change made elsewhere has been heard).
+    pub async fn endpoint_url(&self, id: &str) -> anyhow::Result<Option<String>> {
+        Ok(self.targets.get(&self.store, id).await?.map(|t| t.url.to_string()))
+    }
+
+    /// Claim what the free slots allow, for every enabled endpoint in one query (each one up to
+    /// its room, taking turns from a random one, so none is always last), and start each delivery.
+    /// Returns how many were claimed.
     pub async fn fill(self: &Arc<Self>) -> anyhow::Result<usize> {
-        // Claim up to twice the slots: what is in flight, and as much again waiting.
-        let budget = {
+        let (budget, room) = {
             let slots = self.slots();
-            (2 * self.config.concurrency).saturating_sub(slots.total + slots.queued_total)
+            (slots.budget(self.config.concurrency), slots.room(self.config.per_endpoint))
         };
         if budget == 0 {
             return Ok(0);
         }
-        let targets = self.targets.get(&self.store).await?;
-        if targets.is_empty() {
-            return Ok(0);
-        }
-        // Every endpoint with room asks for up to its room (twice its cap, less what it holds);
-        // the budget is shared in turn, so an endpoint with nothing due leaves its share to the next.
-        let mut wanted = Vec::new();
-        {
-            let slots = self.slots();
-            let start = self.rotation.fetch_add(1, Ordering::Relaxed) % targets.len();
-            for i in 0..targets.len() {
-                let t = &targets[(start + i) % targets.len()];
-                let n = (2 * self.config.per_endpoint).saturating_sub(slots.held(&t.id)).min(budget);
-                if n > 0 {
-                    wanted.push((t.clone(), n as i64));
-                }
-            }
-        }
-        if wanted.is_empty() {
-            return Ok(0);
-        }
+        let room: Vec<(&str, i64)> = room.iter().map(|(e, n)| (e.as_str(), *n)).collect();
         let now = now_ms();
         let claim_id = format!("clm_{}", base32(&random_bytes::<10>()));
-        let asks: Vec<(&str, i64)> = wanted.iter().map(|(t, n)| (t.id.as_str(), *n)).collect();
-        let lease_until = after(now, self.config.lease);
-        let claimed =
-            self.store.claim_deliveries(&asks, budget as i64, &self.owner, &claim_id, now, lease_until).await?;
+        let start_at = EndpointId::generate();
+        let ask = ClaimAsk {
+            owner: &self.owner,
+            claim_id: &claim_id,
+            now,
+            lease_until: after(now, self.config.lease),
+            budget: budget as i64,
+            per_endpoint: 2 * self.config.per_endpoint as i64,
+            room: &room,
+            start_at: start_at.as_str(),
+        };
+        let claimed = self.store.claim_deliveries(&ask).await?;
         let n = claimed.len();
-        {
-            let mut slots = self.slots();
-            for d in claimed {
-                let Some(target) = wanted.iter().find(|(t, _)| t.id == d.endpoint_id).map(|(t, _)| t.clone()) else {
-                    continue;
-                };
-                slots.queued_total += 1;
-                slots.queued.entry(d.endpoint_id.clone()).or_default().push_back((target, d));
-            }
-        }
+        self.slots().queue(claimed);
         self.start_ready();
         Ok(n)
     }
@@ -218,11 +164,7 @@ impl Dispatcher {
     /// Give back what was claimed but not started (on shutdown), so another worker need not wait
     /// for the leases to end.
     async fn release_queued(&self) {
-        let waiting: Vec<(i64, String)> = {
-            let mut slots = self.slots();
-            slots.queued_total = 0;
-            slots.queued.drain().flat_map(|(_, q)| q.into_iter().map(|(_, d)| (d.id, d.claim_id))).collect()
-        };
+        let waiting: Vec<(i64, String)> = self.slots().take_queued().into_iter().map(|d| (d.id, d.claim_id)).collect();
         if waiting.is_empty() {
             return;
         }
@@ -235,35 +177,21 @@ impl Dispatcher {
     }
 
     #[tracing::instrument(skip_all, fields(event_id = %d.event.id, endpoint_id = %d.endpoint_id, attempt = d.attempts))]
-    async fn attempt(self: Arc<Self>, target: Arc<Target>, d: ClaimedDelivery) {
+    async fn attempt(self: Arc<Self>, d: ClaimedDelivery) {
         let started_at = now_ms();
         let clock = Instant::now();
-        let mut signers = vec![&target.current];
-        if let Some((previous, until)) = &target.previous {
-            if started_at < *until {
-                signers.push(previous);
-            }
-        }
-        let post = self.clients.post(&target.id, &target.url);
-        let send = deliver(post, &signers, d.event.id.as_str(), envelope(&d.event));
-        tokio::pin!(send);
-        // A receiver that keeps us waiting past PARK_AFTER gives its slot back to the others; the
-        // request goes on within its endpoint's own allowance (ENDPOINT_CONCURRENCY). So hanging
-        // receivers cannot hold the worker's slots until the outbound timeout.
-        let mut parked = false;
-        let sent = tokio::select! {
-            sent = &mut send => sent,
-            _ = tokio::time::sleep(PARK_AFTER) => {
-                parked = true;
-                {
-                    let mut slots = self.slots();
-                    slots.total -= 1;
-                    slots.parked += 1;
-                }
+        // The endpoint as it is now, not as it was at the claim: a delivery that waited for its
+        // slot goes to the URL set since, and not at all to an endpoint disabled since.
+        let (sent, parked) = match self.targets.get(&self.store, &d.endpoint_id).await {
+            Ok(Some(target)) => self.send(&target, &d, started_at).await,
+            Ok(None) => {
+                self.give_back(&d).await;
+                self.slots().finish(&d.endpoint_id, false);
                 self.start_ready();
                 self.bump();
-                send.await
+                return;
             }
+            Err(e) => (not_sent(format!("not delivered: the endpoint could not be read: {e:#}")), false),
         };
         let duration = clock.elapsed();
         let (state, retry_at, error) = match sent.outcome {
@@ -301,26 +229,54 @@ impl Dispatcher {
             // Shutting down: the lease runs out and the delivery is tried again.
             self.unwritten.fetch_sub(1, Ordering::SeqCst);
         }
-        {
-            let mut slots = self.slots();
-            if parked {
-                slots.parked -= 1;
-            } else {
-                slots.total -= 1;
-            }
-            if let Some(n) = slots.by_endpoint.get_mut(&d.endpoint_id) {
-                *n -= 1;
-            }
-        }
+        self.slots().finish(&d.endpoint_id, parked);
         // The freed slot takes the next waiting delivery at once.
         self.start_ready();
         self.bump();
     }
 
+    /// Send one delivery, signed with the endpoint's current secret (and the previous one during
+    /// its overlap). Returns how it went, and whether it gave its worker slot back meanwhile.
+    async fn send(self: &Arc<Self>, target: &Target, d: &ClaimedDelivery, started_at: i64) -> (Sent, bool) {
+        let mut signers = vec![&target.current];
+        if let Some((previous, until)) = &target.previous {
+            if started_at < *until {
+                signers.push(previous);
+            }
+        }
+        let post = self.clients.post(&target.id, &target.url);
+        let send = deliver(post, &signers, d.event.id.as_str(), envelope(&d.event));
+        tokio::pin!(send);
+        // A receiver that keeps us waiting past PARK_AFTER gives its slot back to the others; the
+        // request goes on within its endpoint's own allowance (ENDPOINT_CONCURRENCY). So hanging
+        // receivers cannot hold the worker's slots until the outbound timeout.
+        tokio::select! {
+            sent = &mut send => (sent, false),
+            _ = tokio::time::sleep(PARK_AFTER) => {
+                self.slots().park();
+                self.start_ready();
+                self.bump();
+                (send.await, true)
+            }
+        }
+    }
+
+    /// Give a claimed delivery back unsent: its endpoint was disabled (it waits, and goes out
+    /// when the endpoint is enabled again) or removed (it went with it) since the claim.
+    async fn give_back(&self, d: &ClaimedDelivery) {
+        match self.store.release_deliveries(&[(d.id, d.claim_id.clone())], now_ms()).await {
+            Ok(_) => tracing::info!("the endpoint was disabled or removed since the claim; the delivery was not sent"),
+            Err(e) => tracing::warn!(
+                error.chain = %format!("{e:#}"),
+                "giving back a delivery to a disabled endpoint failed; its lease will end"
+            ),
+        }
+    }
+
     /// Deliver until nothing is due, every attempt is recorded and nothing is in flight (tests).
     /// Returns how many attempts were made.
     pub async fn drain(self: &Arc<Self>) -> anyhow::Result<usize> {
-        self.forget_targets().await;
+        self.forget_targets();
         let mut progress = self.progress.subscribe();
         let mut started = 0;
         loop {

@@ -144,7 +144,8 @@ pub async fn deliver(
     Sent { status: Some(status), outcome, excerpt }
 }
 
-fn not_sent(error: String) -> Sent {
+/// An attempt that sent nothing, and why.
+pub(super) fn not_sent(error: String) -> Sent {
     Sent { status: None, outcome: Outcome::Failed { error, retry_after: None }, excerpt: None }
 }
 

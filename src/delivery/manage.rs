@@ -39,9 +39,17 @@ pub enum ManageError {
     /// 404: no endpoint with this id.
     #[error("no endpoint with id {0}")]
     NotFound(String),
+    /// 409: there are already `ENDPOINTS_MAX` (`max`) endpoints.
+    #[error("{}", too_many(*max))]
+    TooMany { max: usize },
     /// 500
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+fn too_many(max: usize) -> String {
+    let (are, s) = if max == 1 { ("is", "") } else { ("are", "s") };
+    format!("There {are} already {max} endpoint{s}, the most ENDPOINTS_MAX allows: remove one, or raise ENDPOINTS_MAX.")
 }
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ManageError {
@@ -56,6 +64,9 @@ impl From<ManageError> for crate::error::AppError {
                 code: "endpoint_not_found",
                 message: format!("There is no endpoint with id {id}."),
             },
+            e @ ManageError::TooMany { .. } => {
+                crate::error::AppError::Conflict { code: "too_many_endpoints", message: e.to_string() }
+            }
             ManageError::Internal(e) => crate::error::AppError::Internal(e),
         }
     }
@@ -118,10 +129,12 @@ fn check(policy: &Policy, input: &EndpointInput, trusted: Option<&str>) -> Resul
     Ok(Checked { url, events, description: description.to_owned() })
 }
 
-/// Add an endpoint; returns its id and its secret (to show once).
+/// Add an endpoint, unless there are already `max` (`ENDPOINTS_MAX`); returns its id and its
+/// secret (to show once).
 pub async fn add(
     store: &Store,
     policy: &Policy,
+    max: usize,
     input: &EndpointInput,
     actor: &str,
 ) -> Result<(EndpointId, SecretString), ManageError> {
@@ -130,7 +143,9 @@ pub async fn add(
     let secret = generate_secret();
     let new =
         NewEndpoint { id: &id, url: &c.url, description: &c.description, event_types: &c.events, secret: &secret };
-    store.create_endpoint(&new, now_ms(), actor).await?;
+    if !store.create_endpoint_within(&new, max, now_ms(), actor).await? {
+        return Err(ManageError::TooMany { max });
+    }
     Ok((id, secret))
 }
 

@@ -6,4 +6,5 @@ pub mod dispatcher;
 pub mod forward;
 pub mod manage;
 pub mod policy;
+mod slots;
 mod targets;

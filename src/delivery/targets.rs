@@ -1,19 +1,22 @@
-//! The dispatcher's copy of the enabled endpoints, each with its URL and its signers (the current
-//! secret, and the previous one during a rotation's overlap), read again at most every 500 ms.
+//! The dispatcher's copy of the endpoints it sends to, each with its URL and signers, read when a
+//! delivery first needs it and again only once endpoints have changed: never on a timer.
 
 use std::{
-    sync::Arc,
-    time::{Duration, Instant},
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
 };
 
+use anyhow::Context;
 use secrecy::ExposeSecret;
 use url::Url;
 
 use super::forward::Signer;
 use crate::{store::Store, time::now_ms};
 
-/// How long the worker keeps its list of endpoints (and their secrets) before reading it again.
-const TARGETS_TTL: Duration = Duration::from_millis(500);
 /// One enabled endpoint, ready to sign for.
 pub(super) struct Target {
     pub(super) id: String,
@@ -23,47 +26,85 @@ pub(super) struct Target {
     pub(super) previous: Option<(Signer, i64)>,
 }
 
-/// The enabled endpoints, each shared with the deliveries in flight to it.
-pub(super) type TargetList = Arc<Vec<Arc<Target>>>;
+/// Which changes a copy has seen: those this process heard of (its own, and other instances'
+/// NOTIFY on PostgreSQL), and the database's change counter (SQLite: another process, such as
+/// the command line, may have changed them).
+type Seen = (u64, i64);
 
-/// The enabled endpoints as last read, and when.
 #[derive(Default)]
-pub(super) struct Targets(tokio::sync::Mutex<Option<(Instant, TargetList)>>);
+struct Copy {
+    seen: Seen,
+    /// Bumped whenever the copy is dropped, so a read begun before cannot land after.
+    generation: u64,
+    /// `None`: disabled or gone.
+    endpoints: HashMap<String, Option<Arc<Target>>>,
+}
+
+#[derive(Default)]
+pub(super) struct Targets {
+    heard: AtomicU64,
+    copy: Mutex<Copy>,
+    /// The last read of the database's change counter, and when that read began.
+    counter: tokio::sync::Mutex<Option<(Instant, i64)>>,
+}
 
 impl Targets {
-    /// The enabled endpoints, read again when the copy is older than [`TARGETS_TTL`].
-    pub(super) async fn get(&self, store: &Store) -> anyhow::Result<TargetList> {
-        let mut cache = self.0.lock().await;
-        if let Some((at, t)) = cache.as_ref() {
-            if at.elapsed() < TARGETS_TTL {
-                return Ok(t.clone());
-            }
-        }
-        let now = now_ms();
-        let mut out = Vec::new();
-        for e in store.endpoints().await?.into_iter().filter(|e| e.enabled) {
-            let Some(secrets) = store.endpoint_secrets(&e.id, now).await? else { continue };
-            let url = match Url::parse(&e.url) {
-                Ok(u) => u,
-                Err(err) => {
-                    tracing::warn!(endpoint_id = %e.id, error = %err, "endpoint URL does not parse; skipped");
-                    continue;
-                }
-            };
-            let current = Signer::from_secret(secrets.current.expose_secret())?;
-            let previous = match (secrets.previous, e.previous_until) {
-                (Some(p), Some(until)) => Some((Signer::from_secret(p.expose_secret())?, until)),
-                _ => None,
-            };
-            out.push(Arc::new(Target { id: e.id.as_str().to_owned(), url, current, previous }));
-        }
-        let t = Arc::new(out);
-        *cache = Some((Instant::now(), t.clone()));
-        Ok(t)
+    /// Endpoints changed: the next delivery reads its endpoint again.
+    pub(super) fn forget(&self) {
+        self.heard.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Read the endpoints again at the next claim.
-    pub(super) async fn forget(&self) {
-        *self.0.lock().await = None;
+    /// The endpoint as it is now, `None` when it is disabled or gone. Called just before each
+    /// request, so an edit, a disable or a rotation reaches deliveries already claimed.
+    pub(super) async fn get(&self, store: &Store, id: &str) -> anyhow::Result<Option<Arc<Target>>> {
+        let seen = (self.heard.load(Ordering::SeqCst), self.counter(store).await?);
+        let generation = {
+            let mut copy = self.copy.lock().expect("targets poisoned");
+            if seen.0 > copy.seen.0 || seen.1 > copy.seen.1 {
+                copy.endpoints.clear();
+                copy.generation += 1;
+                copy.seen = (seen.0.max(copy.seen.0), seen.1.max(copy.seen.1));
+            }
+            if let Some(t) = copy.endpoints.get(id) {
+                return Ok(t.clone());
+            }
+            copy.generation
+        };
+        let target = load(store, id).await?;
+        let mut copy = self.copy.lock().expect("targets poisoned");
+        if copy.generation == generation {
+            copy.endpoints.insert(id.to_owned(), target.clone());
+        }
+        Ok(target)
     }
+
+    /// The database's change counter (SQLite; 0 on PostgreSQL, whose NOTIFY bumps `heard`), read
+    /// after the caller asked: a read already running when it asked may have missed a change.
+    /// Callers that ask while a read runs share the next one, so a burst of sends costs one read.
+    async fn counter(&self, store: &Store) -> anyhow::Result<i64> {
+        let asked = Instant::now();
+        let mut last = self.counter.lock().await;
+        if let Some((began, n)) = *last {
+            if began >= asked {
+                return Ok(n);
+            }
+        }
+        let began = Instant::now();
+        let n = store.endpoint_changes().await?.unwrap_or(0);
+        *last = Some((began, n));
+        Ok(n)
+    }
+}
+
+/// Read one endpoint and open its secrets.
+async fn load(store: &Store, id: &str) -> anyhow::Result<Option<Arc<Target>>> {
+    let now = now_ms();
+    let Some(t) = store.delivery_target(id, now).await? else { return Ok(None) };
+    let url = Url::parse(&t.url).context("the endpoint's URL does not parse")?;
+    let current = Signer::from_secret(t.secrets.current.expose_secret())?;
+    let previous = match (t.secrets.previous, t.previous_until) {
+        (Some(p), Some(until)) => Some((Signer::from_secret(p.expose_secret())?, until)),
+        _ => None,
+    };
+    Ok(Some(Arc::new(Target { id: id.to_owned(), url, current, previous })))
 }

@@ -48,6 +48,9 @@ struct Counters {
     max_in_flight: AtomicUsize,
     delay_ms: AtomicU64,
     hang: AtomicBool,
+    /// Deliveries wait, unanswered, until `release`.
+    held: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 /// A handle on one fake receiver. Answers 200 unless a reply is scripted.
@@ -72,6 +75,18 @@ impl FakeReceiver {
     pub fn set_behaviour(&self, delay: Duration, hang: bool) {
         self.counters.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
         self.counters.hang.store(hang, Ordering::SeqCst);
+    }
+
+    /// Keep every delivery waiting (in flight, unanswered) until [`FakeReceiver::release`]: a test
+    /// can then change things while a delivery is on its way.
+    pub fn hold(&self) {
+        self.counters.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Answer the deliveries held so far, and the next ones as usual.
+    pub fn release(&self) {
+        self.counters.held.store(false, Ordering::SeqCst);
+        self.counters.released.notify_waiters();
     }
 
     /// Answer every delivery with this body.
@@ -152,6 +167,15 @@ async fn receive(req: HttpRequest, body: web::Bytes, me: web::Data<FakeReceiver>
     if me.counters.hang.load(Ordering::SeqCst) {
         // Counted as received only if it is ever answered: a hang never is.
         std::future::pending::<()>().await;
+    }
+    while me.counters.held.load(Ordering::SeqCst) {
+        // Registered before the flag is read again, so a release in between is not missed.
+        let released = me.counters.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if me.counters.held.load(Ordering::SeqCst) {
+            released.await;
+        }
     }
     let delay = me.counters.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {

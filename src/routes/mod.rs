@@ -65,6 +65,11 @@ pub fn too_many(code: &'static str, what: &str, wait: Duration) -> AppError {
     }
 }
 
+/// Our pages load only our own stylesheet and post only to ourselves; nothing may frame them.
+/// Every response carries it unless it sets its own (`startup::headers`).
+pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+    frame-ancestors 'none'; base-uri 'none'";
+
 /// The largest request body any route accepts.
 pub const BODY_LIMIT: usize = 64 * 1024;
 

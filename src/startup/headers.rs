@@ -8,14 +8,10 @@ use actix_web::{
     web, App, HttpRequest, HttpResponse, HttpServer,
 };
 
-/// Our pages load only our own stylesheet and post only to ourselves; nothing may frame them.
-pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
-    frame-ancestors 'none'; base-uri 'none'";
-
 /// The headers, added to every response that does not set its own.
 pub fn security(https: bool) -> DefaultHeaders {
     let mut h = DefaultHeaders::new()
-        .add((header::CONTENT_SECURITY_POLICY, CSP))
+        .add((header::CONTENT_SECURITY_POLICY, crate::routes::CSP))
         .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         .add((header::X_FRAME_OPTIONS, "DENY"))
         .add((header::REFERRER_POLICY, "no-referrer"))

@@ -1,5 +1,5 @@
 //! Signals between instances on PostgreSQL: one `LISTEN` connection per process hears when another
-//! stored events (wake the worker) or changed tokens or an API key (drop what memory holds).
+//! stored events (wake the worker) or changed tokens, an API key or an endpoint (drop what memory holds).
 
 use std::{sync::Arc, time::Duration};
 
@@ -9,7 +9,8 @@ use crate::{domain::ConnectionId, state::AppState};
 
 /// Events were stored (by any instance).
 pub const EVENTS_CHANNEL: &str = "hub_events";
-/// `con:<id>`: a connection's tokens or status changed, or it went; `key:<id>`: an API key did.
+/// `con:<id>`: a connection's tokens or status changed, or it went; `key:<id>`: an API key did;
+/// `ep:<id>`: an endpoint was added or removed, or its URL, state or secrets changed.
 pub const FORGET_CHANNEL: &str = "hub_forget";
 
 /// What one notification asks of this process.
@@ -18,6 +19,7 @@ pub enum Signal {
     EventsStored,
     ForgetConnection(ConnectionId),
     ForgetKey(String),
+    EndpointsChanged,
 }
 
 impl Signal {
@@ -27,6 +29,7 @@ impl Signal {
             (EVENTS_CHANNEL, _) => Some(Signal::EventsStored),
             (FORGET_CHANNEL, Some(("con", id))) => ConnectionId::parse(id).ok().map(Signal::ForgetConnection),
             (FORGET_CHANNEL, Some(("key", id))) if !id.is_empty() => Some(Signal::ForgetKey(id.to_owned())),
+            (FORGET_CHANNEL, Some(("ep", id))) if !id.is_empty() => Some(Signal::EndpointsChanged),
             _ => None,
         }
     }
@@ -38,6 +41,7 @@ pub fn apply(state: &AppState, signal: Signal) {
         Signal::EventsStored => state.worker.wake(),
         Signal::ForgetConnection(id) => state.tokens.forget_cached(&id),
         Signal::ForgetKey(id) => state.api_keys.forget(&id),
+        Signal::EndpointsChanged => state.worker.dispatcher().forget_targets(),
     }
 }
 
@@ -72,6 +76,7 @@ async fn listen_once(database_url: &str, state: &AppState) -> anyhow::Result<()>
 fn forget_everything(state: &AppState) {
     state.tokens.forget_all();
     state.api_keys.forget_all();
+    state.worker.dispatcher().forget_targets();
 }
 
 #[cfg(test)]
@@ -84,9 +89,11 @@ mod tests {
         assert_eq!(Signal::parse("hub_events", ""), Some(Signal::EventsStored));
         assert_eq!(Signal::parse("hub_forget", &format!("con:{id}")), Some(Signal::ForgetConnection(id)));
         assert_eq!(Signal::parse("hub_forget", "key:key_abc"), Some(Signal::ForgetKey("key_abc".into())));
+        assert_eq!(Signal::parse("hub_forget", "ep:ep_forward"), Some(Signal::EndpointsChanged));
         for (channel, payload) in [
             ("hub_forget", "con:nope"),
             ("hub_forget", "key:"),
+            ("hub_forget", "ep:"),
             ("hub_forget", "other:x"),
             ("hub_forget", "x"),
             ("elsewhere", "key:k"),

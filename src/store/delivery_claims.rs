@@ -17,6 +17,23 @@ pub struct ClaimedDelivery {
     pub event: DeliveryEvent,
 }
 
+/// What one claim takes: at most `budget` deliveries in all, and at most `per_endpoint` of each
+/// enabled endpoint's, except for the endpoints in `room`, which may take their own number (this
+/// worker already holds some of theirs). Endpoints take turns, starting at the first id from
+/// `start_at` on (a different one each time, so none is always last).
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimAsk<'a> {
+    /// The worker claiming, and this claim's random id (only it may record the attempts).
+    pub owner: &'a str,
+    pub claim_id: &'a str,
+    pub now: i64,
+    pub lease_until: i64,
+    pub budget: i64,
+    pub per_endpoint: i64,
+    pub room: &'a [(&'a str, i64)],
+    pub start_at: &'a str,
+}
+
 /// The event a delivery carries.
 #[derive(Debug, Clone)]
 pub struct DeliveryEvent {
@@ -30,44 +47,30 @@ pub struct DeliveryEvent {
 }
 
 impl Store {
-    /// Claim, for each `(endpoint, limit)` in turn, up to `limit` of that endpoint's due
-    /// deliveries (and at most `budget` in all), in due order: pending and retrying ones whose
-    /// time has come, and processing ones whose lease ran out. One transaction (one commit) for all. While processing, `next_attempt_at`
-    /// holds the lease end. A disabled endpoint's deliveries are not claimed (they wait).
-    #[tracing::instrument(skip_all, fields(endpoints = asks.len()))]
-    pub async fn claim_deliveries(
-        &self,
-        asks: &[(&str, i64)],
-        budget: i64,
-        owner: &str,
-        claim_id: &str,
-        now: i64,
-        lease_until: i64,
-    ) -> anyhow::Result<Vec<ClaimedDelivery>> {
-        let mut rows: Vec<(i64, i64, String, i64)> = Vec::new();
-        let mut tx = self.write_tx().await?;
-        let mut left = budget;
-        for (endpoint, limit) in asks {
-            let limit = (*limit).min(left);
-            if limit <= 0 {
-                break;
-            }
-            let mut claimed: Vec<(i64, i64, String, i64)> = sqlx::query_as(self.backend.claim_deliveries_sql())
-                .bind(owner)
-                .bind(claim_id)
-                .bind(lease_until)
-                .bind(endpoint)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-            // Due order: a delivery is due from its event's arrival, and events are numbered as
-            // they arrive, so within an endpoint the oldest event goes first.
-            claimed.sort_by_key(|r| (r.1, r.0));
-            left -= claimed.len() as i64;
-            rows.extend(claimed);
-        }
-        tx.commit().await?;
+    /// Claim due deliveries of every enabled endpoint in one statement, in due order within each
+    /// endpoint, and in turns across them (see [`ClaimAsk`]): pending and retrying ones whose
+    /// time has come, and processing ones whose lease ran out. While processing,
+    /// `next_attempt_at` holds the lease end. A disabled endpoint's deliveries are not claimed
+    /// (they wait).
+    #[tracing::instrument(skip_all, fields(budget = ask.budget))]
+    pub async fn claim_deliveries(&self, ask: &ClaimAsk<'_>) -> anyhow::Result<Vec<ClaimedDelivery>> {
+        let room = serde_json::Value::from(
+            ask.room.iter().map(|(endpoint, n)| serde_json::json!([endpoint, n])).collect::<Vec<_>>(),
+        );
+        let mut rows: Vec<(i64, i64, String, i64)> = sqlx::query_as(self.backend.claim_deliveries_sql())
+            .bind(ask.owner)
+            .bind(ask.claim_id)
+            .bind(ask.lease_until)
+            .bind(ask.now)
+            .bind(ask.budget)
+            .bind(ask.per_endpoint)
+            .bind(room.to_string())
+            .bind(ask.start_at)
+            .fetch_all(&self.pool)
+            .await?;
+        // Due order: a delivery is due from its event's arrival, and events are numbered as they
+        // arrive, so within an endpoint the oldest event goes first.
+        rows.sort_by_key(|r| (r.1, r.0));
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -101,7 +104,7 @@ impl Store {
             .into_iter()
             .filter_map(|(id, event_id, endpoint_id, attempts)| {
                 let event = events.get(&event_id)?.clone();
-                Some(ClaimedDelivery { id, endpoint_id, attempts, claim_id: claim_id.to_owned(), event })
+                Some(ClaimedDelivery { id, endpoint_id, attempts, claim_id: ask.claim_id.to_owned(), event })
             })
             .collect())
     }

@@ -59,6 +59,14 @@ fn aad<'a>(id: &'a str, column: &'a str) -> Aad<'a> {
     Aad { table: "endpoints", column, row: id }
 }
 
+/// Where an enabled endpoint's deliveries go, and what signs them.
+pub struct DeliveryTarget {
+    pub url: String,
+    pub secrets: SigningSecrets,
+    /// When the previous secret stops signing (`secrets.previous` is there until then).
+    pub previous_until: Option<i64>,
+}
+
 /// What a new endpoint is made of.
 pub struct NewEndpoint<'a> {
     pub id: &'a EndpointId,
@@ -76,10 +84,31 @@ pub struct EndpointChange<'a> {
 }
 
 impl Store {
-    #[tracing::instrument(skip_all, fields(endpoint_id = %new.id))]
+    /// Add an endpoint however many there are already (tests and tools); people and programs
+    /// add theirs through `delivery::manage`, with [`Store::create_endpoint_within`].
     pub async fn create_endpoint(&self, new: &NewEndpoint<'_>, now: i64, actor: &str) -> anyhow::Result<()> {
+        // No count reaches usize::MAX, so this always adds.
+        self.create_endpoint_within(new, usize::MAX, now, actor).await.map(drop)
+    }
+
+    /// Add an endpoint unless there are already `max`; false if there are. Counted in the same
+    /// write transaction, under a lock on PostgreSQL, so endpoints added at once on several
+    /// instances cannot pass `max` together.
+    #[tracing::instrument(skip_all, fields(endpoint_id = %new.id))]
+    pub async fn create_endpoint_within(
+        &self,
+        new: &NewEndpoint<'_>,
+        max: usize,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<bool> {
         let id = new.id.as_str();
         let mut tx = self.write_tx().await?;
+        self.lock_key(&mut tx, b"endpoints:count").await?;
+        let count: i64 = sqlx::query_scalar("select count(*) from endpoints").fetch_one(&mut *tx).await?;
+        if usize::try_from(count).unwrap_or(usize::MAX) >= max {
+            return Ok(false);
+        }
         sqlx::query(
             "insert into endpoints (id, url, description, secret, state, created_at, updated_at) \
              values ($1, $2, $3, $4, 'enabled', $5, $5)",
@@ -94,7 +123,7 @@ impl Store {
         set_types(&mut tx, id, new.event_types).await?;
         insert_audit(&mut tx, now, actor, "endpoint_add", None, &format!("{id} {}", new.url.as_str())).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Change an endpoint's URL, description and event types (with an audit entry saying what
@@ -177,6 +206,28 @@ impl Store {
         endpoint(rec, types).map(Some)
     }
 
+    /// Where an endpoint's deliveries go at `now`, and what signs them; `None` when it is
+    /// disabled or gone (its deliveries wait, or went with it).
+    #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+    pub async fn delivery_target(&self, id: &str, now: i64) -> anyhow::Result<Option<DeliveryTarget>> {
+        type Row = (String, String, Vec<u8>, Option<Vec<u8>>, Option<i64>);
+        let row: Option<Row> =
+            sqlx::query_as("select url, state, secret, previous_secret, previous_until from endpoints where id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((url, _, secret, previous, until)) = row.filter(|r| r.1 == "enabled") else { return Ok(None) };
+        let secrets = self.open_secrets(id, &secret, previous.zip(until), now)?;
+        Ok(Some(DeliveryTarget { url, secrets, previous_until: until }))
+    }
+
+    /// How many times endpoints have changed (see `Backend::endpoint_changes_sql`); `None` where
+    /// the database tells every instance itself (PostgreSQL's NOTIFY).
+    pub async fn endpoint_changes(&self) -> anyhow::Result<Option<i64>> {
+        let Some(sql) = self.backend.endpoint_changes_sql() else { return Ok(None) };
+        Ok(Some(sqlx::query_scalar(sql).fetch_one(&self.pool).await?))
+    }
+
     /// The secrets to sign with at `now`. An expired previous secret is not returned.
     pub async fn endpoint_secrets(&self, id: &EndpointId, now: i64) -> anyhow::Result<Option<SigningSecrets>> {
         type Row = (Vec<u8>, Option<Vec<u8>>, Option<i64>);
@@ -186,14 +237,22 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?;
         let Some((secret, previous, until)) = row else { return Ok(None) };
-        let current = self.keys.open_str(&secret, aad(id.as_str(), "secret"))?;
-        let previous = match (previous, until) {
-            (Some(blob), Some(until)) if now < until => {
-                Some(self.keys.open_str(&blob, aad(id.as_str(), "previous_secret"))?)
-            }
+        self.open_secrets(id.as_str(), &secret, previous.zip(until), now).map(Some)
+    }
+
+    fn open_secrets(
+        &self,
+        id: &str,
+        secret: &[u8],
+        previous: Option<(Vec<u8>, i64)>,
+        now: i64,
+    ) -> anyhow::Result<SigningSecrets> {
+        let current = self.keys.open_str(secret, aad(id, "secret"))?;
+        let previous = match previous {
+            Some((blob, until)) if now < until => Some(self.keys.open_str(&blob, aad(id, "previous_secret"))?),
             _ => None,
         };
-        Ok(Some(SigningSecrets { current, previous }))
+        Ok(SigningSecrets { current, previous })
     }
 
     /// Enable or disable; false if there is no such endpoint. Enabling clears the failure streak,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use connect_hub::{
     demo::receiver::{Delivery, Reply},
     domain::endpoint::{generate_secret, DeliveryState, EndpointId, EndpointUrl, EventTypes},
-    store::{DeliveryResult, ExchangeFailure, NewEndpoint},
+    store::{ClaimAsk, ClaimedDelivery, DeliveryResult, ExchangeFailure, NewEndpoint, Store},
     time::now_ms,
 };
 use secrecy::ExposeSecret;
@@ -29,6 +29,23 @@ async fn endpoint(app: &TestApp, url: &str, types: &str) -> (EndpointId, String)
     };
     app.state.store.create_endpoint(&new, now_ms(), "test").await.unwrap();
     (id, secret.expose_secret().to_owned())
+}
+
+/// Claim up to `n` of `ep`'s due deliveries and no other endpoint's, at most `budget` in all, as a
+/// worker named after the claim would.
+async fn claim(
+    store: &Store,
+    ep: &str,
+    n: i64,
+    budget: i64,
+    claim_id: &str,
+    now: i64,
+    lease_until: i64,
+) -> anyhow::Result<Vec<ClaimedDelivery>> {
+    let room = [(ep, n)];
+    let ask =
+        ClaimAsk { owner: claim_id, claim_id, now, lease_until, budget, per_endpoint: 0, room: &room, start_at: "" };
+    store.claim_deliveries(&ask).await
 }
 
 /// Every delivery verifies with `secret` (Standard Webhooks, independently implemented).
@@ -303,17 +320,12 @@ async fn a_result_from_a_stale_claim_is_not_recorded_and_its_lease_cannot_be_ren
     app.state.worker.run_once().await.unwrap();
     let store = &app.state.store;
     let now = now_ms();
-    let first = store.claim_deliveries(&[(ep.as_str(), 10)], 10, "paused", "clm_one", now, now + 1000).await.unwrap();
+    let first = claim(store, ep.as_str(), 10, 10, "clm_one", now, now + 1000).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert!(store
-        .claim_deliveries(&[(ep.as_str(), 10)], 10, "other", "clm_x", now, now + 1000)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(claim(store, ep.as_str(), 10, 10, "clm_x", now, now + 1000).await.unwrap().is_empty());
     // The paused worker's lease ends; another claims the delivery.
     let later = now + 1000;
-    let second =
-        store.claim_deliveries(&[(ep.as_str(), 10)], 10, "other", "clm_two", later, later + 60_000).await.unwrap();
+    let second = claim(store, ep.as_str(), 10, 10, "clm_two", later, later + 60_000).await.unwrap();
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].attempts, 2);
 
@@ -619,10 +631,9 @@ async fn a_large_batch_of_results_is_recorded_in_one_go() {
     let store = &app.state.store;
     let now = now_ms();
     assert_eq!(store.bench_preload(140, &["Create_Inspection", "Review_Signed"], now).await.unwrap(), 140);
-    let mut claimed =
-        store.claim_deliveries(&[(ep.as_str(), 100)], 30, "w", "clm_big", now, now + 60_000).await.unwrap();
+    let mut claimed = claim(store, ep.as_str(), 100, 30, "clm_big", now, now + 60_000).await.unwrap();
     assert_eq!(claimed.len(), 30, "no more than the budget");
-    claimed.extend(store.claim_deliveries(&[(ep.as_str(), 100)], 85, "w", "clm_big", now, now + 60_000).await.unwrap());
+    claimed.extend(claim(store, ep.as_str(), 100, 85, "clm_big", now, now + 60_000).await.unwrap());
     assert_eq!(claimed.len(), 70, "then the rest of this endpoint's, and only its");
     let results: Vec<DeliveryResult> = claimed
         .iter()
@@ -648,8 +659,18 @@ async fn a_large_batch_of_results_is_recorded_in_one_go() {
     let attempts: i64 =
         sqlx::query_scalar("select count(*) from delivery_attempts").fetch_one(store.pool()).await.unwrap();
     assert_eq!(attempts, 70);
-    let budget = store.claim_deliveries(&[(ep.as_str(), 100), ("ep_forward", 5)], 3, "w", "c", now, now).await;
-    assert!(budget.unwrap().is_empty(), "nothing left for this endpoint");
+    let room = [(ep.as_str(), 100), ("ep_forward", 5)];
+    let ask = ClaimAsk {
+        owner: "w",
+        claim_id: "c",
+        now,
+        lease_until: now,
+        budget: 3,
+        per_endpoint: 0,
+        room: &room,
+        start_at: "",
+    };
+    assert!(store.claim_deliveries(&ask).await.unwrap().is_empty(), "nothing left for this endpoint");
 }
 
 #[tokio::test]
@@ -704,7 +725,7 @@ async fn deliveries_claimed_but_not_started_are_given_back_on_shutdown() {
     let store = &app.state.store;
     let now = now_ms();
     store.bench_preload(3, &["Create_Inspection"], now).await.unwrap();
-    let claimed = store.claim_deliveries(&[(ep.as_str(), 3)], 3, "w", "clm_a", now, now + 60_000).await.unwrap();
+    let claimed = claim(store, ep.as_str(), 3, 3, "clm_a", now, now + 60_000).await.unwrap();
     assert_eq!(claimed.len(), 3);
     let mine: Vec<(i64, String)> = claimed.iter().map(|d| (d.id, d.claim_id.clone())).collect();
     let stale = vec![(claimed[0].id, "clm_other".to_owned())];
@@ -713,7 +734,7 @@ async fn deliveries_claimed_but_not_started_are_given_back_on_shutdown() {
     let states: Vec<(String, i64)> =
         sqlx::query_as("select state, attempts from deliveries order by id").fetch_all(store.pool()).await.unwrap();
     assert_eq!(states, [("pending".into(), 0), ("pending".into(), 0), ("processing".into(), 1)]);
-    let again = store.claim_deliveries(&[(ep.as_str(), 3)], 3, "w", "clm_b", now, now + 60_000).await.unwrap();
+    let again = claim(store, ep.as_str(), 3, 3, "clm_b", now, now + 60_000).await.unwrap();
     assert_eq!(again.len(), 2, "due again at once");
     assert!(again.iter().all(|d| d.attempts == 1), "the given-back claim did not count as an attempt");
 }

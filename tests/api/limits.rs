@@ -145,3 +145,21 @@ async fn the_api_is_rate_limited_per_key_and_key_guessing_per_address() {
     }
     assert_eq!(last, 429, "guessing keys from one address is stopped");
 }
+
+#[tokio::test]
+async fn an_address_refused_for_guessing_keys_is_answered_without_the_database() {
+    let app = spawn_app().await;
+    let (_, known) = app.api_key("app").await;
+    assert_eq!(app.api_get("/api/v1/connections", Some(&known)).await.status(), 200);
+    let mut last = 0;
+    for i in 0..31 {
+        last = app.api_get("/api/v1/connections", Some(&format!("chk_guess{i}"))).await.status().as_u16();
+    }
+    assert_eq!(last, 429, "the guessing limit is reached");
+    // With the database gone, a lookup would be a 500: the 429 proves no lookup was made.
+    app.state.store.close().await;
+    let res = app.api_get("/api/v1/connections", Some("chk_another_guess")).await;
+    assert_eq!(res.status(), 429, "{}", res.text().await.unwrap());
+    let v: Value = app.api_get("/api/v1/connections", Some("chk_and_another")).await.json().await.unwrap();
+    assert_eq!(v["error"], "rate_limited");
+}

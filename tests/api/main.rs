@@ -9,6 +9,8 @@ mod contract;
 mod credentials;
 mod delivery;
 mod encryption;
+mod endpoints_in_flight;
+mod endpoints_max;
 mod endpoints_ui;
 mod exchange;
 mod fakes;

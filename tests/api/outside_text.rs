@@ -230,12 +230,24 @@ async fn a_batch_of_delivery_results_with_one_row_the_store_refuses_records_the_
     let (_, first_url) = receiver();
     let (_, second_url) = receiver();
     let (_, third_url) = receiver();
-    let eps = [endpoint(&app, &first_url).await, endpoint(&app, &second_url).await, endpoint(&app, &third_url).await];
+    for url in [&first_url, &second_url, &third_url] {
+        endpoint(&app, url).await;
+    }
     app.connect_company(6847).await;
     app.state.worker.run_once().await.unwrap();
     let now = now_ms();
-    let asks: Vec<(&str, i64)> = eps.iter().map(|e| (e.as_str(), 10)).collect();
-    let claimed = app.state.store.claim_deliveries(&asks, 10, "w", "clm_poison", now, now + 60_000).await.unwrap();
+    let ask = connect_hub::store::ClaimAsk {
+        owner: "w",
+        claim_id: "clm_poison",
+        now,
+        lease_until: now + 60_000,
+        budget: 10,
+        per_endpoint: 10,
+        room: &[],
+        start_at: "",
+    };
+    let claimed = app.state.store.claim_deliveries(&ask).await.unwrap();
+
     assert_eq!(claimed.len(), 3, "the connect's event, once per endpoint");
     let results: Vec<DeliveryResult> = claimed
         .iter()

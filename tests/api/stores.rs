@@ -466,7 +466,16 @@ async fn a_delivery_claim_on_postgresql_skips_deliveries_another_instance_is_cla
     let now = now_ms();
     let claimed = tokio::time::timeout(
         Duration::from_secs(5),
-        store.claim_deliveries(&[("ep_forward", 100)], 100, "worker_b", "clm_b", now, now + 60_000),
+        store.claim_deliveries(&connect_hub::store::ClaimAsk {
+            owner: "worker_b",
+            claim_id: "clm_b",
+            now,
+            lease_until: now + 60_000,
+            budget: 100,
+            per_endpoint: 100,
+            room: &[],
+            start_at: "",
+        }),
     )
     .await
     .expect("the claim does not wait for rows another instance holds")

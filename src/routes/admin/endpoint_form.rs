@@ -93,6 +93,13 @@ fn refused(
 ) -> Result<HttpResponse, AppError> {
     match e {
         ManageError::Invalid { field, message } => form_page(admin, editing, f, Some((field, message))),
+        // Said above the form, which keeps what was typed: after removing another endpoint (or
+        // raising the limit), saving again adds it.
+        e @ ManageError::TooMany { .. } => {
+            let mut res = form_page(admin, editing, f, Some(("", e.to_string())))?;
+            *res.status_mut() = StatusCode::CONFLICT;
+            Ok(res)
+        }
         other => Err(other.into()),
     }
 }
@@ -111,7 +118,7 @@ async fn create(
     admin.check_csrf(&form.csrf)?;
     let f = form.into_inner();
     let policy = state.worker.dispatcher().clients().policy();
-    match manage::add(&state.store, policy, &f.input(), &admin.actor()).await {
+    match manage::add(&state.store, policy, state.settings.endpoints_max, &f.input(), &admin.actor()).await {
         Ok((id, secret)) => {
             state.endpoints_changed().await;
             let e = manage::load(&state.store, id.as_str()).await?;

@@ -8,7 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 
 use super::{not_found, parse_id};
 use crate::{
-    auth::api_keys::Caller,
+    auth::api_keys::{Caller, Verdict},
     domain::ConnectionId,
     error::{ApiError, AppError},
     state::AppState,
@@ -39,8 +39,20 @@ impl FromRequest for ApiCaller {
                 })
                 .into());
             };
-            match state.api_keys.verify(&key).await.map_err(|e| ApiError(AppError::Internal(e)))? {
-                Some(caller) => match state.limits.api.check(&caller.key_id) {
+            // The guessing limit is checked before the database is: an address already refused
+            // for unknown keys costs no query.
+            let guessing = || state.limits.api_guessing.peek(&address);
+            let verdict = state
+                .api_keys
+                .verify_unless_refused(&key, guessing)
+                .await
+                .map_err(|e| ApiError(AppError::Internal(e)))?;
+            let guessed = |wait| {
+                state.metrics.rate_limited.inc("api_key_guessing");
+                ApiError(crate::routes::too_many("rate_limited", "Too many requests with unknown API keys", wait))
+            };
+            match verdict {
+                Verdict::Valid(caller) => match state.limits.api.check(&caller.key_id) {
                     Ok(()) => Ok(ApiCaller(caller)),
                     Err(wait) => {
                         state.metrics.rate_limited.inc("api");
@@ -52,15 +64,10 @@ impl FromRequest for ApiCaller {
                         .into())
                     }
                 },
-                None => {
+                Verdict::NotLookedUp(wait) => Err(guessed(wait).into()),
+                Verdict::Unknown => {
                     if let Err(wait) = state.limits.api_guessing.check(&address) {
-                        state.metrics.rate_limited.inc("api_key_guessing");
-                        return Err(ApiError(crate::routes::too_many(
-                            "rate_limited",
-                            "Too many requests with unknown API keys",
-                            wait,
-                        ))
-                        .into());
+                        return Err(guessed(wait).into());
                     }
                     Err(ApiError(AppError::Unauthorized {
                         code: "invalid_api_key",

@@ -156,7 +156,8 @@ async fn create(
     documented_url(Some(&b.url))?;
     let input = EndpointInput { url: b.url, events: b.events, description: b.description };
     let policy = state.worker.dispatcher().clients().policy();
-    let (id, secret) = manage::add(&state.store, policy, &input, &caller.actor()).await.map_err(api_error)?;
+    let max = state.settings.endpoints_max;
+    let (id, secret) = manage::add(&state.store, policy, max, &input, &caller.actor()).await.map_err(api_error)?;
     state.endpoints_changed().await;
     let e = manage::load(&state.store, id.as_str()).await.map_err(api_error)?;
     let mut body = endpoint_json(&e);

@@ -12,7 +12,6 @@ use super::result::link_problem_page;
 use crate::{
     domain::OpaqueToken,
     error::AppError,
-    startup::headers::CSP,
     state::AppState,
     store::{ConnectSession, SessionRejection},
     time::now_ms,
@@ -93,8 +92,8 @@ async fn page(token: web::Path<String>, state: web::Data<AppState>) -> Result<Ht
 fn page_policy(state: &AppState) -> String {
     let authorize = state.snapinspect.as_ref().map(|c| c.settings().authorize_url.origin().ascii_serialization());
     match authorize {
-        Some(origin) => CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}")),
-        None => CSP.to_owned(),
+        Some(origin) => crate::routes::CSP.replace("form-action 'self'", &format!("form-action 'self' {origin}")),
+        None => crate::routes::CSP.to_owned(),
     }
 }
 

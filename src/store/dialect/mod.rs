@@ -60,9 +60,26 @@ impl Backend {
         }
     }
 
-    /// The delivery worker's claim of one endpoint's due deliveries (owner `$1`, claim id `$2`,
-    /// lease end `$3`, endpoint `$4`, now `$5`, limit `$6`); skipping locked rows on PostgreSQL
-    /// as above.
+    /// The count of changes to endpoints, which the delivery worker reads before it sends to
+    /// know whether its copy of them still holds. SQLite: a counter its triggers bump (another
+    /// process may have changed them, the command line). PostgreSQL needs none: its triggers
+    /// NOTIFY every instance (see `startup::notify`).
+    pub(super) fn endpoint_changes_sql(self) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => Some("select version from endpoint_changes where id = 1"),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// The delivery worker's claim, for every enabled endpoint at once (one statement, whatever
+    /// their number): owner `$1`, claim id `$2`, lease end `$3`, now `$4`, at most `$5` in all, at
+    /// most `$6` per endpoint except those `$7` names (a JSON array of `[endpoint, room]`), taken
+    /// in turns (each endpoint's oldest, then each one's second, …) starting at endpoint id `$8`.
+    /// Each endpoint's due deliveries are read from its own index range, so an endpoint with
+    /// nothing due costs one index probe, and a disabled one (whose deliveries wait) none.
+    /// SQLite has one writer and no `lateral`: a recursive walk, one step per delivery, that
+    /// stops at `$5`. PostgreSQL: a `lateral` read per endpoint, skipping rows another instance
+    /// is claiming (as above).
     pub(super) fn claim_deliveries_sql(self) -> &'static str {
         match self {
             Backend::Sqlite => CLAIM_DELIVERIES_SQLITE,
@@ -105,19 +122,38 @@ const CLAIM_EVENTS_POSTGRES: &str =
     returning events.id, events.public_id, events.received_at, events.event_type, events.company_id, \
     events.inspection_id, events.connection_id, events.payload, events.attempts";
 
-const CLAIM_DELIVERIES_SQLITE: &str = "update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, \
-    next_attempt_at = $3, attempts = attempts + 1 \
-    where id in (select id from deliveries where endpoint_id = $4 and next_attempt_at is not null \
-    and next_attempt_at <= $5 order by next_attempt_at, id limit $6) \
-    and exists (select 1 from endpoints where id = $4 and state = 'enabled') \
+const CLAIM_DELIVERIES_SQLITE: &str = "with recursive \
+    held(ep, room) as materialized (select json_extract(value, '$[0]'), json_extract(value, '$[1]') \
+    from json_each($7)), \
+    asks(ep, room, turn) as (select e.id, coalesce(h.room, $6), \
+    case when e.id >= $8 then '0' || e.id else '1' || e.id end \
+    from endpoints e left join held h on h.ep = e.id where e.state = 'enabled'), \
+    walk(ep, room, turn, k, due, id) as ( \
+    select a.ep, a.room, a.turn, 1, d.next_attempt_at, d.id from asks a join deliveries d on d.id = \
+    (select x.id from deliveries x where x.endpoint_id = a.ep and x.next_attempt_at is not null \
+    and x.next_attempt_at <= $4 order by x.next_attempt_at, x.id limit 1) where a.room > 0 \
+    union all \
+    select w.ep, w.room, w.turn, w.k + 1, d.next_attempt_at, d.id from walk w join deliveries d on d.id = \
+    (select x.id from deliveries x where x.endpoint_id = w.ep and x.next_attempt_at is not null \
+    and x.next_attempt_at <= $4 and (x.next_attempt_at, x.id) > (w.due, w.id) \
+    order by x.next_attempt_at, x.id limit 1) where w.k < w.room \
+    order by 4, 3 limit $5) \
+    update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
+    attempts = attempts + 1 where id in (select id from walk) \
     returning id, event_id, endpoint_id, attempts";
 
-const CLAIM_DELIVERIES_POSTGRES: &str = "with due as (select id from deliveries where endpoint_id = $4 \
-    and next_attempt_at is not null and next_attempt_at <= $5 \
-    and exists (select 1 from endpoints where id = $4 and state = 'enabled') \
-    order by next_attempt_at, id limit $6 for update skip locked) \
+const CLAIM_DELIVERIES_POSTGRES: &str = "with held as (select h ->> 0 as ep, (h ->> 1)::bigint as room \
+    from json_array_elements($7::json) as h), \
+    asks as (select e.id as ep, coalesce(h.room, $6) as room, \
+    case when e.id >= $8 then '0' || e.id else '1' || e.id end as turn \
+    from endpoints e left join held h on h.ep = e.id where e.state = 'enabled'), \
+    due as (select d.id, a.turn, row_number() over (partition by a.ep order by d.next_attempt_at, d.id) as k \
+    from asks a cross join lateral (select x.id, x.next_attempt_at from deliveries x \
+    where x.endpoint_id = a.ep and x.next_attempt_at is not null and x.next_attempt_at <= $4 \
+    order by x.next_attempt_at, x.id limit greatest(a.room, 0) for update skip locked) d), \
+    picked as (select id from due order by k, turn limit $5) \
     update deliveries set state = 'processing', lease_owner = $1, claim_id = $2, next_attempt_at = $3, \
-    attempts = deliveries.attempts + 1 from due where deliveries.id = due.id \
+    attempts = deliveries.attempts + 1 from picked where deliveries.id = picked.id \
     returning deliveries.id, deliveries.event_id, deliveries.endpoint_id, deliveries.attempts";
 
 /// How the intake writer reaches its own connection (see `EventWriter`).
