@@ -871,6 +871,10 @@ async fn a_connect_links_page_spends_nothing_and_only_its_button_does() {
     for _ in 0..2 {
         let res = reqwest::Client::new().get(url).send().await.unwrap();
         assert_eq!(res.status(), 200);
+        // Browsers check a form's redirect against `form-action`: Continue may end at SnapInspect.
+        let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+        assert!(csp.starts_with("default-src 'none'"), "{csp}");
+        assert!(csp.contains(&format!("form-action 'self' {}", app.fake_addr)), "{csp}");
         let html = res.text().await.unwrap();
         assert!(html.contains("Acme Inspections asks you to connect your SnapInspect account for"), "{html}");
         assert!(html.contains("Ada Lovelace"));
@@ -977,11 +981,18 @@ async fn only_an_admin_gives_a_connection_to_an_end_user_and_it_is_audited() {
     app.sign_in().await;
     let html = app.page(&format!("/admin/connections/{id}")).await;
     let csrf = crate::helpers::csrf_from(&html);
-    let res = app
-        .admin_post(&format!("/admin/connections/{id}/end-user"), &[("csrf", &csrf), ("end_user_id", "tenant-D")])
-        .await;
+    let fields = [
+        ("csrf", csrf.as_str()),
+        ("end_user_id", "tenant-D"),
+        ("end_user_email", "ops@d.example"),
+        ("display_name", " "),
+    ];
+    let res = app.admin_post(&format!("/admin/connections/{id}/end-user"), &fields).await;
     assert_eq!(res.status(), 303);
-    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().end_user_id.as_deref(), Some("tenant-D"));
+    let c = app.state.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(c.end_user_id.as_deref(), Some("tenant-D"));
+    assert_eq!(c.end_user_email.as_deref(), Some("ops@d.example"), "a field given is kept");
+    assert_eq!(c.end_user_display_name, None, "a blank field is no value");
     let actions: Vec<String> = audit_of(&app, &id).await.into_iter().map(|(a, d)| format!("{a}: {d}")).collect();
     assert!(actions.iter().any(|a| a == "assign_end_user: end user tenant-C (was tenant-B)"), "{actions:?}");
     assert!(actions.iter().any(|a| a == "assign_end_user: end user tenant-D (was tenant-C)"), "{actions:?}");
