@@ -300,7 +300,8 @@ mod tests {
     #[tokio::test]
     async fn a_refused_guesser_costs_no_lookup_but_a_key_seen_valid_before_is_still_looked_up() {
         let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
-        let store = Store::open("sqlite::memory:", None, keys).await.unwrap();
+        let dir = std::env::temp_dir().join(format!("hub-keys-{}", rand::random::<u64>()));
+        let store = Store::open(&format!("sqlite://{}", dir.join("hub.db").display()), None, keys).await.unwrap();
         let api_keys = ApiKeys::new(store.clone());
         let (_, key) = api_keys.create("app", "test").await.unwrap();
         let refuse = || Err(Duration::from_secs(9));
@@ -316,6 +317,8 @@ mod tests {
         expire();
         assert!(matches!(api_keys.verify_unless_refused(&key, refuse).await.unwrap(), Verdict::Unknown));
         assert!(api_keys.verify(&key).await.unwrap().is_none());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
