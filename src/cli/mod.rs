@@ -3,14 +3,14 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
+mod connections;
 mod dev;
 mod endpoints;
 mod manage;
 
 use clap::{Parser, Subcommand};
-use manage::{
-    admin_create, api_key, connections, events, AdminCommand, ApiKeyCommand, ConnectionsCommand, EventsCommand,
-};
+use connections::{connections, ConnectionsCommand};
+use manage::{admin_create, api_key, events, AdminCommand, ApiKeyCommand, EventsCommand};
 
 use crate::{
     config::{ConfigError, Settings},

@@ -1,0 +1,199 @@
+//! `connect-hub connections …`: list, add, token, refresh and assign, each a thin layer over the
+//! store and the token manager.
+
+use clap::Subcommand;
+use secrecy::ExposeSecret;
+
+use super::{cli_settings, first_line_of_stdin, open_store, shown, truncate};
+use crate::{
+    config::Settings, domain::ConnectionId, state::Clients, store::Store, time::format_utc, tokens::TokenManager,
+};
+
+#[derive(Subcommand)]
+pub enum ConnectionsCommand {
+    /// Every connection: id, provider, company / name, status, last refresh.
+    List,
+    /// Add a client-credentials connection (the secret from --client-secret-stdin or CLIENT_SECRET).
+    Add {
+        /// snapdocs, smartdocumentor, signicat, docplanner or custom
+        #[arg(long)]
+        provider: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        client_id: String,
+        /// Space- (or comma-) separated scopes (Signicat; SmartDocumentor is always WebAPI).
+        #[arg(long)]
+        scope: Option<String>,
+        /// The API the token is for (Snapdocs; defaults per environment).
+        #[arg(long)]
+        audience: Option<String>,
+        /// The country's domain for Docplanner, e.g. doctoralia.es.
+        #[arg(long)]
+        domain: Option<String>,
+        /// Snapdocs: demo or production (default production).
+        #[arg(long)]
+        environment: Option<String>,
+        /// Required for custom; overrides a preset's (e.g. a sandbox). May hold {domain}.
+        #[arg(long)]
+        token_url: Option<String>,
+        /// basic, basic-raw (id and secret not form-encoded first) or post. Required for custom.
+        #[arg(long)]
+        auth: Option<String>,
+        /// Read the client secret from the first line of standard input.
+        #[arg(long)]
+        client_secret_stdin: bool,
+    },
+    /// Print a valid access token (refreshing only if needed).
+    Token { id: String },
+    /// Force an exchange / a new token now, and print the new access token.
+    Refresh { id: String },
+    /// Give a connection to an end user of your app (the only way a connection changes hands;
+    /// audited).
+    Assign {
+        id: String,
+        /// Your app's id for the end user (or tenant).
+        #[arg(long)]
+        end_user: String,
+        #[arg(long)]
+        email: Option<String>,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+}
+
+/// The token manager alone, for `connections token` and `refresh`: no intake, no worker.
+fn token_manager(settings: &Settings, store: &Store) -> anyhow::Result<TokenManager> {
+    let clients = Clients::new(settings)?;
+    let metrics = std::sync::Arc::new(crate::metrics::Metrics::default());
+    Ok(TokenManager::new(
+        store.clone(),
+        clients.snapinspect,
+        clients.token_urls,
+        settings.token_default_lifetime,
+        metrics,
+    ))
+}
+
+pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<()> {
+    let settings = cli_settings()?;
+    // A listing, an addition, a token: each opens the store and builds no more than it uses.
+    let store = open_store(&settings).await?;
+    let result = match command {
+        ConnectionsCommand::List => {
+            let all = store.connections().await?;
+            if all.is_empty() {
+                println!("no connections yet");
+            } else {
+                println!("{:<30}  {:<15}  {:<40}  {:<15}  LAST REFRESH", "ID", "PROVIDER", "COMPANY / NAME", "STATUS");
+                for c in all {
+                    let who = match c.company_id {
+                        Some(id) => format!("{id} {}", c.name),
+                        None => c.name.clone(),
+                    };
+                    let last = c.last_exchange_at.map(format_utc).unwrap_or_else(|| "never".into());
+                    println!(
+                        "{:<30}  {:<15}  {:<40}  {:<15}  {last}",
+                        c.id,
+                        c.provider.as_str(),
+                        truncate(&who, 40),
+                        c.status.as_str()
+                    );
+                }
+            }
+            Ok(())
+        }
+        ConnectionsCommand::Add {
+            provider,
+            name,
+            client_id,
+            scope,
+            audience,
+            domain,
+            environment,
+            token_url,
+            auth,
+            client_secret_stdin,
+        } => {
+            use crate::client_credentials::{AuthStyle, CredentialsInput};
+            let provider = crate::domain::Provider::parse(&provider)?;
+            let input = CredentialsInput {
+                client_id,
+                scope,
+                audience,
+                domain,
+                environment,
+                token_url,
+                auth: auth.as_deref().map(AuthStyle::parse).transpose()?,
+            };
+            let credentials = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
+            // An address the service may not call is refused now, not at the first token request.
+            settings
+                .token_url_policy()
+                .check_url(&credentials.resolved_token_url().map_err(|e| anyhow::anyhow!(e.for_cli()))?)
+                .map_err(|b| {
+                    anyhow::anyhow!("--token-url cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
+                })?;
+            let secret = if client_secret_stdin {
+                first_line_of_stdin()?
+            } else {
+                std::env::var("CLIENT_SECRET").map_err(|_| {
+                    anyhow::anyhow!("no client secret: pipe it to --client-secret-stdin or set CLIENT_SECRET")
+                })?
+            };
+            anyhow::ensure!(!secret.is_empty(), "the client secret is empty");
+            let name = name.trim();
+            anyhow::ensure!(!name.is_empty(), "--name must not be empty");
+            let id = store
+                .add_credentials_connection(
+                    name,
+                    &credentials,
+                    &secrecy::SecretString::from(secret),
+                    crate::time::now_ms(),
+                    "cli",
+                )
+                .await?;
+            println!("{id}");
+            eprintln!(
+                "added {} connection {}; `connect-hub connections token {id}` fetches a token",
+                provider.label(),
+                shown(name)
+            );
+            Ok(())
+        }
+        ConnectionsCommand::Token { id } => {
+            let id = ConnectionId::parse(&id)?;
+            let token = token_manager(&settings, &store)?.token(&id).await?;
+            // A provider's token, printed as it is only when it holds nothing a terminal obeys.
+            println!("{}", shown(token.token.expose_secret()));
+            Ok(())
+        }
+        ConnectionsCommand::Refresh { id } => {
+            let id = ConnectionId::parse(&id)?;
+            let token = token_manager(&settings, &store)?.refresh(&id, "cli").await?;
+            // A provider's token, printed as it is only when it holds nothing a terminal obeys.
+            println!("{}", shown(token.token.expose_secret()));
+            Ok(())
+        }
+        ConnectionsCommand::Assign { id, end_user, email, display_name } => {
+            let id = ConnectionId::parse(&id)?;
+            let user =
+                crate::domain::connect_session::EndUser::parse(end_user, email, display_name, None).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        e.replace("end_user_id", "--end-user")
+                            .replace("end_user_email", "--email")
+                            .replace("display_name", "--display-name")
+                    )
+                })?;
+            anyhow::ensure!(
+                store.assign_end_user(&id, &user, crate::time::now_ms(), "cli").await?,
+                "there is no connection {id}"
+            );
+            eprintln!("connection {id} now belongs to end user {}", user.id);
+            Ok(())
+        }
+    };
+    store.close().await;
+    result
+}
