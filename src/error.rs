@@ -37,6 +37,9 @@ pub enum AppError {
     /// 502: a provider we called failed or refused; the message says which and how.
     #[error("{message}")]
     Upstream { code: &'static str, message: String },
+    /// 504: a provider we called did not answer in time.
+    #[error("{message}")]
+    GatewayTimeout { code: &'static str, message: String },
     /// 503: we cannot do this right now (not configured, or the store is unavailable).
     #[error("{message}")]
     Unavailable { code: &'static str, message: String, retry_after_secs: Option<u64> },
@@ -78,6 +81,7 @@ impl AppError {
             | Self::Conflict { code, .. }
             | Self::TooManyRequests { code, .. }
             | Self::Upstream { code, .. }
+            | Self::GatewayTimeout { code, .. }
             | Self::Unavailable { code, .. }
             | Self::PayloadTooLarge { code, .. } => code,
             Self::Internal(_) => "internal",
@@ -104,6 +108,7 @@ impl AppError {
             Self::PayloadTooLarge { .. } => "Too large",
             Self::TooManyRequests { .. } => "Too many attempts",
             Self::Upstream { .. } => "The provider did not cooperate",
+            Self::GatewayTimeout { .. } => "The provider did not answer in time",
             Self::Unavailable { .. } => "Not available",
             Self::Internal(_) => "Something went wrong",
         }
@@ -148,6 +153,7 @@ impl ResponseError for AppError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Self::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -169,6 +175,9 @@ impl ResponseError for AppError {
         res.body(body)
     }
 }
+
+/// The header on every JSON error the hub makes itself: its code.
+pub const ERROR_HEADER: &str = "x-connect-hub-error";
 
 /// The JSON form of [`AppError`], for machines: `{"error": code, "message": text}`.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +212,8 @@ impl ResponseError for ApiError {
         if let Some(secs) = self.0.retry_after() {
             res.insert_header((header::RETRY_AFTER, secs.to_string()));
         }
+        // Says the hub answered (not a provider behind the proxy, whose answers never carry it).
+        res.insert_header((ERROR_HEADER, self.0.code()));
         res.json(serde_json::json!({ "error": self.0.code(), "message": self.0.public_message() }))
     }
 }
@@ -224,5 +235,9 @@ mod tests {
         let e = ApiError(AppError::conflict("needs_reconnect", "reconnect"));
         assert_eq!(e.0.code(), "needs_reconnect");
         assert_eq!(e.status_code(), StatusCode::CONFLICT);
+        let res = e.error_response();
+        assert_eq!(res.headers().get(ERROR_HEADER).unwrap(), "needs_reconnect", "the code is also a header");
+        let timeout = ApiError(AppError::GatewayTimeout { code: "upstream_timeout", message: "slow".into() });
+        assert_eq!(timeout.status_code(), StatusCode::GATEWAY_TIMEOUT);
     }
 }

@@ -15,6 +15,7 @@ pub mod error;
 pub mod limits;
 pub mod metrics;
 pub mod outbound;
+pub mod proxy;
 pub mod queue;
 pub mod routes;
 pub mod snapinspect;

@@ -48,6 +48,8 @@ pub struct AppState {
     pub webhook_secrets: crate::snapinspect::webhook::WebhookSecrets,
     /// The organisation's brand on end-user pages.
     pub brand: crate::brand::Brand,
+    /// The API proxy (`/api/v1/connections/{id}/proxy/…`).
+    pub proxy: Arc<crate::proxy::Proxy>,
 }
 
 /// The request rate limits (see `RateLimits` in the configuration).
@@ -85,6 +87,10 @@ pub struct Clients {
     pub endpoints: crate::outbound::GuardedClient,
     /// None until `SNAPINSPECT_CLIENT_ID` and `SNAPINSPECT_CLIENT_SECRET` are set.
     pub snapinspect: Option<SnapInspectClient>,
+    /// The API proxy's: for `SNAPINSPECT_API_URL`, and through the guard for stored API URLs
+    /// (`TOKEN_URL_ALLOW_NETWORKS`), both for long streams (no total timeout).
+    pub proxy_trusted: reqwest::Client,
+    pub proxy_stored: crate::outbound::GuardedClient,
 }
 
 impl Clients {
@@ -98,7 +104,10 @@ impl Clients {
         let guarded = |policy| crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, policy);
         let token_urls = guarded(settings.token_url_policy())?;
         let endpoints = guarded(settings.endpoint_policy())?;
-        Ok(Self { http, token_urls, endpoints, snapinspect })
+        let idle = settings.outbound_timeout;
+        let proxy_trusted = crate::outbound::client::streaming_builder(idle, &roots).build()?;
+        let proxy_stored = crate::outbound::GuardedClient::streaming(idle, &roots, settings.token_url_policy())?;
+        Ok(Self { http, token_urls, endpoints, snapinspect, proxy_trusted, proxy_stored })
     }
 }
 
@@ -119,7 +128,8 @@ impl AppState {
     /// Build the clients, the token manager, the intake writer and the worker (which runs only
     /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
-        let Clients { http, token_urls, endpoints, snapinspect } = Clients::new(&settings)?;
+        let Clients { http, token_urls, endpoints, snapinspect, proxy_trusted, proxy_stored } =
+            Clients::new(&settings)?;
         let metrics = Arc::new(Metrics::default());
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
@@ -168,7 +178,20 @@ impl AppState {
             settings.webhook_secret_old.as_ref(),
         );
         let brand = crate::brand::Brand::load(&settings.brand)?;
+        let proxy = Arc::new(crate::proxy::Proxy::new(
+            store.clone(),
+            tokens.clone(),
+            crate::proxy::ProxySettings {
+                snapinspect_api: settings.snapinspect.api_url.clone(),
+                trusted: proxy_trusted,
+                stored: proxy_stored,
+                timeout: settings.outbound_timeout,
+                max_body: settings.proxy_max_body,
+                max_in_flight: settings.proxy_max_in_flight,
+            },
+        ));
         Ok(Self {
+            proxy,
             brand,
             webhook_secrets,
             api_keys: ApiKeys::new(store.clone()),

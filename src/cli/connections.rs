@@ -40,6 +40,10 @@ pub enum ConnectionsCommand {
         /// basic, basic-raw (id and secret not form-encoded first) or post. Required for custom.
         #[arg(long)]
         auth: Option<String>,
+        /// The provider API the proxy sends this connection's requests to (presets fill it where
+        /// the provider's document names one; a custom provider needs it to be proxied).
+        #[arg(long)]
+        api_url: Option<String>,
         /// Read the client secret from the first line of standard input.
         #[arg(long)]
         client_secret_stdin: bool,
@@ -113,6 +117,7 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
             environment,
             token_url,
             auth,
+            api_url,
             client_secret_stdin,
         } => {
             use crate::client_credentials::{AuthStyle, CredentialsInput};
@@ -125,6 +130,7 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 environment,
                 token_url,
                 auth: auth.as_deref().map(AuthStyle::parse).transpose()?,
+                api_url,
             };
             let credentials = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
             // An address the service may not call is refused now, not at the first token request.
@@ -134,6 +140,11 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 .map_err(|b| {
                     anyhow::anyhow!("--token-url cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
                 })?;
+            if let Some(api) = credentials.resolved_api_url().map_err(|e| anyhow::anyhow!(e.for_cli()))? {
+                settings.token_url_policy().check_url(&api).map_err(|b| {
+                    anyhow::anyhow!("--api-url cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
+                })?;
+            }
             let secret = if client_secret_stdin {
                 first_line_of_stdin()?
             } else {

@@ -49,6 +49,33 @@ impl fmt::Display for AuthStyle {
     }
 }
 
+/// An API URL as stored (it may hold `{domain}`) made a base URL: `{domain}` filled in, a host,
+/// nothing but a path, and always ending in `/` so that a proxied path lands below it.
+pub fn resolve_api_url(raw: &str, domain: Option<&str>) -> Result<Url, PresetError> {
+    let raw = match domain {
+        Some(d) => raw.replace("{domain}", d),
+        None => raw.to_owned(),
+    };
+    if raw.contains("{domain}") {
+        return Err(PresetError::new(
+            "api_url",
+            "the API URL holds {domain} but no domain is set (e.g. doctoralia.es)",
+        ));
+    }
+    let mut url = Url::parse(&raw)
+        .map_err(|e| PresetError::new("api_url", format!("the API URL \"{raw}\" is not a URL: {e}")))?;
+    if url.cannot_be_a_base() || url.host_str().is_none() {
+        return Err(PresetError::new("api_url", format!("the API URL \"{raw}\" has no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
+        return Err(PresetError::new("api_url", "the API URL must be a plain base URL: no query, fragment or user"));
+    }
+    if !url.path().ends_with('/') {
+        url.set_path(&format!("{}/", url.path()));
+    }
+    Ok(url)
+}
+
 /// A client-credentials connection's settings, resolved from a preset and validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -61,6 +88,9 @@ pub struct Settings {
     pub audience: Option<String>,
     pub domain: Option<String>,
     pub environment: Option<String>,
+    /// The provider API the proxy sends this connection's requests to; may contain `{domain}`.
+    /// None: a custom provider given none (the proxy answers 409 `no_api_url`).
+    pub api_url: Option<String>,
 }
 
 impl Settings {
@@ -80,6 +110,12 @@ impl Settings {
             .map_err(|e| PresetError::new("token_url", format!("the token URL \"{raw}\" is not a URL: {e}")))
     }
 
+    /// The API base URL with `{domain}` filled in, always ending in `/` (so a proxied path is
+    /// appended below it), or None when the connection has none.
+    pub fn resolved_api_url(&self) -> Result<Option<Url>, PresetError> {
+        self.api_url.as_deref().map(|raw| resolve_api_url(raw, self.domain.as_deref())).transpose()
+    }
+
     /// Whether the secret would go to the same place, as the same client, in the same way: an
     /// edit that changes any of these must come with the secret again, or a stolen console session
     /// could send the stored secret to a host of its choosing.
@@ -90,6 +126,8 @@ impl Settings {
             && self.auth == other.auth
             && self.domain == other.domain
             && self.environment == other.environment
+            // The API URL receives the access token: moving it needs the secret again too.
+            && self.api_url == other.api_url
     }
 
     /// The form fields besides the credentials: `scope` and `audience` when set.

@@ -39,6 +39,12 @@ const SNAPDOCS_PRODUCTION_AUDIENCE: &str = "https://api.snapdocs.com";
 const SMARTDOCUMENTOR_URL: &str = "https://cloud.smartdocumentor.net/connect/token";
 const SIGNICAT_URL: &str = "https://api.signicat.io/oauth/connect/token";
 const DOCPLANNER_URL: &str = "https://www.{domain}/oauth/v2/token";
+// The APIs the proxy calls, where each provider's document names one.
+const SNAPDOCS_DEMO_API: &str = "https://api.cs-demo0.snpd.io/";
+const SNAPDOCS_PRODUCTION_API: &str = "https://api.snapdocs.com/";
+const SMARTDOCUMENTOR_API: &str = "https://cloud.smartdocumentor.net/";
+const SIGNICAT_API: &str = "https://api.signicat.io/";
+const DOCPLANNER_API: &str = "https://www.{domain}/";
 
 /// What an operator gives (CLI flags or the console form); empty strings count as not given.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +56,8 @@ pub struct CredentialsInput {
     pub environment: Option<String>,
     pub token_url: Option<String>,
     pub auth: Option<AuthStyle>,
+    /// The API the proxy calls; overrides a preset's, required for a custom provider to be proxied.
+    pub api_url: Option<String>,
 }
 
 fn given(v: &Option<String>) -> Option<String> {
@@ -72,6 +80,7 @@ impl CredentialsInput {
             return err("client_id", "the client id is longer than 512 characters");
         }
         let url_override = given(&self.token_url);
+        let api_override = given(&self.api_url);
         let scope = given(&self.scope).map(|s| scopes(&s));
         let mut s = Settings {
             provider,
@@ -82,6 +91,7 @@ impl CredentialsInput {
             audience: given(&self.audience),
             domain: None,
             environment: None,
+            api_url: None,
         };
         match provider {
             Provider::SnapInspect => {
@@ -92,9 +102,9 @@ impl CredentialsInput {
             }
             Provider::Snapdocs => {
                 let env = given(&self.environment).unwrap_or_else(|| "production".into());
-                let (url, audience) = match env.as_str() {
-                    "demo" => (SNAPDOCS_DEMO_URL, SNAPDOCS_DEMO_AUDIENCE),
-                    "production" => (SNAPDOCS_PRODUCTION_URL, SNAPDOCS_PRODUCTION_AUDIENCE),
+                let (url, audience, api) = match env.as_str() {
+                    "demo" => (SNAPDOCS_DEMO_URL, SNAPDOCS_DEMO_AUDIENCE, SNAPDOCS_DEMO_API),
+                    "production" => (SNAPDOCS_PRODUCTION_URL, SNAPDOCS_PRODUCTION_AUDIENCE, SNAPDOCS_PRODUCTION_API),
                     other => {
                         return err(
                             "environment",
@@ -103,6 +113,7 @@ impl CredentialsInput {
                     }
                 };
                 s.token_url = url_override.unwrap_or_else(|| url.into());
+                s.api_url = Some(api.into());
                 s.audience = s.audience.or_else(|| Some(audience.into()));
                 s.environment = Some(env);
                 s.auth = self.auth.unwrap_or(AuthStyle::Post);
@@ -113,6 +124,7 @@ impl CredentialsInput {
                     return err("scope", "SmartDocumentor's scope is always WebAPI");
                 }
                 s.token_url = url_override.unwrap_or_else(|| SMARTDOCUMENTOR_URL.into());
+                s.api_url = Some(SMARTDOCUMENTOR_API.into());
                 s.scope = Some("WebAPI".into());
                 s.auth = self.auth.unwrap_or(AuthStyle::Post);
             }
@@ -121,6 +133,7 @@ impl CredentialsInput {
                     return err("scope", "Signicat needs the scopes to ask for, e.g. \"document_read document_write\"");
                 };
                 s.token_url = url_override.unwrap_or_else(|| SIGNICAT_URL.into());
+                s.api_url = Some(SIGNICAT_API.into());
                 s.scope = Some(scope);
                 s.auth = self.auth.unwrap_or(AuthStyle::Basic);
             }
@@ -135,6 +148,7 @@ impl CredentialsInput {
                     return err("domain", format!("\"{domain}\" is not a domain like doctoralia.es"));
                 }
                 s.token_url = url_override.unwrap_or_else(|| DOCPLANNER_URL.into());
+                s.api_url = Some(DOCPLANNER_API.into());
                 s.domain = Some(domain);
                 s.scope = Some(scope.unwrap_or_else(|| "integration".into()));
                 s.auth = self.auth.unwrap_or(AuthStyle::Basic);
@@ -148,6 +162,20 @@ impl CredentialsInput {
                 s.auth = auth;
                 s.scope = scope;
                 s.domain = given(&self.domain);
+            }
+        }
+        if let Some(api) = api_override {
+            s.api_url = Some(api);
+        }
+        if let Some(api) = s.resolved_api_url()? {
+            if api.scheme() != "https" && !crate::outbound::is_loopback(&api) {
+                return err(
+                    "api_url",
+                    format!(
+                        "the API URL must be https (only loopback may be plain http), got {}",
+                        api.origin().ascii_serialization()
+                    ),
+                );
             }
         }
         let url = s.resolved_token_url()?;

@@ -8,7 +8,9 @@ use url::Url;
 
 use super::{
     bad,
-    parse::{crate_standard_secret, parse_bool, parse_duration, parse_net, parse_schedule, parse_toml, parse_u64},
+    parse::{
+        crate_standard_secret, parse_bool, parse_duration, parse_net, parse_schedule, parse_size, parse_toml, parse_u64,
+    },
     ConfigError, DatabaseUrl, LogFormat, RateLimits, Settings, SnapInspectSettings, Vars, DEFAULT_INSPECTION_PATH,
     DEFAULT_RETRY_SCHEDULE,
 };
@@ -214,6 +216,9 @@ impl Settings {
                     .transpose()
                     .map_err(|p| bad("BRAND_SUPPORT_URL", p))?,
             },
+            proxy_max_body: parse_size(get("PROXY_MAX_BODY").unwrap_or("10MiB"))
+                .map_err(|p| bad("PROXY_MAX_BODY", p))?,
+            proxy_max_in_flight: positive("PROXY_MAX_IN_FLIGHT", get("PROXY_MAX_IN_FLIGHT"), 32)?,
             rust_log: get("RUST_LOG").unwrap_or("info").to_owned(),
             log_format: match get("LOG_FORMAT").unwrap_or("pretty") {
                 "pretty" => LogFormat::Pretty,

@@ -153,6 +153,10 @@ pub struct Settings {
     pub connect_public_start: bool,
     /// The organisation's brand on end-user pages.
     pub brand: crate::brand::BrandSettings,
+    /// The largest request body the API proxy passes on (`PROXY_MAX_BODY`).
+    pub proxy_max_body: u64,
+    /// Proxied requests at once per connection (`PROXY_MAX_IN_FLIGHT`); past it, 429.
+    pub proxy_max_in_flight: usize,
     pub rust_log: String,
     pub log_format: LogFormat,
 }

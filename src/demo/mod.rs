@@ -5,6 +5,7 @@ pub mod fakes;
 pub mod receiver;
 pub mod snapinspect;
 pub mod token_server;
+pub mod upstream;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, sync::Arc};
 

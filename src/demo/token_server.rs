@@ -59,12 +59,17 @@ struct State {
 pub struct FakeTokenServer {
     rules: Arc<Rules>,
     state: Arc<Mutex<State>>,
+    api: crate::demo::upstream::ApiRoutes,
 }
 
 impl FakeTokenServer {
     fn new(rules: Rules) -> Self {
-        let state = State { expires_in: Some(3600), ..Default::default() };
-        Self { rules: Arc::new(rules), state: Arc::new(Mutex::new(state)) }
+        let state = Arc::new(Mutex::new(State { expires_in: Some(3600), ..Default::default() }));
+        let tokens = state.clone();
+        let api = crate::demo::upstream::ApiRoutes::new(move |t| {
+            tokens.lock().expect("token server state poisoned").valid.contains(t)
+        });
+        Self { rules: Arc::new(rules), state, api }
     }
 
     /// Snapdocs: credentials in the body, `audience` required (Auth0 style).
@@ -161,6 +166,16 @@ impl FakeTokenServer {
         self.state().valid.contains(token)
     }
 
+    /// Make every issued token invalid (as if the provider revoked them): the API answers 401.
+    pub fn revoke_all(&self) {
+        self.state().valid.clear();
+    }
+
+    /// Requests to the provider API's test routes (`/api/echo/…`, `/api/files/…`).
+    pub fn api_calls(&self) -> u64 {
+        self.api.calls()
+    }
+
     /// The next requests answer with this status (e.g. 500, 503).
     pub fn push_fault(&self, status: u16) {
         self.state().faults.push_back(status);
@@ -192,6 +207,8 @@ impl FakeTokenServer {
                 me.token_path()
             };
             cfg.app_data(web::Data::new(me.clone())).route(&path, web::post().to(token));
+            // The provider's API, for the proxy: `{base}/api/` is the connection's API URL.
+            me.api.mount(cfg, "/api");
         }
     }
 }

@@ -35,6 +35,20 @@ pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwes
     builder
 }
 
+/// The settings of a client for long streams (the API proxy): no total timeout, but every read
+/// must make progress within `idle`, and connecting takes at most 5 s.
+pub fn streaming_builder(idle: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(idle))
+        .read_timeout(idle)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("connect-hub/", env!("CARGO_PKG_VERSION")));
+    for root in roots {
+        builder = builder.add_root_certificate(root.clone());
+    }
+    builder
+}
+
 /// A provider's error response, trimmed for a log line or an admin page: the first 200 characters,
 /// on one line, with any other control character written out (it is stored, and printed).
 pub fn snippet(body: &str) -> String {

@@ -232,8 +232,24 @@ impl GuardedClient {
         Ok(Self { http, policy })
     }
 
+    /// The same guard for long streams (the API proxy): no total timeout, each read within `idle`.
+    pub fn streaming(idle: Duration, roots: &[reqwest::Certificate], policy: Policy) -> anyhow::Result<Self> {
+        let policy = Arc::new(policy);
+        let http = client::streaming_builder(idle, roots)
+            .no_proxy()
+            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
+            .build()?;
+        Ok(Self { http, policy })
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// A request with any method to `url`, refused at once when the URL's host is a blocked address.
+    pub fn request(&self, method: reqwest::Method, url: Url) -> Result<reqwest::RequestBuilder, Blocked> {
+        self.policy.check_url(&url)?;
+        Ok(self.http.request(method, url))
     }
 
     /// A POST to `url`, refused at once when the URL's host is a blocked address.

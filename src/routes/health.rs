@@ -34,6 +34,7 @@ async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Htt
             let age = o.map_or(0.0, |due| (now - due).max(0) as f64 / 1000.0);
             let mut body = state.metrics.render(&q, &c);
             body.push_str(&state.metrics.render_deliveries(&d, age));
+            state.proxy.stats.render(&mut body);
             HttpResponse::Ok().content_type("text/plain; version=0.0.4; charset=utf-8").body(body)
         }
         (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => {

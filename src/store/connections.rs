@@ -46,6 +46,19 @@ pub struct Connection {
     pub end_user_email: Option<String>,
     pub end_user_display_name: Option<String>,
     pub tags: std::collections::BTreeMap<String, String>,
+    /// The provider API the proxy calls (client credentials; may hold `{domain}`).
+    pub api_url: Option<String>,
+}
+
+/// A connection as the API proxy sees it: where its requests go, and whether it may be used.
+#[derive(Debug, Clone)]
+pub struct ProxyTarget {
+    pub provider: Provider,
+    pub status: ConnectionStatus,
+    /// The client-credentials API URL as stored (may hold `{domain}`).
+    pub api_url: Option<String>,
+    pub domain: Option<String>,
+    pub last_error: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -82,13 +95,14 @@ struct ConnectionRecord {
     end_user_email: Option<String>,
     end_user_display_name: Option<String>,
     tags: Option<String>,
+    api_url: Option<String>,
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
     case when access_token is null then 0 else 1 end as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
     failure_count, retry_after, case when callback_tokens_pending then 1 else 0 end as callback_tokens_pending, client_id, scope, audience, domain, environment, token_url, auth_style, \
-    token_expires_at, end_user_id, end_user_email, end_user_display_name, tags";
+    token_expires_at, end_user_id, end_user_email, end_user_display_name, tags, api_url";
 
 impl TryFrom<ConnectionRecord> for Connection {
     type Error = anyhow::Error;
@@ -126,6 +140,7 @@ impl TryFrom<ConnectionRecord> for Connection {
             end_user_email: r.end_user_email,
             end_user_display_name: r.end_user_display_name,
             tags: r.tags.map(|t| serde_json::from_str(&t)).transpose()?.unwrap_or_default(),
+            api_url: r.api_url,
         })
     }
 }
@@ -145,6 +160,25 @@ impl Store {
         let sql = format!("select {CONNECTION_COLUMNS} from connections where id = $1");
         let rec: Option<ConnectionRecord> = sqlx::query_as(&sql).bind(id.as_str()).fetch_optional(&self.pool).await?;
         rec.map(Connection::try_from).transpose()
+    }
+
+    /// What the API proxy needs to know of a connection before it sends anything: one indexed read.
+    pub async fn proxy_target(&self, id: &ConnectionId) -> anyhow::Result<Option<ProxyTarget>> {
+        let row: Option<(String, String, Option<String>, Option<String>, Option<String>)> =
+            sqlx::query_as("select provider, status, api_url, domain, last_error from connections where id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(provider, status, api_url, domain, last_error)| {
+            Ok(ProxyTarget {
+                provider: Provider::parse(&provider)?,
+                status: ConnectionStatus::parse(&status)?,
+                api_url,
+                domain,
+                last_error,
+            })
+        })
+        .transpose()
     }
 
     /// Every connection, newest first.

@@ -38,8 +38,8 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "insert into connections (id, provider, name, status, client_id, client_secret, scope, audience, domain, \
-             environment, token_url, auth_style, created_at, updated_at, connected_at) \
-             values ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)",
+             environment, token_url, auth_style, created_at, updated_at, connected_at, api_url) \
+             values ($1, $2, $3, 'active', $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12, $13)",
         )
         .bind(id.as_str())
         .bind(settings.provider.as_str())
@@ -53,6 +53,7 @@ impl Store {
         .bind(&settings.token_url)
         .bind(settings.auth.as_str())
         .bind(now)
+        .bind(&settings.api_url)
         .execute(&mut *tx)
         .await?;
         insert_audit(
@@ -86,7 +87,7 @@ impl Store {
             "update connections set name = $2, client_id = $3, client_secret = coalesce($4, client_secret), scope = $5, \
              audience = $6, domain = $7, environment = $8, token_url = $9, auth_style = $10, access_token = null, \
              token_fingerprint = null, token_expires_at = null, status = 'active', last_error = null, last_error_at = null, \
-             failure_count = 0, retry_after = null, updated_at = $11 where id = $1 and provider = $12",
+             failure_count = 0, retry_after = null, updated_at = $11, api_url = $13 where id = $1 and provider = $12",
         )
         .bind(id.as_str())
         .bind(name)
@@ -100,6 +101,7 @@ impl Store {
         .bind(settings.auth.as_str())
         .bind(now)
         .bind(settings.provider.as_str())
+        .bind(&settings.api_url)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -141,15 +143,17 @@ impl Store {
             Option<String>,
             Option<String>,
             Option<String>,
+            Option<String>,
         );
         let row: Option<Row> = sqlx::query_as(
-            "select provider, status, client_id, client_secret, scope, audience, domain, environment, token_url, auth_style \
-             from connections where id = $1",
+            "select provider, status, client_id, client_secret, scope, audience, domain, environment, token_url, auth_style, \
+             api_url from connections where id = $1",
         )
         .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        let Some((provider, status, client_id, secret, scope, audience, domain, environment, token_url, auth)) = row
+        let Some((provider, status, client_id, secret, scope, audience, domain, environment, token_url, auth, api_url)) =
+            row
         else {
             return Ok(None);
         };
@@ -167,6 +171,7 @@ impl Store {
                 audience,
                 domain,
                 environment,
+                api_url,
             },
             secret: self
                 .keys

@@ -37,7 +37,7 @@ pub use api_keys::ApiKey;
 pub use attempts::{Attempt, AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt};
 pub use audit::AuditEntry;
 pub use connect_sessions::{ConnectSession, NewConnectSession, SessionRejection};
-pub use connections::{Connection, ConnectionFilter};
+pub use connections::{Connection, ConnectionFilter, ProxyTarget};
 pub use copy::{migrate_store, CopyReport};
 pub use credentials::StoredCredentials;
 pub use deliveries::{DeliveryAttempt, DeliveryReplayRefusal, DeliveryRow, OperationalEvent};

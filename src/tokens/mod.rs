@@ -101,6 +101,9 @@ enum Op {
     Exchange(Option<i64>),
     /// Client credentials: fetch a new token (forced, or only if the stored one is not fresh).
     Fetch { force: bool },
+    /// Client credentials: fetch a new token unless the stored one is already newer than this
+    /// version (someone replaced the refused token meanwhile).
+    FetchIfStill(i64),
 }
 
 impl TokenManager {
@@ -282,6 +285,20 @@ impl TokenManager {
         self.single_flight(id, Op::Exchange(Some(stale_version)), actor).await
     }
 
+    /// The token an upstream just refused (a 401 on a proxied request or a health check) is
+    /// replaced, once for all who saw it refused: SnapInspect exchanges only if it is still the
+    /// stored pair (else the newer one is handed out), client credentials fetch a new one the same
+    /// way. Callers arriving while that runs join it; 100 callers with one refused token make one
+    /// request to the provider.
+    #[tracing::instrument(skip_all, fields(connection_id = %refused.connection_id, actor))]
+    pub async fn replace_refused(&self, refused: &AccessToken, actor: &str) -> Result<AccessToken, TokenError> {
+        let id = &refused.connection_id;
+        match refused.provider {
+            Provider::SnapInspect => self.refresh_if_still(id, refused.version, actor).await,
+            _ => self.single_flight(id, Op::FetchIfStill(refused.version), actor).await,
+        }
+    }
+
     async fn single_flight(&self, id: &ConnectionId, op: Op, actor: &str) -> Result<AccessToken, TokenError> {
         let seen = self.slot(id).generation.load(Ordering::Acquire);
         self.single_flight_since(id, op, actor, seen).await
@@ -309,6 +326,11 @@ impl TokenManager {
         let outcome = match op {
             Op::Exchange(stale_version) => self.exchange_locked(id, stale_version, actor).await,
             Op::Fetch { force } => self.fetch_locked(id, force, actor).await,
+            Op::FetchIfStill(version) => match self.store.tokens(id).await {
+                Ok(Some(t)) => self.fetch_locked(id, t.version <= version, actor).await,
+                Ok(None) => Err(TokenError::NotFound(id.clone())),
+                Err(e) => Err(e.into()),
+            },
         };
         if let Ok(t) = &outcome {
             let now = now_ms();

@@ -91,6 +91,7 @@ pub struct FakeSnapInspect {
     config: Arc<FakeConfig>,
     state: Arc<Mutex<State>>,
     http: reqwest::Client,
+    api: crate::demo::upstream::ApiRoutes,
 }
 
 pub(super) fn token(prefix: &str) -> String {
@@ -104,7 +105,17 @@ impl FakeSnapInspect {
 
     /// With the client its "fire a webhook" page posts with (e.g. one trusting a demo certificate).
     pub fn with_client(config: FakeConfig, http: reqwest::Client) -> Self {
-        Self { config: Arc::new(config), state: Arc::default(), http }
+        let state: Arc<Mutex<State>> = Arc::default();
+        let tokens = state.clone();
+        let api = crate::demo::upstream::ApiRoutes::new(move |t| {
+            tokens.lock().expect("fake state poisoned").access.contains_key(t)
+        });
+        Self { config: Arc::new(config), state, http, api }
+    }
+
+    /// Requests to the API test routes (`echo/…`, `files/…`), with a valid token or not.
+    pub fn api_calls(&self) -> u64 {
+        self.api.calls()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -182,7 +193,7 @@ impl FakeSnapInspect {
 
     /// The routes, relative to wherever the caller mounts them (`/` alone, `/fake/snapinspect` in
     /// `demo`): `integration/SnapInspectConnect`, `integration/ExchangeToken`, `user`,
-    /// `inspections/{id}`, and `fire-webhook`.
+    /// `inspections/{id}`, `fire-webhook`, and the proxy's test routes `echo/…` and `files/{mib}`.
     pub fn configure(&self) -> impl Fn(&mut web::ServiceConfig) + Clone + Send + Sync + 'static {
         let fake = self.clone();
         move |cfg: &mut web::ServiceConfig| {
@@ -194,6 +205,7 @@ impl FakeSnapInspect {
                 .route("/inspections/{id}", web::get().to(api::inspection))
                 .route("/fire-webhook", web::get().to(pages::fire_webhook_page))
                 .route("/fire-webhook", web::post().to(pages::fire_webhook_submit));
+            fake.api.mount(cfg, "");
         }
     }
 }

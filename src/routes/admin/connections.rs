@@ -194,6 +194,9 @@ struct DetailPage {
     events: Vec<EventRowView>,
     unmatched_waiting: i64,
     audit: Vec<audit::Row>,
+    /// Where the proxy sends its requests, and what it answered in the last hour (this instance).
+    api_url: String,
+    proxied: String,
 }
 
 #[tracing::instrument(skip_all, fields(connection_id = %id))]
@@ -235,7 +238,17 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
         auth: c.auth_style.clone().unwrap_or_default(),
         token_expires: when(c.token_expires_at).replace("never", "no token yet"),
     });
+    let proxied: Vec<String> =
+        state.proxy.stats.last_hour(&id, now).iter().map(|(class, n)| format!("{class}: {n}")).collect();
+    let api_url = crate::proxy::api_base(
+        c.provider,
+        c.api_url.as_deref(),
+        c.domain.as_deref(),
+        &state.settings.snapinspect.api_url,
+    );
     let page = DetailPage {
+        api_url: api_url.map_or_else(|| "none: the proxy answers 409 no_api_url".into(), String::from),
+        proxied: if proxied.is_empty() { "none in the last hour".into() } else { proxied.join(" · ") },
         nav: admin.nav("connections"),
         credentials,
         unidentified: c.status == ConnectionStatus::Unidentified,

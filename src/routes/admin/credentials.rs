@@ -53,6 +53,8 @@ pub struct CredentialsForm {
     token_url: String,
     #[serde(default)]
     auth: String,
+    #[serde(default)]
+    api_url: String,
 }
 
 fn opt(s: &str) -> Option<String> {
@@ -76,6 +78,7 @@ impl CredentialsForm {
                 environment: opt(&self.environment),
                 token_url: opt(&self.token_url),
                 auth,
+                api_url: opt(&self.api_url),
             },
         ))
     }
@@ -98,7 +101,7 @@ struct FormPage {
 impl FormPage {
     /// Whether the error is shown beside its field; if not, it goes above the form.
     fn field_has_slot(&self) -> bool {
-        ["client_id", "client_secret", "scope", "environment", "domain", "token_url", "auth"]
+        ["client_id", "client_secret", "scope", "environment", "domain", "token_url", "auth", "api_url"]
             .contains(&self.error_field)
     }
 
@@ -203,7 +206,8 @@ async fn edit_form(
             "SnapInspect connections are made by the Connect with SnapInspect button, not edited here.",
         ));
     }
-    let f = CredentialsForm {
+    let stored_api_url = c.api_url.clone();
+    let mut f = CredentialsForm {
         provider: c.provider.as_str().into(),
         name: c.name,
         client_id: c.client_id.unwrap_or_default(),
@@ -215,6 +219,9 @@ async fn edit_form(
         auth: c.auth_style.unwrap_or_default(),
         ..Default::default()
     };
+    // The API URL is shown only when it is not the preset's, so a change of environment moves it.
+    let preset = f.input().ok().and_then(|(p, i)| i.resolve(p).ok()).and_then(|s| s.api_url);
+    f.api_url = stored_api_url.filter(|u| Some(u) != preset.as_ref()).unwrap_or_default();
     render(FormPage {
         nav: admin.nav("connections"),
         title: "Edit the connection".into(),
@@ -257,7 +264,7 @@ async fn update(
             true,
             Invalid(
                 "client_secret",
-                "enter the client secret again: the token URL, client id, authentication, domain or environment changed, and the stored secret is only sent where it was sent before".into(),
+                "enter the client secret again: the token URL, API URL, client id, authentication, domain or environment changed, and the stored secret and its tokens are only sent where they were sent before".into(),
             ),
         );
     }
@@ -273,8 +280,14 @@ async fn update(
 /// The form's error when the token URL is an address outbound calls may not reach (a name is
 /// checked again, on what it resolves to, at every call).
 fn blocked_token_url(state: &AppState, settings: &Settings) -> Option<Invalid> {
+    let policy = state.settings.token_url_policy();
+    if let Ok(Some(api)) = settings.resolved_api_url() {
+        if let Err(blocked) = policy.check_url(&api) {
+            return Some(Invalid("api_url", format!("this API URL cannot be used: {blocked}")));
+        }
+    }
     let url = settings.resolved_token_url().ok()?;
-    let blocked = state.settings.token_url_policy().check_url(&url).err()?;
+    let blocked = policy.check_url(&url).err()?;
     Some(Invalid("token_url", format!("this token URL cannot be used: {blocked}")))
 }
 

@@ -1,5 +1,5 @@
 //! The API's one answer to a body over the limit: a JSON 413 `body_too_large`, whether the length
-//! was declared or found while an extractor read the body, on every route of the group.
+//! was declared or found while an extractor read the body, on every route of the group but the proxy.
 
 use actix_web::{
     body::{EitherBody, MessageBody},
@@ -37,6 +37,10 @@ pub(super) async fn limit(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    // The proxy has its own limit (PROXY_MAX_BODY) and streams the body instead of holding it.
+    if super::proxy::is_proxy_path(req.path()) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
     let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|n| n > BODY_LIMIT as u64) {
         return Ok(req.into_response(too_large().error_response()).map_into_right_body());

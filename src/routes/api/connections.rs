@@ -25,8 +25,11 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .route("/connections/{id}/end-user", web::put().to(assign_end_user));
 }
 
-/// A connection as the API shows it (everything but its secrets).
-fn connection_json(c: &Connection) -> serde_json::Value {
+/// A connection as the API shows it (everything but its secrets). `api_url` is where the proxy
+/// sends its requests (`SNAPINSPECT_API_URL` for SnapInspect), or null when it has none.
+fn connection_json(c: &Connection, snapinspect_api: &url::Url) -> serde_json::Value {
+    let api_url = crate::proxy::api_base(c.provider, c.api_url.as_deref(), c.domain.as_deref(), snapinspect_api)
+        .map(String::from);
     json!({
         "id": c.id.as_str(),
         "provider": c.provider.as_str(),
@@ -40,6 +43,7 @@ fn connection_json(c: &Connection) -> serde_json::Value {
         "last_error": c.last_error,
         "end_user_id": c.end_user_id,
         "tags": c.tags,
+        "api_url": api_url,
     })
 }
 
@@ -65,8 +69,11 @@ async fn list(
         Some(u) => state.store.connections_for_end_user(u).await?,
         None => state.store.connections().await?,
     };
-    let connections: Vec<serde_json::Value> =
-        all.into_iter().filter(|c| caller.0.may_use(&c.id)).map(|c| connection_json(&c)).collect();
+    let connections: Vec<serde_json::Value> = all
+        .into_iter()
+        .filter(|c| caller.0.may_use(&c.id))
+        .map(|c| connection_json(&c, &state.settings.snapinspect.api_url))
+        .collect();
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(json!({ "connections": connections })))
@@ -160,5 +167,7 @@ async fn assign_end_user(
         return Err(super::not_found(id.as_str()));
     }
     let c = state.store.connection(&id).await?.ok_or_else(|| super::not_found(id.as_str()))?;
-    Ok(HttpResponse::Ok().insert_header((header::CACHE_CONTROL, "no-store")).json(connection_json(&c)))
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(connection_json(&c, &state.settings.snapinspect.api_url)))
 }

@@ -6,6 +6,7 @@ mod caller;
 mod connections;
 mod contract;
 mod endpoints;
+mod proxy;
 mod sessions;
 
 use actix_web::web;
@@ -37,6 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route("/openapi.json", web::get().to(contract::openapi))
             .configure(connections::configure)
             .configure(endpoints::configure)
+            .configure(proxy::configure)
             // Connect sessions (issue 13): single-use connect links for the app's end users.
             .route("/connect-sessions", web::post().to(sessions::create))
             .route("/connections/{id}/reconnect-session", web::post().to(sessions::reconnect))
