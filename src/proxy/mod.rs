@@ -201,7 +201,9 @@ impl Proxy {
         let status = res.status().as_u16();
         self.stats.answered(&id, target.provider, status, started.elapsed().as_secs_f64(), now_ms());
         let headers = headers::caller_response(res.headers());
-        let length = res.content_length().filter(|_| res.headers().contains_key(reqwest::header::CONTENT_LENGTH));
+        // From the header: for a HEAD, reqwest's own figure is the empty body's 0.
+        let length =
+            res.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let (method, host, path) = (req.method.clone(), url.host_str().unwrap_or("").to_owned(), url.path().to_owned());
         let body = body::counted(res.bytes_stream(), move |bytes| {
             drop(permit);

@@ -22,6 +22,7 @@ mod outbound;
 mod outside_numbers;
 mod outside_text;
 mod process;
+mod proxy;
 mod signin;
 mod stores;
 mod token_api;

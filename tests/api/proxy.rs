@@ -1,0 +1,460 @@
+//! The API proxy over real HTTP: requests reach the fake SnapInspect's and the fake token
+//! servers' API routes with the connection's token, answers come back as they are.
+
+use std::time::Duration;
+
+use connect_hub::{
+    auth::api_keys::KeyScope,
+    client_credentials::CredentialsInput,
+    demo::token_server::FakeTokenServer,
+    domain::{ConnectionId, Provider},
+};
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::*;
+
+fn proxy_url(app: &TestApp, id: &ConnectionId, path: &str) -> String {
+    format!("{}/api/v1/connections/{id}/proxy/{path}", app.addr)
+}
+
+/// A connected SnapInspect company and a full-scope key.
+async fn snapinspect(app: &TestApp) -> (ConnectionId, String) {
+    let id = app.connect_company(6847).await;
+    let (_, key) = app.api_key("proxy").await;
+    (id, key)
+}
+
+/// A request written byte for byte (reqwest would resolve `..` before sending): status, headers
+/// and body.
+async fn raw_request(app: &TestApp, method: &str, target: &str, key: &str) -> (u16, String) {
+    let addr = app.addr.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, text)
+}
+
+#[tokio::test]
+async fn a_request_reaches_the_api_with_the_connections_token_and_nothing_of_the_callers() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    let res = reqwest::Client::new()
+        .get(proxy_url(&app, &id, "echo/inspections/42?expand=photos&x=%20y"))
+        .bearer_auth(&key)
+        .header("cookie", "hub_session=stolen")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("forwarded", "for=203.0.113.9")
+        .header("x-connect-hub-actor", "spoof")
+        .header("connection", "keep-alive, x-hop")
+        .header("x-hop", "1")
+        .header("x-request-id", "req-7")
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("x-connect-hub-error").is_none(), "the upstream's pretend hub header is dropped");
+    assert!(res.headers().get("set-cookie").is_none(), "the upstream's cookie is dropped");
+    assert_eq!(res.headers().get("x-upstream").unwrap(), "echo", "its other headers come back");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["method"], "GET");
+    assert_eq!(body["path"], "/echo/inspections/42");
+    assert_eq!(body["query"], "expand=photos&x=%20y");
+    assert_eq!(body["authorizations"], 1, "only the hub's Authorization, which the fake accepted");
+    let headers = body["headers"].as_object().unwrap();
+    for dropped in ["cookie", "x-forwarded-for", "forwarded", "x-connect-hub-actor", "x-hop"] {
+        assert!(!headers.contains_key(dropped), "{dropped} must not reach the upstream: {body}");
+    }
+    assert_eq!(headers["x-request-id"], "req-7");
+    assert_eq!(headers["accept"], "application/json");
+    assert_ne!(headers["host"].as_str(), Some(app.addr.trim_start_matches("http://")), "Host is the upstream's");
+    let token = app.state.tokens.token(&id).await.unwrap();
+    assert!(!body.to_string().contains(token.token.expose_secret()), "the token is in no answer");
+    assert!(!body.to_string().contains(&key));
+}
+
+#[tokio::test]
+async fn every_method_and_body_passes_and_a_head_keeps_its_length() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    let http = reqwest::Client::new();
+    // Above the API's 64 KiB limit: the proxy has its own.
+    let big = vec![b'a'; 300 * 1024];
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let res = http
+            .request(method.clone(), proxy_url(&app, &id, "echo/things"))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{method}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!((body["method"].as_str(), body["body_bytes"].as_u64()), (Some(method.as_str()), Some(300 * 1024)));
+        assert_eq!(body["headers"]["content-type"], "application/json");
+    }
+    let head = http.head(proxy_url(&app, &id, "files/2")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers().get("content-length").unwrap(), "2097152");
+    assert!(head.bytes().await.unwrap().is_empty());
+    let options =
+        http.request(reqwest::Method::OPTIONS, proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(options.status(), 400);
+    assert_eq!(options.headers().get("x-connect-hub-error").unwrap(), "method_not_allowed");
+}
+
+#[tokio::test]
+async fn no_path_can_leave_the_connections_api_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    let before = app.fake.api_calls();
+    for path in [
+        "../integration/ExchangeToken",
+        "echo/../../integration/ExchangeToken",
+        "%2e%2e/integration/ExchangeToken",
+        "echo/%2E%2E/%2e%2e/user",
+        ".%2e/user",
+        "echo%2f..%2f..%2fuser",
+        "echo%5c..%5cuser",
+        "echo\\..\\user",
+        "/127.0.0.1:1/x",
+        "//127.0.0.1:1/x",
+        "http://127.0.0.1:1/x",
+        "http:%2f%2f127.0.0.1:1",
+        "user@127.0.0.1:1/x",
+        "echo%40127.0.0.1",
+        "echo%00x",
+        "echo%0d%0aHost:%20other",
+        "%252e%252e/user",
+    ] {
+        let (status, text) = raw_request(&app, "GET", &format!("/api/v1/connections/{id}/proxy/{path}"), &key).await;
+        assert_eq!(status, 400, "{path}: {text}");
+        assert!(text.to_ascii_lowercase().contains("x-connect-hub-error: bad_path"), "{path}: {text}");
+    }
+    assert_eq!(app.fake.api_calls(), before, "nothing reached the upstream");
+    // The same request with an honest path goes through.
+    let (status, _) = raw_request(&app, "GET", &format!("/api/v1/connections/{id}/proxy/echo/ok"), &key).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.fake.api_calls(), before + 1);
+}
+
+#[tokio::test]
+async fn a_hundred_requests_that_all_get_the_same_401_make_one_exchange() {
+    let app = spawn_app_with(|v| {
+        v.insert("PROXY_MAX_IN_FLIGHT".into(), "128".into());
+        v.insert("RATE_LIMIT_API".into(), "0".into());
+    })
+    .await;
+    let (id, key) = snapinspect(&app).await;
+    // Settle the connect link's own exchange first, then revoke the access token at SnapInspect.
+    app.state.tokens.exchange_callback_tokens(&id).await.unwrap();
+    let _ = app.state.tokens.token(&id).await.unwrap();
+    let exchanges = app.fake.exchanges();
+    app.fake.revoke_access_tokens(6847);
+    let http = reqwest::Client::new();
+    let calls = (0..100).map(|_| {
+        let (http, url, key) = (http.clone(), proxy_url(&app, &id, "echo/x"), key.clone());
+        async move {
+            let res = http.get(url).bearer_auth(key).send().await.unwrap();
+            (res.status().as_u16(), res.headers().get("x-connect-hub-retry").map(|v| v.to_str().unwrap().to_owned()))
+        }
+    });
+    let results = futures_util::future::join_all(calls).await;
+    assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
+    assert!(results.iter().all(|(_, r)| r.as_deref() == Some("retried")), "every one was refused once: {results:?}");
+    assert_eq!(app.fake.exchanges() - exchanges, 1, "one exchange for all of them");
+    assert_eq!(app.state.proxy.stats.retries("retried"), 100);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("connect_hub_proxy_token_retries_total{outcome=\"retried\"} 100"), "{metrics}");
+    assert!(metrics.contains("connect_hub_proxy_requests_total{provider=\"snapinspect\",class=\"2xx\"} 100"));
+}
+
+#[tokio::test]
+async fn a_refused_exchange_means_needs_reconnect_for_the_app_and_the_connection() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    app.state.tokens.exchange_callback_tokens(&id).await.unwrap();
+    app.fake.revoke_access_tokens(6847);
+    app.fake.push_exchange_fault(connect_hub::demo::snapinspect::Fault::Status(400));
+    let res = reqwest::Client::new().get(proxy_url(&app, &id, "user")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "needs_reconnect");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"], "needs_reconnect");
+    let c = app.state.store.connection(&id).await.unwrap().unwrap();
+    assert_eq!(c.status.as_str(), "needs_reconnect");
+    assert_eq!(app.state.proxy.stats.retries("refused"), 1);
+    // Later requests are answered at once, without calling anyone.
+    let calls = app.fake.api_calls();
+    let again = reqwest::Client::new().get(proxy_url(&app, &id, "user")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(app.fake.api_calls(), calls);
+}
+
+#[tokio::test]
+async fn upstream_errors_come_back_as_they_are_and_are_not_retried() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    let http = reqwest::Client::new();
+    for (status, after) in [(429, Some("7")), (503, Some("30")), (500, None), (404, None)] {
+        let calls = app.fake.api_calls();
+        let q = match after {
+            Some(a) => format!("echo/x?status={status}&retry_after={a}"),
+            None => format!("echo/x?status={status}"),
+        };
+        let res = http.get(proxy_url(&app, &id, &q)).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), status);
+        assert_eq!(res.headers().get("retry-after").map(|v| v.to_str().unwrap()), after);
+        assert!(res.headers().get("x-connect-hub-error").is_none(), "the upstream answered, not the hub");
+        assert_eq!(app.fake.api_calls(), calls + 1, "sent once");
+    }
+}
+
+#[tokio::test]
+async fn a_slow_or_absent_upstream_is_a_504_or_a_502_from_the_hub() {
+    let app = spawn_app_with(|v| {
+        v.insert("OUTBOUND_TIMEOUT".into(), "300ms".into());
+    })
+    .await;
+    let (id, key) = snapinspect(&app).await;
+    app.fake.push_inspection_delay(Duration::from_secs(2));
+    let res = reqwest::Client::new().get(proxy_url(&app, &id, "inspections/9")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 504);
+    assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "upstream_timeout");
+
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some("http://127.0.0.1:1/token".into()),
+        api_url: Some("http://127.0.0.1:1/api/".into()),
+        scope: Some("x".into()),
+        ..Default::default()
+    };
+    // A token that is already stored, so only the API is unreachable.
+    let cc = app.add_credentials(Provider::Signicat, input, "secret").await;
+    let server = FakeTokenServer::signicat("id", "secret");
+    let base = spawn_token_server(&server).await;
+    let moved = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(format!("{base}{}", server.token_path())),
+        api_url: Some("http://127.0.0.1:1/api/".into()),
+        scope: Some("x".into()),
+        ..Default::default()
+    };
+    let settings = moved.resolve(Provider::Signicat).unwrap();
+    app.state.store.update_credentials_connection(&cc, "x", &settings, None, 0, "test").await.unwrap();
+    app.state.tokens.forget(&cc);
+    let res = reqwest::Client::new().get(proxy_url(&app, &cc, "echo")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "upstream_unreachable");
+    let body = res.text().await.unwrap();
+    assert!(!body.contains("secret"), "{body}");
+}
+
+/// A Signicat connection whose API is the fake token server's `/api/`.
+async fn signicat(app: &TestApp, server: &FakeTokenServer) -> ConnectionId {
+    let base = spawn_token_server(server).await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(format!("{base}{}", server.token_path())),
+        api_url: Some(format!("{base}/api")),
+        scope: Some("document_read".into()),
+        ..Default::default()
+    };
+    app.add_credentials(Provider::Signicat, input, "secret").await
+}
+
+#[tokio::test]
+async fn a_client_credentials_token_the_api_refuses_is_fetched_again_once() {
+    let app = spawn_app().await;
+    let server = FakeTokenServer::signicat("id", "secret");
+    let id = signicat(&app, &server).await;
+    let (_, key) = app.api_key("proxy").await;
+    let http = reqwest::Client::new();
+    let res = http.get(proxy_url(&app, &id, "echo/documents")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["path"], "/api/echo/documents");
+    assert_eq!(server.issued(), 1);
+    server.revoke_all();
+    let calls = (0..20).map(|_| {
+        let (http, url, key) = (http.clone(), proxy_url(&app, &id, "echo/documents"), key.clone());
+        async move { http.get(url).bearer_auth(key).send().await.unwrap().status().as_u16() }
+    });
+    let statuses = futures_util::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(server.issued(), 2, "one new token for all twenty");
+    let (status, list) = api(&app, reqwest::Method::GET, "/connections", &key).await;
+    assert_eq!(status, 200);
+    let shown = list["connections"].as_array().unwrap().iter().find(|c| c["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(shown["api_url"].as_str().unwrap(), format!("{}/", server_base(&shown)));
+}
+
+fn server_base(c: &Value) -> String {
+    c["api_url"].as_str().unwrap().trim_end_matches('/').to_owned()
+}
+
+#[tokio::test]
+async fn a_connection_without_an_api_url_and_keys_outside_their_scope_are_refused() {
+    let app = spawn_app().await;
+    let server = FakeTokenServer::custom("id", "secret", connect_hub::demo::token_server::CredentialsIn::Body);
+    let base = spawn_token_server(&server).await;
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(format!("{base}/token")),
+        auth: Some(connect_hub::client_credentials::AuthStyle::Post),
+        ..Default::default()
+    };
+    let custom = app.add_credentials(Provider::Custom, input, "secret").await;
+    let (snap, key) = snapinspect(&app).await;
+    let res = reqwest::Client::new().get(proxy_url(&app, &custom, "x")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "no_api_url");
+
+    let only_custom = KeyScope { connections: Some(vec![custom.clone()]), read_only: false };
+    let (_, limited) = app.state.api_keys.create_scoped("limited", &only_custom, "test").await.unwrap();
+    let res = reqwest::Client::new()
+        .get(proxy_url(&app, &snap, "echo"))
+        .bearer_auth(limited.expose_secret())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "connection_not_found");
+
+    let read_only = KeyScope { connections: None, read_only: true };
+    let (_, ro) = app.state.api_keys.create_scoped("ro", &read_only, "test").await.unwrap();
+    let http = reqwest::Client::new();
+    let get = http.get(proxy_url(&app, &snap, "echo")).bearer_auth(ro.expose_secret()).send().await.unwrap();
+    assert_eq!(get.status(), 200);
+    let calls = app.fake.api_calls();
+    for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::PATCH, reqwest::Method::DELETE] {
+        let res =
+            http.request(method, proxy_url(&app, &snap, "echo")).bearer_auth(ro.expose_secret()).send().await.unwrap();
+        assert_eq!(res.status(), 403);
+        assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "read_only_key");
+    }
+    assert_eq!(app.fake.api_calls(), calls);
+    let none = http.get(proxy_url(&app, &snap, "echo")).send().await.unwrap();
+    assert_eq!(none.status(), 401);
+    assert_eq!(none.headers().get("x-connect-hub-error").unwrap(), "missing_api_key");
+}
+
+#[tokio::test]
+async fn a_large_body_is_streamed_once_and_a_body_over_the_limit_is_refused() {
+    let app = spawn_app_with(|v| {
+        v.insert("PROXY_MAX_BODY".into(), "4MiB".into());
+    })
+    .await;
+    let (id, key) = snapinspect(&app).await;
+    app.state.tokens.exchange_callback_tokens(&id).await.unwrap();
+    let http = reqwest::Client::new();
+    let three = vec![b'z'; 3 << 20];
+    let res =
+        http.post(proxy_url(&app, &id, "echo/upload")).bearer_auth(&key).body(three.clone()).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["body_bytes"], 3 << 20);
+
+    // A streamed body cannot be resent: its 401 comes back, marked.
+    app.fake.revoke_access_tokens(6847);
+    let res = http.post(proxy_url(&app, &id, "echo/upload")).bearer_auth(&key).body(three).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("x-connect-hub-error").is_none());
+    assert!(res.headers().get("x-connect-hub-retry").unwrap().to_str().unwrap().starts_with("not-retried"));
+    assert_eq!(app.state.proxy.stats.retries("not_retried_large_body"), 1);
+
+    let calls = app.fake.api_calls();
+    let declared =
+        http.post(proxy_url(&app, &id, "echo/upload")).bearer_auth(&key).body(vec![0u8; 5 << 20]).send().await.unwrap();
+    assert_eq!(declared.status(), 413);
+    assert_eq!(declared.headers().get("x-connect-hub-error").unwrap(), "body_too_large");
+    assert_eq!(app.fake.api_calls(), calls, "a declared length over the limit sends nothing");
+    // Without a declared length the body is cut where it passes the limit.
+    let chunks = futures_util::stream::iter((0..80).map(|_| Ok::<_, std::io::Error>(vec![1u8; 64 * 1024])));
+    let chunked = http
+        .post(proxy_url(&app, &id, "echo/upload"))
+        .bearer_auth(&key)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chunked.status(), 413);
+    assert_eq!(chunked.headers().get("x-connect-hub-error").unwrap(), "body_too_large");
+}
+
+#[tokio::test]
+async fn past_the_limit_of_requests_in_flight_the_hub_answers_429() {
+    let app = spawn_app_with(|v| {
+        v.insert("PROXY_MAX_IN_FLIGHT".into(), "2".into());
+    })
+    .await;
+    let (id, key) = snapinspect(&app).await;
+    let http = reqwest::Client::new();
+    // Two downloads whose bodies are not read yet hold both places.
+    let one = http.get(proxy_url(&app, &id, "files/64")).bearer_auth(&key).send().await.unwrap();
+    let two = http.get(proxy_url(&app, &id, "files/64")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!((one.status().as_u16(), two.status().as_u16()), (200, 200));
+    let third = http.get(proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(third.status(), 429);
+    assert_eq!(third.headers().get("x-connect-hub-error").unwrap(), "too_many_in_flight");
+    assert_eq!(third.headers().get("retry-after").unwrap(), "1");
+    drop(one);
+    eventually(5, "a place is given back", || async { app.state.proxy.in_flight(&id) < 2 }).await;
+    let fourth = http.get(proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(fourth.status(), 200);
+    drop(two);
+}
+
+/// The resident set of this process (the hub runs in it), in KiB: now, and at its peak.
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+#[tokio::test]
+async fn a_200_mib_download_streams_through_with_flat_memory() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    let (before, _) = rss_kib();
+    let res = reqwest::Client::new().get(proxy_url(&app, &id, "files/200")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers().get("content-length").unwrap(), "209715200");
+    let mut stream = res.bytes_stream();
+    let (mut total, mut peak) = (0u64, before);
+    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+        total += chunk.unwrap().len() as u64;
+        peak = peak.max(rss_kib().0);
+    }
+    assert_eq!(total, 200 << 20);
+    // Holding the download anywhere would take 200 MiB; streaming takes a few buffers.
+    assert!(peak - before < 64 * 1024, "the resident set grew by {} KiB", peak - before);
+}
+
+#[tokio::test]
+async fn the_console_shows_the_api_url_and_the_last_hours_proxied_requests() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    let http = reqwest::Client::new();
+    for q in ["echo", "echo", "echo?status=404"] {
+        let _ = http.get(proxy_url(&app, &id, q)).bearer_auth(&key).send().await.unwrap().bytes().await;
+    }
+    app.sign_in().await;
+    let page = unescape(&app.page(&format!("/admin/connections/{id}")).await);
+    assert!(page.contains("2xx: 2 · 4xx: 1"), "{page}");
+    assert!(page.contains(&format!("{}/", app.fake_addr)), "the API URL is shown");
+}
