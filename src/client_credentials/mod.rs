@@ -162,6 +162,7 @@ mod tests {
             audience: Some("aud".into()),
             domain: Some("auth.example.com".into()),
             environment: Some("production".into()),
+            api_url: Some("https://api.{domain}/v1".into()),
         }
     }
 
@@ -178,9 +179,23 @@ mod tests {
             Settings { auth: AuthStyle::Post, ..settings() },
             Settings { domain: Some("evil.example".into()), ..settings() },
             Settings { environment: Some("demo".into()), ..settings() },
+            Settings { api_url: Some("https://evil.example/".into()), ..settings() },
+            Settings { api_url: None, ..settings() },
         ];
         for (i, other) in changed.iter().enumerate() {
             assert!(!base.same_destination(other), "change {i}");
         }
+    }
+
+    #[test]
+    fn an_api_url_is_a_plain_base_ending_in_a_slash() {
+        let url = settings().resolved_api_url().unwrap().unwrap();
+        assert_eq!(url.as_str(), "https://api.auth.example.com/v1/");
+        assert_eq!(resolve_api_url("https://x.example/", None).unwrap().as_str(), "https://x.example/");
+        assert_eq!(Settings { api_url: None, ..settings() }.resolved_api_url().unwrap(), None);
+        for bad in ["https://x.example/?a=1", "https://x.example/#f", "https://u:p@x.example/", "mailto:a@b", "nope"] {
+            assert_eq!(resolve_api_url(bad, None).unwrap_err().field, "api_url", "{bad}");
+        }
+        assert!(resolve_api_url("https://{domain}/", None).is_err(), "a {{domain}} needs a domain");
     }
 }

@@ -164,7 +164,8 @@ impl Store {
 
     /// What the API proxy needs to know of a connection before it sends anything: one indexed read.
     pub async fn proxy_target(&self, id: &ConnectionId) -> anyhow::Result<Option<ProxyTarget>> {
-        let row: Option<(String, String, Option<String>, Option<String>, Option<String>)> =
+        type Row = (String, String, Option<String>, Option<String>, Option<String>);
+        let row: Option<Row> =
             sqlx::query_as("select provider, status, api_url, domain, last_error from connections where id = $1")
                 .bind(id.as_str())
                 .fetch_optional(&self.pool)

@@ -10,6 +10,7 @@ mod cache;
 mod credentials;
 mod error;
 mod exchange;
+mod flight;
 
 pub use cache::refresh_margin_ms;
 pub use error::TokenError;
@@ -17,13 +18,11 @@ pub use error::TokenError;
 use cache::TokenCache;
 use credentials::fresh_credentials_token;
 use exchange::usable;
+use flight::Slot;
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
-    },
+    sync::{atomic::Ordering, Arc, Mutex},
     time::Duration,
 };
 
@@ -35,7 +34,7 @@ use crate::{
     limits::AtMostEvery,
     metrics::Metrics,
     snapinspect::{ExchangedTokens, SnapInspectClient},
-    store::{LeaseOutcome, Store, StoredTokens},
+    store::Store,
     time::now_ms,
 };
 
@@ -67,15 +66,6 @@ fn within_cooldown(issued: Option<i64>, now: i64) -> bool {
 }
 /// How often `last_used_at` is written per connection, at most.
 const TOUCH_EVERY_MS: i64 = 60_000;
-
-/// Per-connection single flight: the lock serialises exchanges; `generation` counts finished ones,
-/// so a caller that waited behind an exchange takes its outcome instead of starting another.
-#[derive(Default)]
-struct Slot {
-    lock: tokio::sync::Mutex<()>,
-    generation: AtomicU64,
-    last: Mutex<Option<Result<(), TokenError>>>,
-}
 
 pub struct TokenManager {
     store: Store,
@@ -296,84 +286,6 @@ impl TokenManager {
         match refused.provider {
             Provider::SnapInspect => self.refresh_if_still(id, refused.version, actor).await,
             _ => self.single_flight(id, Op::FetchIfStill(refused.version), actor).await,
-        }
-    }
-
-    async fn single_flight(&self, id: &ConnectionId, op: Op, actor: &str) -> Result<AccessToken, TokenError> {
-        let seen = self.slot(id).generation.load(Ordering::Acquire);
-        self.single_flight_since(id, op, actor, seen).await
-    }
-
-    /// As `single_flight`, for a caller that arrived when the slot's generation was `seen`: an
-    /// exchange that finished since then (even before this call) is the one it joins.
-    async fn single_flight_since(
-        &self,
-        id: &ConnectionId,
-        op: Op,
-        actor: &str,
-        seen: u64,
-    ) -> Result<AccessToken, TokenError> {
-        let slot = self.slot(id);
-        let _guard = slot.lock.lock().await;
-        if slot.generation.load(Ordering::Acquire) != seen {
-            // An exchange finished while we waited: its outcome is ours.
-            let last = slot.last.lock().expect("slot poisoned").clone();
-            if let Some(Err(e)) = last {
-                return Err(e);
-            }
-            return self.current(id).await;
-        }
-        let outcome = match op {
-            Op::Exchange(stale_version) => self.exchange_locked(id, stale_version, actor).await,
-            Op::Fetch { force } => self.fetch_locked(id, force, actor).await,
-            Op::FetchIfStill(version) => match self.store.tokens(id).await {
-                Ok(Some(t)) => self.fetch_locked(id, t.version <= version, actor).await,
-                Ok(None) => Err(TokenError::NotFound(id.clone())),
-                Err(e) => Err(e.into()),
-            },
-        };
-        if let Ok(t) = &outcome {
-            let now = now_ms();
-            self.remember(t, Some(now), now);
-        } else {
-            // Only the cached token: a pair kept for the next try (see `commit`) must survive.
-            self.forget_cached(id);
-        }
-        *slot.last.lock().expect("slot poisoned") = Some(outcome.as_ref().map(|_| ()).map_err(Clone::clone));
-        slot.generation.fetch_add(1, Ordering::AcqRel);
-        outcome
-    }
-
-    async fn current(&self, id: &ConnectionId) -> Result<AccessToken, TokenError> {
-        let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-        usable(id, &tokens)
-    }
-
-    /// Take the connection's lease (`None`: it is ours now), or wait while another process holds
-    /// it and return what that process stored (`Some`: the version or status changed). A lease
-    /// that runs out without a change is taken over.
-    async fn lease_or_latest(
-        &self,
-        id: &ConnectionId,
-        seen: &StoredTokens,
-    ) -> Result<Option<StoredTokens>, TokenError> {
-        loop {
-            let now = now_ms();
-            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
-                LeaseOutcome::Acquired => return Ok(None),
-                LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
-                LeaseOutcome::HeldElsewhere { until } => {
-                    tracing::info!("another process is refreshing this connection; waiting for it");
-                    let deadline = until.min(now + LEASE_MS);
-                    while now_ms() <= deadline {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-                        if latest.version != seen.version || latest.status != seen.status {
-                            return Ok(Some(latest));
-                        }
-                    }
-                }
-            }
         }
     }
 }
