@@ -362,14 +362,6 @@ async fn a_large_body_is_streamed_once_and_a_body_over_the_limit_is_refused() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["body_bytes"], 3 << 20);
 
-    // A streamed body cannot be resent: its 401 comes back, marked.
-    app.fake.revoke_access_tokens(6847);
-    let res = http.post(proxy_url(&app, &id, "echo/upload")).bearer_auth(&key).body(three).send().await.unwrap();
-    assert_eq!(res.status(), 401);
-    assert!(res.headers().get("x-connect-hub-error").is_none());
-    assert!(res.headers().get("x-connect-hub-retry").unwrap().to_str().unwrap().starts_with("not-retried"));
-    assert_eq!(app.state.proxy.stats.retries("not_retried_large_body"), 1);
-
     let calls = app.fake.api_calls();
     let declared =
         http.post(proxy_url(&app, &id, "echo/upload")).bearer_auth(&key).body(vec![0u8; 5 << 20]).send().await.unwrap();
@@ -387,6 +379,14 @@ async fn a_large_body_is_streamed_once_and_a_body_over_the_limit_is_refused() {
         .unwrap();
     assert_eq!(chunked.status(), 413);
     assert_eq!(chunked.headers().get("x-connect-hub-error").unwrap(), "body_too_large");
+
+    // A streamed body cannot be resent: its 401 comes back, marked.
+    app.fake.revoke_access_tokens(6847);
+    let res = http.post(proxy_url(&app, &id, "echo/upload")).bearer_auth(&key).body(three).send().await.unwrap();
+    assert_eq!(res.status(), 401);
+    assert!(res.headers().get("x-connect-hub-error").is_none());
+    assert!(res.headers().get("x-connect-hub-retry").unwrap().to_str().unwrap().starts_with("not-retried"));
+    assert_eq!(app.state.proxy.stats.retries("not_retried_large_body"), 1);
 }
 
 #[tokio::test]
