@@ -286,7 +286,8 @@ async fn seed_signed_endpoint(app: &Application, public: &str, secret: &str) -> 
     store.create_endpoint(&new, crate::time::now_ms(), "demo").await
 }
 
-/// On first start, one connection per client-credentials provider, pointed at its fake.
+/// On first start, one connection per client-credentials provider, pointed at its fake (token URL
+/// and API). A demo connection made before the proxy existed gets its fake's API URL.
 async fn seed_credentials_connections(
     app: &Application,
     public: &str,
@@ -294,23 +295,26 @@ async fn seed_credentials_connections(
 ) -> anyhow::Result<()> {
     let store = &app.state().store;
     let existing = store.connections().await?;
+    let secret = SecretString::from(DEMO_CC_SECRET.to_owned());
     for (provider, input, server) in servers {
-        if existing.iter().any(|c| c.provider == *provider) {
-            continue;
-        }
-        let url = format!("{public}/fake/{}{}", provider.as_str(), server.token_path());
-        let input = CredentialsInput { token_url: Some(url), ..input.clone() };
+        let fake = format!("{public}/fake/{}", provider.as_str());
+        let input = CredentialsInput {
+            token_url: Some(format!("{fake}{}", server.token_path())),
+            api_url: Some(format!("{fake}/api/")),
+            ..input.clone()
+        };
         let settings = input.resolve(*provider)?;
         let name = format!("{} (demo, fake)", provider.label());
-        store
-            .add_credentials_connection(
-                &name,
-                &settings,
-                &SecretString::from(DEMO_CC_SECRET.to_owned()),
-                crate::time::now_ms(),
-                "demo",
-            )
-            .await?;
+        let now = crate::time::now_ms();
+        match existing.iter().find(|c| c.provider == *provider) {
+            None => {
+                store.add_credentials_connection(&name, &settings, &secret, now, "demo").await?;
+            }
+            Some(c) if c.name == name && c.api_url.is_none() => {
+                store.update_credentials_connection(&c.id, &name, &settings, Some(&secret), now, "demo").await?;
+            }
+            Some(_) => {}
+        }
     }
     Ok(())
 }

@@ -185,6 +185,35 @@ async fn the_demo_prints_the_line_that_lets_the_cli_use_its_database_and_keys() 
     for name in ["Snapdocs (demo, fake)", "Signicat (demo, fake)", "Docplanner (demo, fake)"] {
         assert!(stdout.contains(name), "{stdout}");
     }
+
+    // The proxy works on the demo out of the box: a key from the CLI, a call through the hub to
+    // the fake Signicat's API.
+    let out = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .args(["api-key", "create", "--name", "demo-proxy"])
+        .current_dir(elsewhere.path())
+        .env_remove("ENCRYPTION_KEY")
+        .env_remove("DATABASE_URL")
+        .env("CONNECT_HUB_CONFIG", &export)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let list: serde_json::Value =
+        http.get(format!("{base}/api/v1/connections")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    let signicat = list["connections"].as_array().unwrap().iter().find(|c| c["provider"] == "signicat").unwrap();
+    assert_eq!(signicat["api_url"], format!("{base}/fake/signicat/api/"));
+    let id = signicat["id"].as_str().unwrap();
+    let res = http
+        .get(format!("{base}/api/v1/connections/{id}/proxy/echo/documents"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let echoed: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(echoed["path"], "/fake/signicat/api/echo/documents");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
