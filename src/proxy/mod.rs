@@ -205,8 +205,11 @@ impl Proxy {
         let length =
             res.headers().get(reqwest::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
         let (method, host, path) = (req.method.clone(), url.host_str().unwrap_or("").to_owned(), url.path().to_owned());
+        // The line is written when the body has gone out, within the request's span (its id).
+        let span = tracing::Span::current();
         let body = body::counted(res.bytes_stream(), move |bytes| {
             drop(permit);
+            let _request = span.enter();
             tracing::info!(
                 connection_id = %id,
                 %method,

@@ -57,7 +57,9 @@ async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
 
     // A client-credentials connection: its secret and its token.
     let fake = FakeTokenServer::signicat("logs-id", "the client secret 42");
-    let url = format!("{}/oauth/connect/token", spawn_token_server(&fake).await);
+    let fake_base = spawn_token_server(&fake).await;
+    let url = format!("{fake_base}/oauth/connect/token");
+    let api_url = format!("{fake_base}/api/");
     let cc = cli(
         &[
             "connections",
@@ -72,12 +74,37 @@ async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
             "identify",
             "--token-url",
             &url,
+            "--api-url",
+            &api_url,
         ],
         Some(("CLIENT_SECRET", "the client secret 42")),
     );
     secrets.push("the client secret 42".into());
     let v: Value = client
         .get(format!("{}/api/v1/connections/{cc}/token", hub.base))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    secrets.push(v["access_token"].as_str().unwrap().to_owned());
+
+    // Through the proxy, both kinds, one of them after SnapInspect stopped taking the token (an
+    // exchange on the way): then the pair as it is now.
+    hub.fake.revoke_access_tokens(6847);
+    for id in [&conn, &cc] {
+        let res = client
+            .get(format!("{}/api/v1/connections/{id}/proxy/echo/logged?q=1", hub.base))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    let v: Value = client
+        .get(format!("{}/api/v1/connections/{conn}/token", hub.base))
         .bearer_auth(&key)
         .send()
         .await
@@ -129,6 +156,21 @@ async fn a_full_flow_logs_json_with_request_ids_and_no_secret_at_all() {
 
     let text = std::fs::read_to_string(&log).unwrap();
     let lines: Vec<&str> = text.lines().collect();
+    // One line per proxied request, with what an operator needs and no query.
+    let proxied: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "proxied")
+        .collect();
+    assert_eq!(proxied.len(), 2, "{:?}", lines.iter().filter(|l| l.contains("proxied")).collect::<Vec<_>>());
+    for p in &proxied {
+        let f = p;
+        assert!(f["path"].as_str().unwrap().ends_with("/echo/logged"), "{p}");
+        assert_eq!((f["method"].as_str(), f["status"].as_u64()), (Some("GET"), Some(200)), "{p}");
+        assert!(f["upstream_host"].is_string() && f["duration_ms"].is_u64() && f["bytes"].as_u64() > Some(0), "{p}");
+        assert!(f["connection_id"] == conn.as_str() || f["connection_id"] == cc.as_str(), "{p}");
+        assert!(request_id(p).is_some(), "written within the request's span: {p}");
+    }
     assert!(lines.len() > 100, "debug level logs a lot: {}", lines.len());
     for secret in &secrets {
         assert!(secret.len() >= 8, "a secret worth searching for");
