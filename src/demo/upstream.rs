@@ -92,14 +92,27 @@ async fn echo(req: HttpRequest, mut body: web::Payload, api: web::Data<ApiRoutes
         }))
 }
 
-/// `mib` MiB of zeros, streamed 64 KiB at a time, with its length declared.
+/// `mib` MiB of zeros, streamed 64 KiB at a time, with its length declared. `?stall_ms=N` waits
+/// that long after the first chunk (a stream that goes idle).
 async fn download(req: HttpRequest, mib: web::Path<u64>, api: web::Data<ApiRoutes>) -> HttpResponse {
     if !api.authorised(&req) {
         return unauthorized();
     }
+    let stall = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "stall_ms")
+        .and_then(|(_, v)| v.parse::<u64>().ok())
+        .map(std::time::Duration::from_millis);
     let mib = mib.into_inner().min(1024);
     let chunk = web::Bytes::from(vec![0u8; 64 * 1024]);
     let chunks = mib * 16;
-    let stream = futures_util::stream::iter((0..chunks).map(move |_| Ok::<_, std::io::Error>(chunk.clone())));
+    let stream = futures_util::stream::iter(0..chunks).then(move |i| {
+        let chunk = chunk.clone();
+        async move {
+            if let (1, Some(d)) = (i, stall) {
+                tokio::time::sleep(d).await;
+            }
+            Ok::<_, std::io::Error>(chunk)
+        }
+    });
     HttpResponse::Ok().content_type("application/octet-stream").no_chunking(mib << 20).streaming(stream)
 }

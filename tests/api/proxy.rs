@@ -230,6 +230,19 @@ async fn a_slow_or_absent_upstream_is_a_504_or_a_502_from_the_hub() {
     let res = reqwest::Client::new().get(proxy_url(&app, &id, "inspections/9")).bearer_auth(&key).send().await.unwrap();
     assert_eq!(res.status(), 504);
     assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "upstream_timeout");
+    // A body that goes idle for longer is cut: the caller gets less than the declared length.
+    let res = reqwest::Client::new()
+        .get(proxy_url(&app, &id, "files/1?stall_ms=1500"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((res.status().as_u16(), res.content_length()), (200, Some(1 << 20)));
+    assert!(res.bytes().await.is_err(), "the stalled stream is cut, not waited for");
+    // The same stall within the timeout is waited for.
+    app.fake.push_inspection_delay(Duration::from_millis(100));
+    let res = reqwest::Client::new().get(proxy_url(&app, &id, "inspections/9")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
 
     let input = CredentialsInput {
         client_id: "id".into(),
