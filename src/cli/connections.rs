@@ -133,17 +133,16 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 api_url,
             };
             let credentials = input.resolve(provider).map_err(|e| anyhow::anyhow!(e.for_cli()))?;
-            // An address the service may not call is refused now, not at the first token request.
-            settings
-                .token_url_policy()
-                .check_url(&credentials.resolved_token_url().map_err(|e| anyhow::anyhow!(e.for_cli()))?)
-                .map_err(|b| {
-                    anyhow::anyhow!("--token-url cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
-                })?;
-            if let Some(api) = credentials.resolved_api_url().map_err(|e| anyhow::anyhow!(e.for_cli()))? {
-                settings.token_url_policy().check_url(&api).map_err(|b| {
-                    anyhow::anyhow!("--api-url cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
-                })?;
+            // An address the service may not call is refused now, not at the first request.
+            let reachable = |flag: &str, url: url::Url| {
+                settings.token_url_policy().check_url(&url).map_err(|b| {
+                    anyhow::anyhow!("{flag} cannot be used: {b} (e.g. TOKEN_URL_ALLOW_NETWORKS=10.0.0.0/8)")
+                })
+            };
+            let cli_error = |e: crate::client_credentials::PresetError| anyhow::anyhow!(e.for_cli());
+            reachable("--token-url", credentials.resolved_token_url().map_err(cli_error)?)?;
+            if let Some(api) = credentials.resolved_api_url().map_err(cli_error)? {
+                reachable("--api-url", api)?;
             }
             let secret = if client_secret_stdin {
                 first_line_of_stdin()?

@@ -22,31 +22,25 @@ pub fn build_with(total: Duration, roots: &[reqwest::Certificate]) -> anyhow::Re
     builder(total, roots).build().context("building the HTTP client")
 }
 
-/// The settings every outbound client shares; the guarded client adds its own on top.
-pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT.min(total))
-        .timeout(total)
+/// The settings every outbound client shares (connect timeout, no redirects, our name, the extra
+/// roots); the guarded client adds its own on top.
+fn common(connect: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT.min(connect))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("connect-hub/", env!("CARGO_PKG_VERSION")));
-    for root in roots {
-        builder = builder.add_root_certificate(root.clone());
-    }
-    builder
+    roots.iter().fold(builder, |b, root| b.add_root_certificate(root.clone()))
 }
 
-/// The settings of a client for long streams (the API proxy): no total timeout, but every read
-/// must make progress within `idle`, and connecting takes at most 5 s.
+/// A client whose every call ends within `total`.
+pub(crate) fn builder(total: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
+    common(total, roots).timeout(total)
+}
+
+/// A client for long streams (the API proxy): no total timeout, but every read must make progress
+/// within `idle`, and connecting takes at most 5 s.
 pub fn streaming_builder(idle: Duration, roots: &[reqwest::Certificate]) -> reqwest::ClientBuilder {
-    let mut builder = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT.min(idle))
-        .read_timeout(idle)
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("connect-hub/", env!("CARGO_PKG_VERSION")));
-    for root in roots {
-        builder = builder.add_root_certificate(root.clone());
-    }
-    builder
+    common(idle, roots).read_timeout(idle)
 }
 
 /// A provider's error response, trimmed for a log line or an admin page: the first 200 characters,

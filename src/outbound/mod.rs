@@ -224,21 +224,17 @@ pub struct GuardedClient {
 
 impl GuardedClient {
     pub fn build(total: Duration, roots: &[reqwest::Certificate], policy: Policy) -> anyhow::Result<Self> {
-        let policy = Arc::new(policy);
-        let http = client::builder(total, roots)
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
-            .build()?;
-        Ok(Self { http, policy })
+        Self::guarding(client::builder(total, roots), policy)
     }
 
     /// The same guard for long streams (the API proxy): no total timeout, each read within `idle`.
     pub fn streaming(idle: Duration, roots: &[reqwest::Certificate], policy: Policy) -> anyhow::Result<Self> {
+        Self::guarding(client::streaming_builder(idle, roots), policy)
+    }
+
+    fn guarding(builder: reqwest::ClientBuilder, policy: Policy) -> anyhow::Result<Self> {
         let policy = Arc::new(policy);
-        let http = client::streaming_builder(idle, roots)
-            .no_proxy()
-            .dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() }))
-            .build()?;
+        let http = builder.no_proxy().dns_resolver(Arc::new(GuardedResolver { policy: policy.clone() })).build()?;
         Ok(Self { http, policy })
     }
 

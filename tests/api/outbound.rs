@@ -117,6 +117,47 @@ async fn changing_only_the_token_url_with_an_empty_secret_is_refused_and_the_new
 }
 
 #[tokio::test]
+async fn moving_the_api_url_needs_the_secret_again_and_a_kept_one_is_shown_only_when_not_the_presets() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let fake = FakeTokenServer::custom(
+        "cc-id",
+        SECRET,
+        connect_hub::demo::token_server::CredentialsIn::Basic { decode: true },
+    );
+    let url = format!("{}{}", spawn_token_server(&fake).await, fake.token_path());
+    let id = add_in_console(&app, &csrf, &url).await;
+    let fields = [("client_id", "cc-id"), ("token_url", url.as_str()), ("auth", "basic")];
+    let moved = [&fields[..], &[("client_secret", ""), ("api_url", "https://127.0.0.1:9/stolen/")]].concat();
+    let res = edit(&app, &csrf, &id, &moved).await;
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    assert!(page.split("id=\"client_secret-error\"").nth(1).unwrap().starts_with(">enter the client secret again"));
+    assert_eq!(app.state.store.connection(&id).await.unwrap().unwrap().api_url, None, "nothing was saved");
+    let with_secret = [&fields[..], &[("client_secret", SECRET), ("api_url", "https://127.0.0.1:9/api")]].concat();
+    assert_eq!(edit(&app, &csrf, &id, &with_secret).await.status(), 303);
+    assert_eq!(
+        app.state.store.connection(&id).await.unwrap().unwrap().api_url.as_deref(),
+        Some("https://127.0.0.1:9/api")
+    );
+    let form = app.page(&format!("/admin/connections/{id}/edit")).await;
+    assert!(form.contains("value=\"https://127.0.0.1:9/api\""), "a custom API URL is shown in the form");
+
+    // A Snapdocs connection keeps its preset API URL blank in the form, so the environment moves it.
+    let input = connect_hub::client_credentials::CredentialsInput {
+        client_id: "sd".into(),
+        token_url: Some(url.clone()),
+        environment: Some("demo".into()),
+        ..Default::default()
+    };
+    let sd = app.add_credentials(connect_hub::domain::Provider::Snapdocs, input, SECRET).await;
+    let stored = app.state.store.connection(&sd).await.unwrap().unwrap();
+    assert_eq!(stored.api_url.as_deref(), Some("https://api.cs-demo0.snpd.io/"));
+    let form = app.page(&format!("/admin/connections/{sd}/edit")).await;
+    assert!(form.contains("id=\"api_url\" name=\"api_url\" value=\"\""), "{form}");
+}
+
+#[tokio::test]
 async fn the_client_id_and_auth_method_need_the_secret_again_but_a_rename_does_not() {
     let app = spawn_app().await;
     let csrf = app.sign_in().await;
@@ -270,6 +311,51 @@ async fn the_cli_refuses_a_token_url_on_a_blocked_address() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--token-url cannot be used: 127.0.0.1 is a loopback address"), "{stderr}");
     assert_eq!(app.connection_count().await, 0);
+}
+
+#[tokio::test]
+async fn an_api_url_on_a_blocked_address_is_refused_by_the_cli_and_the_console() {
+    let app = spawn_app_without_allowance().await;
+    let args = [
+        "connections",
+        "add",
+        "--provider",
+        "signicat",
+        "--name",
+        "x",
+        "--client-id",
+        "y",
+        "--scope",
+        "s",
+        "--api-url",
+        "https://10.0.0.8/api/",
+    ];
+    let out = crate::helpers::hub(&app, &args);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--api-url cannot be used: 10.0.0.8 is"), "{stderr}");
+    let plain = crate::helpers::hub(&app, &[&args[..11], &["http://api.example.com/"]].concat());
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("the API URL must be https"), "only loopback may be http");
+    let csrf = app.sign_in().await;
+    let res = app
+        .admin_post(
+            "/admin/connections/new",
+            &[
+                ("csrf", &csrf),
+                ("provider", "signicat"),
+                ("name", "S"),
+                ("client_id", "cc-id"),
+                ("client_secret", SECRET),
+                ("scope", "s"),
+                ("api_url", "https://[::ffff:169.254.169.254]/"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    let beside = page.split("id=\"api_url-error\"").nth(1).expect("the error is shown beside the API URL");
+    assert!(beside.starts_with(">this API URL cannot be used: "), "{page}");
+    assert_eq!(app.connection_count().await, 0, "nothing was stored");
 }
 
 // ---- Token URLs and endpoints are allowed networks separately ----
