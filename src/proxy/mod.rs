@@ -11,6 +11,7 @@ mod headers;
 mod limit;
 mod path;
 mod stats;
+mod targets;
 
 pub use body::{RequestBody, REPLAYABLE};
 pub use error::ProxyError;
@@ -28,7 +29,7 @@ use url::Url;
 
 use crate::{
     client_credentials::resolve_api_url,
-    domain::{ConnectionId, ConnectionStatus, Provider},
+    domain::{ConnectionId, Provider},
     outbound::GuardedClient,
     store::{ProxyTarget, Store},
     time::now_ms,
@@ -54,7 +55,7 @@ pub struct ProxySettings {
 }
 
 pub struct Proxy {
-    store: Store,
+    targets: targets::Targets,
     tokens: Arc<TokenManager>,
     settings: ProxySettings,
     in_flight: limit::InFlight,
@@ -102,7 +103,7 @@ pub fn api_base(provider: Provider, api_url: Option<&str>, domain: Option<&str>,
 impl Proxy {
     pub fn new(store: Store, tokens: Arc<TokenManager>, settings: ProxySettings) -> Self {
         let in_flight = limit::InFlight::new(settings.max_in_flight);
-        Self { store, tokens, settings, in_flight, stats: ProxyStats::default() }
+        Self { targets: targets::Targets::new(store), tokens, settings, in_flight, stats: ProxyStats::default() }
     }
 
     pub fn max_body(&self) -> u64 {
@@ -135,25 +136,24 @@ impl Proxy {
         provider: &mut Option<Provider>,
     ) -> Result<ProxyAnswer, ProxyError> {
         let id = req.connection.clone();
-        let target = self
-            .store
-            .proxy_target(&id)
-            .await
-            .map_err(|e| ProxyError::Token(e.into()))?
-            .ok_or_else(|| ProxyError::NotFound(id.to_string()))?;
+        // The path is checked before any token is asked for (a client-credentials token may take
+        // a call to the provider), against the target as last known, or as read now.
+        let (mut target, seen_with) = match self.targets.known(&id) {
+            Some((t, version)) => (t, Some(version)),
+            None => (self.targets.read(&id).await?, None),
+        };
         *provider = Some(target.provider);
-        match target.status {
-            ConnectionStatus::Disconnected => return Err(ProxyError::Disconnected),
-            ConnectionStatus::NeedsReconnect => {
-                return Err(ProxyError::NeedsReconnect(target.last_error.clone().unwrap_or_default()))
-            }
-            _ => {}
-        }
-        let base = self.base(&target)?;
-        let url = upstream_url(&base, &req.path, req.query.as_deref())?;
+        let mut url = upstream_url(&self.base(&target)?, &req.path, req.query.as_deref())?;
         let permit = self.in_flight.try_acquire(&id).ok_or(ProxyError::TooManyInFlight(self.in_flight.max()))?;
         let headers = headers::upstream_request(&req.headers);
-        let token = self.tokens.token(&id).await?;
+        let token = self.token(&id).await?;
+        if seen_with != Some(token.version) {
+            // New to us, or its token changed since (an edit drops it): read where it goes again,
+            // after the token, so the target is at least as new as the token it will carry.
+            target = self.targets.read(&id).await?;
+            url = upstream_url(&self.base(&target)?, &req.path, req.query.as_deref())?;
+            self.targets.remember(&id, &target, token.version);
+        }
 
         let (res, retry) = match req.body {
             RequestBody::Held(bytes) => {
@@ -222,6 +222,16 @@ impl Proxy {
             );
         });
         Ok(ProxyAnswer { status, headers, length, body: Box::pin(body), retry })
+    }
+
+    /// The connection's token; a connection that is gone is forgotten here too.
+    async fn token(&self, id: &ConnectionId) -> Result<AccessToken, ProxyError> {
+        self.tokens.token(id).await.map_err(|e| {
+            if matches!(e, TokenError::NotFound(_)) {
+                self.targets.forget(id);
+            }
+            e.into()
+        })
     }
 
     fn base(&self, target: &ProxyTarget) -> Result<Url, ProxyError> {

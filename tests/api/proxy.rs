@@ -471,3 +471,31 @@ async fn the_console_shows_the_api_url_and_the_last_hours_proxied_requests() {
     assert!(page.contains("2xx: 2 · 4xx: 1"), "{page}");
     assert!(page.contains(&format!("{}/", app.fake_addr)), "the API URL is shown");
 }
+
+#[tokio::test]
+async fn an_edited_api_url_is_used_from_the_next_request_on() {
+    let app = spawn_app().await;
+    let server = FakeTokenServer::signicat("id", "secret");
+    let id = signicat(&app, &server).await;
+    let (_, key) = app.api_key("proxy").await;
+    let http = reqwest::Client::new();
+    let first: Value =
+        http.get(proxy_url(&app, &id, "echo/a")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(first["path"], "/api/echo/a");
+    // The console's edit: the API URL moves (with the secret), the stored token is dropped.
+    let c = app.state.store.credentials(&id).await.unwrap().unwrap();
+    let mut settings = c.settings.clone();
+    settings.api_url = Some(format!("{}/api/echo/moved/", settings.token_url.split("/oauth").next().unwrap()));
+    let secret = secrecy::SecretString::from("secret".to_owned());
+    assert!(app.state.store.update_credentials_connection(&id, "S", &settings, Some(&secret), 0, "t").await.unwrap());
+    app.state.tokens.forget(&id);
+    let second: Value =
+        http.get(proxy_url(&app, &id, "echo/a")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
+    assert_eq!(second["path"], "/api/echo/moved/echo/a", "{second}");
+    // Disconnected: refused by the hub, whatever it knew before.
+    app.state.store.disconnect(&id, 0, "t").await.unwrap();
+    app.state.tokens.forget(&id);
+    let res = http.get(proxy_url(&app, &id, "echo/a")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 409);
+    assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), "disconnected");
+}
