@@ -36,9 +36,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 ApiError(AppError::BadRequest { code: "bad_query", title: "Bad query", message }).into()
             }))
             .route("/openapi.json", web::get().to(contract::openapi))
+            // First: the router tries routes in order, and the proxy's are the many requests.
+            .configure(proxy::configure)
             .configure(connections::configure)
             .configure(endpoints::configure)
-            .configure(proxy::configure)
             // Connect sessions (issue 13): single-use connect links for the app's end users.
             .route("/connect-sessions", web::post().to(sessions::create))
             .route("/connections/{id}/reconnect-session", web::post().to(sessions::reconnect))
