@@ -193,7 +193,16 @@ mod tests {
         assert_eq!(url.as_str(), "https://api.auth.example.com/v1/");
         assert_eq!(resolve_api_url("https://x.example/", None).unwrap().as_str(), "https://x.example/");
         assert_eq!(Settings { api_url: None, ..settings() }.resolved_api_url().unwrap(), None);
-        for bad in ["https://x.example/?a=1", "https://x.example/#f", "https://u:p@x.example/", "mailto:a@b", "nope"] {
+        for bad in [
+            "https://x.example/?a=1",
+            "https://x.example/#f",
+            "https://u:p@x.example/",
+            "https://u@x.example/",
+            "https://:p@x.example/",
+            "mailto:a@b",
+            "file:///etc/",
+            "nope",
+        ] {
             assert_eq!(resolve_api_url(bad, None).unwrap_err().field, "api_url", "{bad}");
         }
         assert!(resolve_api_url("https://{domain}/", None).is_err(), "a {{domain}} needs a domain");
