@@ -103,11 +103,6 @@ impl ProxyStats {
         CLASSES.iter().zip(sums).filter(|(_, n)| *n > 0).map(|(c, n)| (*c, n)).collect()
     }
 
-    /// Forget a connection's recent counts (it was deleted).
-    pub fn forget(&self, id: &ConnectionId) {
-        self.recent.lock().expect("proxy stats poisoned").remove(id);
-    }
-
     /// The Prometheus text of the proxy's counters and histogram.
     pub fn render(&self, out: &mut String) {
         let name = "connect_hub_proxy_requests_total";
@@ -161,8 +156,39 @@ mod tests {
         assert!(text.contains("connect_hub_proxy_request_duration_seconds_bucket{le=\"0.0005\"} 0"));
         assert!(text.contains("connect_hub_proxy_request_duration_seconds_count 4"));
         stats.retried("retried");
-        assert_eq!(stats.retries("retried"), 1);
+        stats.retried("retried");
+        stats.retried("refused");
+        assert_eq!((stats.retries("retried"), stats.retries("refused"), stats.retries("failed")), (2, 1, 0));
         assert_eq!(class_index(99), 0);
         assert_eq!(class_index(600), 4);
+    }
+
+    #[test]
+    fn each_provider_has_its_own_counters_and_the_sum_is_in_seconds() {
+        let stats = ProxyStats::default();
+        let id = ConnectionId::generate();
+        stats.answered(&id, Provider::Signicat, 201, 0.25, 0);
+        stats.answered(&id, Provider::SnapInspect, 500, 0.5, 0);
+        let mut text = String::new();
+        stats.render(&mut text);
+        assert!(text.contains("connect_hub_proxy_requests_total{provider=\"signicat\",class=\"2xx\"} 1"), "{text}");
+        assert!(text.contains("connect_hub_proxy_requests_total{provider=\"snapinspect\",class=\"2xx\"} 0"));
+        assert!(text.contains("connect_hub_proxy_requests_total{provider=\"snapinspect\",class=\"5xx\"} 1"));
+        assert!(text.contains("connect_hub_proxy_request_duration_seconds_sum 0.75"), "{text}");
+    }
+
+    #[test]
+    fn the_last_hour_keeps_sixty_minutes_and_every_answer_within_one() {
+        let stats = ProxyStats::default();
+        let id = ConnectionId::generate();
+        for _ in 0..70 {
+            stats.answered(&id, Provider::SnapInspect, 200, 0.0, 5 * 60_000);
+        }
+        assert_eq!(stats.last_hour(&id, 5 * 60_000), [("2xx", 70)], "seventy answers in one minute are one entry");
+        let stats = ProxyStats::default();
+        for minute in 0..60 {
+            stats.answered(&id, Provider::SnapInspect, 200, 0.0, (100 + minute) * 60_000);
+        }
+        assert_eq!(stats.last_hour(&id, 159 * 60_000), [("2xx", 60)], "sixty minutes in a row are all the last hour");
     }
 }
