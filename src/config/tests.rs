@@ -145,3 +145,28 @@ fn delivery_settings_have_their_defaults_and_bounds() {
     assert!(Settings::from_vars(&vars(&[("ENDPOINT_CONCURRENCY", "10000")])).is_ok());
     assert!(Settings::from_vars(&vars(&[("ENDPOINT_DISABLE_AFTER", "soon")])).is_err());
 }
+
+#[test]
+fn proxy_settings_have_their_defaults_units_and_bounds() {
+    let s = Settings::from_vars(&Vars::new()).unwrap();
+    assert_eq!((s.proxy_max_body, s.proxy_max_in_flight), (10 << 20, 32));
+    for (given, bytes) in [
+        ("512KiB", 512 << 10),
+        ("3MiB", 3 << 20),
+        ("1GiB", 1 << 30),
+        ("5MB", 5_000_000),
+        ("2kB", 2000),
+        ("7", 7),
+        ("9B", 9),
+    ] {
+        let s = Settings::from_vars(&vars(&[("PROXY_MAX_BODY", given)])).unwrap();
+        assert_eq!(s.proxy_max_body, bytes, "{given}");
+    }
+    for bad in ["10 MiB?", "MiB", "-1", "10TiB", "99999999999999999999GiB", "18446744073709551615GiB"] {
+        let e = Settings::from_vars(&vars(&[("PROXY_MAX_BODY", bad)])).unwrap_err().to_string();
+        assert!(e.starts_with("PROXY_MAX_BODY"), "{bad}: {e}");
+    }
+    let s = Settings::from_vars(&vars(&[("PROXY_MAX_IN_FLIGHT", "4")])).unwrap();
+    assert_eq!(s.proxy_max_in_flight, 4);
+    assert!(Settings::from_vars(&vars(&[("PROXY_MAX_IN_FLIGHT", "0")])).is_err());
+}
