@@ -25,6 +25,7 @@ async fn an_undeclared_method_on_a_known_path_is_405_with_allow() {
         let res = send(&app, method, &path, &key).await;
         assert_eq!(res.status(), 405, "{method} {path}");
         assert_eq!(res.headers()["allow"], allow, "{method} {path}");
+        assert_eq!(res.headers()["x-connect-hub-error"], "method_not_allowed", "the hub answered");
         let body: Value = res.json().await.unwrap();
         assert_eq!(body["error"], "method_not_allowed");
     }

@@ -108,8 +108,9 @@ async fn every_method_and_body_passes_and_a_head_keeps_its_length() {
     assert!(head.bytes().await.unwrap().is_empty());
     let options =
         http.request(reqwest::Method::OPTIONS, proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
-    assert_eq!(options.status(), 400);
+    assert_eq!(options.status(), 405);
     assert_eq!(options.headers().get("x-connect-hub-error").unwrap(), "method_not_allowed");
+    assert_eq!(options.headers().get("allow").unwrap(), "GET, HEAD, POST, PUT, PATCH, DELETE");
 }
 
 #[tokio::test]

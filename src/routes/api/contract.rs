@@ -107,6 +107,7 @@ pub async fn fallback(req: HttpRequest) -> HttpResponse {
             HttpResponse::MethodNotAllowed()
                 .insert_header((header::ALLOW, allow.clone()))
                 .insert_header((header::CACHE_CONTROL, "no-store"))
+                .insert_header((crate::error::ERROR_HEADER, "method_not_allowed"))
                 .json(json!({
                     "error": "method_not_allowed",
                     "message": format!("{} is not offered here; this path answers {allow}", req.method()),

@@ -56,11 +56,15 @@ async fn forward(
     };
     let id = caller.connection(raw_id)?;
     if !METHODS.contains(req.method()) {
-        return Err(ApiError(AppError::BadRequest {
-            code: "method_not_allowed",
-            title: "Method not allowed",
-            message: format!("the proxy passes on GET, HEAD, POST, PUT, PATCH and DELETE, not {}", req.method()),
-        }));
+        // As for every path the API's document lists: 405 with `Allow`.
+        return Ok(HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "GET, HEAD, POST, PUT, PATCH, DELETE"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .insert_header((crate::error::ERROR_HEADER, "method_not_allowed"))
+            .json(serde_json::json!({
+                "error": "method_not_allowed",
+                "message": format!("the proxy passes on GET, HEAD, POST, PUT, PATCH and DELETE, not {}", req.method()),
+            })));
     }
     if caller.0.read_only && !matches!(*req.method(), Method::GET | Method::HEAD) {
         return Err(ApiError(AppError::Forbidden {
