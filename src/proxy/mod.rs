@@ -110,11 +110,6 @@ impl Proxy {
         self.settings.max_body
     }
 
-    /// Requests to this connection running now.
-    pub fn in_flight(&self, id: &ConnectionId) -> usize {
-        self.in_flight.running(id)
-    }
-
     /// Send the request upstream with the connection's token and hand back the answer. Every
     /// failure before an upstream answer is a [`ProxyError`]; an upstream's own error status is an
     /// answer like any other.
