@@ -48,6 +48,8 @@ pub struct AppState {
     pub webhook_secrets: crate::snapinspect::webhook::WebhookSecrets,
     /// The organisation's brand on end-user pages.
     pub brand: crate::brand::Brand,
+    /// The connection health checker (its periodic task runs beside the worker).
+    pub checker: Arc<crate::checks::Checker>,
 }
 
 /// The request rate limits (see `RateLimits` in the configuration).
@@ -168,6 +170,13 @@ impl AppState {
             settings.webhook_secret_old.as_ref(),
         );
         let brand = crate::brand::Brand::load(&settings.brand)?;
+        let checker = Arc::new(crate::checks::Checker::new(
+            store.clone(),
+            tokens.clone(),
+            snapinspect.clone(),
+            metrics.clone(),
+            settings.connection_check_interval,
+        ));
         Ok(Self {
             brand,
             webhook_secrets,
@@ -185,6 +194,7 @@ impl AppState {
             hash_gate: HashGate::per_core(metrics.clone()),
             limits: Limits::new(&settings_limits),
             metrics,
+            checker,
         })
     }
 

@@ -17,6 +17,7 @@ pub use error::TokenError;
 use cache::TokenCache;
 use credentials::fresh_credentials_token;
 use exchange::usable;
+pub use exchange::CHECK_ACTOR;
 
 use std::{
     collections::HashMap,

@@ -95,7 +95,13 @@ fn unauthorized() -> HttpResponse {
 }
 
 pub(super) async fn user(req: HttpRequest, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
-    fake.state().user_calls += 1;
+    {
+        let mut s = fake.state();
+        s.user_calls += 1;
+        if let Some(token) = bearer(&req) {
+            s.user_call_times.entry(token).or_default().push(std::time::Instant::now());
+        }
+    }
     let Some(grant) = authorised(&req, &fake) else {
         return unauthorized();
     };

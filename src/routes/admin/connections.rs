@@ -39,6 +39,9 @@ pub struct Row {
     pub last_exchange: String,
     pub last_used: String,
     pub last_error: String,
+    /// The last health check: when, and what it found (`ok`, or the outcome and why).
+    pub last_checked: String,
+    pub last_check: String,
 }
 
 impl From<&Connection> for Row {
@@ -55,6 +58,12 @@ impl From<&Connection> for Row {
             last_exchange: when(c.last_exchange_at),
             last_used: when(c.last_used_at),
             last_error: c.last_error.clone().unwrap_or_default(),
+            last_checked: when(c.last_checked_at),
+            last_check: match (&c.last_check, &c.last_check_error) {
+                (Some(outcome), Some(why)) => format!("{outcome}: {why}"),
+                (Some(outcome), None) => outcome.clone(),
+                (None, _) => "not checked yet".into(),
+            },
         }
     }
 }

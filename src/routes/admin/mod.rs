@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod audit;
+mod checks;
 mod connections;
 mod credentials;
 mod dashboard;
@@ -62,6 +63,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // Before connections: `/connections/new` must not be taken for a connection id.
             .configure(credentials::configure)
             .configure(connections::configure)
+            .configure(checks::configure)
             .configure(reconnect_link::configure)
             .configure(end_user::configure)
             .configure(api_keys::configure)

@@ -40,6 +40,9 @@ fn connection_json(c: &Connection) -> serde_json::Value {
         "last_error": c.last_error,
         "end_user_id": c.end_user_id,
         "tags": c.tags,
+        "last_checked_at": iso(c.last_checked_at),
+        "last_check": c.last_check,
+        "last_check_error": c.last_check_error,
     })
 }
 
