@@ -197,6 +197,18 @@ pub(super) async fn connect(
     })
 }
 
+// The checked connections as in `connection_checks::CHECKED`.
+const CLAIM_CHECKS_SQLITE: &str = "update connections set next_check_at = $2 where id in (select id from connections \
+    where next_check_at <= $1 and ((provider = 'snapinspect' and status = 'active') \
+    or (provider <> 'snapinspect' and status in ('active', 'failing'))) order by next_check_at, id limit $3) \
+    returning id, provider, check_failures";
+
+const CLAIM_CHECKS_POSTGRES: &str = "with due as (select id from connections \
+    where next_check_at <= $1 and ((provider = 'snapinspect' and status = 'active') \
+    or (provider <> 'snapinspect' and status in ('active', 'failing'))) order by next_check_at, id limit $3 \
+    for update skip locked) update connections set next_check_at = $2 from due where connections.id = due.id \
+    returning connections.id, connections.provider, connections.check_failures";
+
 #[cfg(test)]
 mod tests {
     use super::Backend;
@@ -219,15 +231,3 @@ mod tests {
         assert_eq!(Backend::Postgres.begin_write(), "begin");
     }
 }
-
-// The checked connections as in `connection_checks::CHECKED`.
-const CLAIM_CHECKS_SQLITE: &str = "update connections set next_check_at = $2 where id in (select id from connections \
-    where next_check_at <= $1 and ((provider = 'snapinspect' and status = 'active') \
-    or (provider <> 'snapinspect' and status in ('active', 'failing'))) order by next_check_at, id limit $3) \
-    returning id, provider, check_failures";
-
-const CLAIM_CHECKS_POSTGRES: &str = "with due as (select id from connections \
-    where next_check_at <= $1 and ((provider = 'snapinspect' and status = 'active') \
-    or (provider <> 'snapinspect' and status in ('active', 'failing'))) order by next_check_at, id limit $3 \
-    for update skip locked) update connections set next_check_at = $2 from due where connections.id = due.id \
-    returning connections.id, connections.provider, connections.check_failures";
