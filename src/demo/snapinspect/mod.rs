@@ -76,6 +76,8 @@ struct State {
     exchange_calls: u64,
     exchanges: u64,
     user_calls: u64,
+    /// How long every `/user` call takes before answering.
+    user_delay: Option<Duration>,
     /// When each `/user` call came, by the bearer token it carried.
     user_call_times: HashMap<String, Vec<std::time::Instant>>,
     inspection_calls: u64,
@@ -138,6 +140,11 @@ impl FakeSnapInspect {
 
     pub fn user_calls(&self) -> u64 {
         self.state().user_calls
+    }
+
+    /// Make every `/user` call take this long (a slow SnapInspect).
+    pub fn set_user_delay(&self, delay: Duration) {
+        self.state().user_delay = Some(delay);
     }
 
     /// When `/user` was called with this bearer token (valid or not), in order.
