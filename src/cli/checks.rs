@@ -58,7 +58,7 @@ pub(super) async fn list(store: &Store) -> anyhow::Result<()> {
         let last = c.last_exchange_at.map(format_utc).unwrap_or_else(|| "never".into());
         let check = match (&c.last_check, c.last_checked_at) {
             (Some(outcome), Some(at)) => format!("{outcome} {}", format_utc(at)),
-            _ => "never".into(),
+            _ => "not checked".into(),
         };
         println!(
             "{:<30}  {:<15}  {:<40}  {:<15}  {last:<20}  {check}",

@@ -270,6 +270,8 @@ async fn with_the_interval_zero_nothing_is_checked() {
 async fn the_command_line_runs_a_check_and_its_exit_code_says_whether_it_passed() {
     let app = checking_app("0").await;
     let id = connected(&app, 6847).await;
+    let before = String::from_utf8_lossy(&hub(&app, &["connections", "list"]).stdout).to_string();
+    assert!(before.lines().any(|l| l.starts_with(id.as_str()) && l.ends_with("not checked")), "{before}");
     let ok = hub(&app, &["connections", "check", id.as_str()]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "ok");
