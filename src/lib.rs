@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod brand;
+pub mod checks;
 pub mod cli;
 pub mod client_credentials;
 pub mod config;

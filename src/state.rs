@@ -50,6 +50,8 @@ pub struct AppState {
     pub brand: crate::brand::Brand,
     /// The API proxy (`/api/v1/connections/{id}/proxy/…`).
     pub proxy: Arc<crate::proxy::Proxy>,
+    /// The connection health checker (its periodic task runs beside the worker).
+    pub checker: Arc<crate::checks::Checker>,
 }
 
 /// The request rate limits (see `RateLimits` in the configuration).
@@ -190,6 +192,13 @@ impl AppState {
                 max_in_flight: settings.proxy_max_in_flight,
             },
         ));
+        let checker = Arc::new(crate::checks::Checker::new(
+            store.clone(),
+            tokens.clone(),
+            snapinspect.clone(),
+            metrics.clone(),
+            settings.connection_check_interval,
+        ));
         Ok(Self {
             proxy,
             brand,
@@ -208,6 +217,7 @@ impl AppState {
             hash_gate: HashGate::per_core(metrics.clone()),
             limits: Limits::new(&settings_limits),
             metrics,
+            checker,
         })
     }
 

@@ -4,14 +4,12 @@
 use clap::Subcommand;
 use secrecy::ExposeSecret;
 
-use super::{cli_settings, first_line_of_stdin, open_store, shown, truncate};
-use crate::{
-    config::Settings, domain::ConnectionId, state::Clients, store::Store, time::format_utc, tokens::TokenManager,
-};
+use super::{cli_settings, first_line_of_stdin, open_store, shown};
+use crate::{config::Settings, domain::ConnectionId, state::Clients, store::Store, tokens::TokenManager};
 
 #[derive(Subcommand)]
 pub enum ConnectionsCommand {
-    /// Every connection: id, provider, company / name, status, last refresh.
+    /// Every connection: id, provider, company / name, status, last refresh, last check.
     List,
     /// Add a client-credentials connection (the secret from --client-secret-stdin or CLIENT_SECRET).
     Add {
@@ -64,6 +62,8 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
+    #[command(flatten)]
+    Checks(super::checks::CheckCommand),
 }
 
 /// The token manager alone, for `connections token` and `refresh`: no intake, no worker.
@@ -84,29 +84,7 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
     // A listing, an addition, a token: each opens the store and builds no more than it uses.
     let store = open_store(&settings).await?;
     let result = match command {
-        ConnectionsCommand::List => {
-            let all = store.connections().await?;
-            if all.is_empty() {
-                println!("no connections yet");
-            } else {
-                println!("{:<30}  {:<15}  {:<40}  {:<15}  LAST REFRESH", "ID", "PROVIDER", "COMPANY / NAME", "STATUS");
-                for c in all {
-                    let who = match c.company_id {
-                        Some(id) => format!("{id} {}", c.name),
-                        None => c.name.clone(),
-                    };
-                    let last = c.last_exchange_at.map(format_utc).unwrap_or_else(|| "never".into());
-                    println!(
-                        "{:<30}  {:<15}  {:<40}  {:<15}  {last}",
-                        c.id,
-                        c.provider.as_str(),
-                        truncate(&who, 40),
-                        c.status.as_str()
-                    );
-                }
-            }
-            Ok(())
-        }
+        ConnectionsCommand::List => super::checks::list(&store).await,
         ConnectionsCommand::Add {
             provider,
             name,
@@ -203,6 +181,7 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
             eprintln!("connection {id} now belongs to end user {}", user.id);
             Ok(())
         }
+        ConnectionsCommand::Checks(command) => super::checks::check(&settings, &store, command).await,
     };
     store.close().await;
     result

@@ -3,6 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
+mod checks;
 mod connections;
 mod dev;
 mod endpoints;

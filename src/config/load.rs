@@ -225,6 +225,8 @@ impl Settings {
                 "json" => LogFormat::Json,
                 other => return Err(bad("LOG_FORMAT", format!("must be `pretty` or `json`, got `{other}`"))),
             },
+            connection_check_interval: parse_duration(get("CONNECTION_CHECK_INTERVAL").unwrap_or("6h"))
+                .map_err(|p| bad("CONNECTION_CHECK_INTERVAL", p))?,
         })
     }
 }

@@ -159,6 +159,8 @@ pub struct Settings {
     pub proxy_max_in_flight: usize,
     pub rust_log: String,
     pub log_format: LogFormat,
+    /// How often each connection's health is checked (`CONNECTION_CHECK_INTERVAL`); zero: never.
+    pub connection_check_interval: Duration,
 }
 
 /// Request rate limits (0 turns one off).

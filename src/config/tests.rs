@@ -170,3 +170,15 @@ fn proxy_settings_have_their_defaults_units_and_bounds() {
     assert_eq!(s.proxy_max_in_flight, 4);
     assert!(Settings::from_vars(&vars(&[("PROXY_MAX_IN_FLIGHT", "0")])).is_err());
 }
+
+#[test]
+fn the_connection_check_interval_defaults_to_six_hours_takes_short_values_and_zero_turns_it_off() {
+    let s = Settings::from_vars(&Vars::new()).unwrap();
+    assert_eq!(s.connection_check_interval, Duration::from_secs(6 * 3600));
+    let short = Settings::from_vars(&vars(&[("CONNECTION_CHECK_INTERVAL", "2s")])).unwrap();
+    assert_eq!(short.connection_check_interval, Duration::from_secs(2));
+    let off = Settings::from_vars(&vars(&[("CONNECTION_CHECK_INTERVAL", "0")])).unwrap();
+    assert!(off.connection_check_interval.is_zero());
+    let err = Settings::from_vars(&vars(&[("CONNECTION_CHECK_INTERVAL", "often")])).unwrap_err().to_string();
+    assert!(err.starts_with("CONNECTION_CHECK_INTERVAL"), "{err}");
+}

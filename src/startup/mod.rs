@@ -119,6 +119,9 @@ impl Application {
         let janitor = tokio::spawn(tasks::janitor(self.state.store.clone(), settings.event_retention));
         let sweeper =
             settings.worker_enabled.then(|| tokio::spawn(tasks::callback_token_sweeper(self.state.tokens.clone())));
+        // Connection health checks run where background work runs, unless CONNECTION_CHECK_INTERVAL=0.
+        let checker = (settings.worker_enabled && self.state.checker.enabled())
+            .then(|| tokio::spawn(self.state.checker.clone().run()));
         // Other instances on the same PostgreSQL database tell this one what changed.
         let listener = (self.state.store.backend() == crate::store::Backend::Postgres).then(|| {
             tokio::spawn(notify::listen((*settings.database_url).to_owned(), self.state.clone().into_inner()))
@@ -143,6 +146,9 @@ impl Application {
         janitor.abort();
         if let Some(s) = sweeper {
             s.abort();
+        }
+        if let Some(c) = checker {
+            c.abort();
         }
         if let Some(l) = listener {
             l.abort();

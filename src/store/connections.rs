@@ -48,6 +48,10 @@ pub struct Connection {
     pub tags: std::collections::BTreeMap<String, String>,
     /// The provider API the proxy calls (client credentials; may hold `{domain}`).
     pub api_url: Option<String>,
+    /// The last health check: when, its outcome (`ok`, `refused`, `failed`) and, unless ok, why.
+    pub last_checked_at: Option<i64>,
+    pub last_check: Option<String>,
+    pub last_check_error: Option<String>,
 }
 
 /// A connection as the API proxy sees it: where its requests go, and whether it may be used.
@@ -96,13 +100,17 @@ struct ConnectionRecord {
     end_user_display_name: Option<String>,
     tags: Option<String>,
     api_url: Option<String>,
+    last_checked_at: Option<i64>,
+    last_check: Option<String>,
+    last_check_error: Option<String>,
 }
 
 pub(super) const CONNECTION_COLUMNS: &str = "id, provider, name, company_id, status, \
     case when access_token is null then 0 else 1 end as has_tokens, token_fingerprint, token_version, token_obtained_at, \
     user_info, created_at, connected_at, last_exchange_at, last_used_at, last_error, last_error_at, \
     failure_count, retry_after, case when callback_tokens_pending then 1 else 0 end as callback_tokens_pending, client_id, scope, audience, domain, environment, token_url, auth_style, \
-    token_expires_at, end_user_id, end_user_email, end_user_display_name, tags, api_url";
+    token_expires_at, end_user_id, end_user_email, end_user_display_name, tags, api_url, \
+    last_checked_at, last_check, last_check_error";
 
 impl TryFrom<ConnectionRecord> for Connection {
     type Error = anyhow::Error;
@@ -141,6 +149,9 @@ impl TryFrom<ConnectionRecord> for Connection {
             end_user_display_name: r.end_user_display_name,
             tags: r.tags.map(|t| serde_json::from_str(&t)).transpose()?.unwrap_or_default(),
             api_url: r.api_url,
+            last_checked_at: r.last_checked_at,
+            last_check: r.last_check,
+            last_check_error: r.last_check_error,
         })
     }
 }

@@ -88,7 +88,7 @@ impl TokenManager {
         match result {
             Ok(pair) => self.commit(id, tokens.version, pair, actor).await,
             Err(ExchangeError::Rejected { status, detail }) => {
-                let message = format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
+                let message = refusal_message(actor, status, &detail);
                 tracing::warn!(%message, "exchange refused: connection needs reconnecting");
                 let failure = ExchangeFailure::Dead { message: message.clone() };
                 if !self.store.record_exchange_failure(id, &self.owner, &failure, now_ms(), actor).await? {
@@ -169,6 +169,20 @@ impl TokenManager {
     }
 }
 
+/// The actor the periodic health check exchanges as: its refusals say the check found them.
+pub const CHECK_ACTOR: &str = "connection check";
+
+/// Why the connection needs reconnecting, as `last_error` and `connection.needs_reconnect`'s
+/// `reason` say it: a refusal the periodic check ran into says so.
+fn refusal_message(actor: &str, status: u16, detail: &str) -> String {
+    let refused = format!("SnapInspect refused the refresh token (HTTP {status}: {detail})");
+    if actor == CHECK_ACTOR {
+        format!("the periodic connection check found its access revoked: {refused}")
+    } else {
+        refused
+    }
+}
+
 pub(super) fn check_status(tokens: &StoredTokens) -> Result<(), TokenError> {
     match tokens.status {
         ConnectionStatus::NeedsReconnect => Err(TokenError::NeedsReconnect(
@@ -208,6 +222,19 @@ mod tests {
             callback_pending: false,
             last_exchange_at: None,
         }
+    }
+
+    #[test]
+    fn a_refusal_the_check_found_says_so() {
+        let by_check = refusal_message(CHECK_ACTOR, 400, "invalid_grant");
+        assert_eq!(
+            by_check,
+            "the periodic connection check found its access revoked: SnapInspect refused the refresh token (HTTP 400: invalid_grant)"
+        );
+        assert_eq!(
+            refusal_message("cli", 400, "invalid_grant"),
+            "SnapInspect refused the refresh token (HTTP 400: invalid_grant)"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub use error::TokenError;
 use cache::TokenCache;
 use credentials::fresh_credentials_token;
 use exchange::usable;
+pub use exchange::CHECK_ACTOR;
 use flight::Slot;
 
 use std::{

@@ -95,7 +95,17 @@ fn unauthorized() -> HttpResponse {
 }
 
 pub(super) async fn user(req: HttpRequest, fake: web::Data<FakeSnapInspect>) -> HttpResponse {
-    fake.state().user_calls += 1;
+    let delay = {
+        let mut s = fake.state();
+        s.user_calls += 1;
+        if let Some(token) = bearer(&req) {
+            s.user_call_times.entry(token).or_default().push(std::time::Instant::now());
+        }
+        s.user_delay
+    };
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let Some(grant) = authorised(&req, &fake) else {
         return unauthorized();
     };

@@ -76,6 +76,10 @@ struct State {
     exchange_calls: u64,
     exchanges: u64,
     user_calls: u64,
+    /// How long every `/user` call takes before answering.
+    user_delay: Option<Duration>,
+    /// When each `/user` call came, by the bearer token it carried.
+    user_call_times: HashMap<String, Vec<std::time::Instant>>,
     inspection_calls: u64,
     exchange_faults: VecDeque<Fault>,
     user_shape: Option<UserShape>,
@@ -149,6 +153,16 @@ impl FakeSnapInspect {
         self.state().user_calls
     }
 
+    /// Make every `/user` call take this long (a slow SnapInspect).
+    pub fn set_user_delay(&self, delay: Duration) {
+        self.state().user_delay = Some(delay);
+    }
+
+    /// When `/user` was called with this bearer token (valid or not), in order.
+    pub fn user_call_times(&self, token: &str) -> Vec<std::time::Instant> {
+        self.state().user_call_times.get(token).cloned().unwrap_or_default()
+    }
+
     pub fn inspection_calls(&self) -> u64 {
         self.state().inspection_calls
     }
@@ -178,6 +192,16 @@ impl FakeSnapInspect {
     /// Invalidate every access token of a company (as if revoked), keeping the refresh tokens.
     pub fn revoke_access_tokens(&self, company: i64) {
         self.state().access.retain(|_, g| g.company != Some(company));
+    }
+
+    /// Revoke a company's grant entirely (as SnapInspect does when access is withdrawn): its access
+    /// tokens stop working and its refresh tokens are refused by ExchangeToken.
+    pub fn revoke_grant(&self, company: i64) {
+        let mut s = self.state();
+        let revoked: std::collections::HashSet<String> =
+            s.access.iter().filter(|(_, g)| g.company == Some(company)).map(|(t, _)| t.clone()).collect();
+        s.access.retain(|t, _| !revoked.contains(t));
+        s.refresh.retain(|_, access| !revoked.contains(access));
     }
 
     /// POST a webhook payload, as SnapInspect does: JSON, no signature. Returns the status.

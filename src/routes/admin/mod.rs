@@ -3,6 +3,8 @@
 
 mod api_keys;
 mod audit;
+mod checks;
+mod connection_page;
 mod connections;
 mod credentials;
 mod dashboard;
@@ -62,6 +64,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             // Before connections: `/connections/new` must not be taken for a connection id.
             .configure(credentials::configure)
             .configure(connections::configure)
+            .configure(connection_page::configure)
+            .configure(checks::configure)
             .configure(reconnect_link::configure)
             .configure(end_user::configure)
             .configure(api_keys::configure)

@@ -44,6 +44,9 @@ fn connection_json(c: &Connection, snapinspect_api: &url::Url) -> serde_json::Va
         "end_user_id": c.end_user_id,
         "tags": c.tags,
         "api_url": api_url,
+        "last_checked_at": iso(c.last_checked_at),
+        "last_check": c.last_check,
+        "last_check_error": c.last_check_error,
     })
 }
 

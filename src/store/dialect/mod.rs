@@ -60,6 +60,16 @@ impl Backend {
         }
     }
 
+    /// The health checker's claim: checks due at `$1`, oldest first, at most `$3`, their next check
+    /// moved to `$2` (the lease) in the same statement. SQLite's one writer makes the plain form
+    /// atomic; on PostgreSQL `for update skip locked` lets instances claim disjoint checks.
+    pub(super) fn claim_checks_sql(self) -> &'static str {
+        match self {
+            Backend::Sqlite => CLAIM_CHECKS_SQLITE,
+            Backend::Postgres => CLAIM_CHECKS_POSTGRES,
+        }
+    }
+
     /// The count of changes to endpoints, which the delivery worker reads before it sends to
     /// know whether its copy of them still holds. SQLite: a counter its triggers bump (another
     /// process may have changed them, the command line). PostgreSQL needs none: its triggers
@@ -186,6 +196,18 @@ pub(super) async fn connect(
         }
     })
 }
+
+// The checked connections as in `connection_checks::CHECKED`.
+const CLAIM_CHECKS_SQLITE: &str = "update connections set next_check_at = $2 where id in (select id from connections \
+    where next_check_at <= $1 and ((provider = 'snapinspect' and status = 'active') \
+    or (provider <> 'snapinspect' and status in ('active', 'failing'))) order by next_check_at, id limit $3) \
+    returning id, provider, check_failures";
+
+const CLAIM_CHECKS_POSTGRES: &str = "with due as (select id from connections \
+    where next_check_at <= $1 and ((provider = 'snapinspect' and status = 'active') \
+    or (provider <> 'snapinspect' and status in ('active', 'failing'))) order by next_check_at, id limit $3 \
+    for update skip locked) update connections set next_check_at = $2 from due where connections.id = due.id \
+    returning connections.id, connections.provider, connections.check_failures";
 
 #[cfg(test)]
 mod tests {

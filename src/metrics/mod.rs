@@ -1,6 +1,10 @@
 //! Counters and histograms for `/metrics` in the Prometheus text format (webhooks, attempts,
 //! exchanges, fetches, requests by route), plain atomics with no lock on the hot path.
 
+mod checks;
+
+pub use checks::{ConnectionChecks, CHECK_OUTCOMES};
+
 use std::{
     collections::HashMap,
     fmt::Write,
@@ -102,6 +106,8 @@ pub struct Metrics {
     deliveries: RwLock<HashMap<(String, &'static str), AtomicU64>>,
     /// Every delivery attempt's latency (the route histogram's shape, without a label).
     delivery_latency: RouteStats,
+    /// Connection health checks, by provider and outcome.
+    pub connection_checks: ConnectionChecks,
 }
 
 impl Default for Metrics {
@@ -146,6 +152,7 @@ impl Default for Metrics {
             routes: RwLock::new(HashMap::new()),
             deliveries: RwLock::new(HashMap::new()),
             delivery_latency: RouteStats::default(),
+            connection_checks: ConnectionChecks::default(),
         }
     }
 }
@@ -305,6 +312,7 @@ impl Metrics {
                 writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6);
             let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
         }
+        self.connection_checks.render(&mut out);
         out
     }
 }
