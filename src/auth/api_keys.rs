@@ -338,6 +338,28 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn memory_drops_expired_checks_only_once_it_holds_more_than_ten_thousand() {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let api_keys = ApiKeys::new(store.clone());
+        let now = now_ms();
+        let lookup = |n: u32, at: i64| Lookup { hash: n.to_be_bytes().to_vec(), caller: None, at, generation: 0 };
+        for n in 0..9_999 {
+            api_keys.remember(lookup(n, now - 10 * TRUST_MS));
+        }
+        let len = || api_keys.cache.read().unwrap().checked.len();
+        api_keys.remember(lookup(10_000, now));
+        assert_eq!(len(), 10_000, "not more than ten thousand: nothing dropped");
+        api_keys.remember(lookup(10_001, now));
+        assert_eq!(len(), 10_001, "ten thousand before: nothing dropped");
+        api_keys.remember(lookup(10_002, now));
+        assert_eq!(len(), 3, "more than ten thousand before: the expired ones are dropped");
+        store.close().await;
+    }
+
     #[test]
     fn a_scoped_caller_may_use_only_its_connections() {
         let (a, b) = (ConnectionId::generate(), ConnectionId::generate());
