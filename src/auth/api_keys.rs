@@ -360,6 +360,24 @@ mod tests {
         store.close().await;
     }
 
+    #[tokio::test]
+    async fn forgetting_everything_drops_every_check_and_any_read_begun_before() {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let api_keys = ApiKeys::new(store.clone());
+        let (id, key) = api_keys.create("app", "test").await.unwrap();
+        assert!(matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)));
+        assert!(api_keys.remembers(&id));
+        let before = api_keys.look_up(&key).await.unwrap();
+        api_keys.forget_all();
+        assert!(!api_keys.remembers(&id));
+        assert!(api_keys.remember(before).is_some(), "the racing request is answered as of its read");
+        assert!(!api_keys.remembers(&id), "but what it read is not kept");
+        store.close().await;
+    }
+
     #[test]
     fn a_scoped_caller_may_use_only_its_connections() {
         let (a, b) = (ConnectionId::generate(), ConnectionId::generate());
