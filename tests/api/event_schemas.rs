@@ -65,7 +65,7 @@ impl Envelopes {
 
     fn check(&self, hook: &str, envelope: &Value) -> Result<(), String> {
         let index = self.compiled.get(hook).unwrap_or_else(|| panic!("no webhook `{hook}` in the document"));
-        self.schemas.validate(envelope, *index).map_err(|e| format!("{e}"))
+        self.schemas.validate(envelope, *index).map_err(|e| e.to_string())
     }
 
     /// Validate against its type's schema (and a known SnapInspect type against the generic one
