@@ -134,6 +134,17 @@ mod tests {
     }
 
     #[test]
+    fn a_peek_sees_the_tokens_that_came_back_with_time() {
+        // One token every 50 ms, a burst of one.
+        let l = RateLimiter::new(20, Duration::from_secs(1), 1);
+        assert!(l.check("a").is_ok());
+        assert!(l.peek("a").is_err(), "the burst is spent");
+        std::thread::sleep(Duration::from_millis(120));
+        assert!(l.peek("a").is_ok(), "it has come back");
+        assert!(l.check("a").is_ok(), "and a check agrees");
+    }
+
+    #[test]
     fn zero_is_off() {
         let l = RateLimiter::new(0, Duration::from_secs(1), 1);
         for _ in 0..1000 {

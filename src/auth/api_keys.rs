@@ -69,6 +69,11 @@ impl KeyScope {
     }
 }
 
+/// Whether a check made at `at` still answers at `now` without the database.
+fn trusted(at: i64, now: i64) -> bool {
+    now - at < TRUST_MS
+}
+
 fn parse_scope(raw: Option<&str>) -> Option<Vec<ConnectionId>> {
     // Written by `create` from parsed ids, so every part parses; anything else grants nothing.
     raw.map(|r| r.split(',').filter_map(|p| ConnectionId::parse(p.trim()).ok()).collect())
@@ -196,16 +201,8 @@ impl ApiKeys {
         self.store.api_keys().await
     }
 
-    /// Who holds this key, or `None` if it is unknown or revoked.
-    pub async fn verify(&self, presented: &SecretString) -> anyhow::Result<Option<Caller>> {
-        Ok(match self.verify_unless_refused(presented, || Ok(())).await? {
-            Verdict::Valid(caller) => Some(caller),
-            Verdict::Unknown | Verdict::NotLookedUp(_) => None,
-        })
-    }
-
-    /// Like [`ApiKeys::verify`], but a key memory cannot answer for is looked up in the database
-    /// only if `may_look_up` allows it (the guessing limit of the caller's address), so a guesser
+    /// Who holds this key (`Unknown`: unknown or revoked). A key memory cannot answer for is looked
+    /// up in the database only if `may_look_up` allows it (the guessing limit of the caller's address), so a guesser
     /// already refused costs no query. A key this process has seen valid before is always looked up:
     /// a guesser at the same address does not lock its holder out.
     pub async fn verify_unless_refused(
@@ -218,7 +215,7 @@ impl ApiKeys {
         let (hit, known) = {
             let cache = self.cache.read().expect("key cache poisoned");
             let seen = cache.checked.get(&hash);
-            (seen.filter(|c| now - c.at < TRUST_MS).cloned(), seen.is_some_and(|c| c.caller.is_some()))
+            (seen.filter(|c| trusted(c.at, now)).cloned(), seen.is_some_and(|c| c.caller.is_some()))
         };
         let caller = match hit {
             Some(c) => c.caller,
@@ -266,7 +263,7 @@ impl ApiKeys {
             return caller;
         }
         if cache.checked.len() > 10_000 {
-            cache.checked.retain(|_, c| at - c.at < TRUST_MS);
+            cache.checked.retain(|_, c| trusted(c.at, at));
         }
         cache.checked.insert(hash, Checked { caller: caller.clone(), at });
         caller
@@ -300,8 +297,10 @@ mod tests {
     #[tokio::test]
     async fn a_refused_guesser_costs_no_lookup_but_a_key_seen_valid_before_is_still_looked_up() {
         let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
-        let dir = std::env::temp_dir().join(format!("hub-keys-{}", rand::random::<u64>()));
-        let store = Store::open(&format!("sqlite://{}", dir.join("hub.db").display()), None, keys).await.unwrap();
+        // Removed on drop, also when an assertion fails.
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
         let api_keys = ApiKeys::new(store.clone());
         let (_, key) = api_keys.create("app", "test").await.unwrap();
         let refuse = || Err(Duration::from_secs(9));
@@ -316,9 +315,67 @@ mod tests {
         store.revoke_api_key(&id, now_ms(), "test").await.unwrap();
         expire();
         assert!(matches!(api_keys.verify_unless_refused(&key, refuse).await.unwrap(), Verdict::Unknown));
-        assert!(api_keys.verify(&key).await.unwrap().is_none());
         store.close().await;
-        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_check_answers_from_memory_for_two_seconds_and_no_longer() {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let api_keys = ApiKeys::new(store.clone());
+        let (id, key) = api_keys.create("app", "test").await.unwrap();
+        assert!(matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)));
+        // Revoked behind memory's back (as by another process, before its NOTIFY arrives).
+        store.revoke_api_key(&id, now_ms(), "test").await.unwrap();
+        assert!(
+            matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)),
+            "within the window memory answers"
+        );
+        assert!(trusted(1_000, 1_000) && trusted(1_000, 1_000 + TRUST_MS - 1));
+        assert!(!trusted(1_000, 1_000 + TRUST_MS) && !trusted(1_000, 1_000 + 10 * TRUST_MS));
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn memory_drops_expired_checks_only_once_it_holds_more_than_ten_thousand() {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let api_keys = ApiKeys::new(store.clone());
+        let now = now_ms();
+        let lookup = |n: u32, at: i64| Lookup { hash: n.to_be_bytes().to_vec(), caller: None, at, generation: 0 };
+        for n in 0..9_999 {
+            api_keys.remember(lookup(n, now - 10 * TRUST_MS));
+        }
+        let len = || api_keys.cache.read().unwrap().checked.len();
+        api_keys.remember(lookup(10_000, now));
+        assert_eq!(len(), 10_000, "not more than ten thousand: nothing dropped");
+        api_keys.remember(lookup(10_001, now));
+        assert_eq!(len(), 10_001, "ten thousand before: nothing dropped");
+        api_keys.remember(lookup(10_002, now));
+        assert_eq!(len(), 3, "more than ten thousand before: the expired ones are dropped");
+        store.close().await;
+    }
+
+    #[tokio::test]
+    async fn forgetting_everything_drops_every_check_and_any_read_begun_before() {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let api_keys = ApiKeys::new(store.clone());
+        let (id, key) = api_keys.create("app", "test").await.unwrap();
+        assert!(matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)));
+        assert!(api_keys.remembers(&id));
+        let before = api_keys.look_up(&key).await.unwrap();
+        api_keys.forget_all();
+        assert!(!api_keys.remembers(&id));
+        assert!(api_keys.remember(before).is_some(), "the racing request is answered as of its read");
+        assert!(!api_keys.remembers(&id), "but what it read is not kept");
+        store.close().await;
     }
 
     #[test]

@@ -327,11 +327,14 @@ async fn writer(me: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<Delivery
         let Some(d) = me.upgrade() else { return };
         let now = now_ms();
         match d.store.record_delivery_results(&batch, now, disable_before(now, d.config.disable_after)).await {
-            Ok(recorded) if (recorded as usize) < batch.len() => tracing::warn!(
-                unrecorded = batch.len() - recorded as usize,
-                "some results came after their claim was taken over (the new claim decides) or were refused (see above)"
-            ),
-            Ok(_) => {}
+            Ok(recorded) => {
+                if let Some(unrecorded) = unrecorded(recorded, batch.len()) {
+                    tracing::warn!(
+                        unrecorded,
+                        "some results came after their claim was taken over (the new claim decides) or were refused (see above)"
+                    );
+                }
+            }
             Err(e) => tracing::error!(
                 error.chain = %format!("{e:#}"), results = batch.len(),
                 "recording delivery results failed; their leases expire and they are tried again"
@@ -340,5 +343,22 @@ async fn writer(me: std::sync::Weak<Dispatcher>, mut rx: mpsc::Receiver<Delivery
         d.unwritten.fetch_sub(batch.len(), Ordering::SeqCst);
         batch.clear();
         d.bump();
+    }
+}
+
+/// How many of `results` results the store did not record, if any.
+fn unrecorded(recorded: u64, results: usize) -> Option<usize> {
+    let missing = results.saturating_sub(usize::try_from(recorded).unwrap_or(usize::MAX));
+    (missing > 0).then_some(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_results_the_store_did_not_record_are_counted_as_unrecorded() {
+        assert_eq!(super::unrecorded(3, 5), Some(2));
+        assert_eq!(super::unrecorded(0, 1), Some(1));
+        assert_eq!(super::unrecorded(5, 5), None);
+        assert_eq!(super::unrecorded(0, 0), None);
     }
 }

@@ -858,6 +858,38 @@ async fn the_pair_of_every_refused_callback_is_spent() {
     assert_eq!(app.connection_count().await, 1, "only the broken connection");
 }
 
+/// An internal error (here the store refusing the new row) leaves the callback's pair alone:
+/// the hub cannot tell whether a failed write was stored after all (a commit can fail after it
+/// landed), and spending a stored pair would kill the connection it made.
+#[tokio::test]
+async fn a_store_failing_mid_callback_does_not_spend_the_pair() {
+    let app = spawn_app().await;
+    let fail = if app.db.is_postgres() {
+        vec![
+            "create function refuse_connection() returns trigger language plpgsql as \
+             $$ begin raise exception 'the disk is full'; end $$",
+            "create trigger refuse_connection before insert on connections \
+             for each row execute function refuse_connection()",
+        ]
+    } else {
+        vec![
+            "create trigger refuse_connection before insert on connections \
+              begin select raise(abort, 'the disk is full'); end",
+        ]
+    };
+    for sql in fail {
+        sqlx::query(sql).execute(app.state.store.pool()).await.unwrap();
+    }
+    let authorize = app.start_connect().await;
+    let back = app.decide_at_fake(&authorize, Some(6847), true).await;
+    let res = app.client.get(&back).send().await.unwrap();
+    assert!(res.status().is_server_error() || res.status().is_redirection(), "{}", res.status());
+    assert_eq!(app.connection_count().await, 0, "nothing was stored");
+    // A refusal's pair is spent within milliseconds (see above); give this one ample time.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(app.fake.is_valid_access_token(&callback_access_token(&back)), "the pair was left alone");
+}
+
 #[tokio::test]
 async fn a_connect_links_page_spends_nothing_and_only_its_button_does() {
     let app = spawn_app_with(|v| {

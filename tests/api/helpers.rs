@@ -553,3 +553,15 @@ pub async fn signicat_at(url: &str) -> (TestApp, connect_hub::domain::Connection
     let id = app.add_credentials(Provider::Signicat, input, "secret").await;
     (app, id)
 }
+
+/// Who holds `key`, as a request would find (`None`: unknown or revoked), never refused a look-up.
+pub async fn verify_key(
+    keys: &connect_hub::auth::api_keys::ApiKeys,
+    key: &secrecy::SecretString,
+) -> anyhow::Result<Option<connect_hub::auth::api_keys::Caller>> {
+    use connect_hub::auth::api_keys::Verdict;
+    Ok(match keys.verify_unless_refused(key, || Ok(())).await? {
+        Verdict::Valid(caller) => Some(caller),
+        Verdict::Unknown | Verdict::NotLookedUp(_) => None,
+    })
+}

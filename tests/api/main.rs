@@ -13,6 +13,7 @@ mod encryption;
 mod endpoints_in_flight;
 mod endpoints_max;
 mod endpoints_ui;
+mod event_schemas;
 mod exchange;
 mod fakes;
 mod helpers;

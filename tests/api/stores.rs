@@ -378,7 +378,7 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
         secrecy::ExposeSecret::expose_secret(&token.token),
         "sealed tokens still open (same row ids)"
     );
-    let caller = new.state.api_keys.verify(&secrecy::SecretString::from(key)).await.unwrap();
+    let caller = crate::helpers::verify_key(&new.state.api_keys, &secrecy::SecretString::from(key)).await.unwrap();
     assert_eq!(caller.unwrap().key_id, key_id);
     assert_eq!(new.event(&event).await.state, "done");
     // A webhook sent again after the move is still a duplicate; a new one gets new ids (the

@@ -1,7 +1,7 @@
 //! The command line prints stored text from outside (receivers' answers, webhook fields, names) with
 //! its control characters written out, so what it prints cannot rewrite the lines before it.
 
-use crate::helpers::{forwarding, hub, spawn_app_with, TestApp};
+use crate::helpers::{forwarding, hub, spawn_app, spawn_app_with, TestApp};
 
 /// Cursor up, erase the line, a forged line, a window title, a C1 CSI, a bidi override.
 const EVIL: &str = "ok\x1b[1A\x1b[2Kforged\x1b]0;pwned\x07\u{9b}2K\u{202e}";
@@ -61,4 +61,19 @@ async fn every_listing_writes_out_the_control_characters_of_what_it_read() {
     let out = hub(&app, &["events", "list", "--status", "x\x1b[2Ky"]);
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(!out.status.success() && err.contains("`x\\u{1b}[2Ky`") && !err.contains('\x1b'), "{err}");
+}
+
+#[tokio::test]
+async fn endpoints_list_shows_forty_characters_whole_and_cuts_what_is_longer() {
+    let app = spawn_app().await;
+    let exact = "https://example.com/aaaaaaaaaaaaaaaaaaaa";
+    let long = "https://example.com/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    assert_eq!(exact.len(), 40);
+    for url in [exact, long] {
+        let out = printed(&app, &["endpoints", "add", "--url", url]);
+        assert!(out.starts_with("ep_"), "{out}");
+    }
+    let list = printed(&app, &["endpoints", "list"]);
+    assert!(list.contains(&format!("{exact}  ")), "{list}");
+    assert!(list.contains(&format!("{}…  ", &long[..39])) && !list.contains(long), "{list}");
 }
