@@ -156,6 +156,8 @@ fn proxy_settings_have_their_defaults_units_and_bounds() {
         ("1GiB", 1 << 30),
         ("5MB", 5_000_000),
         ("2kB", 2000),
+        ("3KB", 3000),
+        ("2GB", 2_000_000_000),
         ("7", 7),
         ("9B", 9),
     ] {

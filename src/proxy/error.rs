@@ -76,3 +76,32 @@ impl From<ProxyError> for AppError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_counted_is_the_status_answered() {
+        let all: Vec<fn() -> ProxyError> = vec![
+            || ProxyError::NotFound("con_x".into()),
+            || ProxyError::Disconnected,
+            || ProxyError::NeedsReconnect("gone".into()),
+            || ProxyError::NoApiUrl,
+            || ProxyError::BadPath(BadPath("..")),
+            || ProxyError::TooManyInFlight(32),
+            || ProxyError::BodyTooLarge(10),
+            || ProxyError::Unreachable("down".into()),
+            || ProxyError::Timeout(20),
+            || ProxyError::Token(TokenError::NotConfigured),
+            || ProxyError::Token(TokenError::Provider("refused".into())),
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for make in all {
+            let answered = actix_web::ResponseError::status_code(&AppError::from(make())).as_u16();
+            assert_eq!(make().status(), answered, "{}", make());
+            seen.insert(answered);
+        }
+        assert_eq!(seen.into_iter().collect::<Vec<_>>(), [400, 404, 409, 413, 429, 502, 503, 504]);
+    }
+}
