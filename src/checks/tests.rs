@@ -10,6 +10,8 @@ fn after_a_passed_check_the_next_is_within_the_last_fifth_of_the_interval() {
         let at = next_check(HOUR, 1_000, Outcome::Ok, 1).unwrap();
         assert!((1_000 + 2_880_000..=1_000 + 3_600_000).contains(&at), "{at}");
     }
+    let earliest = (0..200).map(|_| next_check(HOUR, 0, Outcome::Ok, 1).unwrap()).min().unwrap();
+    assert!(earliest < 3_000_000, "with jitter, not always the full interval: {earliest}");
     let refused = next_check(HOUR, 0, Outcome::Refused, 1).unwrap();
     assert!(refused >= 2_880_000, "a refused one waits like a passed one");
 }

@@ -145,6 +145,11 @@ async fn a_5xx_from_user_changes_no_status_records_the_failed_check_and_is_retri
     // The periodic task tries again by itself, and once /user answers again the check passes.
     let user_calls = app.fake.user_calls();
     eventually(10, "the failed check is tried again", || async { app.fake.user_calls() > user_calls }).await;
+    eventually(10, "the retry is recorded", || async { app.state.store.check_failures(&id).await.unwrap() == Some(2) })
+        .await;
+    let (c, next) = (connection(&app, &id).await, app.state.store.next_check_at(&id).await.unwrap().unwrap());
+    let wait = next - c.last_checked_at.unwrap();
+    assert!((3_200..=4_800).contains(&wait), "the second failure in a row waits about 4 s: {wait}");
     app.fake.set_user_shape(UserShape::TopLevel);
     eventually(15, "a check passes again", || async {
         connection(&app, &id).await.last_check.as_deref() == Some("ok")
@@ -343,4 +348,90 @@ async fn the_console_button_the_api_fields_and_the_metric_show_the_checks() {
     );
     assert!(metrics.contains("connect_hub_connection_checks_total{provider=\"snapinspect\",outcome=\"failed\"} 1\n"));
     assert!(metrics.contains("connect_hub_connection_checks_total{provider=\"signicat\",outcome=\"ok\"} 0\n"));
+}
+
+/// An app whose checker runs only when the test calls a round (background work is off).
+async fn quiet_app(interval: &str) -> TestApp {
+    let interval = interval.to_owned();
+    spawn_app_with(move |v| {
+        v.insert("CONNECTION_CHECK_INTERVAL".into(), interval);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn first_checks_are_spread_over_the_interval_not_all_at_once() {
+    let app = quiet_app("1h").await;
+    let mut ids = Vec::new();
+    for company in [6847, 7012, 9001] {
+        ids.push(app.connect_company(company).await);
+    }
+    let before = now_ms();
+    assert_eq!(app.state.checker.round().await.unwrap(), 0, "nothing is due yet");
+    let mut times = Vec::new();
+    for id in &ids {
+        let at = app.state.store.next_check_at(id).await.unwrap().expect("scheduled");
+        assert!((before..before + 3_600_000).contains(&at), "within the interval: {}", at - before);
+        times.push(at);
+    }
+    // Three random points within an hour all in its first minute: one chance in about 200,000.
+    assert!(times.iter().any(|t| t - before > 60_000), "spread, not at once: {times:?}");
+    assert_eq!(app.fake.user_calls(), 3, "only the connects' own /user calls");
+}
+
+#[tokio::test]
+async fn a_client_credentials_token_fetched_within_the_interval_is_the_check_and_an_older_one_is_fetched_again() {
+    let app = quiet_app("1h").await;
+    let server = FakeTokenServer::signicat("id", "secret");
+    let url = format!("{}/oauth/connect/token", spawn_token_server(&server).await);
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(url),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    app.state.tokens.token(&id).await.unwrap();
+    assert_eq!(server.calls(), 1);
+    let pool = app.state.store.pool().clone();
+    let due = || async {
+        sqlx::query("update connections set next_check_at = 0").execute(&pool).await.unwrap();
+    };
+    due().await;
+    assert_eq!(app.state.checker.round().await.unwrap(), 1);
+    assert_eq!(server.calls(), 1, "a token fetched within the interval needs no other");
+    assert_eq!(connection(&app, &id).await.last_check.as_deref(), Some("ok"));
+
+    // Fetched more than an interval ago (its lifetime is longer): the check fetches one.
+    let long_ago = now_ms() - 2 * 3_600_000;
+    sqlx::query("update connections set token_obtained_at = $1").bind(long_ago).execute(&pool).await.unwrap();
+    due().await;
+    assert_eq!(app.state.checker.round().await.unwrap(), 1);
+    assert_eq!(server.calls(), 2, "the check fetched a token");
+    let c = connection(&app, &id).await;
+    assert_eq!(c.last_check.as_deref(), Some("ok"));
+    assert!(c.token_obtained_at.unwrap() > long_ago);
+}
+
+#[tokio::test]
+async fn a_check_in_flight_holds_its_claim_for_five_minutes() {
+    let app = quiet_app("1h").await;
+    let id = app.connect_company(6847).await;
+    app.fake.set_user_delay(Duration::from_millis(1_500));
+    sqlx::query("update connections set next_check_at = 0").execute(app.state.store.pool()).await.unwrap();
+    let started = now_ms();
+    let checker = app.state.checker.clone();
+    let round = tokio::spawn(async move { checker.round().await.unwrap() });
+    eventually(10, "the check is claimed", || async {
+        app.state.store.next_check_at(&id).await.unwrap().is_some_and(|at| at > 0)
+    })
+    .await;
+    let lease = app.state.store.next_check_at(&id).await.unwrap().unwrap();
+    // While /user is slow, the claim keeps the check from any other instance's round.
+    let ahead = lease - started;
+    assert!((299_000..=302_000).contains(&ahead), "leased for five minutes: {ahead} ms");
+    assert!(connection(&app, &id).await.last_checked_at.is_none(), "still in flight");
+    assert_eq!(round.await.unwrap(), 1);
+    let next = app.state.store.next_check_at(&id).await.unwrap().unwrap();
+    assert!(next - connection(&app, &id).await.last_checked_at.unwrap() >= 2_880_000, "then a full interval");
 }
