@@ -425,6 +425,8 @@ async fn past_the_limit_of_requests_in_flight_the_hub_answers_429() {
     assert_eq!(third.status(), 429);
     assert_eq!(third.headers().get("x-connect-hub-error").unwrap(), "too_many_in_flight");
     assert_eq!(third.headers().get("retry-after").unwrap(), "1");
+    let said: Value = third.json().await.unwrap();
+    assert!(said["message"].as_str().unwrap().starts_with("2 requests are already in flight"), "{said}");
     drop(one);
     let url = proxy_url(&app, &id, "echo");
     eventually(5, "a place is given back", || async {
