@@ -110,6 +110,12 @@ impl Proxy {
         self.settings.max_body
     }
 
+    /// The token version this process last read the connection's target with, if any (tests of
+    /// the memory: a proxied request reads no database while it holds).
+    pub fn target_read_with(&self, id: &ConnectionId) -> Option<i64> {
+        self.targets.known(id).map(|(_, version)| version)
+    }
+
     /// Send the request upstream with the connection's token and hand back the answer. Every
     /// failure before an upstream answer is a [`ProxyError`]; an upstream's own error status is an
     /// answer like any other.

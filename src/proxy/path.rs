@@ -27,13 +27,17 @@ pub fn upstream_url(base: &Url, raw_path: &str, query: Option<&str>) -> Result<U
         text.push_str(q);
     }
     let url = Url::parse(&text).map_err(|_| BadPath("the path does not make a URL below the connection's API"))?;
-    // Belt and braces: whatever the checks above missed, the parsed URL must still be the base's
-    // origin, and its path exactly the base's path followed by the one given.
-    let expected_path = format!("{}{raw_path}", base.path());
-    if url.origin() != base.origin() || url.path() != expected_path || !url.username().is_empty() {
+    // Belt and braces: whatever the checks above missed, the URL must still be below the base.
+    if !stays_below(base, &url, raw_path) {
         return Err(BadPath("the path leaves the connection's API"));
     }
     Ok(url)
+}
+
+/// Whether `url` has the base's origin, no user, and exactly the base's path followed by `raw_path`.
+fn stays_below(base: &Url, url: &Url, raw_path: &str) -> bool {
+    let expected_path = format!("{}{raw_path}", base.path());
+    url.origin() == base.origin() && url.path() == expected_path && url.username().is_empty()
 }
 
 fn check_path(raw: &str) -> Result<(), BadPath> {
@@ -91,6 +95,35 @@ fn decode(segment: &str) -> Result<String, BadPath> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_check_refuses_on_its_own_with_its_reason() {
+        let reason = |p: &str| check_path(p).unwrap_err().0;
+        assert_eq!(reason("a/../b"), "the path has a . or .. segment");
+        assert_eq!(reason("a/./b"), "the path has a . or .. segment");
+        assert_eq!(reason("a/%2e%2e"), "the path has a . or .. segment");
+        assert_eq!(reason("a//b"), "the path has an empty segment (// or a leading /)");
+        assert_eq!(reason("/a"), "the path has an empty segment (// or a leading /)");
+        assert_eq!(reason("http:x"), "the path starts like a URL (scheme:)");
+        assert!(check_path("a/http:x").is_ok(), "a colon after the first segment is a path");
+        for p in ["a%2fb", "a%5cb", "a%40b", "a%25b"] {
+            assert_eq!(reason(p), "the path holds an encoded slash, a backslash, an @ or a double encoding", "{p}");
+        }
+        assert_eq!(reason("a%0ab"), "the path holds a control character");
+        assert_eq!(reason("a%zz"), "the path has a broken % escape");
+        assert_eq!(reason("a%c3"), "the path's escapes are not UTF-8");
+        assert!(check_path("").is_ok() && check_path("a/").is_ok() && check_path("caf%c3%a9").is_ok());
+        // The last check, on the parsed URL, without the first ones in front of it.
+        let base = base();
+        let below = |u: &str, p: &str| stays_below(&base, &Url::parse(u).unwrap(), p);
+        assert!(below("https://api.example.test/v3/a/b", "a/b"));
+        assert!(!below("https://other.example/v3/a/b", "a/b"), "another host");
+        assert!(!below("http://api.example.test/v3/a/b", "a/b"), "another scheme");
+        assert!(!below("https://api.example.test:8443/v3/a/b", "a/b"), "another port");
+        assert!(!below("https://api.example.test/v3/b", "a/../b"), "a path the parser changed");
+        assert!(!below("https://api.example.test/admin", "admin"), "off the base's path");
+        assert!(!below("https://u@api.example.test/v3/a", "a"), "a user");
+    }
+
     fn base() -> Url {
         Url::parse("https://api.example.test/v3/").unwrap()
     }
@@ -146,6 +179,7 @@ mod tests {
             assert!(upstream_url(&base(), path, None).is_err(), "{path:?} must be refused");
         }
         assert!(upstream_url(&base(), "x", Some("a=1#frag")).is_err());
+        assert!(upstream_url(&base(), "x", Some("ä=1")).is_err(), "a query is ASCII");
         assert!(upstream_url(&base(), "x", Some("a=\u{7f}")).is_err());
     }
 }

@@ -490,9 +490,12 @@ async fn an_edited_api_url_is_used_from_the_next_request_on() {
     let id = signicat(&app, &server).await;
     let (_, key) = app.api_key("proxy").await;
     let http = reqwest::Client::new();
+    assert_eq!(app.state.proxy.target_read_with(&id), None);
     let first: Value =
         http.get(proxy_url(&app, &id, "echo/a")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(first["path"], "/api/echo/a");
+    let version = app.state.tokens.token(&id).await.unwrap().version;
+    assert_eq!(app.state.proxy.target_read_with(&id), Some(version), "kept, with the token it was read with");
     // The console's edit: the API URL moves (with the secret), the stored token is dropped.
     let c = app.state.store.credentials(&id).await.unwrap().unwrap();
     let mut settings = c.settings.clone();
@@ -503,6 +506,9 @@ async fn an_edited_api_url_is_used_from_the_next_request_on() {
     let second: Value =
         http.get(proxy_url(&app, &id, "echo/a")).bearer_auth(&key).send().await.unwrap().json().await.unwrap();
     assert_eq!(second["path"], "/api/echo/moved/echo/a", "{second}");
+    let new_version = app.state.tokens.token(&id).await.unwrap().version;
+    assert!(new_version > version);
+    assert_eq!(app.state.proxy.target_read_with(&id), Some(new_version), "read again with the new token");
     // Disconnected: refused by the hub, whatever it knew before.
     app.state.store.disconnect(&id, 0, "t").await.unwrap();
     app.state.tokens.forget(&id);
