@@ -592,3 +592,47 @@ async fn stored_api_urls_go_through_the_outbound_guard_and_snapinspects_does_not
     assert!(body["message"].as_str().unwrap().contains("the API URL cannot be used: 127.0.0.2"), "{body}");
     assert_eq!(server.issued(), 1, "the token came from the allowed token URL");
 }
+
+#[tokio::test]
+async fn a_status_read_from_the_database_is_refused_even_with_a_token_in_memory() {
+    let app = spawn_app().await;
+    let (id, key) = snapinspect(&app).await;
+    // The token is in this process's memory, the target is not: a change another process made to
+    // the row (here written directly, with no notification) is seen on the target's first read.
+    app.state.tokens.token(&id).await.unwrap();
+    let calls = app.fake.api_calls();
+    for (status, code) in [("needs_reconnect", "needs_reconnect"), ("disconnected", "disconnected")] {
+        sqlx::query(&format!("update connections set status = '{status}' where id = $1"))
+            .bind(id.as_str())
+            .execute(app.state.store.pool())
+            .await
+            .unwrap();
+        let res = reqwest::Client::new().get(proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
+        assert_eq!(res.status(), 409, "{status}");
+        assert_eq!(res.headers().get("x-connect-hub-error").unwrap(), code);
+    }
+    assert_eq!(app.fake.api_calls(), calls, "nothing was sent");
+    if !app.db.is_postgres() {
+        // (On PostgreSQL the row's change is announced, and the token dropped, as it should be.)
+        assert!(app.state.tokens.remembers(&id), "the token manager still held the token");
+    }
+    // A connection that is gone is forgotten here too.
+    sqlx::query("update connections set status = 'active' where id = $1")
+        .bind(id.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    app.state.tokens.forget(&id);
+    let res = reqwest::Client::new().get(proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(app.state.proxy.target_read_with(&id).is_some());
+    sqlx::query("delete from connections where id = $1")
+        .bind(id.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    app.state.tokens.forget(&id);
+    let res = reqwest::Client::new().get(proxy_url(&app, &id, "echo")).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(res.status(), 404);
+    assert_eq!(app.state.proxy.target_read_with(&id), None);
+}
