@@ -636,3 +636,29 @@ async fn a_status_read_from_the_database_is_refused_even_with_a_token_in_memory(
     assert_eq!(res.status(), 404);
     assert_eq!(app.state.proxy.target_read_with(&id), None);
 }
+
+#[tokio::test]
+async fn under_a_limit_below_a_mebibyte_a_held_body_is_cut_at_exactly_the_limit() {
+    let app = spawn_app_with(|v| {
+        v.insert("PROXY_MAX_BODY".into(), "256KiB".into());
+    })
+    .await;
+    let (id, key) = snapinspect(&app).await;
+    let http = reqwest::Client::new();
+    // No declared length: the body is counted as it is read and held.
+    let chunked = |extra: usize| {
+        let pieces = (0..4).map(|_| vec![7u8; 64 * 1024]).chain((extra > 0).then(|| vec![7u8; extra]));
+        reqwest::Body::wrap_stream(futures_util::stream::iter(pieces.map(Ok::<_, std::io::Error>)))
+    };
+    let send = |body| http.post(proxy_url(&app, &id, "echo/up")).bearer_auth(&key).body(body).send();
+    let exact = send(chunked(0)).await.unwrap();
+    assert_eq!(exact.status(), 200);
+    assert_eq!(exact.json::<Value>().await.unwrap()["body_bytes"], 256 * 1024);
+    let calls = app.fake.api_calls();
+    for extra in [1, 40 * 1024] {
+        let over = send(chunked(extra)).await.unwrap();
+        assert_eq!(over.status(), 413, "{extra} bytes over");
+        assert_eq!(over.headers().get("x-connect-hub-error").unwrap(), "body_too_large");
+    }
+    assert_eq!(app.fake.api_calls(), calls, "a held body over the limit is never sent");
+}
