@@ -235,6 +235,18 @@ mod tests {
         edge.resize(MAX_LOGO_BYTES, 0);
         assert!(Logo::check(edge).is_ok());
     }
+
+    #[test]
+    fn text_that_is_not_an_svg_is_said_to_be_neither_png_nor_svg() {
+        let p = Logo::check(b"GIF89a, not a logo".to_vec()).unwrap_err();
+        assert!(p.starts_with("is neither a PNG nor an SVG file"), "{p}");
+    }
+
+    #[test]
+    fn shown_keeps_sixty_characters_and_cuts_what_is_longer() {
+        assert_eq!(shown(&"a".repeat(60)), "a".repeat(60));
+        assert_eq!(shown(&"a".repeat(61)), format!("{}…", "a".repeat(60)));
+    }
 }
 
 #[cfg(test)]

@@ -248,3 +248,48 @@ fn logos_as_drawing_programs_write_them_pass() {
 </svg>"##,
     );
 }
+
+const SODIPODI_NS: &str = r#"xmlns:sodipodi="http://sodipodi.sourceforge.net/DTD/sodipodi-0.dtd""#;
+
+#[test]
+fn each_refusal_says_which_rule_and_what_it_found() {
+    // An event handler is a script, on an SVG element and on a drawing program's alike.
+    let p = refused(&format!(r#"<svg {SVG_NS}><rect onclick="alert(1)"/></svg>"#));
+    assert!(p.contains("script or event handler"), "{p}");
+    let p = refused(&format!(r#"<svg {SVG_NS} {SODIPODI_NS}><sodipodi:namedview onclick="alert(1)"/></svg>"#));
+    assert!(p.contains("script or event handler"), "{p}");
+    // An xlink attribute that is not a link is refused by name, with its prefix, on both.
+    let p = refused(&format!(r##"<svg {SVG_NS}><rect xlink:title="#a"/></svg>"##));
+    assert!(p.contains("<rect> has the attribute xlink:title"), "{p}");
+    let p = refused(&format!(r##"<svg {SVG_NS} {SODIPODI_NS}><sodipodi:namedview xlink:title="#a"/></svg>"##));
+    assert!(p.contains("has the attribute xlink:title"), "{p}");
+    // A link on a drawing program's element may point at the logo's own parts only.
+    passes(&format!(r##"<svg {SVG_NS} {SODIPODI_NS}><sodipodi:namedview xlink:href="#a"/></svg>"##));
+    let p = refused(&format!(
+        r#"<svg {SVG_NS} {SODIPODI_NS}><sodipodi:namedview xlink:href="https://evil.example/"/></svg>"#
+    ));
+    assert!(p.contains("links to `https://evil.example/`"), "{p}");
+    // The whole url() that would load something is quoted.
+    let p = refused(&format!(r##"<svg {SVG_NS}><rect fill="url(https://evil.example/a.svg#p)"/></svg>"##));
+    assert!(p.contains("`url(https://evil.example/a.svg#p)`"), "{p}");
+}
+
+#[test]
+fn a_style_element_takes_css_and_an_id_and_nothing_else() {
+    passes(&format!(r#"<svg {SVG_NS}><style id="s" type="text/css">rect {{ fill: red }}</style></svg>"#));
+    for attr in [r#"type="text/javascript""#, r#"class="x""#, r#"media="print""#] {
+        let p = refused(&format!(r#"<svg {SVG_NS}><style {attr}>rect {{ fill: red }}</style></svg>"#));
+        assert!(p.contains("<style> has the attribute"), "{attr}: {p}");
+    }
+    // Elsewhere `type` is a filter's parameter.
+    passes(&format!(r#"<svg {SVG_NS}><filter id="f"><feColorMatrix type="saturate" values="0"/></filter></svg>"#));
+}
+
+#[test]
+fn the_root_must_be_svg_and_a_logo_has_at_most_100_000_parts() {
+    let p = super::svg::check(r#"<rect xmlns="http://www.w3.org/2000/svg"/>"#).unwrap_err();
+    assert!(p.contains("root element must be <svg>"), "{p}");
+    super::svg::check(&format!("<svg {SVG_NS}>{}</svg>", "<g/>".repeat(1_000))).unwrap();
+    let p = super::svg::check(&format!("<svg {SVG_NS}>{}</svg>", "<g/>".repeat(100_001))).unwrap_err();
+    assert!(p.contains("well-formed"), "{p}");
+}

@@ -379,7 +379,8 @@ async fn migrate_store_copies_a_sqlite_database_into_an_empty_postgresql_one_tha
         "sealed tokens still open (same row ids)"
     );
     let caller = crate::helpers::verify_key(&new.state.api_keys, &secrecy::SecretString::from(key)).await.unwrap();
-    assert_eq!(caller.unwrap().key_id, key_id);
+    let caller = caller.unwrap();
+    assert_eq!((caller.key_id.as_str(), caller.read_only), (key_id.as_str(), false), "a boolean keeps its value");
     assert_eq!(new.event(&event).await.state, "done");
     // A webhook sent again after the move is still a duplicate; a new one gets new ids (the
     // sequences continue after the copied ids) and is delivered.
