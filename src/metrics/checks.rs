@@ -58,6 +58,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_provider_and_outcome_has_a_counter_of_its_own() {
+        let c = ConnectionChecks::default();
+        let pairs: Vec<(Provider, &str)> =
+            Provider::ALL.iter().flat_map(|p| CHECK_OUTCOMES.iter().map(move |o| (*p, *o))).collect();
+        for (n, (provider, outcome)) in pairs.iter().enumerate() {
+            for _ in 0..=n {
+                c.inc(*provider, outcome);
+            }
+        }
+        for (n, (provider, outcome)) in pairs.iter().enumerate() {
+            assert_eq!(c.get(*provider, outcome), n as u64 + 1, "{} {outcome}", provider.as_str());
+        }
+    }
+
+    #[test]
     fn each_provider_and_outcome_counts_apart() {
         let c = ConnectionChecks::default();
         c.inc(Provider::SnapInspect, "refused");

@@ -367,6 +367,8 @@ async fn first_checks_are_spread_over_the_interval_not_all_at_once() {
         ids.push(app.connect_company(company).await);
     }
     let before = now_ms();
+    let scheduled = app.state.store.schedule_first_checks(before, 3_600_000, 500).await.unwrap();
+    assert_eq!(scheduled, 3, "each gets its first check time");
     assert_eq!(app.state.checker.round().await.unwrap(), 0, "nothing is due yet");
     let mut times = Vec::new();
     for id in &ids {
@@ -434,4 +436,27 @@ async fn a_check_in_flight_holds_its_claim_for_five_minutes() {
     assert_eq!(round.await.unwrap(), 1);
     let next = app.state.store.next_check_at(&id).await.unwrap().unwrap();
     assert!(next - connection(&app, &id).await.last_checked_at.unwrap() >= 2_880_000, "then a full interval");
+}
+
+#[tokio::test]
+async fn a_client_credentials_check_whose_fetch_fails_fails_although_an_unexpired_token_is_still_handed_out() {
+    let app = quiet_app("1h").await;
+    let server = FakeTokenServer::signicat("id", "secret");
+    let url = format!("{}/oauth/connect/token", spawn_token_server(&server).await);
+    let input = CredentialsInput {
+        client_id: "id".into(),
+        token_url: Some(url),
+        scope: Some("identify".into()),
+        ..Default::default()
+    };
+    let id = app.add_credentials(Provider::Signicat, input, "secret").await;
+    app.state.tokens.token(&id).await.unwrap();
+    server.push_fault(503);
+    let outcome = app.state.checker.check_now(&id).await.unwrap().unwrap();
+    assert_eq!(server.calls(), 2, "the check asked for a new token");
+    assert_eq!(outcome.outcome, Outcome::Failed, "the old token still works, but the provider is down: {outcome:?}");
+    let c = connection(&app, &id).await;
+    assert_eq!(c.last_check.as_deref(), Some("failed"));
+    assert!(c.last_check_error.unwrap().contains("503"));
+    app.state.tokens.token(&id).await.expect("the unexpired token is still handed out");
 }
