@@ -82,7 +82,7 @@ fn decode(segment: &str) -> Result<String, BadPath> {
             i += 3;
         } else {
             if b.is_ascii_control() || !b.is_ascii() {
-                return Err(BadPath("the path holds a control character"));
+                return Err(BadPath("the path holds a control character or a byte that is not ASCII"));
             }
             out.push(b);
             i += 1;
@@ -109,6 +109,12 @@ mod tests {
             assert_eq!(reason(p), "the path holds an encoded slash, a backslash, an @ or a double encoding", "{p}");
         }
         assert_eq!(reason("a%0ab"), "the path holds a control character");
+        assert_eq!(reason("a\tb"), "the path holds a control character or a byte that is not ASCII");
+        assert_eq!(
+            reason("café"),
+            "the path holds a control character or a byte that is not ASCII",
+            "raw, not encoded"
+        );
         assert_eq!(reason("a%zz"), "the path has a broken % escape");
         assert_eq!(reason("a%c3"), "the path's escapes are not UTF-8");
         assert!(check_path("").is_ok() && check_path("a/").is_ok() && check_path("caf%c3%a9").is_ok());
