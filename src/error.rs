@@ -239,5 +239,8 @@ mod tests {
         assert_eq!(res.headers().get(ERROR_HEADER).unwrap(), "needs_reconnect", "the code is also a header");
         let timeout = ApiError(AppError::GatewayTimeout { code: "upstream_timeout", message: "slow".into() });
         assert_eq!(timeout.status_code(), StatusCode::GATEWAY_TIMEOUT);
+        let page = AppError::GatewayTimeout { code: "upstream_timeout", message: "slow".into() };
+        assert_eq!(page.title(), "The provider did not answer in time");
+        assert_eq!(AppError::conflict("x", "y").title(), "That cannot be done right now");
     }
 }
