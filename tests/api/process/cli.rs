@@ -221,3 +221,58 @@ async fn the_demo_prints_the_line_that_lets_the_cli_use_its_database_and_keys() 
         assert_eq!(mode & 0o077, 0, "the file holds the demo's keys: only its owner may read it");
     }
 }
+
+/// `demo` on `data`, on `port`, once it has printed its CLI line (killed when dropped).
+fn start_demo(data: &std::path::Path, port: u16) -> Demo {
+    use std::io::BufRead;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .args(["demo", "--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data)
+        .env_remove("ENCRYPTION_KEY")
+        .env_remove("DATABASE_URL")
+        .env_remove("CONNECT_HUB_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    let ready =
+        std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.contains("CONNECT_HUB_CONFIG="));
+    assert!(ready, "the demo started");
+    demo
+}
+
+#[tokio::test]
+async fn a_restarted_demo_keeps_one_connection_a_provider_and_gives_old_ones_their_api_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("demo-data");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    drop(start_demo(&data, port));
+    // Demo data from before the proxy: no API URL on one of its connections, and one the operator
+    // renamed (it is theirs now, and left as it is).
+    let db = format!("sqlite://{}", data.join("connect-hub.db").display());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::any::AnyPoolOptions::new().connect(&db).await.unwrap();
+    sqlx::query("update connections set api_url = null where provider in ('signicat', 'snapdocs')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("update connections set name = 'Ours' where provider = 'snapdocs'").execute(&pool).await.unwrap();
+    let _demo = start_demo(&data, port);
+    let rows: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "select provider, name, api_url from connections where provider <> 'snapinspect' order by provider",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let providers: Vec<&str> = rows.iter().map(|(p, _, _)| p.as_str()).collect();
+    assert_eq!(providers, ["docplanner", "signicat", "smartdocumentor", "snapdocs"], "one each, none added twice");
+    let signicat = rows.iter().find(|(p, _, _)| p == "signicat").unwrap();
+    assert_eq!(signicat.2.as_deref(), Some(format!("http://127.0.0.1:{port}/fake/signicat/api/").as_str()));
+    let snapdocs = rows.iter().find(|(p, _, _)| p == "snapdocs").unwrap();
+    assert_eq!((snapdocs.1.as_str(), snapdocs.2.as_deref()), ("Ours", None), "a renamed one is the operator's");
+    let docplanner = rows.iter().find(|(p, _, _)| p == "docplanner").unwrap();
+    assert_eq!(docplanner.2.as_deref(), Some(format!("http://127.0.0.1:{port}/fake/docplanner/api/").as_str()));
+}
