@@ -303,6 +303,7 @@ async fn a_client_credentials_token_the_api_refuses_is_fetched_again_once() {
     assert_eq!(res.status(), 200);
     assert_eq!(res.json::<Value>().await.unwrap()["path"], "/api/echo/documents");
     assert_eq!(server.issued(), 1);
+    assert_eq!(server.api_calls(), 1, "one request reached the provider's API");
     server.revoke_all();
     let calls = (0..20).map(|_| {
         let (http, url, key) = (http.clone(), proxy_url(&app, &id, "echo/documents"), key.clone());
@@ -311,6 +312,7 @@ async fn a_client_credentials_token_the_api_refuses_is_fetched_again_once() {
     let statuses = futures_util::future::join_all(calls).await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(server.issued(), 2, "one new token for all twenty");
+    assert!(server.api_calls() >= 21, "each was sent, the refused ones twice: {}", server.api_calls());
     let (status, list) = api(&app, reqwest::Method::GET, "/connections", &key).await;
     assert_eq!(status, 200);
     let shown = list["connections"].as_array().unwrap().iter().find(|c| c["id"] == id.as_str()).unwrap().clone();
@@ -591,6 +593,7 @@ async fn stored_api_urls_go_through_the_outbound_guard_and_snapinspects_does_not
     let body: Value = res.json().await.unwrap();
     assert!(body["message"].as_str().unwrap().contains("the API URL cannot be used: 127.0.0.2"), "{body}");
     assert_eq!(server.issued(), 1, "the token came from the allowed token URL");
+    assert_eq!(server.api_calls(), 0, "and nothing reached the API");
 }
 
 #[tokio::test]
