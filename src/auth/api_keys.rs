@@ -294,13 +294,19 @@ mod tests {
         assert!(KeyScope::parse_connections("con_nope").is_err());
     }
 
+    /// A store in a SQLite file of its own; the directory (returned) is removed on drop, also when
+    /// an assertion fails.
+    async fn temp_store() -> (tempfile::TempDir, Store) {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = Store::open(&url, None, keys).await.unwrap();
+        (dir, store)
+    }
+
     #[tokio::test]
     async fn a_refused_guesser_costs_no_lookup_but_a_key_seen_valid_before_is_still_looked_up() {
-        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
-        // Removed on drop, also when an assertion fails.
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let (_dir, store) = temp_store().await;
         let api_keys = ApiKeys::new(store.clone());
         let (_, key) = api_keys.create("app", "test").await.unwrap();
         let refuse = || Err(Duration::from_secs(9));
@@ -320,10 +326,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_check_answers_from_memory_for_two_seconds_and_no_longer() {
-        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let (_dir, store) = temp_store().await;
         let api_keys = ApiKeys::new(store.clone());
         let (id, key) = api_keys.create("app", "test").await.unwrap();
         assert!(matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)));
@@ -340,10 +343,7 @@ mod tests {
 
     #[tokio::test]
     async fn memory_drops_expired_checks_only_once_it_holds_more_than_ten_thousand() {
-        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let (_dir, store) = temp_store().await;
         let api_keys = ApiKeys::new(store.clone());
         let now = now_ms();
         let lookup = |n: u32, at: i64| Lookup { hash: n.to_be_bytes().to_vec(), caller: None, at, generation: 0 };
@@ -362,10 +362,7 @@ mod tests {
 
     #[tokio::test]
     async fn forgetting_everything_drops_every_check_and_any_read_begun_before() {
-        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
-        let dir = tempfile::tempdir().unwrap();
-        let store =
-            Store::open(&format!("sqlite://{}", dir.path().join("hub.db").display()), None, keys).await.unwrap();
+        let (_dir, store) = temp_store().await;
         let api_keys = ApiKeys::new(store.clone());
         let (id, key) = api_keys.create("app", "test").await.unwrap();
         assert!(matches!(api_keys.verify_unless_refused(&key, || Ok(())).await.unwrap(), Verdict::Valid(_)));
