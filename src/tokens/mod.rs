@@ -224,6 +224,8 @@ impl TokenManager {
     /// to handle; otherwise as `refresh`.
     #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
     pub async fn refresh_unless_fresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
+        // Arrival is before the read, as in `refresh`.
+        let seen = self.slot(id).generation.load(Ordering::Acquire);
         let tokens = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
         let now = now_ms();
         if within_cooldown(tokens.last_exchange_at, now) {
@@ -232,7 +234,13 @@ impl TokenManager {
                 return Ok(t);
             }
         }
-        self.refresh(id, actor).await
+        // Rotate only the pair this read saw: if an exchange in any process replaced it since
+        // (after the read, before our turn), that exchange's token is the one handed out.
+        let op = match tokens.provider {
+            Provider::SnapInspect => Op::Exchange(Some(tokens.version)),
+            _ => Op::FetchIfStill(tokens.version),
+        };
+        self.single_flight_since(id, op, actor, seen).await
     }
 
     /// Exchange the pair that arrived in the connect callback's URL, if it has not been exchanged

@@ -187,6 +187,12 @@ async fn concurrent_forced_exchanges_from_three_instances_leave_one_live_token()
     // Let the connect's own background exchange of the callback's pair finish first.
     let fake = &cluster.hubs[0].fake;
     eventually(Duration::from_secs(20), "the callback's pair was exchanged", || async { fake.exchanges() >= 1 }).await;
+    // ... and committed: the fake counts an exchange when it answers, before the hub stores the
+    // new pair (and with it the `last_exchange_at` moved back below).
+    eventually(Duration::from_secs(20), "the callback's exchange was committed", || async {
+        store.tokens(&id).await.unwrap().is_some_and(|t| !t.callback_pending)
+    })
+    .await;
 
     // The cooldown after that exchange is over (a forced refresh inside it hands out that token).
     sqlx::query("update connections set last_exchange_at = last_exchange_at - 60000")
