@@ -104,3 +104,110 @@ impl Slots {
         self.total == 0 && self.parked == 0 && self.queued_total == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{domain::EventId, store::DeliveryEvent};
+
+    fn claimed(id: i64, endpoint: &str) -> ClaimedDelivery {
+        ClaimedDelivery {
+            id,
+            endpoint_id: endpoint.into(),
+            attempts: 1,
+            claim_id: "clm".into(),
+            event: DeliveryEvent {
+                id: EventId::generate(),
+                received_at: 0,
+                kind: None,
+                company_id: None,
+                connection_id: None,
+                payload: "{}".into(),
+                inspection: None,
+            },
+        }
+    }
+
+    /// The ids, sorted (endpoints take turns in no fixed order).
+    fn ids(ds: &[ClaimedDelivery]) -> Vec<i64> {
+        let mut ids: Vec<i64> = ds.iter().map(|d| d.id).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn the_budget_is_twice_the_slots_less_what_is_in_flight_and_waiting() {
+        let mut s = Slots::default();
+        assert_eq!(s.budget(4), 8, "in flight and as much again waiting");
+        assert_eq!(s.budget(0), 0);
+        s.queue(vec![claimed(1, "a"), claimed(2, "a"), claimed(3, "b")]);
+        assert_eq!(s.budget(4), 5, "three waiting");
+        assert_eq!(ids(&s.take_ready(2, 10)), vec![1, 3], "one of each endpoint first");
+        assert_eq!(s.budget(4), 5, "two in flight, one waiting");
+        assert_eq!(s.budget(3), 3);
+        assert_eq!(s.budget(1), 0, "never below nothing");
+    }
+
+    #[test]
+    fn an_endpoints_room_counts_what_it_has_in_flight_and_waiting() {
+        let mut s = Slots::default();
+        assert!(s.room(3).is_empty(), "an endpoint holding nothing has all its room");
+        s.queue(vec![claimed(1, "a"), claimed(2, "a"), claimed(3, "a"), claimed(4, "b")]);
+        assert_eq!(s.room(3), vec![("a".into(), 3), ("b".into(), 5)]);
+        assert_eq!(ids(&s.take_ready(10, 2)), vec![1, 2, 4], "at most two of a's in flight");
+        assert_eq!(s.room(3), vec![("a".into(), 3), ("b".into(), 5)], "moving to in flight changes nothing");
+        assert_eq!(s.room(1), vec![("a".into(), 0), ("b".into(), 1)], "never below nothing");
+        s.finish("b", false);
+        assert_eq!(s.room(3), vec![("a".into(), 3)], "b holds nothing now");
+    }
+
+    #[test]
+    fn ready_deliveries_are_taken_in_turns_within_both_limits() {
+        let mut s = Slots::default();
+        s.queue((1..=4).map(|i| claimed(i, "a")).chain((5..=6).map(|i| claimed(i, "b"))).collect());
+        assert_eq!(ids(&s.take_ready(4, 2)), vec![1, 2, 5, 6], "two turns, two each");
+        assert!(s.take_ready(4, 2).is_empty(), "every worker slot is taken");
+        s.finish("a", false);
+        assert_eq!(ids(&s.take_ready(4, 2)), vec![3], "a freed one of its own");
+        s.finish("b", false);
+        assert!(s.take_ready(4, 2).is_empty(), "a is at its own limit; 4 waits");
+        assert!(!s.empty());
+        assert_eq!(ids(&s.take_queued()), vec![4]);
+        assert_eq!(s.budget(4), 5, "what waited is given back: three in flight");
+
+        let mut s = Slots::default();
+        s.queue(vec![claimed(1, "a"), claimed(2, "a")]);
+        assert_eq!(ids(&s.take_ready(1, 5)), vec![1], "one worker slot");
+    }
+
+    #[test]
+    fn a_parked_delivery_frees_its_worker_slot_but_not_its_endpoints() {
+        let mut s = Slots::default();
+        s.queue(vec![claimed(1, "a"), claimed(2, "a"), claimed(3, "b")]);
+        assert_eq!(ids(&s.take_ready(2, 1)), vec![1, 3]);
+        s.park();
+        assert_eq!(s.budget(2), 2, "one in flight, one waiting, of four");
+        assert!(s.take_ready(2, 1).is_empty(), "a's parked delivery still holds a's slot");
+        s.finish("b", false);
+        s.finish("a", true);
+        assert!(!s.empty(), "2 still waits");
+        assert_eq!(ids(&s.take_ready(2, 1)), vec![2]);
+        s.finish("a", false);
+        assert!(s.empty());
+        assert_eq!(s.budget(2), 4);
+    }
+
+    #[test]
+    fn empty_means_nothing_in_flight_parked_or_waiting() {
+        let mut s = Slots::default();
+        assert!(s.empty());
+        s.queue(vec![claimed(1, "a")]);
+        assert!(!s.empty(), "waiting");
+        assert_eq!(s.take_ready(1, 1).len(), 1);
+        assert!(!s.empty(), "in flight");
+        s.park();
+        assert!(!s.empty(), "parked");
+        s.finish("a", true);
+        assert!(s.empty());
+    }
+}
