@@ -91,8 +91,7 @@ pub struct Clients {
     pub snapinspect: Option<SnapInspectClient>,
     /// The API proxy's: for `SNAPINSPECT_API_URL`, and through the guard for stored API URLs
     /// (`TOKEN_URL_ALLOW_NETWORKS`), both for long streams (no total timeout).
-    pub proxy_trusted: reqwest::Client,
-    pub proxy_stored: crate::outbound::GuardedClient,
+    pub proxy: crate::proxy::PerThread,
 }
 
 impl Clients {
@@ -106,10 +105,14 @@ impl Clients {
         let guarded = |policy| crate::outbound::GuardedClient::build(settings.outbound_timeout, &roots, policy);
         let token_urls = guarded(settings.token_url_policy())?;
         let endpoints = guarded(settings.endpoint_policy())?;
-        let idle = settings.outbound_timeout;
-        let proxy_trusted = crate::outbound::client::streaming_builder(idle, &roots).build()?;
-        let proxy_stored = crate::outbound::GuardedClient::streaming(idle, &roots, settings.token_url_policy())?;
-        Ok(Self { http, token_urls, endpoints, snapinspect, proxy_trusted, proxy_stored })
+        let (idle, policy) = (settings.outbound_timeout, settings.token_url_policy());
+        let proxy = crate::proxy::PerThread::new(move || {
+            Ok(crate::proxy::Upstreams {
+                trusted: crate::outbound::client::streaming_builder(idle, &roots).build()?,
+                stored: crate::outbound::GuardedClient::streaming(idle, &roots, policy.clone())?,
+            })
+        })?;
+        Ok(Self { http, token_urls, endpoints, snapinspect, proxy })
     }
 }
 
@@ -130,8 +133,7 @@ impl AppState {
     /// Build the clients, the token manager, the intake writer and the worker (which runs only
     /// when `Application::run_until_stopped` starts it). Needs a tokio runtime.
     pub fn with_store(settings: Settings, store: Store) -> anyhow::Result<Self> {
-        let Clients { http, token_urls, endpoints, snapinspect, proxy_trusted, proxy_stored } =
-            Clients::new(&settings)?;
+        let Clients { http, token_urls, endpoints, snapinspect, proxy: proxy_clients } = Clients::new(&settings)?;
         let metrics = Arc::new(Metrics::default());
         let tokens = Arc::new(TokenManager::new(
             store.clone(),
@@ -185,8 +187,7 @@ impl AppState {
             tokens.clone(),
             crate::proxy::ProxySettings {
                 snapinspect_api: settings.snapinspect.api_url.clone(),
-                trusted: proxy_trusted,
-                stored: proxy_stored,
+                clients: proxy_clients,
                 timeout: settings.outbound_timeout,
                 max_body: settings.proxy_max_body,
                 max_in_flight: settings.proxy_max_in_flight,

@@ -6,6 +6,7 @@
 // into a `ProxyRequest` and the `ProxyAnswer` back into a response.
 
 mod body;
+mod clients;
 mod error;
 mod headers;
 mod limit;
@@ -14,6 +15,7 @@ mod stats;
 mod targets;
 
 pub use body::{RequestBody, REPLAYABLE};
+pub use clients::{PerThread, Upstreams};
 pub use error::ProxyError;
 pub use headers::HUB_PREFIX;
 pub use path::{upstream_url, BadPath};
@@ -30,7 +32,6 @@ use url::Url;
 use crate::{
     client_credentials::resolve_api_url,
     domain::{ConnectionId, Provider},
-    outbound::GuardedClient,
     store::{ProxyTarget, Store},
     time::now_ms,
     tokens::{AccessToken, TokenError, TokenManager},
@@ -43,10 +44,8 @@ pub const RETRY_HEADER: &str = "x-connect-hub-retry";
 pub struct ProxySettings {
     /// `SNAPINSPECT_API_URL`: where SnapInspect connections' requests go.
     pub snapinspect_api: Url,
-    /// For `SNAPINSPECT_API_URL` (the operator's own setting).
-    pub trusted: reqwest::Client,
-    /// For stored API URLs, through the outbound guard (`TOKEN_URL_ALLOW_NETWORKS`).
-    pub stored: GuardedClient,
+    /// The clients, one pair per thread (see `clients`).
+    pub clients: PerThread,
     /// `OUTBOUND_TIMEOUT`: the upstream's status line must arrive within it, and a body may not
     /// stall for longer.
     pub timeout: Duration,
@@ -251,10 +250,11 @@ impl Proxy {
         body: reqwest::Body,
         length: Option<u64>,
     ) -> Result<reqwest::Response, ProxyError> {
+        let clients = self.settings.clients.get();
         let builder = if target.provider == Provider::SnapInspect {
-            self.settings.trusted.request(method.clone(), url.clone())
+            clients.trusted.request(method.clone(), url.clone())
         } else {
-            self.settings
+            clients
                 .stored
                 .request(method.clone(), url.clone())
                 .map_err(|b| ProxyError::Unreachable(format!("the API URL cannot be used: {b}")))?
