@@ -37,3 +37,26 @@ impl DeliveryClients {
         self.guarded.policy()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn clients(forward: &str) -> DeliveryClients {
+        let guarded = GuardedClient::build(Duration::from_secs(1), &[], crate::outbound::Policy::default()).unwrap();
+        DeliveryClients::new(reqwest::Client::new(), guarded, Some(Url::parse(forward).unwrap()))
+    }
+
+    #[test]
+    fn only_the_forward_endpoint_at_the_forward_url_skips_the_guard() {
+        let c = clients("http://127.0.0.1:9/hook");
+        let forward = Url::parse("http://127.0.0.1:9/hook").unwrap();
+        let other = Url::parse("http://127.0.0.1:9/other").unwrap();
+        assert!(c.post(EndpointId::FORWARD, &forward).is_ok(), "the operator's own URL");
+        assert!(c.post(EndpointId::FORWARD, &other).is_err(), "an old row of ep_forward is a stored URL");
+        assert!(c.post("ep_someone", &forward).is_err(), "another endpoint at the same URL is a stored URL");
+        assert!(c.post("ep_someone", &other).is_err());
+    }
+}
