@@ -76,19 +76,17 @@ mod tests {
 
     use super::*;
 
+    fn upstreams() -> anyhow::Result<Upstreams> {
+        let guarded = GuardedClient::build(std::time::Duration::from_secs(1), &[], crate::outbound::Policy::default());
+        Ok(Upstreams { trusted: reqwest::Client::new(), stored: guarded? })
+    }
+
     fn counting() -> (Arc<AtomicUsize>, PerThread) {
         let made = Arc::new(AtomicUsize::new(0));
         let count = made.clone();
         let per = PerThread::new(move || {
             count.fetch_add(1, Ordering::SeqCst);
-            Ok(Upstreams {
-                trusted: reqwest::Client::new(),
-                stored: GuardedClient::build(
-                    std::time::Duration::from_secs(1),
-                    &[],
-                    crate::outbound::Policy::default(),
-                )?,
-            })
+            upstreams()
         })
         .unwrap();
         (made, per)
@@ -115,14 +113,7 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let count = calls.clone();
         let per = PerThread::new(move || match count.fetch_add(1, Ordering::SeqCst) {
-            0 => Ok(Upstreams {
-                trusted: reqwest::Client::new(),
-                stored: GuardedClient::build(
-                    std::time::Duration::from_secs(1),
-                    &[],
-                    crate::outbound::Policy::default(),
-                )?,
-            }),
+            0 => upstreams(),
             _ => anyhow::bail!("no TLS backend"),
         })
         .unwrap();
