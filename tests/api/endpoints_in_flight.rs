@@ -125,4 +125,6 @@ async fn an_endpoint_disabled_and_edited_from_the_command_line_is_seen_by_the_ru
     eventually(20, "the waiting one went to the new URL", || async { new.count() == 1 }).await;
     assert_eq!(ids(&new), [two.as_str()]);
     assert_eq!(ids(&old), [one.as_str()]);
+    let seen = dispatcher.endpoint_url(&id).await.unwrap();
+    assert_eq!(seen.as_deref(), Some(new_url.as_str()), "what the worker would send to now");
 }
