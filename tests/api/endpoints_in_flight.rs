@@ -13,6 +13,7 @@ use crate::helpers::{eventually, hub, receiver, spawn_app_with, TestApp};
 
 const ONE: &str = r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":6847}"#;
 const TWO: &str = r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":6847}"#;
+const THREE: &str = r#"{"sType":"Create_Inspection","iInspectionID":3,"iCompanyID":6847}"#;
 
 async fn api(app: &TestApp, method: Method, path: &str, key: &str, body: Value) -> (u16, Value) {
     let res = reqwest::Client::new()
@@ -107,7 +108,8 @@ async fn an_endpoint_disabled_and_edited_from_the_command_line_is_seen_by_the_ru
     let (app, _, id, old, one, two) = one_delivery_held_and_one_waiting().await;
     let dispatcher = app.state.worker.dispatcher().clone();
     // Another process: SQLite's change counter tells the worker, PostgreSQL's NOTIFY.
-    assert!(hub(&app, &["endpoints", "disable", &id]).status.success());
+    let out = hub(&app, &["endpoints", "disable", &id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     eventually(20, "the worker knows the endpoint is disabled", || async {
         dispatcher.endpoint_url(&id).await.unwrap().is_none()
     })
@@ -127,4 +129,58 @@ async fn an_endpoint_disabled_and_edited_from_the_command_line_is_seen_by_the_ru
     assert_eq!(ids(&old), [one.as_str()]);
     let seen = dispatcher.endpoint_url(&id).await.unwrap();
     assert_eq!(seen.as_deref(), Some(new_url.as_str()), "what the worker would send to now");
+}
+
+#[tokio::test]
+async fn on_shutdown_a_claimed_delivery_not_yet_started_is_given_back_at_once() {
+    let (app, _, _, held, one, two) = one_delivery_held_and_one_waiting().await;
+    app.stop_gracefully();
+    // The first is still at the receiver; the second was claimed behind it and never started.
+    eventually(20, "the waiting one was given back", || async { delivery(&app, &two).await.state == "pending" }).await;
+    assert_eq!(delivery(&app, &one).await.state, "processing", "the one in flight is finished, not given back");
+    // Released, it goes out, and the shutdown ends (closing the store).
+    held.release();
+    eventually(20, "the one in flight reached the receiver", || async { ids(&held) == [one.as_str()] }).await;
+}
+
+#[tokio::test]
+async fn an_endpoint_with_nothing_in_flight_claims_its_slots_and_as_many_again_not_more() {
+    let app = spawn_app_with(|v| {
+        v.insert("WORKER_ENABLED".into(), "true".into());
+        v.insert("WORKER_CONCURRENCY".into(), "8".into());
+        v.insert("ENDPOINT_CONCURRENCY".into(), "1".into());
+        v.insert("OUTBOUND_TIMEOUT".into(), "120s".into());
+    })
+    .await;
+    let (_, key) = app.api_key("ops").await;
+    let (held, held_url) = receiver();
+    held.hold();
+    let body = json!({ "url": held_url, "events": ["Create_Inspection"] });
+    let (status, made) = api(&app, Method::POST, "/endpoints", &key, body).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let path = format!("/endpoints/{id}");
+    assert_eq!(api(&app, Method::PATCH, &path, &key, json!({ "enabled": false })).await.0, 200);
+    app.connect_company(6847).await;
+    let events = [app.send_event(ONE).await, app.send_event(TWO).await, app.send_event(THREE).await];
+    for e in &events {
+        eventually(20, "a delivery waits for the disabled endpoint", || async {
+            state_of(&app, e).await.is_some_and(|d| d.state == "pending")
+        })
+        .await;
+    }
+    assert_eq!(api(&app, Method::PATCH, &path, &key, json!({ "enabled": true })).await.0, 200);
+    // One claim takes what the endpoint may hold: one slot in flight (ENDPOINT_CONCURRENCY) and one
+    // waiting behind it.
+    eventually(20, "one at the receiver", || async { held.in_flight() == 1 }).await;
+    let mut states = Vec::new();
+    for e in &events {
+        states.push(delivery(&app, e).await.state);
+    }
+    states.sort();
+    assert_eq!(states, ["pending", "processing", "processing"]);
+    held.release();
+    for e in &events {
+        eventually(20, "every delivery went out", || async { delivery(&app, e).await.state == "done" }).await;
+    }
 }

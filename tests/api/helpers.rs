@@ -228,6 +228,13 @@ pub struct Connected {
 }
 
 impl TestApp {
+    /// Stop the server as SIGTERM would (graceful: the worker finishes what it holds), without
+    /// waiting for it.
+    pub fn stop_gracefully(&self) {
+        let handle = self.handle.clone();
+        tokio::spawn(async move { handle.stop(true).await });
+    }
+
     /// Whether this test runs on PostgreSQL; if so, says why it is skipped there. For the few
     /// tests that are about SQLite's file itself.
     pub fn skip_on_postgres(&self, reason: &str) -> bool {
