@@ -76,6 +76,9 @@ async fn every_api_route_answers_an_oversized_body_with_the_same_json_413() {
         assert_eq!(res.status(), 413, "chunked {method} {path}");
         answers.push((format!("chunked {method} {path}"), res.json::<Value>().await.unwrap()));
     }
+    // A body of exactly the limit is read (and found not to be JSON).
+    let res = send(Method::POST, "/endpoints", vec![b' '; 64 * 1024].into()).await.unwrap();
+    assert_eq!(res.status(), 400, "exactly 64 KiB is within the limit");
     let first = &answers[0].1;
     assert_eq!(first["error"], "body_too_large", "{first}");
     assert!(first["message"].as_str().unwrap().contains("64 KiB"), "{first}");
