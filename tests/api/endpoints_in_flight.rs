@@ -9,7 +9,7 @@ use connect_hub::{
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{eventually, hub, receiver, spawn_app_with, TestApp};
+use crate::helpers::{eventually, hub, receiver, spawn_app, spawn_app_with, TestApp};
 
 const ONE: &str = r#"{"sType":"Create_Inspection","iInspectionID":1,"iCompanyID":6847}"#;
 const TWO: &str = r#"{"sType":"Create_Inspection","iInspectionID":2,"iCompanyID":6847}"#;
@@ -183,4 +183,35 @@ async fn an_endpoint_with_nothing_in_flight_claims_its_slots_and_as_many_again_n
     for e in &events {
         eventually(20, "every delivery went out", || async { delivery(&app, e).await.state == "done" }).await;
     }
+}
+
+#[tokio::test]
+async fn the_worker_reads_an_endpoint_once_and_again_only_once_endpoints_changed() {
+    let app = spawn_app().await;
+    let (_, key) = app.api_key("ops").await;
+    let (_, first) = receiver();
+    let (_, second) = receiver();
+    let (status, made) =
+        api(&app, Method::POST, "/endpoints", &key, json!({ "url": first, "events": ["Create_Inspection"] })).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_owned();
+    let dispatcher = app.state.worker.dispatcher().clone();
+    assert_eq!(dispatcher.endpoint_url(&id).await.unwrap().as_deref(), Some(first.as_str()));
+
+    // A change nobody hears of (its trigger dropped: no change counter, no NOTIFY): the copy in
+    // memory stands, read once.
+    let drop = if app.db.is_postgres() {
+        "drop trigger endpoints_changed on endpoints"
+    } else {
+        "drop trigger endpoints_changed"
+    };
+    let pool = app.state.store.pool();
+    sqlx::query(drop).execute(pool).await.unwrap();
+    sqlx::query(&format!("update endpoints set url = '{second}' where id = '{id}'")).execute(pool).await.unwrap();
+    assert_eq!(dispatcher.endpoint_url(&id).await.unwrap().as_deref(), Some(first.as_str()), "kept");
+    assert_eq!(dispatcher.endpoint_url(&id).await.unwrap().as_deref(), Some(first.as_str()), "still kept");
+
+    // Told that endpoints changed (as NOTIFY or an edit in this process tells it): read again.
+    dispatcher.forget_targets();
+    assert_eq!(dispatcher.endpoint_url(&id).await.unwrap().as_deref(), Some(second.as_str()), "read again");
 }
