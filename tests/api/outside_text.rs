@@ -224,6 +224,22 @@ async fn a_batch_of_webhooks_with_one_row_the_store_refuses_stores_the_others() 
 }
 
 #[tokio::test]
+async fn a_refused_batch_with_duplicates_is_tried_row_by_row_and_one_where_every_row_fails_is_an_error() {
+    let app = spawn_app().await;
+    poison(&app, "events", "payload").await;
+    let body = |i: i64, kind: &str| format!(r#"{{"sType":"{kind}","iInspectionID":{i},"iCompanyID":6847}}"#);
+    let mut writer = app.state.store.event_writer().await.unwrap();
+    // Two events and one duplicate of the first: the batch fails, each is tried alone.
+    let batch = [new_event(&body(1, "Create_Inspection")), new_event(&body(2, "poison"))];
+    let written = writer.insert(&batch, &[(batch[0].id.clone(), 1)], 7_200_000).await.unwrap();
+    assert_eq!(written.failed, [batch[1].id.clone()].into());
+    assert!(app.state.store.event(&batch[0].id).await.unwrap().is_some());
+    // Every row refused: nothing could be stored, and that is an error (each sender gets 503).
+    let all_bad = [new_event(&body(3, "poison")), new_event(&body(4, "poison"))];
+    assert!(writer.insert(&all_bad, &[], 7_200_000).await.is_err());
+}
+
+#[tokio::test]
 async fn a_batch_of_delivery_results_with_one_row_the_store_refuses_records_the_others() {
     let app = spawn_app().await;
     poison(&app, "delivery_attempts", "response_excerpt").await;
