@@ -288,4 +288,8 @@ async fn a_batch_of_delivery_results_with_one_row_the_store_refuses_records_the_
         let d = deliveries.iter().find(|d| d.id == r.delivery_id).unwrap();
         assert_eq!(d.state, want, "{r:?}");
     }
+    // Every result of a batch refused (the one still processing, twice): none could be recorded,
+    // and that is an error.
+    let refused = [results[1].clone(), results[1].clone()];
+    assert!(app.state.store.record_delivery_results(&refused, now, 0).await.is_err());
 }
