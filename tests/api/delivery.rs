@@ -234,6 +234,10 @@ async fn during_a_rotation_overlap_every_delivery_carries_two_signatures_and_aft
     assert_eq!(got[0].signature.split(' ').count(), 2, "{}", got[0].signature);
     assert_all_verify(&got, &old);
     assert_all_verify(&got, new.expose_secret());
+    // The console's test send is signed the same way.
+    r.clear();
+    test_send(&app, id.as_str()).await;
+    assert_eq!(r.received()[0].signature.split(' ').count(), 2, "the test send, during the overlap");
 
     // The overlap ends.
     sqlx::query("update endpoints set previous_until = $1")
@@ -248,6 +252,9 @@ async fn during_a_rotation_overlap_every_delivery_carries_two_signatures_and_aft
     assert_eq!(got[0].signature.split(' ').count(), 1, "{}", got[0].signature);
     assert_all_verify(&got, new.expose_secret());
     assert!(standardwebhooks::Webhook::new(&old).unwrap().verify(&got[0].body, &webhook_headers(&got[0])).is_err());
+    r.clear();
+    test_send(&app, id.as_str()).await;
+    assert_eq!(r.received()[0].signature.split(' ').count(), 1, "the test send, after the overlap");
 
     // Without an overlap the old secret stops at once.
     let newer = generate_secret();
@@ -750,4 +757,9 @@ async fn deliveries_claimed_but_not_started_are_given_back_on_shutdown() {
     let again = claim(store, ep.as_str(), 3, 3, "clm_b", now, now + 60_000).await.unwrap();
     assert_eq!(again.len(), 2, "due again at once");
     assert!(again.iter().all(|d| d.attempts == 1), "the given-back claim did not count as an attempt");
+}
+
+async fn test_send(app: &TestApp, id: &str) {
+    let clients = app.state.worker.dispatcher().clients();
+    connect_hub::delivery::manage::send_test(&app.state.store, clients, id, "test").await.unwrap();
 }
