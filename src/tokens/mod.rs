@@ -221,7 +221,8 @@ impl TokenManager {
     /// `REFRESH_COOLDOWN_MS` ago (in any process), that token is handed out instead of rotating
     /// again. It is as fresh as a forced refresh could make it, and callers that all saw the same
     /// 401 each get the one new token, as they would by joining a single flight, rather than a 429
-    /// to handle; otherwise as `refresh`.
+    /// to handle. Otherwise as `refresh`, but rotating only the pair it read: one that another
+    /// caller replaced meanwhile is not rotated again.
     #[tracing::instrument(skip_all, fields(connection_id = %id, actor))]
     pub async fn refresh_unless_fresh(&self, id: &ConnectionId, actor: &str) -> Result<AccessToken, TokenError> {
         // Arrival is before the read, as in `refresh`.
