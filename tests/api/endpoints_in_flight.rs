@@ -43,19 +43,7 @@ async fn state_of(app: &TestApp, event: &EventId) -> Option<connect_hub::store::
 /// claimed behind it, waiting for the slot. Returns the app, the API key, the endpoint's id, the
 /// receiver and both events.
 async fn one_delivery_held_and_one_waiting() -> (TestApp, String, String, FakeReceiver, EventId, EventId) {
-    let app = spawn_app_with(|v| {
-        v.insert("WORKER_ENABLED".into(), "true".into());
-        v.insert("ENDPOINT_CONCURRENCY".into(), "1".into());
-        v.insert("OUTBOUND_TIMEOUT".into(), "120s".into());
-    })
-    .await;
-    let (_, key) = app.api_key("ops").await;
-    let (held, held_url) = receiver();
-    held.hold();
-    let (status, made) =
-        api(&app, Method::POST, "/endpoints", &key, json!({ "url": held_url, "events": ["Create_Inspection"] })).await;
-    assert_eq!(status, 201, "{made}");
-    let id = made["id"].as_str().unwrap().to_owned();
+    let (app, key, id, held) = a_worker_and_an_endpoint_that_holds().await;
     app.connect_company(6847).await;
     let one = app.send_event(ONE).await;
     let two = app.send_event(TWO).await;
@@ -65,6 +53,31 @@ async fn one_delivery_held_and_one_waiting() -> (TestApp, String, String, FakeRe
     .await;
     assert_eq!(delivery(&app, &one).await.state, "processing");
     (app, key, id, held, one, two)
+}
+
+/// A running worker, one delivery at a time per endpoint, and an endpoint (made through the API)
+/// at a receiver that holds what it gets. Returns the app, the API key, the endpoint's id and the
+/// receiver.
+async fn a_worker_and_an_endpoint_that_holds() -> (TestApp, String, String, FakeReceiver) {
+    let app = spawn_app_with(|v| {
+        v.insert("WORKER_ENABLED".into(), "true".into());
+        v.insert("ENDPOINT_CONCURRENCY".into(), "1".into());
+        v.insert("OUTBOUND_TIMEOUT".into(), "120s".into());
+    })
+    .await;
+    let (_, key) = app.api_key("ops").await;
+    let (held, held_url) = receiver();
+    held.hold();
+    let id = create_endpoint(&app, &key, &held_url).await;
+    (app, key, id, held)
+}
+
+/// An endpoint for `Create_Inspection` at `url`, made through the API; its id.
+async fn create_endpoint(app: &TestApp, key: &str, url: &str) -> String {
+    let (status, made) =
+        api(app, Method::POST, "/endpoints", key, json!({ "url": url, "events": ["Create_Inspection"] })).await;
+    assert_eq!(status, 201, "{made}");
+    made["id"].as_str().unwrap().to_owned()
 }
 
 fn ids(r: &FakeReceiver) -> Vec<String> {
@@ -145,20 +158,9 @@ async fn on_shutdown_a_claimed_delivery_not_yet_started_is_given_back_at_once() 
 
 #[tokio::test]
 async fn an_endpoint_with_nothing_in_flight_claims_its_slots_and_as_many_again_not_more() {
-    let app = spawn_app_with(|v| {
-        v.insert("WORKER_ENABLED".into(), "true".into());
-        v.insert("WORKER_CONCURRENCY".into(), "8".into());
-        v.insert("ENDPOINT_CONCURRENCY".into(), "1".into());
-        v.insert("OUTBOUND_TIMEOUT".into(), "120s".into());
-    })
-    .await;
-    let (_, key) = app.api_key("ops").await;
-    let (held, held_url) = receiver();
-    held.hold();
-    let body = json!({ "url": held_url, "events": ["Create_Inspection"] });
-    let (status, made) = api(&app, Method::POST, "/endpoints", &key, body).await;
-    assert_eq!(status, 201, "{made}");
-    let id = made["id"].as_str().unwrap().to_owned();
+    // WORKER_CONCURRENCY stays at its default (64): the worker's budget is far above what one
+    // endpoint may claim, so only the endpoint's own limit is at work.
+    let (app, key, id, held) = a_worker_and_an_endpoint_that_holds().await;
     let path = format!("/endpoints/{id}");
     assert_eq!(api(&app, Method::PATCH, &path, &key, json!({ "enabled": false })).await.0, 200);
     app.connect_company(6847).await;
@@ -191,10 +193,7 @@ async fn the_worker_reads_an_endpoint_once_and_again_only_once_endpoints_changed
     let (_, key) = app.api_key("ops").await;
     let (_, first) = receiver();
     let (_, second) = receiver();
-    let (status, made) =
-        api(&app, Method::POST, "/endpoints", &key, json!({ "url": first, "events": ["Create_Inspection"] })).await;
-    assert_eq!(status, 201, "{made}");
-    let id = made["id"].as_str().unwrap().to_owned();
+    let id = create_endpoint(&app, &key, &first).await;
     let dispatcher = app.state.worker.dispatcher().clone();
     assert_eq!(dispatcher.endpoint_url(&id).await.unwrap().as_deref(), Some(first.as_str()));
 
