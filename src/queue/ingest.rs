@@ -19,7 +19,7 @@ use super::dedupe::{Deduper, MAX_ENTRIES};
 use crate::{
     domain::EventId,
     snapinspect::webhook::WebhookPayload,
-    store::{EventWriter, Inserted, NewEvent, Store, Written},
+    store::{Backend, EventWriter, Inserted, NewEvent, Store, WindowEntry, Written},
     time::now_ms,
 };
 
@@ -78,16 +78,8 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let max = if options.group_commit { MAX_BATCH } else { 1 };
     let window_ms = options.dedupe_window.as_millis() as i64;
     let mut dedupe = Deduper::new(window_ms, MAX_ENTRIES);
-    match store.recent_event_hashes(window_start(now_ms(), window_ms), MAX_ENTRIES).await {
-        Ok(recent) => {
-            for (hash, id, at) in recent.into_iter().rev() {
-                dedupe.remember(hash, id, at);
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error.chain = %format!("{e:#}"), "could not load recent events for duplicate detection")
-        }
-    }
+    // The window reloads beside the intake, which serves from the first moment.
+    let mut reload = Reload::start(store.clone(), window_start(now_ms(), window_ms));
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
     let mut conn: Option<EventWriter> = None;
     let dirty = Arc::new(AtomicBool::new(false));
@@ -96,7 +88,18 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let mut purge_window = Every::new(PURGE_WINDOW_EVERY);
     // Ends when every Ingestor is dropped and the queue is drained: in-flight events are written.
     while rx.recv_many(&mut jobs, max).await > 0 {
+        reload.merge_into(&mut dedupe);
         dedupe.expire(now_ms());
+        let unloaded = match reload.holders(&store, &jobs, &dedupe).await {
+            Ok(holders) => holders,
+            Err(e) => {
+                tracing::error!(error.chain = %format!("{e:#}"), events = jobs.len(), "checking webhook events against the duplicate window failed; answering 503");
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(Unavailable));
+                }
+                continue;
+            }
+        };
         // Split the batch into new events and duplicates (of earlier events, or of one in this batch).
         let mut fresh: Vec<NewEvent> = Vec::with_capacity(jobs.len());
         let mut outcomes = Vec::with_capacity(jobs.len());
@@ -105,7 +108,8 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
         let mut replies = Vec::with_capacity(jobs.len());
         for job in jobs.drain(..) {
             let hash = &job.event.payload.dedupe_hash;
-            match dedupe.original(hash).or_else(|| in_batch.get(hash)).cloned() {
+            let known = dedupe.original(hash).or_else(|| unloaded.get(hash).cloned());
+            match known.or_else(|| in_batch.get(hash).cloned()) {
                 Some(original) => {
                     *duplicates.entry(original.clone()).or_default() += 1;
                     outcomes.push(Inserted::Duplicate(original));
@@ -135,8 +139,8 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
                 // Events another instance had already stored are duplicates of its event; one the
                 // store refused is not remembered, so its sender's retry is not taken for a duplicate.
                 for e in fresh.into_iter().filter(|e| !written.failed.contains(&e.id)) {
-                    let id = written.taken.get(&e.id).cloned().unwrap_or(e.id);
-                    dedupe.remember(e.payload.dedupe_hash, id, e.received_at);
+                    let id = written.taken.get(&e.id).unwrap_or(&e.id);
+                    dedupe.remember(&e.payload.dedupe_hash, id, e.received_at);
                 }
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(answer(outcome, &written));
@@ -172,6 +176,91 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     checkpointer.abort();
     if let Err(e) = store.checkpoint().await {
         tracing::debug!(error.chain = %format!("{e:#}"), "final checkpoint skipped");
+    }
+}
+
+/// The duplicate window's reload: a task reads it a page at a time, newest first, and the writer
+/// takes in each page between batches. Until it is done, a batch's hashes that the loaded part does
+/// not know are looked up in the part not loaded yet (on SQLite; PostgreSQL's shared window decides
+/// for every event anyway), so a webhook that arrives during the reload is answered as after it.
+struct Reload {
+    pages: Option<mpsc::Receiver<Vec<WindowEntry>>>,
+    since: i64,
+    /// The oldest arrival merged so far: from `since` to here is not loaded yet.
+    until: i64,
+}
+
+/// How long the reload waits after a failed page, at first and at most.
+const RELOAD_RETRY: (Duration, Duration) = (Duration::from_millis(250), Duration::from_secs(5));
+
+impl Reload {
+    fn start(store: Store, since: i64) -> Self {
+        let (tx, rx) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (mut before, mut loaded, mut wait) = (None, 0usize, RELOAD_RETRY.0);
+            loop {
+                let page = match store.window_page(since, before.as_ref()).await {
+                    Ok(page) => page,
+                    Err(e) => {
+                        tracing::warn!(error.chain = %format!("{e:#}"), retry_in_ms = wait.as_millis() as u64, "loading the duplicate window failed");
+                        tokio::time::sleep(wait).await;
+                        wait = (wait * 2).min(RELOAD_RETRY.1);
+                        continue;
+                    }
+                };
+                let Some(last) = page.last() else { break };
+                before = Some((last.at, last.hash.clone()));
+                loaded += page.len();
+                if tx.send(page).await.is_err() {
+                    break; // the window is full, or the writer is gone
+                }
+            }
+            tracing::info!(events = loaded, ms = started.elapsed().as_millis() as u64, "duplicate window loaded");
+        });
+        Self { pages: Some(rx), since, until: i64::MAX }
+    }
+
+    /// Take in every page read so far.
+    fn merge_into(&mut self, dedupe: &mut Deduper) {
+        let Some(pages) = self.pages.as_mut() else { return };
+        loop {
+            match pages.try_recv() {
+                Ok(page) => {
+                    for e in page {
+                        if !dedupe.remember_older(&e.hash, &e.id, e.at) {
+                            self.pages = None; // full: older events are not wanted
+                            return;
+                        }
+                        self.until = e.at;
+                    }
+                }
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.pages = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// While the window loads (SQLite): the events of the part not loaded yet that the batch's
+    /// unknown hashes duplicate, by hash.
+    async fn holders(&self, store: &Store, jobs: &[Job], dedupe: &Deduper) -> anyhow::Result<HashMap<String, EventId>> {
+        if self.pages.is_none() || store.backend() != Backend::Sqlite {
+            return Ok(HashMap::new());
+        }
+        let unknown: Vec<&str> = jobs
+            .iter()
+            .map(|j| j.event.payload.dedupe_hash.as_str())
+            .filter(|h| dedupe.original(h).is_none())
+            .collect();
+        if unknown.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut found: Vec<WindowEntry> = store.window_holders(&unknown, self.since, self.until).await?;
+        found.sort_by_key(|e| e.at); // the newest holder of a hash wins
+        Ok(found.into_iter().map(|e| (e.hash, e.id)).collect())
     }
 }
 

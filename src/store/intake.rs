@@ -20,6 +20,14 @@ pub enum Inserted {
     Duplicate(EventId),
 }
 
+/// An event of the duplicate window: its payload hash, id and arrival time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowEntry {
+    pub hash: String,
+    pub id: EventId,
+    pub at: i64,
+}
+
 /// The intake's own connection. Keeping one connection for every batch keeps its page cache warm
 /// (another connection's commit would invalidate it); on SQLite automatic checkpoints are off on
 /// it so a commit never waits for one: [`Store::checkpoint`] runs them beside it.
@@ -62,7 +70,7 @@ impl EventWriter {
         window_ms: i64,
     ) -> anyhow::Result<Written> {
         let error = match self.insert_batch(events, duplicates, window_ms).await {
-            Ok(taken) => return Ok(Written { taken, failed: HashSet::new() }),
+            Ok(written) => return Ok(written),
             Err(e) if events.len() + duplicates.len() <= 1 => return Err(e),
             Err(e) => e,
         };
@@ -73,7 +81,10 @@ impl EventWriter {
             // An event goes with the duplicates of it that arrived in the same batch.
             let counted: Vec<(EventId, i64)> = counts.remove(&e.id).map(|n| (e.id.clone(), n)).into_iter().collect();
             match self.insert_batch(std::slice::from_ref(e), &counted, window_ms).await {
-                Ok(taken) => written.taken.extend(taken),
+                Ok(alone) => {
+                    written.taken.extend(alone.taken);
+                    written.failed.extend(alone.failed);
+                }
                 Err(err) => {
                     tracing::error!(event_id = %e.id, error.chain = %format!("{err:#}"), "a webhook event cannot be stored; answering 503");
                     written.failed.insert(e.id.clone());
@@ -93,19 +104,22 @@ impl EventWriter {
         Ok(written)
     }
 
-    /// One transaction for the batch; returns the events another instance had stored.
+    /// One transaction for the batch.
     async fn insert_batch(
         &mut self,
         events: &[NewEvent],
         duplicates: &[(EventId, i64)],
         window_ms: i64,
-    ) -> anyhow::Result<HashMap<EventId, EventId>> {
+    ) -> anyhow::Result<Written> {
         match &mut self.conn {
             WriterConn::Sqlite(conn) => {
                 dialect::sqlite::insert(conn, events, duplicates).await?;
-                Ok(HashMap::new())
+                Ok(Written::default())
             }
-            WriterConn::Postgres(conn) => dialect::postgres::insert(conn, events, duplicates, window_ms).await,
+            WriterConn::Postgres(conn) => {
+                let stored = dialect::postgres::insert(conn, events, duplicates, window_ms).await?;
+                Ok(Written { taken: stored.taken, failed: stored.uncounted })
+            }
         }
     }
 
@@ -133,28 +147,39 @@ impl Store {
         Ok(EventWriter { conn })
     }
 
-    /// The payload hashes of events received since `since`, newest first, at most `limit`: what
-    /// the intake's duplicate detection is warmed with. Walks back by id (ids follow arrival), so
-    /// it reads only the window, without an index on the hash or the time.
-    pub async fn recent_event_hashes(&self, since: i64, limit: usize) -> anyhow::Result<Vec<(String, EventId, i64)>> {
-        let mut out = Vec::new();
-        let mut cursor = i64::MAX;
-        loop {
-            let rows: Vec<(i64, String, String, i64)> = sqlx::query_as(
-                "select id, payload_hash, public_id, received_at from events where id < $1 order by id desc limit 5000",
-            )
-            .bind(cursor)
-            .fetch_all(&self.pool)
-            .await?;
-            let Some(last) = rows.last() else { return Ok(out) };
-            cursor = last.0;
-            for (_, hash, id, at) in rows {
-                if at < since || out.len() >= limit {
-                    return Ok(out);
-                }
-                out.push((hash, EventId::parse(&id)?, at));
-            }
-        }
+    /// A page of the duplicate window, newest first: the payload hashes, ids and arrival times of
+    /// events received since `since` and before `before` (an arrival time and a hash; none: from
+    /// now). What the intake's duplicate detection is warmed with, a page at a time beside the
+    /// intake. On SQLite it reads only the `events_window` index, not the rows.
+    pub async fn window_page(&self, since: i64, before: Option<&(i64, String)>) -> anyhow::Result<Vec<WindowEntry>> {
+        let (at, hash) = before.map_or((i64::MAX, ""), |(at, hash)| (*at, hash.as_str()));
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "select payload_hash, public_id, received_at from events where received_at >= $1 \
+             and (received_at < $2 or (received_at = $2 and payload_hash < $3)) \
+             order by received_at desc, payload_hash desc limit 5000",
+        )
+        .bind(since)
+        .bind(at)
+        .bind(hash)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|(hash, id, at)| Ok(WindowEntry { hash, id: EventId::parse(&id)?, at })).collect()
+    }
+
+    /// The events received from `since` to `until` (both included) with one of these payload
+    /// hashes: the part of the duplicate window not yet loaded, for a batch that arrives while it
+    /// loads (SQLite: the `events_window` index alone answers).
+    pub async fn window_holders(&self, hashes: &[&str], since: i64, until: i64) -> anyhow::Result<Vec<WindowEntry>> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(match self.backend {
+            Backend::Sqlite => dialect::sqlite::WINDOW_HOLDERS_SQL,
+            Backend::Postgres => dialect::postgres::WINDOW_HOLDERS_SQL,
+        })
+        .bind(since)
+        .bind(until)
+        .bind(serde_json::to_string(hashes)?)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(|(hash, id, at)| Ok(WindowEntry { hash, id: EventId::parse(&id)?, at })).collect()
     }
 
     /// Forget the shared duplicate window's rows received before `before` (PostgreSQL; SQLite

@@ -48,7 +48,7 @@ pub use dialect::Backend;
 pub use endpoint_stats::{EndpointStats, FailedAttempt};
 pub use endpoints::{DeliveryTarget, Endpoint, EndpointChange, NewEndpoint, SigningSecrets};
 pub use events::{EventFilter, EventRow, ReplayRefusal};
-pub use intake::{EventWriter, Inserted, Written};
+pub use intake::{EventWriter, Inserted, WindowEntry, Written};
 pub use links::{AssignRefusal, LinkRefusal, NewSnapInspectLink, SavedLink};
 pub use rotate::RotationReport;
 pub use rows::{DeliveryResult, NewEvent};

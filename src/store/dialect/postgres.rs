@@ -10,7 +10,7 @@ use anyhow::Context;
 use sqlx::{
     any::AnyPoolOptions,
     postgres::{PgConnectOptions, PgConnection},
-    AnyPool, ConnectOptions, Connection, Executor,
+    AnyPool, ConnectOptions, Executor,
 };
 
 use crate::{
@@ -45,114 +45,115 @@ pub(crate) async fn writer(options: &PgConnectOptions) -> anyhow::Result<PgConne
     options.connect().await.context("opening the intake writer's connection")
 }
 
-/// One statement inserts the whole batch: each column bound as one array and `unnest`ed, so the
-/// statement is the same (and prepared once) whatever the batch size.
-const INSERT_SQL: &str = "insert into events (public_id, received_at, event_type, company_id, inspection_id, \
-    review_id, status_text, payload, payload_hash, connection_id, state, next_attempt_at) \
-    select id, at, kind, company, inspection, review, status, payload, hash, null, state, at \
-    from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::text[], \
-    $8::text[], $9::text[], $10::text[]) as t(id, at, kind, company, inspection, review, status, payload, hash, state)";
-
-/// Match the batch's events to their companies' connections (see the SQLite version).
-const MATCH_SQL: &str = "update events set state = 'pending', connection_id = (select c.id from connections c \
-    where c.provider = 'snapinspect' and c.company_id = events.company_id and c.status <> 'disconnected') \
-    where public_id = any($1) and company_id in (select company_id from connections \
-    where provider = 'snapinspect' and status <> 'disconnected' and company_id is not null)";
+/// The whole batch in one statement, so one round trip and one commit (an implicit transaction):
+///
+/// - `t`: the batch, each column bound as one array and `unnest`ed, so the statement is the same (and
+///   prepared once) whatever the batch size; `dups` is how many duplicates of each event arrived
+///   with it.
+/// - `d`: the shared duplicate window. Each event's hash is inserted, or taken over if the row there
+///   is older than the window (`$12` ms); a row within the window is kept and returned as it is, so
+///   every event gets the id that owns its hash. On a conflict with a transaction still open
+///   PostgreSQL waits for it, so two instances cannot both win. Sorted by hash, so two batches lock
+///   their hashes in the same order (no deadlock between instances).
+/// - `ins`: the events that own their hash, each matched to its company's SnapInspect connection
+///   on the way in (a connect committed before the statement is seen; one committed after it
+///   matches these events itself: `match_unmatched`), so no row is written twice.
+/// - `cnt`: duplicates of events stored by earlier batches (`$13`, `$14`).
+///
+/// Returns the events another instance holds the hash of, with the holder's id.
+const INTAKE_SQL: &str = "with t as (select * from unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], \
+    $5::bigint[], $6::bigint[], $7::text[], $8::text[], $9::text[], $10::text[], $11::bigint[]) \
+    as t(id, at, kind, company, inspection, review, status, payload, hash, state, dups)), \
+    d as (insert into event_dedupe (payload_hash, public_id, received_at) select hash, id, at from t order by hash \
+    on conflict (payload_hash) do update set \
+    public_id = case when event_dedupe.received_at < excluded.received_at - $12 \
+    then excluded.public_id else event_dedupe.public_id end, \
+    received_at = case when event_dedupe.received_at < excluded.received_at - $12 \
+    then excluded.received_at else event_dedupe.received_at end \
+    returning payload_hash, public_id), \
+    ins as (insert into events (public_id, received_at, event_type, company_id, inspection_id, review_id, \
+    status_text, payload, payload_hash, connection_id, state, next_attempt_at, duplicates) \
+    select t.id, t.at, t.kind, t.company, t.inspection, t.review, t.status, t.payload, t.hash, c.id, \
+    case when c.id is null then t.state else 'pending' end, t.at, t.dups \
+    from t join d on d.public_id = t.id \
+    left join connections c on c.provider = 'snapinspect' and c.company_id = t.company \
+    and c.status <> 'disconnected'), \
+    cnt as (update events set duplicates = events.duplicates + u.n \
+    from unnest($13::text[], $14::bigint[]) as u(id, n) where events.public_id = u.id) \
+    select t.id, d.public_id from t join d on d.payload_hash = t.hash where d.public_id <> t.id";
 
 const DUPLICATES_SQL: &str = "update events set duplicates = events.duplicates + d.n \
     from unnest($1::text[], $2::bigint[]) as d(id, n) where events.public_id = d.id";
 
-/// The shared duplicate window: insert each new event's hash, or take it over if the row there is
-/// older than the window (`$4` ms). Returns the ids of the events that now own their hash; an event
-/// whose hash another instance holds within the window is a duplicate of that one. On a conflict
-/// with a transaction still open PostgreSQL waits for it, so two instances cannot both win. Sorted
-/// by hash, so two batches lock their hashes in the same order (no deadlock between instances).
-const DEDUPE_SQL: &str = "insert into event_dedupe (payload_hash, public_id, received_at) \
-    select hash, id, at from unnest($1::text[], $2::text[], $3::bigint[]) as t(hash, id, at) order by hash \
-    on conflict (payload_hash) do update set public_id = excluded.public_id, received_at = excluded.received_at \
-    where event_dedupe.received_at < excluded.received_at - $4 \
-    returning public_id";
+/// What became of a batch on PostgreSQL.
+#[derive(Debug, Default)]
+pub(crate) struct Stored {
+    /// The events another instance had stored within the window, each with that one's id.
+    pub taken: HashMap<EventId, EventId>,
+    /// Of those, the ones whose original's count could not grow (the batch itself is committed).
+    pub uncounted: HashSet<EventId>,
+}
 
-/// Who holds these hashes (read after `DEDUPE_SQL`, which locked them for this transaction).
-const HOLDERS_SQL: &str = "select payload_hash, public_id from event_dedupe where payload_hash = any($1)";
-
-/// Store a batch and count its duplicates in one transaction (see `EventWriter::insert`). The
-/// database decides what is a duplicate across instances: returns the events of `events` that
-/// another instance already stored within `window_ms`, each with the id of the one it stored
-/// (they are counted there, not stored).
+/// Store a batch and count its duplicates (see `EventWriter::insert`): one statement, committed
+/// on its own. The database decides what is a duplicate across instances: an event of `events`
+/// that another instance already stored within `window_ms` is counted on that one instead, by a
+/// second statement (only then).
 pub(crate) async fn insert(
     conn: &mut PgConnection,
     events: &[NewEvent],
     duplicates: &[(EventId, i64)],
     window_ms: i64,
-) -> anyhow::Result<HashMap<EventId, EventId>> {
-    let mut tx = conn.begin().await.context("storing webhook events")?;
-    let mut taken: HashMap<EventId, EventId> = HashMap::new();
-    let mut counts: HashMap<EventId, i64> = duplicates.iter().cloned().collect();
-    let mut owned: Vec<&NewEvent> = events.iter().collect();
-    if !events.is_empty() {
-        let ours: Vec<String> = sqlx::query_scalar(DEDUPE_SQL)
-            .bind(events.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
-            .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
-            .bind(window_ms)
-            .fetch_all(&mut *tx)
-            .await
-            .context("checking the duplicate window")?;
-        let ours: HashSet<&str> = ours.iter().map(String::as_str).collect();
-        let lost: Vec<&NewEvent> = events.iter().filter(|e| !ours.contains(e.id.as_str())).collect();
-        if !lost.is_empty() {
-            let holders: HashMap<String, String> = sqlx::query_as::<_, (String, String)>(HOLDERS_SQL)
-                .bind(lost.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
-                .fetch_all(&mut *tx)
-                .await
-                .context("reading the duplicate window")?
-                .into_iter()
-                .collect();
-            for e in lost {
-                let holder =
-                    holders.get(&e.payload.dedupe_hash).context("a duplicate's original is not in the window")?;
-                let original = EventId::parse(holder)?;
-                // The event itself, and the duplicates of it this batch already counted.
-                let carried = counts.remove(&e.id).unwrap_or(0);
-                *counts.entry(original.clone()).or_default() += 1 + carried;
-                taken.insert(e.id.clone(), original);
-            }
-            owned.retain(|e| !taken.contains_key(&e.id));
-        }
+) -> anyhow::Result<Stored> {
+    let mut carried: HashMap<&str, i64> = duplicates.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+    // Duplicates of events in this batch go in with them; the rest are counts on earlier events.
+    let dups: Vec<i64> = events.iter().map(|e| carried.remove(e.id.as_str()).unwrap_or(0)).collect();
+    let earlier: Vec<(&str, i64)> = carried.into_iter().collect();
+    let p = |f: fn(&NewEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
+    let lost: Vec<(String, String)> = sqlx::query_as(INTAKE_SQL)
+        .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.received_at).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.kind.as_deref()).collect::<Vec<_>>())
+        .bind(p(|e| e.payload.company_id.map(CompanyId::get)))
+        .bind(p(|e| e.payload.inspection_id))
+        .bind(p(|e| e.payload.review_id))
+        .bind(events.iter().map(|e| e.payload.status.as_deref()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.raw.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
+        .bind(events.iter().map(|e| e.initial_state().as_str()).collect::<Vec<_>>())
+        .bind(&dups)
+        .bind(window_ms)
+        .bind(earlier.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+        .bind(earlier.iter().map(|(_, n)| *n).collect::<Vec<_>>())
+        .fetch_all(&mut *conn)
+        .await
+        .context("storing webhook events")?;
+    let mut stored = Stored::default();
+    if lost.is_empty() {
+        return Ok(stored);
     }
-    if !owned.is_empty() {
-        let ids: Vec<&str> = owned.iter().map(|e| e.id.as_str()).collect();
-        let p = |f: fn(&NewEvent) -> Option<i64>| owned.iter().map(|e| f(e)).collect::<Vec<_>>();
-        sqlx::query(INSERT_SQL)
-            .bind(&ids)
-            .bind(owned.iter().map(|e| e.received_at).collect::<Vec<_>>())
-            .bind(owned.iter().map(|e| e.payload.kind.as_deref()).collect::<Vec<_>>())
-            .bind(p(|e| e.payload.company_id.map(CompanyId::get)))
-            .bind(p(|e| e.payload.inspection_id))
-            .bind(p(|e| e.payload.review_id))
-            .bind(owned.iter().map(|e| e.payload.status.as_deref()).collect::<Vec<_>>())
-            .bind(owned.iter().map(|e| e.payload.raw.as_str()).collect::<Vec<_>>())
-            .bind(owned.iter().map(|e| e.payload.dedupe_hash.as_str()).collect::<Vec<_>>())
-            .bind(owned.iter().map(|e| e.initial_state().as_str()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await
-            .context("storing webhook events")?;
-        // Under the same transaction: a connect committed before it is seen, one committed after
-        // it matches these events itself (`match_unmatched`).
-        sqlx::query(MATCH_SQL).bind(&ids).execute(&mut *tx).await.context("matching webhook events")?;
+    let index: HashMap<&str, usize> = events.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect();
+    let mut counts: HashMap<String, i64> = HashMap::new();
+    for (id, holder) in lost {
+        let i = *index.get(id.as_str()).context("the store answered for an event not in the batch")?;
+        // The event itself, and the duplicates of it that arrived with it.
+        *counts.entry(holder.clone()).or_default() += 1 + dups[i];
+        stored.taken.insert(events[i].id.clone(), EventId::parse(&holder)?);
     }
-    if !counts.is_empty() {
-        sqlx::query(DUPLICATES_SQL)
-            .bind(counts.keys().map(|id| id.as_str()).collect::<Vec<_>>())
-            .bind(counts.values().copied().collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await
-            .context("counting duplicate webhook events")?;
+    let counted = sqlx::query(DUPLICATES_SQL)
+        .bind(counts.keys().map(String::as_str).collect::<Vec<_>>())
+        .bind(counts.values().copied().collect::<Vec<_>>())
+        .execute(&mut *conn)
+        .await;
+    if let Err(e) = counted {
+        tracing::error!(error.chain = %format!("{e:#}"), "duplicates of webhook events another instance stored cannot be counted; answering 503");
+        stored.uncounted = stored.taken.keys().cloned().collect();
     }
-    tx.commit().await.context("committing webhook events")?;
-    Ok(taken)
+    Ok(stored)
 }
+
+/// Events of the window with one of a JSON array of hashes (see `Store::window_holders`).
+pub(crate) const WINDOW_HOLDERS_SQL: &str = "select payload_hash, public_id, received_at from events \
+    where received_at >= $1 and received_at <= $2 and payload_hash in (select json_array_elements_text($3::json))";
 
 /// Forget duplicate-window rows received before `before`.
 pub(crate) const PURGE_DEDUPE_SQL: &str = "delete from event_dedupe where received_at < $1";

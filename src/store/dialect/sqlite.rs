@@ -211,6 +211,10 @@ pub(crate) async fn insert(
     Ok(())
 }
 
+/// Events of the window with one of a JSON array of hashes (see `Store::window_holders`).
+pub(crate) const WINDOW_HOLDERS_SQL: &str = "select payload_hash, public_id, received_at from events \
+    where received_at >= $1 and received_at <= $2 and payload_hash in (select value from json_each($3))";
+
 /// Copy committed WAL frames into the database file without blocking writers or readers.
 pub(crate) const CHECKPOINT_SQL: &str = "pragma wal_checkpoint(passive)";
 
