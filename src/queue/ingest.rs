@@ -86,8 +86,17 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let checkpointer = tokio::spawn(checkpointer(store.clone(), dirty.clone()));
     let mut finish_checkpoint = Every::new(FINISH_CHECKPOINT_EVERY);
     let mut purge_window = Every::new(PURGE_WINDOW_EVERY);
-    // Ends when every Ingestor is dropped and the queue is drained: in-flight events are written.
-    while rx.recv_many(&mut jobs, max).await > 0 {
+    loop {
+        // Pages of the reload are taken in as they come, between batches; a batch goes first. Ends
+        // when every Ingestor is dropped and the queue is drained: in-flight events are written.
+        tokio::select! {
+            biased;
+            n = rx.recv_many(&mut jobs, max) => if n == 0 { break },
+            page = reload.next_page(), if reload.is_loading() => {
+                reload.take(page, &mut dedupe);
+                continue;
+            }
+        }
         reload.merge_into(&mut dedupe);
         dedupe.expire(now_ms());
         let unloaded = match reload.holders(&store, &jobs, &dedupe).await {
@@ -221,25 +230,40 @@ impl Reload {
         Self { pages: Some(rx), since, until: i64::MAX }
     }
 
+    fn is_loading(&self) -> bool {
+        self.pages.is_some()
+    }
+
+    /// The next page read (none: the reload is over). Only while loading.
+    async fn next_page(&mut self) -> Option<Vec<WindowEntry>> {
+        match self.pages.as_mut() {
+            Some(pages) => pages.recv().await,
+            None => None,
+        }
+    }
+
+    /// Take in a page (none: the reload is over).
+    fn take(&mut self, page: Option<Vec<WindowEntry>>, dedupe: &mut Deduper) {
+        let Some(page) = page else {
+            self.pages = None;
+            return;
+        };
+        for e in page {
+            if !dedupe.remember_older(&e.hash, &e.id, e.at) {
+                self.pages = None; // full: older events are not wanted
+                return;
+            }
+            self.until = e.at;
+        }
+    }
+
     /// Take in every page read so far.
     fn merge_into(&mut self, dedupe: &mut Deduper) {
-        let Some(pages) = self.pages.as_mut() else { return };
-        loop {
+        while let Some(pages) = self.pages.as_mut() {
             match pages.try_recv() {
-                Ok(page) => {
-                    for e in page {
-                        if !dedupe.remember_older(&e.hash, &e.id, e.at) {
-                            self.pages = None; // full: older events are not wanted
-                            return;
-                        }
-                        self.until = e.at;
-                    }
-                }
+                Ok(page) => self.take(Some(page), dedupe),
                 Err(mpsc::error::TryRecvError::Empty) => return,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    self.pages = None;
-                    return;
-                }
+                Err(mpsc::error::TryRecvError::Disconnected) => self.take(None, dedupe),
             }
         }
     }
@@ -344,6 +368,111 @@ mod tests {
         assert_eq!(answer(Inserted::Duplicate(b), &written).unwrap(), Inserted::Duplicate(c));
         assert!(answer(Inserted::Stored(d.clone()), &written).is_err(), "refused: 503");
         assert!(answer(Inserted::Duplicate(d), &written).is_err(), "a duplicate of a refused one too");
+    }
+
+    /// A store in a SQLite file of its own, with `n` events received at `at` (hashes `bench1`…).
+    async fn store_with_events(n: i64, at: i64) -> (tempfile::TempDir, Store) {
+        let keys = Arc::new(crate::crypto::KeyRing::new(&[7u8; 32], &[]));
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("hub.db").display());
+        let store = Store::open(&url, None, keys).await.unwrap();
+        assert_eq!(store.bench_queue_events(n, at).await.unwrap(), n as u64);
+        (dir, store)
+    }
+
+    fn job(hash: &str) -> Job {
+        let mut payload = crate::snapinspect::webhook::parse_payload(br#"{"company_id":1}"#).unwrap();
+        payload.dedupe_hash = hash.into();
+        let event = NewEvent { id: EventId::generate(), received_at: now_ms(), payload };
+        Job { event, reply: oneshot::channel().0 }
+    }
+
+    #[tokio::test]
+    async fn while_the_window_loads_a_hash_it_does_not_know_is_looked_up_in_the_part_not_loaded() {
+        let now = now_ms();
+        let (_dir, store) = store_with_events(3, now - 1000).await;
+        let (pages, rx) = mpsc::channel(4);
+        let mut reload = Reload { pages: Some(rx), since: now - 10_000, until: i64::MAX };
+        let mut dedupe = Deduper::new(10_000, 100);
+        let jobs = [job("bench2"), job("never-seen")];
+        let found = reload.holders(&store, &jobs, &dedupe).await.unwrap();
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found["bench2"].as_str(), "evt_bench000001000000000000002");
+
+        // Once that part is loaded (the page down to it), only what is older is looked up.
+        let page = store.window_page(now - 10_000, None).await.unwrap();
+        assert_eq!(page.len(), 3);
+        pages.send(page[..1].to_vec()).await.unwrap();
+        reload.merge_into(&mut dedupe);
+        assert_eq!(dedupe.len(), 1);
+        assert_eq!(reload.until, now - 1000);
+        assert!(reload.holders(&store, &jobs, &dedupe).await.unwrap().contains_key("bench2"), "same time, lower hash");
+        let outside = Reload { pages: reload.pages.take(), since: now - 10_000, until: now - 1001 };
+        assert!(
+            outside.holders(&store, &jobs, &dedupe).await.unwrap().is_empty(),
+            "the range not loaded is all it asks"
+        );
+        reload.pages = outside.pages;
+
+        // Loaded: the window alone answers, and nothing is looked up.
+        pages.send(page[1..].to_vec()).await.unwrap();
+        drop(pages);
+        reload.merge_into(&mut dedupe);
+        assert_eq!(dedupe.len(), 3);
+        assert!(reload.pages.is_none(), "the reload is done when its task ends");
+        assert!(dedupe.original("bench2").is_some());
+        assert!(reload.holders(&store, &jobs, &dedupe).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_writer_tells_a_duplicate_of_an_event_stored_before_it_started_whether_or_not_the_reload_is_done() {
+        let now = now_ms();
+        let (_dir, store) = store_with_events(12_000, now - 1000).await; // more than two pages
+        let options = IngestOptions { group_commit: true, dedupe_window: Duration::from_secs(7200) };
+        let ingestor = Ingestor::spawn(store.clone(), options, Arc::new(Notify::new()));
+        let payload = |hash: &str| {
+            let mut p = crate::snapinspect::webhook::parse_payload(br#"{"company_id":1}"#).unwrap();
+            p.dedupe_hash = hash.into();
+            p
+        };
+        let first = ingestor.submit(payload("bench1")).await.unwrap();
+        assert_eq!(first, Inserted::Duplicate(EventId::parse("evt_bench000001000000000000001").unwrap()));
+        let fresh = ingestor.submit(payload("never-seen")).await.unwrap();
+        assert!(matches!(fresh, Inserted::Stored(_)), "{fresh:?}");
+        let again = ingestor.submit(payload("never-seen")).await.unwrap();
+        assert_eq!(
+            again,
+            Inserted::Duplicate(match fresh {
+                Inserted::Stored(id) => id,
+                _ => unreachable!(),
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn the_window_is_read_a_page_at_a_time_newest_first_within_the_window() {
+        let now = now_ms();
+        let (_dir, store) = store_with_events(3, now - 1000).await;
+        let page = store.window_page(now - 10_000, None).await.unwrap();
+        let hashes: Vec<&str> = page.iter().map(|e| e.hash.as_str()).collect();
+        assert_eq!(hashes, ["bench3", "bench2", "bench1"], "newest first; at one time, by hash");
+        let rest = store.window_page(now - 10_000, Some(&(page[0].at, page[0].hash.clone()))).await.unwrap();
+        assert_eq!(rest, page[1..], "the next page starts after the cursor");
+        assert!(store.window_page(now - 999, None).await.unwrap().is_empty(), "older than the window");
+        assert_eq!(store.window_page(now - 1000, None).await.unwrap().len(), 3, "the window's edge is in it");
+    }
+
+    #[tokio::test]
+    async fn the_reload_stops_taking_pages_once_the_window_is_full() {
+        let (pages, rx) = mpsc::channel(4);
+        let mut reload = Reload { pages: Some(rx), since: 0, until: i64::MAX };
+        let mut dedupe = Deduper::new(10_000, 2);
+        let entry = |hash: &str, at| WindowEntry { hash: hash.into(), id: EventId::generate(), at };
+        pages.send(vec![entry("a", 30), entry("b", 20), entry("c", 10)]).await.unwrap();
+        reload.merge_into(&mut dedupe);
+        assert_eq!(dedupe.len(), 2);
+        assert!(reload.pages.is_none(), "full: the reload is over");
+        assert_eq!(reload.until, 20);
     }
 
     #[test]

@@ -79,11 +79,13 @@ const INTAKE_SQL: &str = "with t as (select * from unnest($1::text[], $2::bigint
     left join connections c on c.provider = 'snapinspect' and c.company_id = t.company \
     and c.status <> 'disconnected'), \
     cnt as (update events set duplicates = events.duplicates + u.n \
-    from unnest($13::text[], $14::bigint[]) as u(id, n) where events.public_id = u.id) \
+    from (select * from unnest($13::text[], $14::bigint[]) as u(id, n) order by id) u where events.public_id = u.id) \
     select t.id, d.public_id from t join d on d.payload_hash = t.hash where d.public_id <> t.id";
 
+/// Counts on events another instance stored. The ids come sorted, so two instances counting on
+/// the same events lock them in the same order.
 const DUPLICATES_SQL: &str = "update events set duplicates = events.duplicates + d.n \
-    from unnest($1::text[], $2::bigint[]) as d(id, n) where events.public_id = d.id";
+    from (select * from unnest($1::text[], $2::bigint[]) as d(id, n) order by id) d where events.public_id = d.id";
 
 /// What became of a batch on PostgreSQL.
 #[derive(Debug, Default)]
@@ -107,7 +109,8 @@ pub(crate) async fn insert(
     let mut carried: HashMap<&str, i64> = duplicates.iter().map(|(id, n)| (id.as_str(), *n)).collect();
     // Duplicates of events in this batch go in with them; the rest are counts on earlier events.
     let dups: Vec<i64> = events.iter().map(|e| carried.remove(e.id.as_str()).unwrap_or(0)).collect();
-    let earlier: Vec<(&str, i64)> = carried.into_iter().collect();
+    let mut earlier: Vec<(&str, i64)> = carried.into_iter().collect();
+    earlier.sort_unstable();
     let p = |f: fn(&NewEvent) -> Option<i64>| events.iter().map(f).collect::<Vec<_>>();
     let lost: Vec<(String, String)> = sqlx::query_as(INTAKE_SQL)
         .bind(events.iter().map(|e| e.id.as_str()).collect::<Vec<_>>())
@@ -132,7 +135,7 @@ pub(crate) async fn insert(
         return Ok(stored);
     }
     let index: HashMap<&str, usize> = events.iter().enumerate().map(|(i, e)| (e.id.as_str(), i)).collect();
-    let mut counts: HashMap<String, i64> = HashMap::new();
+    let mut counts: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
     for (id, holder) in lost {
         let i = *index.get(id.as_str()).context("the store answered for an event not in the batch")?;
         // The event itself, and the duplicates of it that arrived with it.

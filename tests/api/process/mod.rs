@@ -9,6 +9,7 @@ pub mod harness;
 mod instances;
 mod logs;
 mod processes;
+mod restart;
 
 use std::{
     ops::{Deref, DerefMut},
