@@ -65,7 +65,8 @@ pub(super) async fn list(store: &Store) -> anyhow::Result<()> {
             c.id,
             c.provider.as_str(),
             truncate(&who, 40),
-            c.status.as_str()
+            // The shown status (`domain::status`), as the console and the API show it.
+            c.shown_status().as_str()
         );
     }
     Ok(())

@@ -85,7 +85,8 @@ pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
                         format_utc(e.received_at),
                         truncate(e.event_type.as_deref().unwrap_or("-"), 24),
                         e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-                        shown(&e.state),
+                        // The shown status (`domain::status`), as the console shows it.
+                        e.status().as_str(),
                         e.attempts,
                         truncate(e.last_error.as_deref().unwrap_or(""), 80)
                     );

@@ -70,15 +70,32 @@ fn scopes(v: &str) -> String {
 }
 
 impl CredentialsInput {
+    /// Every field within its bound (`domain::limits`), or the first one that is not.
+    fn bounded(&self) -> Result<(), PresetError> {
+        use crate::domain::limits::{bounded, LIMITS};
+        let fields: [(&'static str, &str, Option<&str>, usize); 6] = [
+            ("client_id", "client id", Some(self.client_id.as_str()), LIMITS.client_id),
+            ("scope", "scope", self.scope.as_deref(), LIMITS.scope),
+            ("audience", "audience", self.audience.as_deref(), LIMITS.audience),
+            ("domain", "domain", self.domain.as_deref(), LIMITS.domain),
+            ("token_url", "token URL", self.token_url.as_deref(), LIMITS.url),
+            ("api_url", "API URL", self.api_url.as_deref(), LIMITS.url),
+        ];
+        for (field, what, value, max) in fields {
+            if let Some(v) = value {
+                bounded(what, v, max).map_err(|e| PresetError::new(field, e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Apply the provider's preset and check everything it requires.
     pub fn resolve(&self, provider: Provider) -> Result<Settings, PresetError> {
         let client_id = self.client_id.trim().to_owned();
         if client_id.is_empty() {
             return err("client_id", "a client id is required");
         }
-        if client_id.len() > 512 {
-            return err("client_id", "the client id is longer than 512 characters");
-        }
+        self.bounded()?;
         let url_override = given(&self.token_url);
         let api_override = given(&self.api_url);
         let scope = given(&self.scope).map(|s| scopes(&s));

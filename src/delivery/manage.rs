@@ -23,10 +23,10 @@ use crate::{
 /// The type of the message "Send test event" sends; it goes to that one endpoint only.
 pub const TEST_EVENT_TYPE: &str = "endpoint.test";
 /// The longest a description may be.
-pub const MAX_DESCRIPTION: usize = 500;
+pub const MAX_DESCRIPTION: usize = crate::domain::limits::LIMITS.description;
 /// The longest an old secret may keep signing after a rotation.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(30 * 24 * 3600);
-const MAX_URL: usize = 2000;
+const MAX_URL: usize = crate::domain::limits::LIMITS.url;
 /// The most event types one filter may name.
 pub const MAX_EVENT_TYPES: usize = 100;
 
@@ -42,6 +42,9 @@ pub enum ManageError {
     /// 409: there are already `ENDPOINTS_MAX` (`max`) endpoints.
     #[error("{}", too_many(*max))]
     TooMany { max: usize },
+    /// 409: the `FORWARD_URL` endpoint cannot be removed: the setting defines it at every start.
+    #[error("{FORWARD_DEFINED}")]
+    ForwardDefined,
     /// 500
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
@@ -51,6 +54,9 @@ fn too_many(max: usize) -> String {
     let (are, s) = if max == 1 { ("is", "") } else { ("are", "s") };
     format!("There {are} already {max} endpoint{s}, the most ENDPOINTS_MAX allows: remove one, or raise ENDPOINTS_MAX.")
 }
+
+const FORWARD_DEFINED: &str = "This endpoint is defined by FORWARD_URL: it would come back at the next start. \
+    Unset FORWARD_URL and FORWARD_SECRET and restart to remove it, or disable it to pause its deliveries.";
 
 fn invalid(field: &'static str, message: impl Into<String>) -> ManageError {
     ManageError::Invalid { field, message: message.into() }
@@ -66,6 +72,9 @@ impl From<ManageError> for crate::error::AppError {
             },
             e @ ManageError::TooMany { .. } => {
                 crate::error::AppError::Conflict { code: "too_many_endpoints", message: e.to_string() }
+            }
+            e @ ManageError::ForwardDefined => {
+                crate::error::AppError::Conflict { code: "defined_by_forward_url", message: e.to_string() }
             }
             ManageError::Internal(e) => crate::error::AppError::Internal(e),
         }
@@ -90,6 +99,13 @@ impl EndpointInput {
             description: description.to_owned(),
         }
     }
+}
+
+/// What is allowed but will likely never work, one sentence each: event types the hub does not
+/// know (a misspelt filter matches nothing). The console shows them beside the field, the API in
+/// `warnings`.
+pub fn warnings(input: &EndpointInput) -> Vec<String> {
+    EventTypes::parse_list(input.events.iter().map(String::as_str)).map(|t| t.warnings()).unwrap_or_default()
 }
 
 /// The input, checked.
@@ -191,9 +207,12 @@ pub async fn set_enabled(store: &Store, id: &str, enabled: bool, actor: &str) ->
     load(store, e.id.as_str()).await
 }
 
-/// Remove an endpoint and its deliveries.
+/// Remove an endpoint and its deliveries; never the `FORWARD_URL` one, which the setting defines.
 pub async fn remove(store: &Store, id: &str, actor: &str) -> Result<(), ManageError> {
     let e = load(store, id).await?;
+    if e.id.as_str() == EndpointId::FORWARD {
+        return Err(ManageError::ForwardDefined);
+    }
     if !store.remove_endpoint(&e.id, now_ms(), actor).await? {
         return Err(ManageError::NotFound(e.id.to_string()));
     }
@@ -271,6 +290,8 @@ pub async fn send_test(
     };
     let status = sent.status.map_or_else(|| "no answer".to_owned(), |s| format!("HTTP {s}"));
     store.audit(now_ms(), actor, "endpoint_test", None, &format!("{} {status}", e.id)).await?;
+    // Its last result is this one: right after "Delivered test event … HTTP 200", the page says so.
+    store.record_test_result(&e.id, delivered, sent.status, now_ms()).await?;
     Ok(TestSent {
         event_id: event_id.as_str().to_owned(),
         status: sent.status,

@@ -9,13 +9,14 @@ use super::{base32, random_bytes, OpaqueToken};
 
 /// How long a connect link works.
 pub const SESSION_TTL_MS: i64 = 30 * 60 * 1000;
-const MAX_END_USER_ID: usize = 200;
-const MAX_TEXT: usize = 200;
-const MAX_EMAIL: usize = 320;
+// The bounds of what the app sends are the ones every path uses (`limits`).
+const MAX_END_USER_ID: usize = super::limits::LIMITS.end_user_id;
+const MAX_TEXT: usize = super::limits::LIMITS.display_name;
+const MAX_EMAIL: usize = super::limits::LIMITS.email;
 const MAX_TAGS: usize = 20;
-const MAX_TAG_KEY: usize = 64;
-const MAX_TAG_VALUE: usize = 200;
-const MAX_RETURN_URL: usize = 2000;
+const MAX_TAG_KEY: usize = super::limits::LIMITS.tag_name;
+const MAX_TAG_VALUE: usize = super::limits::LIMITS.tag_value;
+const MAX_RETURN_URL: usize = super::limits::LIMITS.url;
 
 /// An origin (`scheme://host[:port]`) a return URL may point to (`CONNECT_RETURN_ORIGINS`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -109,7 +109,9 @@ impl EventTypes {
     pub fn parse_list<'a>(items: impl IntoIterator<Item = &'a str>) -> Result<Self, ParseError> {
         let mut types: Vec<String> = Vec::new();
         for t in items.into_iter().map(str::trim).filter(|t| !t.is_empty()) {
-            if t.len() > 100 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b)) {
+            if t.len() > super::limits::LIMITS.event_type
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-:".contains(&b))
+            {
                 return Err(ParseError(format!(
                     "`{}` is not an event type (letters, digits and . _ - : only)",
                     t.chars().take(40).collect::<String>()
@@ -137,6 +139,70 @@ impl EventTypes {
     pub fn as_slice(&self) -> &[String] {
         &self.0
     }
+}
+
+/// The event types the hub knows today: SnapInspect's `sType`s its document names, and the hub's
+/// own. A filter may name others (SnapInspect may add types), but gets a warning.
+pub const KNOWN_EVENT_TYPES: [&str; 10] = [
+    "Create_Inspection",
+    "Update_Inspection_Status",
+    "Create_Review",
+    "Review_Signed",
+    "connection.created",
+    "connection.needs_reconnect",
+    "connection.recovered",
+    "connection.disconnected",
+    "delivery.dead",
+    "endpoint.disabled",
+];
+
+impl EventTypes {
+    /// The types in this filter that the hub does not know (none for "every type").
+    pub fn unknown(&self) -> Vec<&str> {
+        self.0.iter().map(String::as_str).filter(|t| !KNOWN_EVENT_TYPES.contains(t)).collect()
+    }
+
+    /// One warning per unknown type, naming the nearest known one when there is a close one, and
+    /// the known types: an endpoint filtered on a misspelt type would never get an event.
+    pub fn warnings(&self) -> Vec<String> {
+        self.unknown()
+            .into_iter()
+            .map(|t| {
+                let hint = nearest_known(t).map(|k| format!(" Did you mean {k}?")).unwrap_or_default();
+                format!(
+                    "`{}` is not an event type the hub knows, so it matches nothing today (it is kept, in case \
+                     SnapInspect adds it).{hint} Known types: {}.",
+                    super::text::escaped(&t.chars().take(100).collect::<String>()),
+                    KNOWN_EVENT_TYPES.join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
+/// The known type within two edits (ignoring case) of `t`, if there is one.
+fn nearest_known(t: &str) -> Option<&'static str> {
+    let t = t.to_ascii_lowercase();
+    KNOWN_EVENT_TYPES
+        .into_iter()
+        .map(|k| (edit_distance(&t, &k.to_ascii_lowercase()), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes (event types are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
 }
 
 impl fmt::Display for EventTypes {
@@ -181,6 +247,14 @@ impl DeliveryState {
             DeliveryState::Done => "done",
             DeliveryState::Dead => "dead",
         }
+    }
+
+    /// A state as the store keeps it.
+    pub fn parse(s: &str) -> Result<Self, ParseError> {
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s.trim())
+            .ok_or_else(|| ParseError(format!("unknown delivery state `{}`", s.chars().take(40).collect::<String>())))
     }
 }
 
@@ -230,6 +304,23 @@ mod tests {
         assert!(all.all() && all.matches("anything"));
         assert_eq!(all.to_string(), "*");
         assert!(EventTypes::parse("bad type").is_err());
+    }
+
+    #[test]
+    fn unknown_event_types_are_kept_with_a_warning_that_names_the_known_ones() {
+        let f = EventTypes::parse("Review_Sgined,connection.created,Brand_New").unwrap();
+        assert_eq!(f.as_slice(), ["Review_Sgined", "connection.created", "Brand_New"], "still allowed");
+        assert_eq!(f.unknown(), ["Review_Sgined", "Brand_New"]);
+        let w = f.warnings();
+        assert_eq!(w.len(), 2);
+        assert!(w[0].starts_with("`Review_Sgined` is not an event type the hub knows"), "{}", w[0]);
+        assert!(w[0].contains("Did you mean Review_Signed?"), "{}", w[0]);
+        assert!(!w[1].contains("Did you mean"), "{}", w[1]);
+        for k in KNOWN_EVENT_TYPES {
+            assert!(w[1].contains(k), "{k} is named");
+        }
+        assert!(EventTypes::parse("").unwrap().warnings().is_empty());
+        assert!(EventTypes::parse(&KNOWN_EVENT_TYPES.join(",")).unwrap().warnings().is_empty());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 pub mod connect_session;
 pub mod endpoint;
 mod event;
+pub mod limits;
+pub mod status;
 pub mod text;
 
 pub use event::{EventId, EventState};

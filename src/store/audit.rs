@@ -37,11 +37,16 @@ pub(super) async fn insert_audit(
 }
 
 impl Store {
-    /// The most recent failures of token exchanges and fetches, newest first.
+    /// The most recent failures of token exchanges and fetches, newest first, of connections that
+    /// have not recovered since: a failure followed by a good exchange (or token), a disconnection
+    /// or a deletion is history (the audit log keeps it), not something to look at now.
     pub async fn recent_failures(&self, limit: i64) -> anyhow::Result<Vec<AuditEntry>> {
         Ok(sqlx::query_as(
-            "select id, at, actor, action, connection_id, detail from audit_log \
-             where action in ('exchange_failed', 'token_failed') order by id desc limit $1",
+            "select a.id, a.at, a.actor, a.action, a.connection_id, a.detail from audit_log a \
+             join connections c on c.id = a.connection_id \
+             where a.action in ('exchange_failed', 'token_failed') and c.status <> 'disconnected' \
+             and c.last_error_at is not null and (c.last_exchange_at is null or a.at > c.last_exchange_at) \
+             order by a.id desc limit $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)

@@ -6,8 +6,14 @@ use secrecy::{ExposeSecret, SecretString};
 use super::{audit::insert_audit, Store};
 use crate::{
     crypto::Aad,
-    domain::{hex, sha256, CompanyId, ConnectionId, ConnectionStatus, Provider},
+    domain::{hex, sha256, status::Status, CompanyId, ConnectionId, ConnectionStatus, Provider},
 };
+
+/// The shown status (`domain::status`) in SQL, for filtering and counting by it: `active` is
+/// `not_yet_used` for a client-credentials connection that never had a token. Keep in step with
+/// [`Connection::shown_status`].
+const SHOWN_STATUS: &str = "case when status = 'active' and provider <> 'snapinspect' and access_token is null \
+    and token_obtained_at is null and last_exchange_at is null then 'not_yet_used' else status end";
 
 /// A connection as admins and the CLI see it: everything but the secrets.
 #[derive(Debug, Clone)]
@@ -156,6 +162,14 @@ impl TryFrom<ConnectionRecord> for Connection {
     }
 }
 
+impl Connection {
+    /// Its status as every screen, the CLI and the API show it.
+    pub fn shown_status(&self) -> Status {
+        let ever_had_a_token = self.has_tokens || self.token_obtained_at.is_some() || self.last_exchange_at.is_some();
+        Status::of_connection(self.status, self.provider, ever_had_a_token)
+    }
+}
+
 pub(super) fn aad<'a>(id: &'a str, column: &'a str) -> Aad<'a> {
     Aad { table: "connections", column, row: id }
 }
@@ -226,7 +240,8 @@ impl Store {
 #[derive(Debug, Clone, Default)]
 pub struct ConnectionFilter {
     pub query: Option<String>,
-    pub status: Option<ConnectionStatus>,
+    /// A shown status (`Status::CONNECTION`).
+    pub status: Option<Status>,
 }
 
 impl Store {
@@ -237,12 +252,12 @@ impl Store {
         let like = query.map(|q| format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
         let sql = format!(
             "select {CONNECTION_COLUMNS} from connections \
-             where ($1 is null or status = $1) \
+             where ($1 is null or {SHOWN_STATUS} = $1) \
              and ($2 is null or company_id = $3 or lower(name) like lower($2) escape '\\' or id = $4) \
              order by created_at desc, id limit $5"
         );
         let recs: Vec<ConnectionRecord> = sqlx::query_as(&sql)
-            .bind(filter.status.map(ConnectionStatus::as_str))
+            .bind(filter.status.map(Status::as_str))
             .bind(like)
             .bind(company)
             .bind(query)
@@ -252,7 +267,13 @@ impl Store {
         recs.into_iter().map(Connection::try_from).collect()
     }
 
-    /// How many connections are in each status.
+    /// How many connections are in each shown status (`domain::status`), for the dashboard.
+    pub async fn shown_connection_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let sql = format!("select {SHOWN_STATUS} as shown, count(*) from connections group by 1 order by 1");
+        Ok(sqlx::query_as(&sql).fetch_all(&self.pool).await?)
+    }
+
+    /// How many connections are in each stored status (the metrics).
     pub async fn connection_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(sqlx::query_as("select status, count(*) from connections group by status order by status")
             .fetch_all(&self.pool)

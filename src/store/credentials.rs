@@ -34,6 +34,9 @@ impl Store {
         now: i64,
         actor: &str,
     ) -> anyhow::Result<ConnectionId> {
+        // The same bounds on every path (console, CLI, demo): the CLI's message is this error's.
+        let name = crate::domain::limits::connection_name(name)?;
+        secret_bounded(Some(secret))?;
         let id = ConnectionId::generate();
         let mut tx = self.write_tx().await?;
         sqlx::query(
@@ -82,6 +85,8 @@ impl Store {
         now: i64,
         actor: &str,
     ) -> anyhow::Result<bool> {
+        let name = crate::domain::limits::connection_name(name)?;
+        secret_bounded(secret)?;
         let mut tx = self.write_tx().await?;
         let n = sqlx::query(
             "update connections set name = $2, client_id = $3, client_secret = coalesce($4, client_secret), scope = $5, \
@@ -230,4 +235,14 @@ impl Store {
         tx.commit().await?;
         Ok(Some(version))
     }
+}
+
+/// A client secret within its bound (`domain::limits`).
+fn secret_bounded(secret: Option<&SecretString>) -> anyhow::Result<()> {
+    use secrecy::ExposeSecret;
+    let max = crate::domain::limits::LIMITS.client_secret;
+    if secret.is_some_and(|s| s.expose_secret().chars().count() > max) {
+        anyhow::bail!("the client secret is longer than {max} characters");
+    }
+    Ok(())
 }

@@ -254,6 +254,26 @@ impl Store {
         };
         Ok(SigningSecrets { current, previous })
     }
+    /// Note a test send's result as the endpoint's last result (what its page and `endpoints list`
+    /// show), without touching its failure streak: a test is not a delivery, so it neither disables
+    /// nor rescues an endpoint.
+    #[tracing::instrument(skip_all, fields(endpoint_id = %id))]
+    pub async fn record_test_result(
+        &self,
+        id: &EndpointId,
+        delivered: bool,
+        status: Option<u16>,
+        now: i64,
+    ) -> anyhow::Result<()> {
+        let column = if delivered { "last_success_at" } else { "last_failure_at" };
+        sqlx::query(&format!("update endpoints set {column} = $2, last_status = $3 where id = $1"))
+            .bind(id.as_str())
+            .bind(now)
+            .bind(status.map(i64::from))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 
     /// Enable or disable; false if there is no such endpoint. Enabling clears the failure streak,
     /// so a re-enabled endpoint gets the whole `ENDPOINT_DISABLE_AFTER` again; its waiting

@@ -2,7 +2,7 @@
 //! (one, or every dead one of a filter), retention, and queuing a company's waiting events.
 
 use super::Store;
-use crate::domain::{CompanyId, ConnectionId, EventId, EventState};
+use crate::domain::{endpoint::DeliveryState, status::Status, CompanyId, ConnectionId, EventId, EventState};
 
 /// An event as the console and the CLI list it.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -24,10 +24,28 @@ pub struct EventRow {
     pub completed_at: Option<i64>,
     pub payload: String,
     pub inspection: Option<String>,
+    /// The state of its delivery that needs attention first (dead, retrying, processing, pending,
+    /// done), or none without deliveries: what [`EventRow::status`] shows besides its own state.
+    pub worst_delivery: Option<String>,
+}
+
+impl EventRow {
+    /// Its status as every screen and the CLI show it (`domain::status`): a processed event whose
+    /// delivery is retrying is not shown `done`.
+    pub fn status(&self) -> Status {
+        let delivery = self.worst_delivery.as_deref().and_then(|d| DeliveryState::parse(d).ok());
+        match EventState::parse(&self.state) {
+            Ok(state) => Status::of_event(state, delivery),
+            // A state this version does not know is shown as pending, never as done.
+            Err(_) => Status::Pending,
+        }
+    }
 }
 
 const EVENT_COLUMNS: &str = "id as rowid, public_id, received_at, event_type, company_id, inspection_id, review_id, \
-    status_text, connection_id, state, attempts, next_attempt_at, duplicates, last_error, completed_at, payload, inspection";
+    status_text, connection_id, state, attempts, next_attempt_at, duplicates, last_error, completed_at, payload, inspection, \
+    (select d.state from deliveries d where d.event_id = events.id order by case d.state when 'dead' then 4 \
+     when 'retrying' then 3 when 'processing' then 2 when 'pending' then 1 else 0 end desc limit 1) as worst_delivery";
 
 /// Which events to list; every part is optional. `before` is the keyset cursor (a rowid).
 #[derive(Debug, Clone, Default)]

@@ -627,7 +627,7 @@ async fn the_openapi_document_describes_every_endpoints_operation_and_its_status
         ("/endpoints", "post", &["201", "400", "401", "403", "409", "413", "429"], Some("NewEndpoint")),
         ("/endpoints/{id}", "get", &["200", "401", "403", "404", "413", "429"], None),
         ("/endpoints/{id}", "patch", &["200", "400", "401", "403", "404", "413", "429"], Some("EndpointChange")),
-        ("/endpoints/{id}", "delete", &["204", "401", "403", "404", "413", "429"], None),
+        ("/endpoints/{id}", "delete", &["204", "401", "403", "404", "409", "413", "429"], None),
         (
             "/endpoints/{id}/rotate-secret",
             "post",

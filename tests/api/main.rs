@@ -16,6 +16,7 @@ mod endpoints_ui;
 mod event_schemas;
 mod exchange;
 mod fakes;
+mod forms;
 mod helpers;
 mod https;
 mod limits;

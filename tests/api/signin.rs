@@ -718,14 +718,19 @@ async fn expired_throttle_rows_are_pruned() {
 #[tokio::test]
 async fn a_forged_line_in_the_email_is_quoted_and_capped_in_the_audit_log() {
     let app = spawn_app().await;
+    // A line break is no email address: answered beside the field, and nothing is written.
     let email = format!("x@example.com\n2026-01-01 INFO admin signed in{}", "z".repeat(5_000));
+    assert_eq!(post_sign_in(&app, &email, "attacker guess!!", "/admin", None).await.0, 400);
+    let audit = app.state.store.audit_entries(None, None, 10).await.unwrap();
+    assert!(!audit.iter().any(|a| a.action == "sign_in_failed"), "a malformed form is not a failed sign-in");
+    // A well-formed one that does not match is audited quoted and capped.
+    let email = format!("x{}@example.com", "\u{202e}z".repeat(40));
     assert_eq!(post_sign_in(&app, &email, "attacker guess!!", "/admin", None).await.0, 401);
     let audit = app.state.store.audit_entries(None, None, 10).await.unwrap();
     let failed = audit.iter().find(|a| a.action == "sign_in_failed").unwrap();
     let detail = failed.detail.as_deref().unwrap();
-    assert!(!detail.contains('\n'), "{detail}");
-    assert!(detail.starts_with("as \"x@example.com\\n2026-01-01 INFO admin signed in"), "{detail}");
-    assert!(detail.len() < 140, "capped: {}", detail.len());
+    assert!(detail.starts_with("as \"x\\u{202e}z"), "{detail}");
+    assert!(detail.len() < 1000, "capped: {}", detail.len());
 }
 
 #[tokio::test]

@@ -426,14 +426,15 @@ async fn the_credentials_form_speaks_of_its_own_fields_not_cli_flags() {
         assert!(!message.contains("--"), "no command-line flags in a web form: {message}");
         assert!(!page.contains("id=\"form-error\""), "{field}: shown beside the field, not above the form");
     }
-    // An error about no one field (here the name, which has no slot of its own) goes above the form.
+    // The name's error is beside the name.
     let fields =
         [("csrf", csrf.as_str()), ("name", " "), ("provider", "snapdocs"), ("client_id", "id"), ("client_secret", "s")];
     let res = app.admin_post("/admin/connections/new", &fields).await;
     assert_eq!(res.status(), 400);
     let page = res.text().await.unwrap();
-    let above = page.split("id=\"form-error\">").nth(1).unwrap_or_else(|| panic!("shown above the form: {page}"));
-    assert!(above.starts_with("give the connection a name"), "{above}");
+    let beside = page.split("id=\"name-error\">").nth(1).unwrap_or_else(|| panic!("shown beside the name: {page}"));
+    assert!(beside.starts_with("give the connection a name"), "{beside}");
+    assert!(!page.contains("id=\"form-error\""));
 }
 
 #[tokio::test]

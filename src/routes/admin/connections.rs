@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
 use crate::{
-    domain::{CompanyId, ConnectionId, ConnectionStatus, Provider},
+    domain::{status::Status, CompanyId, ConnectionId, Provider},
     error::AppError,
     state::AppState,
     store::{AssignRefusal, Connection, ConnectionFilter},
@@ -28,9 +28,9 @@ pub struct Row {
     pub company: String,
     pub name: String,
     pub provider: &'static str,
+    /// The shown status's colour class and label (`domain::status`): "not yet used" for a
+    /// client-credentials connection that has never fetched a token, as the API and CLI say too.
     pub status: &'static str,
-    /// The status as people read it: "not yet used" for a client-credentials connection that
-    /// has never fetched a token (it is `active` in the store and the API).
     pub status_label: &'static str,
     /// Client-credentials connections have no SnapInspect company, exchanges or webhook events.
     pub snapinspect: bool,
@@ -50,8 +50,8 @@ impl From<&Connection> for Row {
             company: c.company_id.map(|c| c.to_string()).unwrap_or_else(|| "—".into()),
             name: c.name.clone(),
             provider: c.provider.label(),
-            status: c.status.as_str(),
-            status_label: status_label(c),
+            status: c.shown_status().class(),
+            status_label: c.shown_status().label(),
             snapinspect: c.provider == Provider::SnapInspect,
             connected_at: when(Some(c.connected_at)),
             last_exchange: when(c.last_exchange_at),
@@ -67,15 +67,6 @@ impl From<&Connection> for Row {
     }
 }
 
-fn status_label(c: &Connection) -> &'static str {
-    let never_fetched = c.token_obtained_at.is_none() && c.last_exchange_at.is_none() && !c.has_tokens;
-    if c.provider != Provider::SnapInspect && c.status == ConnectionStatus::Active && never_fetched {
-        "not yet used"
-    } else {
-        c.status.as_str()
-    }
-}
-
 #[derive(Template)]
 #[template(path = "admin/connections.html")]
 struct ListPage {
@@ -83,7 +74,8 @@ struct ListPage {
     rows: Vec<Row>,
     q: String,
     status: String,
-    statuses: Vec<&'static str>,
+    /// Every shown status: its name (the `status` parameter) and its label.
+    statuses: Vec<(&'static str, &'static str)>,
     /// A status that is not one, explained beside the field (the list is shown without it).
     status_error: Option<String>,
 }
@@ -104,7 +96,7 @@ async fn list(
 ) -> Result<HttpResponse, AppError> {
     let (status, status_error) = match query.status.trim() {
         "" => (None, None),
-        s => match ConnectionStatus::parse(s) {
+        s => match Status::parse_connection(s) {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e.to_string())),
         },
@@ -113,6 +105,8 @@ async fn list(
     if query.q.contains('\0') {
         return Err(AppError::bad_request("The search cannot hold a NUL character."));
     }
+    crate::domain::limits::bounded("search", &query.q, crate::domain::limits::LIMITS.search)
+        .map_err(|e| AppError::bad_request(format!("Shorten the search: {e}.")))?;
     let filter = ConnectionFilter { query: Some(query.q.clone()), status };
     let rows = state.store.find_connections(&filter, 500).await?.iter().map(Row::from).collect();
     let bad = status_error.is_some();
@@ -121,7 +115,7 @@ async fn list(
         rows,
         q: query.q.clone(),
         status: query.status.clone(),
-        statuses: ConnectionStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        statuses: Status::CONNECTION.iter().map(|s| (s.as_str(), s.label())).collect(),
         status_error,
     })?;
     if bad {
@@ -149,13 +143,20 @@ pub struct EventRowView {
     pub kind: String,
     pub company: String,
     pub state: String,
+    /// Its shown status (`domain::status`): colour class and label; a processed event whose
+    /// delivery is retrying is not a green "done".
+    pub status_class: &'static str,
+    pub status_label: &'static str,
     pub attempts: i64,
     pub last_error: String,
 }
 
 impl From<crate::store::EventRow> for EventRowView {
     fn from(e: crate::store::EventRow) -> Self {
+        let status = e.status();
         EventRowView {
+            status_class: status.class(),
+            status_label: status.label(),
             id: e.public_id,
             received: when(Some(e.received_at)),
             kind: e.event_type.unwrap_or_else(|| "—".into()),

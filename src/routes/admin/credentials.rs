@@ -96,12 +96,13 @@ struct FormPage {
     /// The field the error is about (shown beside it), or empty for the whole form.
     error_field: &'static str,
     providers: Vec<(&'static str, &'static str)>,
+    limits: &'static crate::domain::limits::Limits,
 }
 
 impl FormPage {
     /// Whether the error is shown beside its field; if not, it goes above the form.
     fn field_has_slot(&self) -> bool {
-        ["client_id", "client_secret", "scope", "environment", "domain", "token_url", "auth", "api_url"]
+        ["name", "client_id", "client_secret", "scope", "environment", "domain", "token_url", "auth", "api_url"]
             .contains(&self.error_field)
     }
 
@@ -126,6 +127,7 @@ async fn new_form(admin: AdminUser) -> Result<HttpResponse, AppError> {
         error: None,
         error_field: "",
         providers: providers(),
+        limits: &crate::domain::limits::LIMITS,
     })
 }
 
@@ -164,6 +166,7 @@ fn form_again(
         error: Some(error),
         error_field,
         providers: providers(),
+        limits: &crate::domain::limits::LIMITS,
     })?;
     *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
     Ok(res)
@@ -231,6 +234,7 @@ async fn edit_form(
         error: None,
         error_field: "",
         providers: providers(),
+        limits: &crate::domain::limits::LIMITS,
     })
 }
 
@@ -292,15 +296,17 @@ fn blocked_token_url(state: &AppState, settings: &Settings) -> Option<Invalid> {
 }
 
 impl CredentialsForm {
-    /// What adding and editing both check, in this order: the provider's rules, the token URL
-    /// against the outbound guard, and a name.
+    /// What adding and editing both check, in this order: the provider's rules (each field within
+    /// its bound), the token URL against the outbound guard, a name and the secret's length.
     fn checked(&self, state: &AppState) -> Result<Settings, Invalid> {
         let settings = self.input().and_then(|(p, i)| i.resolve(p).map_err(Invalid::from))?;
         if let Some(e) = blocked_token_url(state, &settings) {
             return Err(e);
         }
-        if self.name.trim().is_empty() {
-            return Err("give the connection a name".to_owned().into());
+        crate::domain::limits::connection_name(&self.name).map_err(|e| Invalid("name", e.to_string()))?;
+        let max_secret = crate::domain::limits::LIMITS.client_secret;
+        if self.client_secret.chars().count() > max_secret {
+            return Err(Invalid("client_secret", format!("the client secret is longer than {max_secret} characters")));
         }
         Ok(settings)
     }

@@ -6,7 +6,7 @@ use askama::Template;
 
 use super::{render, when, AdminUser, Nav};
 use crate::{
-    domain::{ConnectionStatus, EventState},
+    domain::{status::Status, EventState},
     error::AppError,
     state::AppState,
     time::now_ms,
@@ -45,14 +45,15 @@ struct DashboardPage {
 #[tracing::instrument(skip_all)]
 async fn dashboard(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let store = &state.store;
-    let by_status = store.connection_counts().await?;
-    let connections = ConnectionStatus::ALL
+    // Counted by the status every screen shows, so each count is what its link lists.
+    let by_status = store.shown_connection_counts().await?;
+    let connections = Status::CONNECTION
         .iter()
         .map(|s| Count {
-            label: s.as_str().replace('_', " "),
+            label: s.label().to_owned(),
             count: by_status.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n),
             href: format!("/admin/connections?status={}", s.as_str()),
-            class: s.as_str().to_owned(),
+            class: s.class().to_owned(),
         })
         .collect();
     let recent = store.event_counts_since(now_ms() - 24 * 3600 * 1000).await?;

@@ -22,7 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/endpoints/{id}/edit", web::post().to(update));
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, Clone)]
 pub struct EndpointForm {
     #[serde(default)]
     csrf: String,
@@ -33,6 +33,9 @@ pub struct EndpointForm {
     events: String,
     #[serde(default)]
     description: String,
+    /// The event types a warning was shown for: saving them again as they are means "keep them".
+    #[serde(default)]
+    warned: String,
 }
 
 impl EndpointForm {
@@ -52,6 +55,9 @@ struct FormPage {
     error: Option<String>,
     /// The field the error is about: "url", "events" or "description".
     error_field: &'static str,
+    /// About the event types: allowed, but likely to match nothing (shown beside the field).
+    warnings: Vec<String>,
+    limits: &'static crate::domain::limits::Limits,
 }
 
 impl FormPage {
@@ -77,11 +83,28 @@ fn form_page(
         Some((field, message)) => (field, Some(message)),
         None => ("", None),
     };
-    let mut res = render(FormPage { nav: admin.nav("endpoints"), title, action, back, f, error, error_field })?;
+    let warnings = manage::warnings(&f.input());
+    let limits = &crate::domain::limits::LIMITS;
+    let page = FormPage { nav: admin.nav("endpoints"), title, action, back, f, error, error_field, warnings, limits };
+    let mut res = render(page)?;
     if failed {
         *res.status_mut() = StatusCode::BAD_REQUEST;
     }
     Ok(res)
+}
+
+/// The form again with a warning beside the event types, unless it was shown for these very types:
+/// an unknown type is allowed (SnapInspect may add types) once the person has seen it named.
+fn unconfirmed_warning(
+    admin: &AdminUser,
+    editing: Option<&str>,
+    mut f: EndpointForm,
+) -> Option<Result<HttpResponse, AppError>> {
+    if manage::warnings(&f.input()).is_empty() || f.warned == f.events {
+        return None;
+    }
+    f.warned = f.events.clone();
+    Some(form_page(admin, editing, f, None))
 }
 
 /// The form again with the message beside its field, or the error for anything else.
@@ -117,6 +140,9 @@ async fn create(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let f = form.into_inner();
+    if let Some(page) = unconfirmed_warning(&admin, None, f.clone()) {
+        return page;
+    }
     let policy = state.worker.dispatcher().clients().policy();
     match manage::add(&state.store, policy, state.settings.endpoints_max, &f.input(), &admin.actor()).await {
         Ok((id, secret)) => {
@@ -135,12 +161,10 @@ async fn edit_form(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, AppError> {
     let e = manage::load(&state.store, &id).await?;
-    let f = EndpointForm {
-        url: e.url,
-        events: e.event_types.as_slice().join(","),
-        description: e.description,
-        ..Default::default()
-    };
+    let events = e.event_types.as_slice().join(",");
+    // Its stored types were warned about when saved: saving them unchanged asks nothing again.
+    let f =
+        EndpointForm { url: e.url, warned: events.clone(), events, description: e.description, ..Default::default() };
     form_page(&admin, Some(e.id.as_str()), f, None)
 }
 
@@ -153,6 +177,9 @@ async fn update(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let f = form.into_inner();
+    if let Some(page) = unconfirmed_warning(&admin, Some(id.trim()), f.clone()) {
+        return page;
+    }
     let policy = state.worker.dispatcher().clients().policy();
     match manage::edit(&state.store, policy, &id, &f.input(), &admin.actor()).await {
         Ok(e) => {

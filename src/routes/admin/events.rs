@@ -83,6 +83,11 @@ impl FilterForm {
                 wrong("type", "An event type cannot hold a NUL character.".into());
                 None
             }
+            k if k.chars().count() > crate::domain::limits::LIMITS.event_type => {
+                let max = crate::domain::limits::LIMITS.event_type;
+                wrong("type", format!("An event type has at most {max} characters."));
+                None
+            }
             k => Some(k.to_owned()),
         };
         (EventFilter { state, kind, company, before, after, since: None }, errors)

@@ -32,6 +32,9 @@ struct LoginPage<'a> {
     next: &'a str,
     email: &'a str,
     error: Option<&'a str>,
+    /// The field `error` is about ("email", "password"), shown beside it; "" for the whole form.
+    error_field: &'static str,
+    limits: &'static crate::domain::limits::Limits,
     /// Just signed out: say so.
     signed_out: bool,
 }
@@ -85,6 +88,8 @@ async fn login_page(
         next: safe_next(&query.next),
         email: "",
         error: None,
+        error_field: "",
+        limits: &crate::domain::limits::LIMITS,
         signed_out: query.signed_out.is_some(),
     };
     sign_in_page(&req, &state, page)
@@ -100,6 +105,25 @@ struct LoginForm {
     csrf: String,
     #[serde(default)]
     next: String,
+}
+
+/// The email, when the form is a real attempt: an email address and a password, each within its
+/// bound (`domain::limits`). Otherwise the field that is not, and what to do, as a person reads it.
+fn malformed(form: &LoginForm) -> Result<Email, (&'static str, &'static str)> {
+    let limits = crate::domain::limits::LIMITS;
+    if form.email.trim().is_empty() {
+        return Err(("email", "Enter your email."));
+    }
+    let Ok(email) = Email::parse(&form.email) else {
+        return Err(("email", "Enter your email address as name@example.com."));
+    };
+    if form.password.is_empty() {
+        return Err(("password", "Enter your password."));
+    }
+    if form.password.chars().count() > limits.password {
+        return Err(("password", "That is longer than any admin's password can be (1024 characters)."));
+    }
+    Ok(email)
 }
 
 fn too_many(wait: std::time::Duration) -> AppError {
@@ -140,11 +164,27 @@ async fn login(
             message: "The sign-in form expired. Reload the sign-in page and try again.".into(),
         });
     }
-    let email = Email::parse(&form.email);
-    let account = match &email {
-        Ok(e) => e.as_str().to_owned(),
-        Err(_) => form.email.trim().to_lowercase(),
+    // Only a well-formed attempt is a guess: an empty or malformed form is answered beside its
+    // field, and neither counts towards the lock nor runs the password check.
+    let email = match malformed(&form) {
+        Ok(email) => email,
+        Err((field, message)) => {
+            let typed: String = form.email.trim().chars().take(crate::domain::limits::LIMITS.admin_email).collect();
+            let page = LoginPage {
+                csrf: String::new(),
+                next: safe_next(&form.next),
+                email: &typed,
+                error: Some(message),
+                error_field: field,
+                limits: &crate::domain::limits::LIMITS,
+                signed_out: false,
+            };
+            let mut res = sign_in_page(&req, &state, page)?;
+            *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+            return Ok(res);
+        }
     };
+    let account = email.as_str().to_owned();
     let shown = loggable(&form.email);
 
     // Turned away before anything is counted or written: a busy server is not a failed guess.
@@ -161,10 +201,7 @@ async fn login(
         }
     };
 
-    let admin = match &email {
-        Ok(e) => state.store.admin_by_email(e.as_str()).await?,
-        Err(_) => None,
-    };
+    let admin = state.store.admin_by_email(email.as_str()).await?;
     let password = SecretString::from(form.password);
     // Argon2 is deliberately slow: keep it off the async workers, holding the permit.
     let stored = admin.as_ref().map(|a| a.password_hash.clone());
@@ -193,6 +230,8 @@ async fn login(
             next: &next,
             email: &typed,
             error: Some("That email and password do not match an admin account."),
+            error_field: "",
+            limits: &crate::domain::limits::LIMITS,
             signed_out: false,
         };
         let mut res = sign_in_page(&req, &state, page)?;

@@ -35,7 +35,8 @@ fn connection_json(c: &Connection, snapinspect_api: &url::Url) -> serde_json::Va
         "provider": c.provider.as_str(),
         "name": c.name,
         "company_id": c.company_id.map(|c| c.get()),
-        "status": c.status.as_str(),
+        // The shown status (`domain::status`), as the console and the CLI show it.
+        "status": c.shown_status().as_str(),
         "connected_at": iso(Some(c.connected_at)),
         "last_refresh_at": iso(c.last_exchange_at),
         "last_used_at": iso(c.last_used_at),

@@ -120,6 +120,8 @@ fn endpoint_json(e: &Endpoint) -> Value {
         "previous_secret_until": iso(e.previous_until.filter(|u| *u > crate::time::now_ms())),
         "created_at": iso(Some(e.created_at)),
         "updated_at": iso(Some(e.updated_at)),
+        // Allowed but likely a mistake: event types the hub does not know (a misspelt filter).
+        "warnings": e.event_types.warnings(),
     })
 }
 

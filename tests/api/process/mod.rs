@@ -2,6 +2,7 @@
 //! the harness that drives the binary from outside.
 
 mod browser;
+mod browser_forms;
 mod cli;
 mod cli_printing;
 mod crash;
