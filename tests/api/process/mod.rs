@@ -3,6 +3,7 @@
 
 mod browser;
 mod cli;
+mod cli_manage;
 mod cli_printing;
 mod crash;
 pub mod harness;
