@@ -92,20 +92,31 @@ async fn every_json_route_answers_a_bad_body_with_bad_json_and_a_large_one_with_
 
         // JSON, but not an object.
         let (status, v) = error_of(send(&app, &key, method, &path, "[1, 2]".into()).await, &what).await;
-        assert_eq!((status, v["error"].as_str(), v["message"].as_str()), (400, Some("bad_json"), Some("the body must be a JSON object {…}")), "{what}");
+        assert_eq!(
+            (status, v["error"].as_str(), v["message"].as_str()),
+            (400, Some("bad_json"), Some("the body must be a JSON object {…}")),
+            "{what}"
+        );
 
         // An object with a field of the wrong type: named, with its line.
         let (field, field_schema) = schema["properties"].as_object().unwrap().iter().next().unwrap();
         let body = json!({ field.as_str(): wrong_type(field_schema) }).to_string();
         let (status, v) = error_of(send(&app, &key, method, &path, body.clone().into()).await, &what).await;
-        assert_eq!((status, v["error"].as_str(), v["field"].as_str()), (400, Some("bad_json"), Some(field.as_str())), "{what} {body}: {v}");
-        assert!(v["message"].as_str().unwrap().starts_with(&format!("`{field}` must be ")), "{what}: {v}");
+        assert_eq!(
+            (status, v["error"].as_str(), v["field"].as_str()),
+            (400, Some("bad_json"), Some(field.as_str())),
+            "{what} {body}: {v}"
+        );
+        assert!(v["message"].as_str().unwrap().starts_with(&format!("the field `{field}` must be ")), "{what}: {v}");
         assert!(!v["message"].as_str().unwrap().contains("expected"), "our words, not serde's: {v}");
 
         // A field the operation does not have.
-        let (status, v) =
-            error_of(send(&app, &key, method, &path, r#"{"colour": "red"}"#.into()).await, &what).await;
-        assert_eq!((status, v["error"].as_str(), v["field"].as_str()), (400, Some("bad_json"), Some("colour")), "{what}: {v}");
+        let (status, v) = error_of(send(&app, &key, method, &path, r#"{"colour": "red"}"#.into()).await, &what).await;
+        assert_eq!(
+            (status, v["error"].as_str(), v["field"].as_str()),
+            (400, Some("bad_json"), Some("colour")),
+            "{what}: {v}"
+        );
 
         // Too large, declared and chunked.
         let declared = send(&app, &key, method, &path, vec![b' '; 100 * 1024].into()).await;
@@ -134,11 +145,14 @@ async fn a_value_the_json_carries_but_the_operation_refuses_has_its_own_code() {
     let app = spawn_app().await;
     let (_, key) = app.api_key("values").await;
     let body = json!({ "end_user_id": "" }).to_string();
-    let (status, v) = error_of(send(&app, &key, &Method::POST, "/connect-sessions", body.into()).await, "empty id").await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_value")), "{v}");
     let (status, v) =
-        error_of(send(&app, &key, &Method::POST, "/endpoints", json!({ "url": "ftp://x/" }).to_string().into()).await, "ftp")
-            .await;
+        error_of(send(&app, &key, &Method::POST, "/connect-sessions", body.into()).await, "empty id").await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_value")), "{v}");
+    let (status, v) = error_of(
+        send(&app, &key, &Method::POST, "/endpoints", json!({ "url": "ftp://x/" }).to_string().into()).await,
+        "ftp",
+    )
+    .await;
     assert_eq!((status, v["error"].as_str()), (400, Some("invalid_url")), "{v}");
 }
 

@@ -82,11 +82,11 @@ fn describe(body: &[u8], e: &serde_json::Error) -> JsonProblem {
                     }
                     (Some(rest), _) => {
                         let (found, wanted) = rest.split_once(", expected ").unwrap_or((rest, ""));
-                        let name = path.as_deref().map_or("a value".to_owned(), |p| format!("`{p}`"));
+                        let name = path.as_deref().map_or("a value".to_owned(), |p| format!("the field `{p}`"));
                         (format!("{name} must be {}, not {}{at}", kind(wanted), kind(found)), path)
                     }
                     (None, _) => {
-                        let name = path.as_deref().map_or("a value".to_owned(), |p| format!("`{p}`"));
+                        let name = path.as_deref().map_or("a value".to_owned(), |p| format!("the field `{p}`"));
                         (format!("{name} is not one this operation takes{at}"), path)
                     }
                 }
@@ -238,13 +238,16 @@ mod tests {
         assert!(p.message.starts_with("this operation has no field `colour`"), "{}", p.message);
         let p = problem("{\"url\": \"x\",\n \"events\": [\"a\", 5]}");
         assert_eq!(p.field.as_deref(), Some("events[1]"));
-        assert_eq!(p.message, "`events[1]` must be a string, not a number (line 2, column 18)");
+        assert_eq!(p.message, "the field `events[1]` must be a string, not a number (line 2, column 18)");
         let p = problem(r#"{"url": "x", "tags": {"k": true}}"#);
         assert_eq!(
             (p.field.as_deref(), p.message.as_str()),
-            (Some("tags.k"), "`tags.k` must be a string, not true or false (line 1, column 31)")
+            (Some("tags.k"), "the field `tags.k` must be a string, not true or false (line 1, column 31)")
         );
-        assert_eq!(problem(r#"{"url": 5}"#).message, "`url` must be a string, not a number (line 1, column 9)");
+        assert_eq!(
+            problem(r#"{"url": 5}"#).message,
+            "the field `url` must be a string, not a number (line 1, column 9)"
+        );
         assert!(problem("  ").message.starts_with("the body is empty"));
         for p in [problem("{not json"), problem("[1]"), problem(r#"{"url": 5}"#)] {
             assert!(!p.message.contains("struct") && !p.message.contains("expected"), "{}", p.message);

@@ -16,13 +16,15 @@ fn out(o: &std::process::Output) -> (String, String) {
 
 /// The audit rows written by the command line, as (action, detail).
 async fn cli_audit(app: &TestApp) -> Vec<(String, String)> {
-    sqlx::query_as::<_, (String, Option<String>)>("select action, detail from audit_log where actor = 'cli' order by id")
-        .fetch_all(app.state.store.pool())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|(a, d)| (a, d.unwrap_or_default()))
-        .collect()
+    sqlx::query_as::<_, (String, Option<String>)>(
+        "select action, detail from audit_log where actor = 'cli' order by id",
+    )
+    .fetch_all(app.state.store.pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(a, d)| (a, d.unwrap_or_default()))
+    .collect()
 }
 
 #[tokio::test]
@@ -35,7 +37,10 @@ async fn connections_disconnect_and_delete_from_the_shell_do_what_the_console_do
     let refused = hub(&app, &["connections", "delete", snap.as_str()]);
     assert!(!refused.status.success());
     let (_, err) = out(&refused);
-    assert!(err.contains("SnapInspect connections are disconnected, not deleted") && err.contains("disconnect"), "{err}");
+    assert!(
+        err.contains("SnapInspect connections are disconnected, not deleted") && err.contains("disconnect"),
+        "{err}"
+    );
     assert!(app.state.store.connection(&snap).await.unwrap().is_some(), "still there");
 
     let done = hub(&app, &["connections", "disconnect", snap.as_str()]);
@@ -54,6 +59,7 @@ async fn connections_disconnect_and_delete_from_the_shell_do_what_the_console_do
     let input = CredentialsInput {
         client_id: "id".into(),
         token_url: Some("http://127.0.0.1:9/token".into()),
+        scope: Some("identify".into()),
         ..Default::default()
     };
     let cc = app.add_credentials(Provider::Signicat, input, "secret").await;
