@@ -16,6 +16,10 @@ pub enum AppError {
     /// 400: the request is malformed; the message says what to fix.
     #[error("{message}")]
     BadRequest { code: &'static str, title: &'static str, message: String },
+    /// 400 `bad_json`: a machine's body is not JSON, or not the JSON this operation takes; the
+    /// problem says where (field, line, column), in our words rather than the parser's.
+    #[error("{}", .0.message)]
+    BadJson(JsonProblem),
     /// 401: not signed in, or the credential is missing or wrong.
     #[error("{message}")]
     Unauthorized { code: &'static str, message: String },
@@ -46,6 +50,16 @@ pub enum AppError {
     /// 500: a bug or an unexpected failure; details go to the log only.
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
+}
+
+/// What is wrong with a JSON body, and where, when that is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JsonProblem {
+    pub message: String,
+    /// The field, as a path (`tags.region`, `events[1]`).
+    pub field: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
 }
 
 impl AppError {
@@ -84,6 +98,7 @@ impl AppError {
             | Self::GatewayTimeout { code, .. }
             | Self::Unavailable { code, .. }
             | Self::PayloadTooLarge { code, .. } => code,
+            Self::BadJson(_) => "bad_json",
             Self::Internal(_) => "internal",
         }
     }
@@ -101,6 +116,7 @@ impl AppError {
     pub fn title(&self) -> &'static str {
         match self {
             Self::BadRequest { title, .. } => title,
+            Self::BadJson(_) => "Bad JSON",
             Self::Unauthorized { .. } => "Please sign in",
             Self::Forbidden { .. } => "Not allowed",
             Self::NotFound { .. } => "Not found",
@@ -145,7 +161,7 @@ struct ErrorPage<'a> {
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::BadJson(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
@@ -179,7 +195,8 @@ impl ResponseError for AppError {
 /// The header on every JSON error the hub makes itself: its code.
 pub const ERROR_HEADER: &str = "x-connect-hub-error";
 
-/// The JSON form of [`AppError`], for machines: `{"error": code, "message": text}`.
+/// The JSON form of [`AppError`], for machines: `{"error": code, "message": text}` (and, for
+/// `bad_json`, `field`, `line` and `column` when known).
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
 pub struct ApiError(#[from] pub AppError);
@@ -214,7 +231,20 @@ impl ResponseError for ApiError {
         }
         // Says the hub answered (not a provider behind the proxy, whose answers never carry it).
         res.insert_header((ERROR_HEADER, self.0.code()));
-        res.json(serde_json::json!({ "error": self.0.code(), "message": self.0.public_message() }))
+        let mut body = serde_json::json!({ "error": self.0.code(), "message": self.0.public_message() });
+        // The one shape, with where a JSON body went wrong when that is known.
+        if let AppError::BadJson(p) = &self.0 {
+            for (key, value) in [
+                ("field", p.field.clone().map(serde_json::Value::from)),
+                ("line", p.line.map(serde_json::Value::from)),
+                ("column", p.column.map(serde_json::Value::from)),
+            ] {
+                if let Some(v) = value {
+                    body[key] = v;
+                }
+            }
+        }
+        res.json(body)
     }
 }
 

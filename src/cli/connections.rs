@@ -1,5 +1,5 @@
-//! `connect-hub connections …`: list, add, token, refresh and assign, each a thin layer over the
-//! store and the token manager.
+//! `connect-hub connections …`: list, add, token, refresh, assign, disconnect and delete, each a
+//! thin layer over the store and the token manager, as the console's are.
 
 use clap::Subcommand;
 use secrecy::ExposeSecret;
@@ -62,6 +62,12 @@ pub enum ConnectionsCommand {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Disconnect: its tokens are deleted, the connection and its history stay (as the console's
+    /// Disconnect; audited). The end user can connect again.
+    Disconnect { id: String },
+    /// Delete a client-credentials connection with its secret and token (audited). A SnapInspect
+    /// connection is disconnected instead, as in the console.
+    Delete { id: String },
     #[command(flatten)]
     Checks(super::checks::CheckCommand),
 }
@@ -179,6 +185,29 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
                 "there is no connection {id}"
             );
             eprintln!("connection {id} now belongs to end user {}", user.id);
+            Ok(())
+        }
+        ConnectionsCommand::Disconnect { id } => {
+            let id = ConnectionId::parse(&id)?;
+            store.connection(&id).await?.ok_or_else(|| anyhow::anyhow!("there is no connection {id}"))?;
+            anyhow::ensure!(
+                store.disconnect(&id, crate::time::now_ms(), "cli").await?,
+                "connection {id} was already disconnected"
+            );
+            println!("disconnected {id}: its tokens are deleted; the end user can connect again at any time");
+            Ok(())
+        }
+        ConnectionsCommand::Delete { id } => {
+            let id = ConnectionId::parse(&id)?;
+            let c = store.connection(&id).await?.ok_or_else(|| anyhow::anyhow!("there is no connection {id}"))?;
+            if let Some(why) = c.deletion_refusal() {
+                anyhow::bail!("{why}: use `connect-hub connections disconnect {id}`");
+            }
+            anyhow::ensure!(
+                store.delete_connection(&id, crate::time::now_ms(), "cli").await?,
+                "there is no connection {id}; was it already deleted?"
+            );
+            println!("deleted {id} ({}), with its secret and token", shown(&c.name));
             Ok(())
         }
         ConnectionsCommand::Checks(command) => super::checks::check(&settings, &store, command).await,

@@ -28,6 +28,18 @@ pub enum EndpointsCommand {
     },
     /// Every endpoint: id, URL, filter, state and last result.
     List,
+    /// Change an endpoint's URL, event filter or description, with the checks of the console's
+    /// Edit and the API's PATCH; what is not given stays as it is.
+    Update {
+        id: String,
+        #[arg(long)]
+        url: Option<String>,
+        /// Comma-separated event types it wants; "" for every type.
+        #[arg(long)]
+        events: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+    },
     /// Start delivering again; deliveries that waited go out in order.
     Enable { id: String },
     /// Stop delivering; deliveries wait (nothing is dropped).
@@ -88,6 +100,24 @@ async fn run(store: &Store, policy: &Policy, max: usize, command: EndpointsComma
                     println!("{:<29}  disabled: {}", "", shown(&reason));
                 }
             }
+            Ok(())
+        }
+        EndpointsCommand::Update { id, url, events, description } => {
+            anyhow::ensure!(
+                url.is_some() || events.is_some() || description.is_some(),
+                "nothing to change: give --url, --events or --description"
+            );
+            let e = manage::load(store, &id).await?;
+            let mut input = EndpointInput::with_csv(
+                url.as_deref().unwrap_or(&e.url),
+                events.as_deref().unwrap_or(""),
+                description.as_deref().unwrap_or(&e.description),
+            );
+            if events.is_none() {
+                input.events = e.event_types.as_slice().to_vec();
+            }
+            let e = manage::edit(store, policy, e.id.as_str(), &input, "cli").await?;
+            println!("endpoint {} now delivers {} to {}", e.id, shown(&e.event_types.to_string()), shown(&e.url));
             Ok(())
         }
         EndpointsCommand::Enable { id } => {

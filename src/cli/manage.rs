@@ -141,11 +141,13 @@ pub(super) async fn admin_create(email: &str, password_stdin: bool) -> anyhow::R
         SecretString::from(first)
     };
     let hash = NewPassword::parse(password)?.hash()?;
-    let store = open_store(&cli_settings()?).await?;
+    let settings = cli_settings()?;
+    let store = open_store(&settings).await?;
     let created = store.upsert_admin(email.as_str(), &hash, crate::time::now_ms(), "cli").await?;
     store.close().await;
     if created {
-        println!("admin {} created; sign in at PUBLIC_URL/admin", email.as_str());
+        let console = format!("{}/admin", settings.public_url.as_str().trim_end_matches('/'));
+        println!("admin {} created; sign in at {console}", email.as_str());
     } else {
         println!("password of admin {} reset; its sessions have ended", email.as_str());
     }

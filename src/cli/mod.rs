@@ -8,6 +8,10 @@ mod connections;
 mod dev;
 mod endpoints;
 mod manage;
+mod operate;
+mod progress;
+#[cfg(test)]
+mod readme_tests;
 
 use clap::{Parser, Subcommand};
 use connections::{connections, ConnectionsCommand};
@@ -214,49 +218,13 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::MigrateStore { from, to } => {
-            // The duplicate window is filled from the events received within it.
-            let window = match std::env::var("DEDUPE_WINDOW_SECS") {
-                Ok(v) => {
-                    anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?
-                }
-                Err(_) => 7200,
-            };
-            let report = crate::store::migrate_store(&from, &to, window * 1000).await?;
-            for (table, rows) in &report.tables {
-                println!("{table:<22} {rows:>10} rows");
-            }
-            println!("copied; every table has the same row count in both. Point DATABASE_URL at the new database.");
-            Ok(())
-        }
-        Command::Backup { path } => {
-            let store = open_store(&cli_settings()?).await?;
-            let bytes = store.backup(&path).await?;
-            store.close().await;
-            println!(
-                "backed up to {} ({} KiB); the tokens in it are still encrypted under ENCRYPTION_KEY",
-                path.display(),
-                bytes / 1024
-            );
-            Ok(())
-        }
-        Command::RotateKey => {
-            let store = open_store(&cli_settings()?).await?;
-            let report = store.rotate_keys().await?;
-            println!(
-                "re-encrypted {} values under key {}; {} were already under it",
-                report.resealed,
-                store.keys().current_key_id(),
-                report.already_current
-            );
-            println!("once every instance runs with the new ENCRYPTION_KEY, the old key can be removed from ENCRYPTION_KEYS_OLD");
-            store.close().await;
-            Ok(())
-        }
+        Command::MigrateStore { from, to } => operate::migrate_store(&from, &to).await,
+        Command::Backup { path } => operate::backup(&path).await,
+        Command::RotateKey => operate::rotate_key().await,
         Command::Connections { command } => connections(command).await,
         Command::Events { command } => events(command).await,
         Command::ApiKey { command } => api_key(command).await,
-        Command::ConnectLink { end_user, return_url } => connect_link(end_user, return_url).await,
+        Command::ConnectLink { end_user, return_url } => operate::connect_link(end_user, return_url).await,
         Command::Endpoints { command } => endpoints::endpoints(command).await,
         Command::Admin { command: AdminCommand::Create { email, password_stdin } } => {
             admin_create(&email, password_stdin).await
@@ -275,23 +243,6 @@ fn cli_settings() -> anyhow::Result<Settings> {
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let keys = Arc::new(settings.keyring()?);
     Store::open(&settings.database_url, settings.sqlite_max_pages, keys).await
-}
-
-async fn connect_link(end_user: String, return_url: Option<String>) -> anyhow::Result<()> {
-    let settings = cli_settings()?;
-    let request = crate::domain::connect_session::SessionRequest {
-        end_user_id: Some(end_user),
-        return_url,
-        ..Default::default()
-    };
-    let (end_user, return_url) = request.check(&settings.connect_return_origins).map_err(|e| {
-        anyhow::anyhow!("{}", e.replace("end_user_id", "--end-user").replace("return_url", "--return-url"))
-    })?;
-    let store = open_store(&settings).await?;
-    let issued = store.issue_connect_session(&settings.public_url, &end_user, return_url.as_ref(), None, "cli").await?;
-    println!("{}", issued.connect_url);
-    eprintln!("single use, valid until {}", crate::time::format_utc(issued.expires_at));
-    Ok(())
 }
 
 async fn serve() -> anyhow::Result<()> {

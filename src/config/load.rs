@@ -1,7 +1,7 @@
 //! Reading the settings: `connect-hub.toml` (or `CONNECT_HUB_CONFIG`) if present, the environment
 //! on top of it, and every value parsed into its type, with its default, before anything starts.
 
-use std::path::PathBuf;
+use std::{cell::RefCell, collections::BTreeSet, path::PathBuf};
 
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
@@ -16,6 +16,9 @@ use super::{
 };
 use crate::{crypto, tls::TlsFiles};
 
+/// The setting that names the configuration file (read by [`Settings::load`], before the rest).
+pub const CONFIG_FILE_SETTING: &str = "CONNECT_HUB_CONFIG";
+
 /// A whole number from 1 to 10,000.
 fn positive(name: &'static str, v: Option<&str>, default: u64) -> Result<usize, ConfigError> {
     match parse_u64(name, v, default)? {
@@ -29,7 +32,7 @@ impl Settings {
     /// environment on top of it.
     pub fn load() -> Result<Self, ConfigError> {
         let mut vars = Vars::new();
-        let path = std::env::var("CONNECT_HUB_CONFIG").unwrap_or_else(|_| "connect-hub.toml".into());
+        let path = std::env::var(CONFIG_FILE_SETTING).unwrap_or_else(|_| "connect-hub.toml".into());
         match std::fs::read_to_string(&path) {
             Ok(text) => vars.extend(parse_toml(&text)?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -44,8 +47,27 @@ impl Settings {
 
     /// Parse from upper-case names to values; missing optional values take their defaults.
     pub fn from_vars(vars: &Vars) -> Result<Self, ConfigError> {
-        let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let secret = |k: &str| get(k).map(|v| SecretString::from(v.to_owned()));
+        Self::from_vars_noting(vars, &RefCell::default())
+    }
+
+    /// Every setting the configuration reads, found by reading none (each takes its default): the
+    /// names the README's settings table must list, straight from the loader, so the two cannot drift.
+    pub fn names_read() -> BTreeSet<&'static str> {
+        let read = RefCell::default();
+        // With nothing set every value takes its default, so every name is asked for.
+        let _ = Self::from_vars_noting(&Vars::new(), &read);
+        let mut names = read.into_inner();
+        names.insert(CONFIG_FILE_SETTING);
+        names
+    }
+
+    /// `from_vars`, noting in `read` each name it looks up.
+    fn from_vars_noting(vars: &Vars, read: &RefCell<BTreeSet<&'static str>>) -> Result<Self, ConfigError> {
+        let get = |k: &'static str| {
+            read.borrow_mut().insert(k);
+            vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty())
+        };
+        let secret = |k: &'static str| get(k).map(|v| SecretString::from(v.to_owned()));
         let url = |k: &'static str, default: &str| -> Result<Url, ConfigError> {
             let raw = get(k).unwrap_or(default);
             let u = Url::parse(raw).map_err(|e| bad(k, format!("is not a URL ({e}): `{raw}`")))?;

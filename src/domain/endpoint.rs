@@ -55,7 +55,7 @@ pub struct EndpointUrl(Url);
 
 impl EndpointUrl {
     pub fn parse(s: &str) -> Result<Self, ParseError> {
-        let url = Url::parse(s.trim()).map_err(|e| ParseError(format!("the endpoint URL is not a URL ({e})")))?;
+        let url = Url::parse(s.trim()).map_err(|e| ParseError(unparsable(s.trim(), e)))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ParseError("the endpoint URL must be http:// or https://".into()));
         }
@@ -84,6 +84,31 @@ impl EndpointUrl {
 
     pub fn as_str(&self) -> &str {
         self.0.as_str()
+    }
+}
+
+/// Why a text is not a URL, as a person fixing it in a form needs to hear it (the parser's own
+/// words, "relative URL without a base", say nothing to them).
+fn unparsable(s: &str, e: url::ParseError) -> String {
+    use url::ParseError as P;
+    match e {
+        P::RelativeUrlWithoutBase if s.is_empty() => {
+            "enter the endpoint URL, e.g. https://hooks.example.com/events".into()
+        }
+        P::RelativeUrlWithoutBase if s.chars().count() <= 80 && !s.contains(char::is_whitespace) => format!(
+            "the endpoint URL must start with https:// (or http://): add https:// in front, as in https://{}",
+            s.trim_start_matches('/')
+        ),
+        P::RelativeUrlWithoutBase => {
+            "the endpoint URL must start with https:// (or http://): add https:// in front".into()
+        }
+        P::EmptyHost => "the endpoint URL has no host name after https://".into(),
+        P::InvalidPort => "the endpoint URL's port must be a number from 1 to 65535".into(),
+        P::InvalidIpv4Address | P::InvalidIpv6Address => "the endpoint URL's IP address is not a valid one".into(),
+        P::InvalidDomainCharacter | P::IdnaError => {
+            "the endpoint URL's host name holds a character host names cannot have (a space, for instance)".into()
+        }
+        _ => "the endpoint URL is not a web address: write it as https://host/path".into(),
     }
 }
 
@@ -261,6 +286,18 @@ impl DeliveryState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_without_a_scheme_says_to_add_https_in_front() {
+        let e = EndpointUrl::parse("hooks.example.com/in").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the endpoint URL must start with https:// (or http://): add https:// in front, as in https://hooks.example.com/in"
+        );
+        assert!(!e.contains("relative URL"), "{e}");
+        let port = EndpointUrl::parse("https://example.com:99999/").unwrap_err().to_string();
+        assert_eq!(port, "the endpoint URL's port must be a number from 1 to 65535");
+    }
 
     #[test]
     fn endpoint_ids_parse_back_and_reject_others() {

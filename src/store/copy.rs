@@ -59,6 +59,26 @@ enum Kind {
 /// here, which must hold no rows yet), in one transaction on the target. `dedupe_window_ms`: the
 /// shared duplicate window is filled from the events received within it.
 pub async fn migrate_store(from: &str, to: &str, dedupe_window_ms: i64) -> anyhow::Result<CopyReport> {
+    migrate_store_with(from, to, dedupe_window_ms, &mut |_| {}).await
+}
+
+/// How far a copy is: `table` (the `index`th of `of`) has `copied` of its `rows` in the target.
+#[derive(Debug, Clone, Copy)]
+pub struct CopyProgress<'a> {
+    pub table: &'a str,
+    pub index: usize,
+    pub of: usize,
+    pub copied: usize,
+    pub rows: usize,
+}
+
+/// [`migrate_store`], telling `progress` after each batch of rows it copies.
+pub async fn migrate_store_with(
+    from: &str,
+    to: &str,
+    dedupe_window_ms: i64,
+    progress: &mut (dyn FnMut(CopyProgress<'_>) + Send),
+) -> anyhow::Result<CopyReport> {
     ensure!(Backend::of_url(from)? == Backend::Sqlite, "--from must be a sqlite:// URL (the database to move)");
     ensure!(Backend::of_url(to)? == Backend::Postgres, "--to must be a postgres:// URL (the database to move to)");
     let file = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(from)
@@ -90,7 +110,7 @@ pub async fn migrate_store(from: &str, to: &str, dedupe_window_ms: i64) -> anyho
 
     let mut tx = tp.begin().await?;
     let mut report = CopyReport { tables: Vec::new() };
-    for table in TABLES {
+    for (index, table) in TABLES.into_iter().enumerate() {
         let columns = target_columns(tp, table).await?;
         let list = columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
         // SQLite's booleans are read as the 0/1 they are (the `Any` driver has no SQLite boolean).
@@ -104,7 +124,9 @@ pub async fn migrate_store(from: &str, to: &str, dedupe_window_ms: i64) -> anyho
             .join(", ");
         let rows = sqlx::query(&format!("select {select} from {table}")).fetch_all(sp).await?;
         let per = (MAX_PARAMS / columns.len()).max(1);
-        for chunk in rows.chunks(per) {
+        let (of, total) = (TABLES.len(), rows.len());
+        progress(CopyProgress { table, index, of, copied: 0, rows: total });
+        for (n, chunk) in rows.chunks(per).enumerate() {
             let values = (0..chunk.len())
                 .map(|r| {
                     let row = (1..=columns.len()).map(|c| format!("${}", r * columns.len() + c)).collect::<Vec<_>>();
@@ -121,6 +143,7 @@ pub async fn migrate_store(from: &str, to: &str, dedupe_window_ms: i64) -> anyho
                 }
             }
             q.execute(&mut *tx).await.with_context(|| format!("copying {table}"))?;
+            progress(CopyProgress { table, index, of, copied: (n * per + chunk.len()).min(total), rows: total });
         }
         report.tables.push((table, rows.len() as i64));
     }

@@ -23,6 +23,15 @@ fn aad(id: &str) -> crate::crypto::Aad<'_> {
     super::connections::aad(id, "client_secret")
 }
 
+impl super::Connection {
+    /// Why this connection may not be deleted, if it may not: a SnapInspect connection is
+    /// disconnected instead (its history and reconnect links stay meaningful). The console and
+    /// the CLI both ask this.
+    pub fn deletion_refusal(&self) -> Option<&'static str> {
+        (self.provider == Provider::SnapInspect).then_some("SnapInspect connections are disconnected, not deleted")
+    }
+}
+
 impl Store {
     /// Add a client-credentials connection; it has no token until the first request.
     #[tracing::instrument(skip_all, fields(provider = %settings.provider))]

@@ -40,7 +40,7 @@ pub use audit::AuditEntry;
 pub use connect_sessions::{ConnectSession, NewConnectSession, SessionRejection};
 pub use connection_checks::ClaimedCheck;
 pub use connections::{Connection, ConnectionFilter, ProxyTarget};
-pub use copy::{migrate_store, CopyReport};
+pub use copy::{migrate_store, migrate_store_with, CopyProgress, CopyReport};
 pub use credentials::StoredCredentials;
 pub use deliveries::{DeliveryAttempt, DeliveryReplayRefusal, DeliveryRow, OperationalEvent};
 pub use delivery_claims::{ClaimAsk, ClaimedDelivery, DeliveryEvent};

@@ -26,14 +26,33 @@ pub struct RotationReport {
 impl Store {
     /// Re-seal every value not sealed under the current key, in one transaction: either all move
     /// to the new key or none do. A value no configured key opens stops the rotation with its row.
-    #[tracing::instrument(skip_all)]
     pub async fn rotate_keys(&self) -> anyhow::Result<RotationReport> {
+        self.rotate_keys_with(&mut |_, _| {}).await
+    }
+
+    /// [`Store::rotate_keys`], telling `progress` (values looked at, values in all) as it goes.
+    #[tracing::instrument(skip_all)]
+    pub async fn rotate_keys_with(
+        &self,
+        progress: &mut (dyn FnMut(u64, u64) + Send),
+    ) -> anyhow::Result<RotationReport> {
         let mut report = RotationReport::default();
         let mut tx = self.write_tx().await?;
+        let mut all = Vec::new();
         for (table, pk, column) in SEALED_COLUMNS {
             let sql = format!("select {pk}, {column} from {table} where {column} is not null");
             let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&sql).fetch_all(&mut *tx).await?;
+            all.push((table, pk, column, rows));
+        }
+        let total = all.iter().map(|(.., rows)| rows.len() as u64).sum();
+        let mut seen = 0;
+        progress(0, total);
+        for (table, pk, column, rows) in all {
             for (id, blob) in rows {
+                seen += 1;
+                if seen % 100 == 0 || seen == total {
+                    progress(seen, total);
+                }
                 if self.keys.is_current(&blob) {
                     report.already_current += 1;
                     continue;

@@ -181,16 +181,16 @@ async fn a_connect_session_needs_a_writing_key_and_a_valid_body() {
     let res = post_json(&app, "/api/v1/connect-sessions", reader.expose_secret(), &json!({"end_user_id": "u1"})).await;
     assert_eq!(res.status(), 403);
     assert_eq!(res.json::<Value>().await.unwrap()["error"], "read_only_key");
-    for body in [
-        json!({}),
-        json!({"end_user_id": ""}),
-        json!({"end_user_id": "x".repeat(201)}),
-        json!({"end_user_id": "u1", "unknown": 1}),
-        json!({"end_user_id": "u1", "tags": {"k": 1}}),
+    for (body, code) in [
+        (json!({}), "invalid_value"),
+        (json!({"end_user_id": ""}), "invalid_value"),
+        (json!({"end_user_id": "x".repeat(201)}), "invalid_value"),
+        (json!({"end_user_id": "u1", "unknown": 1}), "bad_json"),
+        (json!({"end_user_id": "u1", "tags": {"k": 1}}), "bad_json"),
     ] {
         let res = post_json(&app, "/api/v1/connect-sessions", &key, &body).await;
         assert_eq!(res.status(), 400, "{body}");
-        assert_eq!(res.json::<Value>().await.unwrap()["error"], "bad_body");
+        assert_eq!(res.json::<Value>().await.unwrap()["error"], code, "{body}");
     }
     assert_eq!(count(&app, "select count(*) from connect_sessions").await, 0);
     assert_eq!(

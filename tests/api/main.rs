@@ -3,6 +3,7 @@
 //! itself as a process are under `process/`.
 
 mod admin;
+mod api_errors;
 mod checks;
 mod connect;
 mod connect_sessions;

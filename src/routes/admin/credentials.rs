@@ -335,13 +335,12 @@ async fn confirm_delete(
 /// Only client-credentials connections are deleted here: a SnapInspect connection is
 /// disconnected (its history and reconnect links stay meaningful), never deleted from the console.
 fn refuse_snapinspect(c: &crate::store::Connection) -> Result<(), AppError> {
-    if c.provider == Provider::SnapInspect {
-        return Err(AppError::conflict(
-            "not_deletable",
-            "SnapInspect connections are disconnected, not deleted: use Disconnect on the connection's page.",
-        ));
+    match c.deletion_refusal() {
+        Some(why) => {
+            Err(AppError::conflict("not_deletable", format!("{why}: use Disconnect on the connection's page.")))
+        }
+        None => Ok(()),
     }
-    Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(connection_id = %id))]

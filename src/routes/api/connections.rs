@@ -8,7 +8,7 @@ use serde_json::json;
 
 use std::collections::BTreeMap;
 
-use super::{bad_body, iso, parse_body, ApiCaller};
+use super::{body::parse_json, invalid_value, iso, ApiCaller};
 use crate::{
     domain::connect_session::EndUser,
     error::{ApiError, AppError},
@@ -164,9 +164,9 @@ async fn assign_end_user(
             message: "only an API key for every connection, not read-only, may give a connection to an end user".into(),
         }));
     }
-    let body: EndUserBody = parse_body(&body)?;
+    let body: EndUserBody = parse_json(&body)?;
     let user = EndUser::parse(body.end_user_id.unwrap_or_default(), body.end_user_email, body.display_name, body.tags)
-        .map_err(bad_body)?;
+        .map_err(invalid_value)?;
     if !state.store.assign_end_user(&id, &user, now_ms(), &caller.actor()).await? {
         return Err(super::not_found(id.as_str()));
     }

@@ -8,7 +8,10 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{iso, ApiCaller};
+use super::{
+    body::{parse_json, parse_json_or_default},
+    iso, ApiCaller,
+};
 use crate::{
     delivery::manage::{self, EndpointInput, ManageError},
     error::{ApiError, AppError},
@@ -22,18 +25,14 @@ const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 
 /// Mounted inside the `/api/v1` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    let json = super::body::json_config();
-    cfg.service(
-        web::resource("/endpoints").app_data(json.clone()).route(web::get().to(list)).route(web::post().to(create)),
-    )
-    .service(
-        web::resource("/endpoints/{id}")
-            .app_data(json)
-            .route(web::get().to(get))
-            .route(web::patch().to(update))
-            .route(web::delete().to(delete)),
-    )
-    .route("/endpoints/{id}/rotate-secret", web::post().to(rotate));
+    cfg.service(web::resource("/endpoints").route(web::get().to(list)).route(web::post().to(create)))
+        .service(
+            web::resource("/endpoints/{id}")
+                .route(web::get().to(get))
+                .route(web::patch().to(update))
+                .route(web::delete().to(delete)),
+        )
+        .route("/endpoints/{id}/rotate-secret", web::post().to(rotate));
 }
 
 impl ApiCaller {
@@ -147,13 +146,9 @@ struct NewEndpointBody {
 }
 
 #[tracing::instrument(skip_all)]
-async fn create(
-    caller: ApiCaller,
-    body: web::Json<NewEndpointBody>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+async fn create(caller: ApiCaller, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     caller.check_may_manage_endpoints(true)?;
-    let b = body.into_inner();
+    let b: NewEndpointBody = parse_json(&body)?;
     no_blank_types(&b.events)?;
     documented_url(Some(&b.url))?;
     let input = EndpointInput { url: b.url, events: b.events, description: b.description };
@@ -190,11 +185,11 @@ struct ChangeBody {
 async fn update(
     caller: ApiCaller,
     id: web::Path<String>,
-    body: web::Json<ChangeBody>,
+    body: web::Bytes,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.check_may_manage_endpoints(true)?;
-    let b = body.into_inner();
+    let b: ChangeBody = parse_json(&body)?;
     let mut e = manage::load(&state.store, &id).await.map_err(api_error)?;
     no_blank_types(b.events.as_deref().unwrap_or_default())?;
     documented_url(b.url.as_deref())?;
@@ -250,13 +245,7 @@ async fn rotate(
 ) -> Result<HttpResponse, ApiError> {
     caller.check_may_manage_endpoints(true)?;
     // The body is optional: none (or `{}`) keeps the old secret signing for a day.
-    let b: RotateBody = if body.iter().all(u8::is_ascii_whitespace) {
-        RotateBody::default()
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError(AppError::BadRequest { code: "bad_json", title: "Bad JSON", message: e.to_string() })
-        })?
-    };
+    let b: RotateBody = parse_json_or_default(&body)?;
     let overlap = match &b.overlap_secs {
         None => DEFAULT_OVERLAP,
         Some(n) => Duration::from_secs(whole_seconds(n).map_err(|message| {

@@ -10,7 +10,6 @@ mod proxy;
 mod sessions;
 
 use actix_web::web;
-use serde::Deserialize;
 use serde_json::json;
 
 use caller::ApiCaller;
@@ -62,16 +61,8 @@ fn parse_id(raw: &str) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(raw).map_err(|_| not_found(raw))
 }
 
-/// A 400 about the request body, in the words given.
-fn bad_body(message: impl Into<String>) -> ApiError {
-    ApiError(AppError::BadRequest { code: "bad_body", title: "Bad request body", message: message.into() })
-}
-
-/// The JSON body, or a 400 that says what is wrong with it (serde's words are precise here: the
-/// reader is a developer).
-fn parse_body<T: for<'de> Deserialize<'de> + Default>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body).map_err(|e| bad_body(format!("the body is not the expected JSON object: {e}")))
+/// A 400 for a value the JSON carried but this operation refuses, in the words given (the body
+/// itself was the JSON asked for: that is [`body::parse_json`]'s `bad_json`).
+fn invalid_value(message: impl Into<String>) -> ApiError {
+    ApiError(AppError::BadRequest { code: "invalid_value", title: "Invalid value", message: message.into() })
 }

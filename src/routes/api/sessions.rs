@@ -5,7 +5,10 @@ use actix_web::{http::header, web, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{bad_body, iso, parse_body, ApiCaller};
+use super::{
+    body::{parse_json, parse_json_or_default},
+    invalid_value, iso, ApiCaller,
+};
 use crate::{
     domain::connect_session::{Issued, ReturnUrl, SessionRequest},
     error::{ApiError, AppError},
@@ -47,8 +50,8 @@ pub(super) async fn create(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     caller.check_may_connect(true)?;
-    let request: SessionRequest = parse_body(&body)?;
-    let (end_user, return_url) = request.check(&state.settings.connect_return_origins).map_err(bad_body)?;
+    let request: SessionRequest = parse_json(&body)?;
+    let (end_user, return_url) = request.check(&state.settings.connect_return_origins).map_err(invalid_value)?;
     let issued = state
         .store
         .issue_connect_session(&state.settings.public_url, &end_user, return_url.as_ref(), None, &caller.actor())
@@ -71,12 +74,12 @@ pub(super) async fn reconnect(
 ) -> Result<HttpResponse, ApiError> {
     let id = caller.connection(&id)?;
     caller.check_may_connect(false)?;
-    let request: ReconnectRequest = parse_body(&body)?;
+    let request: ReconnectRequest = parse_json_or_default(&body)?;
     let return_url = request
         .return_url
         .map(|r| ReturnUrl::parse(&r, &state.settings.connect_return_origins))
         .transpose()
-        .map_err(bad_body)?;
+        .map_err(invalid_value)?;
     let connection = state.store.connection(&id).await?.ok_or_else(|| super::not_found(id.as_str()))?;
     if let Some(why) = connection.reconnect_refusal() {
         return Err(ApiError(AppError::conflict("cannot_reconnect", why)));

@@ -4,6 +4,7 @@
 mod browser;
 mod browser_forms;
 mod cli;
+mod cli_manage;
 mod cli_printing;
 mod crash;
 pub mod harness;
