@@ -5,9 +5,12 @@ mod browser;
 mod cli;
 mod cli_printing;
 mod crash;
+mod db_outage;
 pub mod harness;
 mod instances;
+mod lease_wait;
 mod logs;
+mod pg_cluster;
 mod processes;
 
 use std::{
