@@ -52,3 +52,14 @@ async fn a_read_transaction_held_open_and_a_backup_do_not_fail_intake_on_sqlite(
     tx.commit().await.unwrap();
     assert_eq!(app.event_count().await, 101);
 }
+
+#[tokio::test]
+async fn metrics_show_whether_the_store_answers_and_its_errors_by_operation() {
+    let app = spawn_app().await;
+    app.state.store.health().failed("claim_events");
+    let text = app.get("/metrics").await.text().await.unwrap();
+    // The counts were read, so the store answers again; the error stays counted.
+    assert!(text.contains("\nconnect_hub_store_up 1\n"), "{text}");
+    assert!(text.contains("\nconnect_hub_store_errors_total{operation=\"claim_events\"} 1\n"), "{text}");
+    assert!(text.contains("\nconnect_hub_events{status=\"pending\"} 0\n"), "{text}");
+}
