@@ -197,7 +197,9 @@ pub(super) async fn connect(
             // A pool asked for a connection while the server is down retries until its acquire
             // timeout (30 s by default, with waits growing to a fifth of it): 5 s keeps a request
             // from hanging half a minute, and a loop's next try within a second of the server's return.
-            let options = options.acquire_timeout(PG_ACQUIRE_TIMEOUT);
+            // sqlx warns of every acquisition slower than 2 s: while the server comes back that is
+            // each waiting query, one line apiece; the timeout itself is reported as an error.
+            let options = options.acquire_timeout(PG_ACQUIRE_TIMEOUT).acquire_slow_threshold(PG_ACQUIRE_TIMEOUT);
             let (pool, writer) = postgres::connect(database_url, options).await?;
             (backend, pool, WriterOptions::Postgres(writer))
         }
