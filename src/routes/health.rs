@@ -10,6 +10,8 @@ use crate::state::AppState;
 
 /// How long `/readyz` waits for the database: a probe gets its 503 before it times out.
 pub const READY_WITHIN: Duration = Duration::from_millis(800);
+/// As `READY_WITHIN`, while the store is known not to answer.
+const READY_WITHIN_WHILE_DOWN: Duration = Duration::from_millis(300);
 /// How long `/metrics` waits for the queue's counts before it answers without them.
 const COUNTS_WITHIN: Duration = Duration::from_millis(800);
 
@@ -42,7 +44,8 @@ async fn metrics(req: actix_web::HttpRequest, state: web::Data<AppState>) -> Htt
         let oldest = state.store.oldest_due_delivery(now).await?;
         anyhow::Ok((queue, connections, deliveries, oldest))
     };
-    let counts = match tokio::time::timeout(COUNTS_WITHIN, counts).await {
+    let within = if state.store.health().is_up() { COUNTS_WITHIN } else { READY_WITHIN_WHILE_DOWN };
+    let counts = match tokio::time::timeout(within, counts).await {
         Ok(Ok(c)) => {
             state.store.health().answered();
             Some(c)
@@ -78,7 +81,9 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.store.ready(READY_WITHIN).await {
+    // Known to be down: a shorter wait (a server back up answers in milliseconds).
+    let within = if state.store.health().is_up() { READY_WITHIN } else { READY_WITHIN_WHILE_DOWN };
+    match state.store.ready(within).await {
         Ok(true) => HttpResponse::Ok().json(json!({ "status": "ready" })),
         Ok(false) => HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "not_ready", "reason": "migrations are not applied: run `connect-hub migrate`" })),

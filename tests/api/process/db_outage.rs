@@ -95,6 +95,16 @@ async fn the_hub_rides_out_a_restart_of_postgresql_and_the_end_of_all_its_sessio
     hub.log = Some(log.clone());
     let _child = hub.start().await.unwrap();
     hub.connect(6847).await.unwrap();
+    // An API key, made by the command line before the outages, to use after them.
+    let out = std::process::Command::new(&hub.bin)
+        .args(["api-key", "create", "--name", "outage"])
+        .env_clear()
+        .envs(&hub.env)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let api_key = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let probe =
         Probe { client: reqwest::Client::builder().timeout(ANSWER_WITHIN).build().unwrap(), base: hub.base.clone() };
     let mut seq = 900_000_000u64;
@@ -144,7 +154,10 @@ async fn the_hub_rides_out_a_restart_of_postgresql_and_the_end_of_all_its_sessio
         assert!(Instant::now() < deadline, "the LISTEN connection did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // ... the console and the metrics answer, with the outage counted ...
+    // ... the API and the console answer, and the metrics, with the outage counted ...
+    let res = probe.client.get(format!("{}/api/v1/connections", hub.base)).bearer_auth(&api_key).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("6847"), "the connection is listed");
     assert_eq!(probe.status("/admin/login").await.unwrap(), 200);
     let metrics = probe.text("/metrics").await.unwrap();
     assert!(metrics.contains("\nconnect_hub_store_up 1\n"), "{metrics}");
