@@ -65,10 +65,14 @@ impl Checker {
         let tick = (self.interval / 4).clamp(Duration::from_millis(250), Duration::from_secs(5));
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut outage =
+            crate::store::Outage::new("a round of connection checks", "checks", self.store.health().clone());
         loop {
             ticker.tick().await;
-            if let Err(e) = self.round().await {
-                tracing::warn!(error.chain = %format!("{e:#}"), "a round of connection checks failed");
+            match self.round().await {
+                Ok(_) => outage.answered(),
+                // The tick (at least 250 ms) is already a wait; the backoff adds to it.
+                Err(e) => tokio::time::sleep(outage.failed(&e)).await,
             }
         }
     }

@@ -157,14 +157,18 @@ pub(super) async fn connections(command: ConnectionsCommand) -> anyhow::Result<(
         }
         ConnectionsCommand::Token { id } => {
             let id = ConnectionId::parse(&id)?;
-            let token = token_manager(&settings, &store)?.token(&id).await?;
+            let tokens = token_manager(&settings, &store)?.report_lease_waits(Box::new(|m| eprintln!("{m}")));
+            let token = tokens.token(&id).await?;
             // A provider's token, printed as it is only when it holds nothing a terminal obeys.
             println!("{}", shown(token.token.expose_secret()));
             Ok(())
         }
         ConnectionsCommand::Refresh { id } => {
             let id = ConnectionId::parse(&id)?;
-            let token = token_manager(&settings, &store)?.refresh(&id, "cli").await?;
+            // Someone is watching: a wait for another process's lease is said at once, and given
+            // up on at the lease's end.
+            let tokens = token_manager(&settings, &store)?.report_lease_waits(Box::new(|m| eprintln!("{m}")));
+            let token = tokens.refresh(&id, "cli").await?;
             // A provider's token, printed as it is only when it holds nothing a terminal obeys.
             println!("{}", shown(token.token.expose_secret()));
             Ok(())

@@ -25,7 +25,7 @@ use crate::{
         random_bytes,
     },
     metrics::Metrics,
-    store::{ClaimAsk, ClaimedDelivery, DeliveryResult, Store},
+    store::{ClaimAsk, ClaimedDelivery, DeliveryResult, Outage, Store},
     time::{after, now_ms},
 };
 
@@ -296,12 +296,25 @@ impl Dispatcher {
     /// On shutdown it stops claiming and waits for the attempts in flight to be recorded.
     pub async fn run(self: Arc<Self>, wake: Arc<tokio::sync::Notify>, mut shutdown: watch::Receiver<bool>) {
         let mut progress = self.progress.subscribe();
+        let mut outage = Outage::new("claiming deliveries", "claim_deliveries", self.store.health().clone());
         while !*shutdown.borrow() {
             progress.borrow_and_update();
             match self.fill().await {
-                Ok(n) if n > 0 => continue,
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "claiming deliveries failed"),
+                Ok(n) => {
+                    outage.answered();
+                    if n > 0 {
+                        continue;
+                    }
+                }
+                Err(e) => {
+                    // In an outage only the backoff ends the wait (or shutdown).
+                    let wait = outage.failed(&e);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                }
             }
             tokio::select! {
                 _ = progress.changed() => {

@@ -14,6 +14,9 @@ use std::{
     },
 };
 
+/// A gauge's label value and its figure (read from the store).
+type Count = (String, i64);
+
 /// Latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
@@ -224,6 +227,16 @@ impl Metrics {
 
     /// The text exposition, with the queue and connection gauges read from the store by the caller.
     pub fn render(&self, queue: &[(String, i64)], connections: &[(String, i64)]) -> String {
+        self.render_with(Some((queue, connections)))
+    }
+
+    /// The text exposition of what memory holds, for when the store does not answer: the queue
+    /// and connection gauges are left out rather than shown as zeros.
+    pub fn render_memory(&self) -> String {
+        self.render_with(None)
+    }
+
+    fn render_with(&self, counts: Option<(&[Count], &[Count])>) -> String {
         let mut out = String::with_capacity(8192);
         let counter = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
@@ -271,13 +284,15 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{{label}=\"{k}\"}} {v}");
             }
         };
-        // Every state, zeros included, so a dashboard's series do not vanish when the queue empties.
-        let queue: Vec<(String, i64)> = crate::domain::EventState::ALL
-            .iter()
-            .map(|s| (s.as_str().to_owned(), queue.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, v)| *v)))
-            .collect();
-        gauge(&mut out, "connect_hub_events", "Events in the queue, by status.", "status", &queue);
-        gauge(&mut out, "connect_hub_connections", "Connections, by status.", "status", connections);
+        if let Some((queue, connections)) = counts {
+            // Every state, zeros included, so a dashboard's series do not vanish when the queue empties.
+            let queue: Vec<(String, i64)> = crate::domain::EventState::ALL
+                .iter()
+                .map(|s| (s.as_str().to_owned(), queue.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, v)| *v)))
+                .collect();
+            gauge(&mut out, "connect_hub_events", "Events in the queue, by status.", "status", &queue);
+            gauge(&mut out, "connect_hub_connections", "Connections, by status.", "status", connections);
+        }
 
         let routes = self.routes.read().expect("metrics poisoned");
         let mut names: Vec<&String> = routes.keys().collect();
@@ -314,6 +329,21 @@ impl Metrics {
         }
         self.connection_checks.render(&mut out);
         out
+    }
+}
+
+/// Whether the store answers (1 or 0) and the database errors counted, by operation.
+pub fn render_store(out: &mut String, up: bool, errors: &[(&'static str, u64)]) {
+    let name = "connect_hub_store_up";
+    let _ = writeln!(
+        out,
+        "# HELP {name} Whether the database answers (1) or not (0).\n# TYPE {name} gauge\n{name} {}",
+        u8::from(up)
+    );
+    let name = "connect_hub_store_errors_total";
+    let _ = writeln!(out, "# HELP {name} Database errors, by operation.\n# TYPE {name} counter");
+    for (op, n) in errors {
+        let _ = writeln!(out, "{name}{{operation=\"{op}\"}} {n}");
     }
 }
 

@@ -19,7 +19,7 @@ use super::dedupe::{Deduper, MAX_ENTRIES};
 use crate::{
     domain::EventId,
     snapinspect::webhook::WebhookPayload,
-    store::{Backend, EventWriter, Inserted, NewEvent, Store, WindowEntry, Written},
+    store::{Backend, EventWriter, Inserted, NewEvent, Outage, Store, WindowEntry, Written},
     time::now_ms,
 };
 
@@ -82,6 +82,8 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
     let mut reload = Reload::start(store.clone(), window_start(now_ms(), window_ms));
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
     let mut conn: Option<EventWriter> = None;
+    // A failing store is logged when it starts failing, once a minute, and when it answers again.
+    let mut outage = Outage::new("storing webhook events", "intake", store.health().clone());
     let dirty = Arc::new(AtomicBool::new(false));
     let checkpointer = tokio::spawn(checkpointer(store.clone(), dirty.clone()));
     let mut finish_checkpoint = Every::new(FINISH_CHECKPOINT_EVERY);
@@ -141,6 +143,7 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
         };
         match result {
             Ok(written) => {
+                outage.answered();
                 dirty.store(true, Ordering::Relaxed);
                 if fresh.iter().any(|e| !written.taken.contains_key(&e.id) && !written.failed.contains(&e.id)) {
                     stored.notify_one();
@@ -173,7 +176,8 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
                 }
             }
             Err(e) => {
-                tracing::error!(error.chain = %format!("{e:#}"), events = replies.len(), "storing webhook events failed; answering 503");
+                // Each request is answered 503 at once: the backoff is for loops, not for intake.
+                let _ = outage.failed(&e.context(format!("{} events answered 503", replies.len())));
                 // Start the next batch on a fresh connection, in case this one is broken.
                 conn = None;
                 for reply in replies {

@@ -18,7 +18,7 @@ use crate::{
     domain::{base32, random_bytes},
     metrics::Metrics,
     snapinspect::{ApiCallError, SnapInspectClient},
-    store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt, Store},
+    store::{AttemptOutcome, ClaimedEvent, FinishedEvent, NewAttempt, Outage, Store},
     time::{after, now_ms},
     tokens::TokenManager,
 };
@@ -135,19 +135,31 @@ impl Worker {
         tracing::info!(owner = %self.owner, "event worker started");
         let delivery_wake = Arc::new(Notify::new());
         let deliveries = tokio::spawn(self.dispatcher.clone().run(delivery_wake.clone(), shutdown.clone()));
+        let mut outage = Outage::new("claiming events", "claim_events", self.store.health().clone());
         while !*shutdown.borrow() {
-            match self.run_once().await {
-                Ok(n) if n > 0 => {
-                    // Enriched events have fanned out: their deliveries are due now.
-                    delivery_wake.notify_one();
-                    continue;
+            let wait = match self.run_once().await {
+                Ok(n) => {
+                    outage.answered();
+                    if n > 0 {
+                        // Enriched events have fanned out: their deliveries are due now.
+                        delivery_wake.notify_one();
+                        continue;
+                    }
+                    IDLE_POLL
                 }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "claiming events failed"),
-            }
+                Err(e) => outage.failed(&e),
+            };
+            // In an outage only the backoff ends the wait: a wake-up would be one more failure.
+            let wake = async {
+                if outage.ongoing() {
+                    std::future::pending::<()>().await
+                } else {
+                    self.wake.notified().await
+                }
+            };
             tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(IDLE_POLL) => {}
+                _ = wake => {}
+                _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => {}
             }
         }

@@ -1,7 +1,13 @@
 //! The access log: every request gets an id (in a span around it and in `x-request-id`), one log
 //! line and its metrics, by route pattern, never its query string or secret path segments.
 
-use std::time::Instant;
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        LazyLock,
+    },
+    time::{Duration, Instant},
+};
 
 use actix_web::{
     body::MessageBody,
@@ -14,8 +20,13 @@ use tracing::Instrument;
 
 use crate::{
     domain::{base32, unique_bytes},
+    limits::AtMostEvery,
     state::AppState,
 };
+
+/// Requests answered 503 since the last line that said so.
+static UNAVAILABLE: AtomicU64 = AtomicU64::new(0);
+static UNAVAILABLE_LINES: LazyLock<AtMostEvery> = LazyLock::new(|| AtMostEvery::new(Duration::from_secs(10)));
 
 /// Where a request went, safe to log: the matched route pattern (`/webhooks/snapinspect/{secret}`),
 /// or for unrouted requests only the first path segment.
@@ -53,7 +64,18 @@ pub async fn access_log(
         res.headers_mut().insert(HeaderName::from_static("x-request-id"), v);
     }
     span.in_scope(|| {
-        if status >= 500 {
+        if status == 503 {
+            // A deliberate answer (the store is away, a cap was reached): one line every ten
+            // seconds with the count, not one per request (the outage itself is logged where it
+            // is met). Every one is counted in the metrics.
+            let unlogged = UNAVAILABLE.fetch_add(1, Ordering::Relaxed) + 1;
+            if UNAVAILABLE_LINES.due("503", crate::time::now_ms()) {
+                UNAVAILABLE.fetch_sub(unlogged, Ordering::Relaxed);
+                tracing::warn!(status, route = %loggable_route(&res, pattern.as_deref()), latency_ms, answered_503_since_last_line = unlogged, "request");
+            } else {
+                tracing::info!(status, route = %loggable_route(&res, pattern.as_deref()), latency_ms, "request");
+            }
+        } else if status >= 500 {
             tracing::warn!(status, route = %loggable_route(&res, pattern.as_deref()), latency_ms, "request");
         } else if tracing::enabled!(tracing::Level::INFO) {
             tracing::info!(status, route = %loggable_route(&res, pattern.as_deref()), latency_ms, "request");

@@ -117,6 +117,7 @@ impl Application {
         let (stop, stopped) = watch::channel(false);
         let worker = settings.worker_enabled.then(|| tokio::spawn(self.state.worker.clone().run(stopped)));
         let janitor = tokio::spawn(tasks::janitor(self.state.store.clone(), settings.event_retention));
+        let probe = tokio::spawn(tasks::store_probe(self.state.store.clone()));
         let sweeper =
             settings.worker_enabled.then(|| tokio::spawn(tasks::callback_token_sweeper(self.state.tokens.clone())));
         // Connection health checks run where background work runs, unless CONNECTION_CHECK_INTERVAL=0.
@@ -144,6 +145,7 @@ impl Application {
             }
         }
         janitor.abort();
+        probe.abort();
         if let Some(s) = sweeper {
             s.abort();
         }

@@ -3,15 +3,22 @@
 
 use std::{sync::Arc, time::Duration};
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 
-use crate::{domain::ConnectionId, state::AppState};
+use crate::{
+    domain::ConnectionId,
+    state::AppState,
+    store::{Outage, FIRST_BACKOFF},
+};
 
 /// Events were stored (by any instance).
 pub const EVENTS_CHANNEL: &str = "hub_events";
 /// `con:<id>`: a connection's tokens or status changed, or it went; `key:<id>`: an API key did;
 /// `ep:<id>`: an endpoint was added or removed, or its URL, state or secrets changed.
 pub const FORGET_CHANNEL: &str = "hub_forget";
+
+/// How long one try to reach the server for `LISTEN` may take.
+const CONNECT_WITHIN: Duration = Duration::from_secs(2);
 
 /// What one notification asks of this process.
 #[derive(Debug, PartialEq, Eq)]
@@ -46,30 +53,41 @@ pub fn apply(state: &AppState, signal: Signal) {
 }
 
 /// Listen until the process ends. When the connection drops, notifications may have been missed,
-/// so everything cached is dropped before listening again.
+/// so everything cached is dropped before listening again (and once more when it is back).
 pub async fn listen(database_url: String, state: Arc<AppState>) {
+    let mut outage = Outage::new("listening for other instances", "listen", state.store.health().clone());
     loop {
-        match listen_once(&database_url, &state).await {
-            Ok(()) => tracing::warn!("lost the LISTEN connection; reconnecting"),
-            Err(e) => tracing::warn!(error.chain = %format!("{e:#}"), "listening for other instances failed; retrying"),
-        }
+        let heard = listen_once(&database_url, &state, &mut outage).await;
         forget_everything(&state);
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        let wait = match heard {
+            // Dropped after it had been listening: reconnect at once (a failure then backs off).
+            Ok(()) => FIRST_BACKOFF,
+            Err(e) => outage.failed(&e),
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 
-async fn listen_once(database_url: &str, state: &AppState) -> anyhow::Result<()> {
-    let mut listener = PgListener::connect(database_url).await?;
+/// Connect, listen, and act on notifications until the connection drops (`Ok`) or cannot be made.
+async fn listen_once(database_url: &str, state: &AppState, outage: &mut Outage) -> anyhow::Result<()> {
+    // Its own one-connection pool with a short acquire timeout: `PgListener::connect` would retry
+    // a refused connection for 30 s, with waits growing to 6 s, before it gives up or gets through.
+    let pool = PgPoolOptions::new().max_connections(1).acquire_timeout(CONNECT_WITHIN).connect_lazy(database_url)?;
+    let mut listener = PgListener::connect_with(&pool).await?;
+    // Not reconnecting inside `try_recv`: the caller starts over, dropping the caches first.
+    listener.eager_reconnect(false);
     listener.listen_all([EVENTS_CHANNEL, FORGET_CHANNEL]).await?;
     // Whatever changed before this point was not heard.
     forget_everything(state);
+    outage.answered();
     tracing::debug!("listening for other instances");
-    // `try_recv` gives `None` when the connection dropped (and reconnects on the next call).
+    // `try_recv` gives `None` when the connection dropped.
     while let Some(n) = listener.try_recv().await? {
         if let Some(signal) = Signal::parse(n.channel(), n.payload()) {
             apply(state, signal);
         }
     }
+    tracing::info!("lost the LISTEN connection; reconnecting");
     Ok(())
 }
 

@@ -19,8 +19,10 @@ mod dialect;
 mod endpoint_stats;
 mod endpoints;
 mod events;
+mod health;
 mod intake;
 mod links;
+mod outage;
 mod rotate;
 mod rows;
 mod secrets;
@@ -48,8 +50,10 @@ pub use dialect::Backend;
 pub use endpoint_stats::{EndpointStats, FailedAttempt};
 pub use endpoints::{DeliveryTarget, Endpoint, EndpointChange, NewEndpoint, SigningSecrets};
 pub use events::{EventFilter, EventRow, ReplayRefusal};
+pub use health::StoreHealth;
 pub use intake::{EventWriter, Inserted, WindowEntry, Written};
 pub use links::{AssignRefusal, LinkRefusal, NewSnapInspectLink, SavedLink};
+pub use outage::{Outage, FIRST_BACKOFF};
 pub use rotate::RotationReport;
 pub use rows::{DeliveryResult, NewEvent};
 pub use secrets::{ExchangeFailure, LeaseOutcome, StoredTokens};
@@ -71,6 +75,8 @@ pub struct Store {
     backend: Backend,
     writer: dialect::WriterOptions,
     keys: Arc<KeyRing>,
+    /// Whether the database answers, shared by every clone (see `health`).
+    health: Arc<StoreHealth>,
 }
 
 impl std::fmt::Debug for Store {
@@ -145,7 +151,7 @@ pub async fn migrations_current(pool: &AnyPool, backend: Backend) -> anyhow::Res
 
 impl Store {
     pub fn new(db: Database, keys: Arc<KeyRing>) -> Self {
-        Self { pool: db.pool, backend: db.backend, writer: db.writer, keys }
+        Self { pool: db.pool, backend: db.backend, writer: db.writer, keys, health: Arc::default() }
     }
 
     /// The same database seen through another key ring (a key rotation's before and after).
@@ -188,10 +194,28 @@ impl Store {
         &self.keys
     }
 
-    /// Whether the database answers and is fully migrated.
-    pub async fn ready(&self) -> anyhow::Result<bool> {
-        sqlx::query("select 1").execute(&self.pool).await.context("database unreachable")?;
-        migrations_current(&self.pool, self.backend).await
+    /// Whether the database answers, as its users last found it, and the errors they counted.
+    pub fn health(&self) -> &Arc<StoreHealth> {
+        &self.health
+    }
+
+    /// Whether the database answers and is fully migrated, within `within` (a pool waiting to
+    /// reach a database that is down would otherwise wait for its acquire timeout). Updates the
+    /// health gauge.
+    pub async fn ready(&self, within: std::time::Duration) -> anyhow::Result<bool> {
+        let check = async {
+            sqlx::query("select 1").execute(&self.pool).await.context("database unreachable")?;
+            migrations_current(&self.pool, self.backend).await
+        };
+        let result = match tokio::time::timeout(within, check).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("the database did not answer within {} ms", within.as_millis())),
+        };
+        match &result {
+            Ok(_) => self.health.answered(),
+            Err(_) => self.health.failed("ready"),
+        }
+        result
     }
 
     /// Delete expired connect states, sessions, connect links and sign-in throttle rows; returns how many rows went.

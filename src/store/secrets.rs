@@ -146,6 +146,16 @@ impl Store {
         })
     }
 
+    /// Whether some process holds the connection's exchange lease at `now`.
+    pub async fn exchange_lease_held(&self, id: &ConnectionId, now: i64) -> anyhow::Result<bool> {
+        let until: Option<Option<i64>> =
+            sqlx::query_scalar("select exchange_lease_until from connections where id = $1")
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(until.flatten().is_some_and(|u| u >= now))
+    }
+
     /// Give the lease back without changing anything else (nothing was exchanged).
     pub async fn release_exchange_lease(&self, id: &ConnectionId, owner: &str) -> anyhow::Result<()> {
         sqlx::query("update connections set exchange_lease_until = null, exchange_lease_owner = null where id = $1 and exchange_lease_owner = $2")

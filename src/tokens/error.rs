@@ -19,6 +19,10 @@ pub enum TokenError {
     /// pair was not stored and is not handed out.
     #[error("another exchange for this connection took over while this one was in flight; try again")]
     Superseded,
+    /// Another process held the connection's exchange lease for its whole length without storing
+    /// anything (a caller that reports its waits gives up then instead of taking it over).
+    #[error("gave up after {} s: another process held this connection's exchange lease until its end without storing new tokens (it may have stopped mid-exchange); the lease has run out now, so try again", waited.as_secs())]
+    LeaseHeld { waited: Duration },
     #[error("SnapInspect is not configured: set SNAPINSPECT_CLIENT_ID and SNAPINSPECT_CLIENT_SECRET")]
     NotConfigured,
     #[error("the last exchange failed ({last_error}); the next try is allowed in {} s", retry_in.as_secs().max(1))]
@@ -44,6 +48,9 @@ impl From<TokenError> for AppError {
             TokenError::Disconnected => AppError::conflict("disconnected", message),
             TokenError::Superseded => AppError::conflict("exchange_superseded", message),
             TokenError::NotConfigured => AppError::unavailable("not_configured", message),
+            TokenError::LeaseHeld { .. } => {
+                AppError::Unavailable { code: "exchange_in_progress", message, retry_after_secs: Some(1) }
+            }
             TokenError::BackingOff { retry_in, .. } => AppError::Unavailable {
                 code: "backing_off",
                 message,

@@ -82,30 +82,70 @@ impl TokenManager {
     }
 
     /// Take the connection's lease (`None`: it is ours now), or wait while another process holds
-    /// it and return what that process stored (`Some`: the version or status changed). A lease
-    /// that runs out without a change is taken over.
+    /// it and return what that process stored (`Some`: the version or status changed). While
+    /// waiting, a lease given back without a change (the holder's exchange failed, or found the
+    /// pair already replaced) is taken at once rather than at the lease's end. A lease that runs
+    /// out without a change is taken over, or, for a caller that reports its waits (the command
+    /// line, see `report_lease_waits`), is given up on with `LeaseHeld`.
     pub(super) async fn lease_or_latest(
         &self,
         id: &ConnectionId,
         seen: &StoredTokens,
     ) -> Result<Option<StoredTokens>, TokenError> {
+        let (mut told, started) = (false, now_ms());
         loop {
             let now = now_ms();
-            match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
+            let until = match self.store.acquire_exchange_lease(id, &self.owner, now, now + LEASE_MS).await? {
                 LeaseOutcome::Acquired => return Ok(None),
                 LeaseOutcome::NotFound => return Err(TokenError::NotFound(id.clone())),
-                LeaseOutcome::HeldElsewhere { until } => {
-                    tracing::info!("another process is refreshing this connection; waiting for it");
-                    let deadline = until.min(now + LEASE_MS);
-                    while now_ms() <= deadline {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
-                        if latest.version != seen.version || latest.status != seen.status {
-                            return Ok(Some(latest));
-                        }
-                    }
+                LeaseOutcome::HeldElsewhere { until } => until,
+            };
+            let deadline = until.min(now + LEASE_MS);
+            let wait_secs = ((deadline - now).max(0) as u64).div_ceil(1000);
+            tracing::info!(wait_secs, "another process is refreshing this connection; waiting for it");
+            if let (Some(say), false) = (&self.lease_waits, told) {
+                say(&format!(
+                    "another process is exchanging the tokens of connection {id} (it holds the connection's \
+                     exchange lease for {wait_secs} s more); waiting for it to finish"
+                ));
+                told = true;
+            }
+            if let Some(latest) = self.wait_for_holder(id, seen, deadline).await? {
+                return Ok(Some(latest));
+            }
+            if self.lease_waits.is_some() && now_ms() > deadline {
+                return Err(TokenError::LeaseHeld {
+                    waited: Duration::from_millis((now_ms() - started).max(0) as u64),
+                });
+            }
+            // The lease was given back (or ran out): try to take it again.
+        }
+    }
+
+    /// Poll until the holder stored something (`Some`), gave the lease back without a change, or
+    /// `deadline` passed (`None` for both).
+    async fn wait_for_holder(
+        &self,
+        id: &ConnectionId,
+        seen: &StoredTokens,
+        deadline: i64,
+    ) -> Result<Option<StoredTokens>, TokenError> {
+        while now_ms() <= deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+            if latest.version != seen.version || latest.status != seen.status {
+                return Ok(Some(latest));
+            }
+            if !self.store.exchange_lease_held(id, now_ms()).await? {
+                // Given back with nothing new: read once more (a commit clears the lease in the
+                // same statement that bumps the version), then the caller takes the lease.
+                let latest = self.store.tokens(id).await?.ok_or_else(|| TokenError::NotFound(id.clone()))?;
+                if latest.version != seen.version || latest.status != seen.status {
+                    return Ok(Some(latest));
                 }
+                return Ok(None);
             }
         }
+        Ok(None)
     }
 }

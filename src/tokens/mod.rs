@@ -83,7 +83,13 @@ pub struct TokenManager {
     cache: TokenCache,
     touched: AtMostEvery,
     metrics: Arc<Metrics>,
+    /// Where to say that this process waits for another's lease (the command line's stderr);
+    /// with it set, a lease that runs out without a change is given up on (see `lease_or_latest`).
+    lease_waits: Option<LeaseWaits>,
 }
+
+/// Told, once per wait, that a call waits for another process's exchange lease.
+pub type LeaseWaits = Box<dyn Fn(&str) + Send + Sync>;
 
 /// What a single flight does.
 #[derive(Clone, Copy)]
@@ -116,7 +122,21 @@ impl TokenManager {
             cache: TokenCache::default(),
             touched: AtMostEvery::new(Duration::from_millis(TOUCH_EVERY_MS as u64)),
             metrics,
+            lease_waits: None,
         }
+    }
+
+    /// Say at once, through `say`, when a call must wait for another process's lease, and give up
+    /// at the lease's end (`TokenError::LeaseHeld`) instead of taking it over: for a command that
+    /// someone is watching.
+    pub fn report_lease_waits(mut self, say: LeaseWaits) -> Self {
+        self.lease_waits = Some(say);
+        self
+    }
+
+    /// The health of the store this manager reads (for a loop's `Outage`).
+    pub fn store_health(&self) -> Arc<crate::store::StoreHealth> {
+        self.store.health().clone()
     }
 
     /// Drop what memory holds for a connection (after a reconnect, an edit, a disconnect, a

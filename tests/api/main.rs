@@ -28,6 +28,7 @@ mod outside_text;
 mod process;
 mod proxy;
 mod signin;
+mod store_faults;
 mod stores;
 mod token_api;
 mod webhooks;

@@ -173,6 +173,9 @@ pub(super) enum WriterOptions {
     Postgres(sqlx::postgres::PgConnectOptions),
 }
 
+/// How long a PostgreSQL pool waits for a connection (see `connect`).
+pub(super) const PG_ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Open the shared pool for `database_url`. Everything but the intake writer goes through it, so
 /// the store's queries are written once, against sqlx's `Any` driver.
 pub(super) async fn connect(
@@ -191,6 +194,12 @@ pub(super) async fn connect(
             if max_pages.is_some() {
                 tracing::warn!("SQLITE_MAX_PAGE_COUNT is for SQLite; PostgreSQL ignores it (cap its disk instead)");
             }
+            // A pool asked for a connection while the server is down retries until its acquire
+            // timeout (30 s by default, with waits growing to a fifth of it): 5 s keeps a request
+            // from hanging half a minute, and a loop's next try within a second of the server's return.
+            // sqlx warns of every acquisition slower than 2 s: while the server comes back that is
+            // each waiting query, one line apiece; the timeout itself is reported as an error.
+            let options = options.acquire_timeout(PG_ACQUIRE_TIMEOUT).acquire_slow_threshold(PG_ACQUIRE_TIMEOUT);
             let (pool, writer) = postgres::connect(database_url, options).await?;
             (backend, pool, WriterOptions::Postgres(writer))
         }

@@ -7,9 +7,12 @@ mod cli;
 mod cli_manage;
 mod cli_printing;
 mod crash;
+mod db_outage;
 pub mod harness;
 mod instances;
+mod lease_wait;
 mod logs;
+mod pg_cluster;
 mod processes;
 mod restart;
 
