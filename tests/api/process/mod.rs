@@ -5,6 +5,7 @@ mod browser;
 mod cli;
 mod cli_printing;
 mod crash;
+mod demo;
 pub mod harness;
 mod instances;
 mod logs;
