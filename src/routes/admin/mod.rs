@@ -14,6 +14,7 @@ mod endpoints;
 mod error_page;
 mod events;
 mod login;
+mod provider_error;
 mod reconnect_link;
 
 use std::future::Future;
