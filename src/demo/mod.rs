@@ -189,6 +189,7 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
         },
         fake_http.clone(),
     )
+    .linking_receiver()
     .keeping_state_in(data_dir.join(FAKE_STATE_FILE))?;
     let receiver = FakeReceiver::new(Some(&secrets["FORWARD_SECRET"]));
     let token_servers = seed::demo_token_servers();

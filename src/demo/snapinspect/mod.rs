@@ -111,6 +111,9 @@ pub struct FakeSnapInspect {
     state: Arc<Mutex<State>>,
     http: reqwest::Client,
     api: crate::demo::upstream::ApiRoutes,
+    /// Whether the hub it posts webhooks to has the demo's fake receiver (`/fake/receiver/`), so
+    /// the fire-webhook page may link to it: only `demo` mounts one.
+    links_receiver: bool,
 }
 
 pub(super) fn token(prefix: &str) -> String {
@@ -129,7 +132,13 @@ impl FakeSnapInspect {
         let api = crate::demo::upstream::ApiRoutes::new(move |t| {
             tokens.lock().expect("fake state poisoned").access.contains_key(t)
         });
-        Self { config: Arc::new(config), state, http, api }
+        Self { config: Arc::new(config), state, http, api, links_receiver: false }
+    }
+
+    /// Link the fire-webhook page to the demo's fake receiver on the hub (`demo` serves one).
+    pub fn linking_receiver(mut self) -> Self {
+        self.links_receiver = true;
+        self
     }
 
     /// Keep the tokens this fake issues in `path` (read now, written after every change), so a

@@ -13,7 +13,8 @@ use serde_json::{json, Value};
 
 use super::browser::Browser;
 
-/// A `demo` process, killed (and reaped) when dropped, however the test ends.
+/// A `demo` (or `fake-snapinspect`) process, killed (and reaped) when dropped, however the test
+/// ends.
 struct Demo {
     child: Child,
     base: String,
@@ -257,4 +258,38 @@ async fn a_restarted_demo_still_exchanges_the_tokens_its_fake_snapinspect_issued
     // And once more: the pair just issued after the restart is kept too.
     let out = demo.cli(&["connections", "refresh", &id]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn the_demos_fire_webhook_page_links_its_receiver_and_the_standalone_fake_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = Demo::start(&dir.path().join("data"), free_port(), &[], &[]);
+    let page =
+        reqwest::get(format!("{}/fake/snapinspect/fire-webhook", demo.base)).await.unwrap().text().await.unwrap();
+    assert!(page.contains(&format!("href=\"{}/fake/receiver/\" id=\"receiver-link\"", demo.base)), "{page}");
+    assert_eq!(reqwest::get(format!("{}/fake/receiver/", demo.base)).await.unwrap().status(), 200);
+    drop(demo);
+
+    // `fake-snapinspect` alone, posting to a `serve` (which has no /fake/receiver/).
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_connect-hub"))
+        .args(["fake-snapinspect", "--bind", &format!("127.0.0.1:{port}")])
+        .args(["--webhook-url", "http://127.0.0.1:8080/webhooks/snapinspect/secret"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed and reaped when the test ends, however it ends.
+    let _fake = Demo { child, base: String::new(), data: PathBuf::new() };
+    let url = format!("http://127.0.0.1:{port}/fire-webhook");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        if let Ok(res) = reqwest::get(&url).await {
+            break res.text().await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "the standalone fake started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(page.contains("href=\"http://127.0.0.1:8080/admin/events\""), "{page}");
+    assert!(!page.contains("/fake/receiver/"), "no link to a receiver serve does not have: {page}");
 }

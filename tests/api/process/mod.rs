@@ -10,6 +10,7 @@ pub mod harness;
 mod instances;
 mod logs;
 mod processes;
+mod screens;
 
 use std::{
     ops::{Deref, DerefMut},
