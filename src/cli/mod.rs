@@ -40,7 +40,7 @@ enum Command {
     /// Serve with the configuration from the environment / connect-hub.toml (the default command).
     Serve,
     /// Serve everything built in on http://127.0.0.1:8080: SQLite and generated keys under ./data,
-    /// a fake SnapInspect in the same process.
+    /// a fake SnapInspect and a fake "your app" (/fake/app/) in the same process.
     Demo {
         /// Default 127.0.0.1:8080, or 127.0.0.1:8443 with --tls.
         #[arg(long)]
@@ -56,6 +56,11 @@ enum Command {
         /// the generated keys stay under the data directory.
         #[arg(long)]
         database_url: Option<String>,
+        /// Another origin (scheme://host[:port]) a connect session's return_url may point to,
+        /// besides the demo's own (its fake "your app" at /fake/app/) and CONNECT_RETURN_ORIGINS.
+        /// Repeatable.
+        #[arg(long = "return-origin", value_name = "ORIGIN")]
+        return_origins: Vec<String>,
     },
     /// Run the fake SnapInspect alone, for developing against a separate `serve`.
     FakeSnapinspect {
@@ -189,11 +194,11 @@ pub fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve => serve().await,
-        Command::Demo { bind, data_dir, tls, database_url } => {
+        Command::Demo { bind, data_dir, tls, database_url, return_origins } => {
             let default = if tls { "127.0.0.1:8443" } else { "127.0.0.1:8080" };
             let bind = bind.unwrap_or_else(|| default.parse().expect("a valid address"));
             let tls = tls.then(|| "127.0.0.1:8080".parse().expect("a valid address"));
-            crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls, database_url }).await
+            crate::demo::run(crate::demo::DemoOptions { bind, data_dir, tls, database_url, return_origins }).await
         }
         Command::FakeSnapinspect { bind, client_id, client_secret, redirect_uri, webhook_url } => {
             dev::fake_snapinspect(bind, client_id, client_secret, redirect_uri, webhook_url).await

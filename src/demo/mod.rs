@@ -3,9 +3,11 @@
 
 pub mod fakes;
 pub mod receiver;
+mod seed;
 pub mod snapinspect;
 pub mod token_server;
 pub mod upstream;
+pub mod your_app;
 
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, path::PathBuf, sync::Arc};
 
@@ -14,20 +16,19 @@ use secrecy::{ExposeSecret, SecretString};
 
 use receiver::FakeReceiver;
 use snapinspect::{FakeConfig, FakeSnapInspect};
-use token_server::FakeTokenServer;
 
 use crate::{
     auth::NewPassword,
-    client_credentials::CredentialsInput,
     config::Settings,
     crypto::generate_key_b64,
-    domain::Provider,
     startup::{Application, Mount},
     telemetry,
     tls::TlsFiles,
 };
 
 const SECRETS_FILE: &str = "demo-secrets.toml";
+/// The fake SnapInspect's tokens, beside the demo's database, so a restart can still exchange them.
+const FAKE_STATE_FILE: &str = "demo-fake-snapinspect.json";
 const DEMO_CLIENT_ID: &str = "connect-hub-demo";
 const DEMO_ADMIN: &str = "admin@example.com";
 
@@ -89,6 +90,9 @@ pub struct DemoOptions {
     pub tls: Option<SocketAddr>,
     /// Another database than the SQLite file under `data_dir` (`--database-url`).
     pub database_url: Option<String>,
+    /// Origins a connect session's `return_url` may point to, besides the demo's own (where the
+    /// fake "your app" lives) and those in `CONNECT_RETURN_ORIGINS` (`--return-origin`).
+    pub return_origins: Vec<String>,
 }
 
 pub fn demo_settings(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> anyhow::Result<Settings> {
@@ -114,6 +118,12 @@ fn demo_vars(opts: &DemoOptions, secrets: &BTreeMap<String, String>) -> anyhow::
     // The client-credentials fakes live on this very listener, which is loopback (or wherever
     // `bind` is): stored token URLs may reach it, and only it.
     vars.insert("OUTBOUND_ALLOW_NETWORKS".into(), format!("127.0.0.0/8,::1/128,{}", bind.ip()));
+    // The fake "your app" at /fake/app/ is on the demo's own origin; `--return-origin` and the
+    // environment add more.
+    let mut origins = vec![base.clone()];
+    origins.extend(std::env::var("CONNECT_RETURN_ORIGINS").ok().filter(|v| !v.trim().is_empty()));
+    origins.extend(opts.return_origins.iter().cloned());
+    vars.insert("CONNECT_RETURN_ORIGINS".into(), origins.join(","));
     // Forward events to the fake "your application" mounted in the same process.
     vars.insert("FORWARD_URL".into(), format!("{base}/fake/receiver/events"));
     if let Ok(level) = std::env::var("RUST_LOG") {
@@ -177,17 +187,23 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
                 settings.public_url.as_str().trim_end_matches('/')
             )),
         },
-        fake_http,
-    );
+        fake_http.clone(),
+    )
+    .linking_receiver()
+    .keeping_state_in(data_dir.join(FAKE_STATE_FILE))?;
     let receiver = FakeReceiver::new(Some(&secrets["FORWARD_SECRET"]));
-    let token_servers = demo_token_servers();
+    let token_servers = seed::demo_token_servers();
     // A second endpoint that only wants `Review_Signed`, so a newcomer sees filtering work.
     let signed_receiver = FakeReceiver::new(Some(&secrets["SIGNED_ENDPOINT_SECRET"]));
     let receive_signed = signed_receiver.configure();
     let (configure, receive) = (fake.configure(), receiver.configure());
     let servers: Vec<_> =
         token_servers.iter().map(|(p, _, server)| (format!("/fake/{}", p.as_str()), server.configure())).collect();
+    // The fake "your app" is given its API key once the store is open (below).
+    let your_app = your_app::FakeApp::new(settings.public_url.as_str(), fake_http.clone());
+    let serve_app = your_app.configure();
     let mount: Mount = Arc::new(move |cfg| {
+        cfg.service(actix_web::web::scope("/fake/app").configure(serve_app.clone()));
         cfg.service(actix_web::web::scope("/fake/snapinspect").configure(configure.clone()))
             .service(actix_web::web::scope("/fake/receiver").configure(receive.clone()))
             .service(actix_web::web::scope("/fake/receiver-signed").configure(receive_signed.clone()));
@@ -197,8 +213,10 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
     });
     let public = settings.public_url.as_str().trim_end_matches('/').to_owned();
     let app = Application::build(settings, Some(mount)).await?;
-    seed_credentials_connections(&app, &public, &token_servers).await?;
-    seed_signed_endpoint(&app, &public, &secrets["SIGNED_ENDPOINT_SECRET"]).await?;
+    seed::seed_credentials_connections(&app, &public, &token_servers).await?;
+    seed::seed_signed_endpoint(&app, &public, &secrets["SIGNED_ENDPOINT_SECRET"]).await?;
+    let key = seed::app_api_key(&app, &data_dir).await?;
+    your_app.set_key(key);
     // The demo admin, with the generated password (reset to it on every start).
     let password = NewPassword::parse(SecretString::from(secrets["ADMIN_PASSWORD"].clone()))?;
     app.state().store.upsert_admin(DEMO_ADMIN, &password.hash()?, crate::time::now_ms(), "demo").await?;
@@ -212,6 +230,7 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
     }
     println!();
     println!("  Open {public}/ and click \"Connect with SnapInspect\".");
+    println!("  Or connect from your app, as your application would: {public}/fake/app/");
     println!("  Admin console: {public}/admin  email {DEMO_ADMIN}  password {}", secrets["ADMIN_PASSWORD"]);
     println!("  Fire a SnapInspect webhook:  {public}/fake/snapinspect/fire-webhook");
     println!("  See the signed, forwarded events arrive: {public}/fake/receiver/");
@@ -222,100 +241,6 @@ pub async fn run(mut opts: DemoOptions) -> anyhow::Result<()> {
     println!("  Data and generated keys: {} (kept between runs)", data_dir.display());
     println!();
     app.run_until_stopped().await?;
-    Ok(())
-}
-
-/// The four client-credentials fakes, each with its demo credentials.
-fn demo_token_servers() -> Vec<(Provider, CredentialsInput, FakeTokenServer)> {
-    let secret = DEMO_CC_SECRET;
-    vec![
-        (
-            Provider::Snapdocs,
-            CredentialsInput {
-                client_id: "demo-snapdocs".into(),
-                environment: Some("demo".into()),
-                ..Default::default()
-            },
-            FakeTokenServer::snapdocs("demo-snapdocs", secret),
-        ),
-        (
-            Provider::SmartDocumentor,
-            CredentialsInput { client_id: "demo-smartdocumentor".into(), ..Default::default() },
-            FakeTokenServer::smartdocumentor("demo-smartdocumentor", secret),
-        ),
-        (
-            Provider::Signicat,
-            CredentialsInput {
-                client_id: "demo-signicat".into(),
-                scope: Some("document_read document_write".into()),
-                ..Default::default()
-            },
-            FakeTokenServer::signicat("demo-signicat", secret),
-        ),
-        (
-            Provider::Docplanner,
-            CredentialsInput {
-                client_id: "demo-docplanner".into(),
-                domain: Some("doctoralia.es".into()),
-                ..Default::default()
-            },
-            FakeTokenServer::docplanner("demo-docplanner", secret, "doctoralia.es"),
-        ),
-    ]
-}
-
-/// The fakes' credentials; a demo, so not a secret.
-const DEMO_CC_SECRET: &str = "demo-secret: not for production";
-
-/// On first start, the second demo endpoint: the in-process receiver that only wants
-/// `Review_Signed` (the first is FORWARD_URL's, which takes everything).
-async fn seed_signed_endpoint(app: &Application, public: &str, secret: &str) -> anyhow::Result<()> {
-    use crate::domain::endpoint::{EndpointId, EndpointUrl, EventTypes};
-    let store = &app.state().store;
-    let url = EndpointUrl::parse(&format!("{public}/fake/receiver-signed/events"))?;
-    if store.endpoints().await?.iter().any(|e| e.url == url.as_str()) {
-        return Ok(());
-    }
-    let new = crate::store::NewEndpoint {
-        id: &EndpointId::generate(),
-        url: &url,
-        description: "demo: only Review_Signed",
-        event_types: &EventTypes::parse("Review_Signed")?,
-        secret: &SecretString::from(secret.to_owned()),
-    };
-    store.create_endpoint(&new, crate::time::now_ms(), "demo").await
-}
-
-/// On first start, one connection per client-credentials provider, pointed at its fake (token URL
-/// and API). A demo connection made before the proxy existed gets its fake's API URL.
-async fn seed_credentials_connections(
-    app: &Application,
-    public: &str,
-    servers: &[(Provider, CredentialsInput, FakeTokenServer)],
-) -> anyhow::Result<()> {
-    let store = &app.state().store;
-    let existing = store.connections().await?;
-    let secret = SecretString::from(DEMO_CC_SECRET.to_owned());
-    for (provider, input, server) in servers {
-        let fake = format!("{public}/fake/{}", provider.as_str());
-        let input = CredentialsInput {
-            token_url: Some(format!("{fake}{}", server.token_path())),
-            api_url: Some(format!("{fake}/api/")),
-            ..input.clone()
-        };
-        let settings = input.resolve(*provider)?;
-        let name = format!("{} (demo, fake)", provider.label());
-        let now = crate::time::now_ms();
-        match existing.iter().find(|c| c.provider == *provider) {
-            None => {
-                store.add_credentials_connection(&name, &settings, &secret, now, "demo").await?;
-            }
-            Some(c) if c.name == name && c.api_url.is_none() => {
-                store.update_credentials_connection(&c.id, &name, &settings, Some(&secret), now, "demo").await?;
-            }
-            Some(_) => {}
-        }
-    }
     Ok(())
 }
 
@@ -349,6 +274,7 @@ mod database_url_tests {
             data_dir: PathBuf::from("demo-data"),
             tls: None,
             database_url: database_url.map(str::to_owned),
+            return_origins: Vec::new(),
         }
     }
 

@@ -198,6 +198,37 @@ async fn a_failed_exchange_is_explained_on_the_page() {
 }
 
 #[tokio::test]
+async fn a_refused_exchange_reads_as_a_sentence_with_snapinspects_json_folded_away() {
+    let app = spawn_app().await;
+    let id = app.connect_company(6847).await;
+    let csrf = app.sign_in().await;
+    app.fake.revoke_grant(6847);
+    app.admin_post(&format!("/admin/connections/{id}/exchange"), &[("csrf", &csrf)]).await;
+    let page = crate::helpers::unescape(&app.page(&format!("/admin/connections/{id}")).await);
+    let sentence =
+        "SnapInspect refused the refresh token (HTTP 400): the refresh token is unknown or was already used.";
+    assert!(
+        page.contains(&format!(
+            "id=\"flash\">The exchange did not happen: the connection needs to be reconnected: {sentence} \
+             SnapInspect's own answer is under Last error.</p>"
+        )),
+        "the flash is a sentence: {page}"
+    );
+    assert!(page.contains(&format!("<dd id=\"last-error\">{sentence} (")), "{page}");
+    // The raw answer is only inside folded details (Last error, the audit trail), never in a
+    // sentence or the flash.
+    let raw = r#""error":"invalid_grant""#;
+    let folded = format!("<summary>The provider's answer</summary><pre>HTTP 400: {{{raw}");
+    assert!(page.contains(&format!("<details id=\"last-error-detail\">{folded}")), "{page}");
+    assert_eq!(page.matches(raw).count(), page.matches(&folded).count(), "every copy is folded away: {page}");
+    // The list and the dashboard show the sentence alone.
+    let list = crate::helpers::unescape(&app.page("/admin/connections").await);
+    assert!(list.contains(sentence) && !list.contains("invalid_grant"), "{list}");
+    let dashboard = crate::helpers::unescape(&app.page("/admin").await);
+    assert!(!dashboard.contains(r#""error":"#), "{dashboard}");
+}
+
+#[tokio::test]
 async fn disconnecting_takes_a_confirmation_and_deletes_the_tokens() {
     let app = spawn_app().await;
     let id = app.connect_company(6847).await;

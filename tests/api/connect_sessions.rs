@@ -454,7 +454,9 @@ async fn the_console_offers_a_reconnect_link_for_a_connection_that_needs_one() {
     assert_eq!(res.headers()["cache-control"], "no-store");
     let body = res.text().await.unwrap();
     let start = body.find(&format!("{}/connect/s/", app.addr)).expect("the link is shown");
-    let link: String = body[start..].chars().take_while(|c| *c != '"').collect();
+    // Shown whole, in a read-only box: the link ends where the box does.
+    let link: String = body[start..].chars().take_while(|c| *c != '<').collect();
+    assert!(body[..start].ends_with("readonly rows=\"3\" spellcheck=\"false\">"), "{body}");
     let res = complete(&app, &link, 6847, true).await;
     assert_eq!(location(&res), "/connect/snapinspect/done");
     assert_eq!(

@@ -542,6 +542,7 @@ pub fn unescape(html: &str) -> String {
         .replace("&#x27;", "'")
         .replace("&#39;", "'")
         .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
         .replace("&amp;", "&")
 }
 

@@ -653,6 +653,11 @@ async fn the_console_creates_a_scoped_read_only_key() {
     // A made-up connection id is refused with a message, not a 500.
     let csrf = csrf_from(&app.page("/admin/api-keys").await);
     let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", "x"), ("connections", "con_nope")]).await;
-    assert_eq!(res.status(), 303);
-    assert!(app.page("/admin/api-keys").await.contains("not a connection id"));
+    assert_eq!(res.status(), 400, "the form again, saying why");
+    let page = res.text().await.unwrap();
+    assert!(page.contains("not a connection id"), "{page}");
+    assert!(
+        page.contains("id=\"name\" name=\"name\" required maxlength=\"100\" value=\"x\""),
+        "the name is kept: {page}"
+    );
 }

@@ -67,10 +67,12 @@ pub(super) async fn exchange_token(
     s.exchanges += 1;
     if keep_refresh {
         s.refresh.insert(p["refresh_token"].clone(), access.clone());
+        s.save();
         return HttpResponse::Ok().json(json!({ "access_token": access, "token_type": "Bearer", "state": p["state"] }));
     }
     let refresh = token("si_rt_");
     s.refresh.insert(refresh.clone(), access.clone());
+    s.save();
     HttpResponse::Ok().json(json!({
         "access_token": access,
         "token_type": "Bearer",

@@ -11,6 +11,7 @@ use std::{
 
 mod api;
 mod pages;
+mod saved;
 
 use actix_web::web;
 use serde_json::Value;
@@ -61,7 +62,7 @@ pub enum Fault {
     NoRefreshToken,
 }
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(super) struct Grant {
     company: Option<i64>,
     user_id: i64,
@@ -87,6 +88,20 @@ struct State {
     inspection_faults: VecDeque<u16>,
     /// How long the next inspection reads take before answering.
     inspection_delays: VecDeque<Duration>,
+    /// Where the tokens are kept between runs (the demo's), if anywhere.
+    saved_to: Option<std::path::PathBuf>,
+}
+
+impl State {
+    /// Write the tokens to the state file, if there is one, after a change. A failed write is
+    /// logged: the fake keeps working from memory.
+    fn save(&self) {
+        if let Some(path) = &self.saved_to {
+            if let Err(e) = saved::store(path, &self.access, &self.refresh) {
+                tracing::warn!(error = %format!("{e:#}"), "the fake SnapInspect could not save its tokens");
+            }
+        }
+    }
 }
 
 /// A handle on one fake SnapInspect: mount it, steer it, read its counters.
@@ -96,6 +111,9 @@ pub struct FakeSnapInspect {
     state: Arc<Mutex<State>>,
     http: reqwest::Client,
     api: crate::demo::upstream::ApiRoutes,
+    /// Whether the hub it posts webhooks to has the demo's fake receiver (`/fake/receiver/`), so
+    /// the fire-webhook page may link to it: only `demo` mounts one.
+    links_receiver: bool,
 }
 
 pub(super) fn token(prefix: &str) -> String {
@@ -114,7 +132,26 @@ impl FakeSnapInspect {
         let api = crate::demo::upstream::ApiRoutes::new(move |t| {
             tokens.lock().expect("fake state poisoned").access.contains_key(t)
         });
-        Self { config: Arc::new(config), state, http, api }
+        Self { config: Arc::new(config), state, http, api, links_receiver: false }
+    }
+
+    /// Link the fire-webhook page to the demo's fake receiver on the hub (`demo` serves one).
+    pub fn linking_receiver(mut self) -> Self {
+        self.links_receiver = true;
+        self
+    }
+
+    /// Keep the tokens this fake issues in `path` (read now, written after every change), so a
+    /// restarted demo can still exchange the tokens it handed out before.
+    pub fn keeping_state_in(self, path: std::path::PathBuf) -> anyhow::Result<Self> {
+        let saved = saved::load(&path)?;
+        {
+            let mut s = self.state();
+            s.access = saved.access;
+            s.refresh = saved.refresh;
+            s.saved_to = Some(path);
+        }
+        Ok(self)
     }
 
     /// Requests to the API test routes (`echo/…`, `files/…`), with a valid token or not.
@@ -136,6 +173,7 @@ impl FakeSnapInspect {
         let mut s = self.state();
         s.access.insert(access.clone(), Grant { company, user_id: 500 + company.unwrap_or(0) % 97 });
         s.refresh.insert(refresh.clone(), access.clone());
+        s.save();
         (access, refresh)
     }
 
@@ -191,7 +229,9 @@ impl FakeSnapInspect {
 
     /// Invalidate every access token of a company (as if revoked), keeping the refresh tokens.
     pub fn revoke_access_tokens(&self, company: i64) {
-        self.state().access.retain(|_, g| g.company != Some(company));
+        let mut s = self.state();
+        s.access.retain(|_, g| g.company != Some(company));
+        s.save();
     }
 
     /// Revoke a company's grant entirely (as SnapInspect does when access is withdrawn): its access
@@ -202,6 +242,7 @@ impl FakeSnapInspect {
             s.access.iter().filter(|(_, g)| g.company == Some(company)).map(|(t, _)| t.clone()).collect();
         s.access.retain(|t, _| !revoked.contains(t));
         s.refresh.retain(|_, access| !revoked.contains(access));
+        s.save();
     }
 
     /// POST a webhook payload, as SnapInspect does: JSON, no signature. Returns the status.

@@ -112,6 +112,8 @@ struct FirePage<'a> {
     sent: Option<String>,
     /// The hub's origin (from the webhook URL), for links to where the event shows up.
     hub: Option<String>,
+    /// Whether the hub has the demo's fake receiver to link to.
+    receiver: bool,
     companies: &'a [(i64, &'a str)],
 }
 
@@ -137,6 +139,7 @@ pub(super) async fn fire_webhook_page(fake: web::Data<FakeSnapInspect>) -> HttpR
         message: None,
         sent: None,
         hub: hub_origin(&fake),
+        receiver: fake.links_receiver,
         companies: COMPANIES,
     };
     HttpResponse::Ok()
@@ -174,6 +177,7 @@ pub(super) async fn fire_webhook_submit(body: web::Bytes, fake: web::Data<FakeSn
         message: Some(message),
         sent,
         hub: hub_origin(&fake),
+        receiver: fake.links_receiver,
         companies: COMPANIES,
     };
     HttpResponse::Ok()

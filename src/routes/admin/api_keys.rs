@@ -4,7 +4,6 @@
 use actix_web::{web, HttpResponse};
 use askama::Template;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 
 use super::{redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
 use crate::{auth::api_keys::KeyScope, error::AppError, state::AppState};
@@ -34,15 +33,47 @@ struct ListPage {
     rows: Vec<Row>,
     /// A key just created: shown this once.
     new_key: Option<(String, String)>,
+    /// The form: what was typed (kept after a refusal), and why it was refused.
+    form: Typed,
+    choices: Vec<Choice>,
+    error: Option<String>,
+}
+
+/// What the create form holds.
+#[derive(Default)]
+struct Typed {
+    name: String,
+    connections: Vec<String>,
+    read_only: bool,
+}
+
+/// A connection a key may be limited to, as a checkbox.
+struct Choice {
+    id: String,
+    label: String,
+    checked: bool,
 }
 
 async fn page(
     admin: &AdminUser,
     state: &AppState,
     new_key: Option<(String, String)>,
+    form: Typed,
+    error: Option<String>,
 ) -> Result<HttpResponse, AppError> {
     let rows = state.api_keys.list().await?.into_iter().map(row).collect();
-    render(ListPage { nav: admin.nav("api-keys"), rows, new_key })
+    let choices = state
+        .store
+        .connections()
+        .await?
+        .into_iter()
+        .map(|c| Choice {
+            checked: form.connections.iter().any(|id| id == c.id.as_str()),
+            label: format!("{} · {} · {}", c.name, c.provider.label(), c.status.as_str()),
+            id: c.id.to_string(),
+        })
+        .collect();
+    render(ListPage { nav: admin.nav("api-keys"), rows, new_key, form, choices, error })
 }
 
 fn row(k: crate::store::ApiKey) -> Row {
@@ -83,54 +114,54 @@ async fn confirm_revoke(
 
 #[tracing::instrument(skip_all)]
 async fn list(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    page(&admin, &state, None).await
+    page(&admin, &state, None, Typed::default(), None).await
 }
 
-#[derive(Deserialize)]
-struct CreateForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    name: String,
-    /// Comma-separated connection ids; blank: every connection.
-    #[serde(default)]
-    connections: String,
-    /// A checkbox: present when ticked.
-    #[serde(default)]
-    read_only: Option<String>,
+/// The create form, read by hand: `connections` comes once per ticked box (each value may also
+/// be a comma-separated list, as the form took before).
+fn read_form(body: &[u8]) -> (String, Typed) {
+    let (mut csrf, mut typed) = (String::new(), Typed::default());
+    for (k, v) in url::form_urlencoded::parse(body) {
+        match k.as_ref() {
+            "csrf" => csrf = v.into_owned(),
+            "name" => typed.name = v.into_owned(),
+            "connections" => {
+                typed.connections.extend(v.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned))
+            }
+            "read_only" => typed.read_only = true,
+            _ => {}
+        }
+    }
+    (csrf, typed)
 }
 
 #[tracing::instrument(skip_all)]
-async fn create(
-    admin: AdminUser,
-    form: web::Form<CreateForm>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, AppError> {
-    admin.check_csrf(&form.csrf)?;
+async fn create(admin: AdminUser, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+    let (csrf, form) = read_form(&body);
+    admin.check_csrf(&csrf)?;
+    // A refusal re-draws the form with what was typed, and says why beside it.
+    let refuse = |form: Typed, why: String| async {
+        let mut res = page(&admin, &state, None, form, Some(why)).await?;
+        *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
+        Ok::<_, AppError>(res)
+    };
     if form.name.trim().is_empty() || form.name.trim().len() > 100 {
-        admin.flash(
-            FlashKind::Bad,
-            "Give the key a name of 1 to 100 characters, e.g. the application that will use it.",
-        );
-        return Ok(redirect("/admin/api-keys"));
+        let why = "Give the key a name of 1 to 100 characters, e.g. the application that will use it.".to_owned();
+        return refuse(form, why).await;
     }
-    let scope = match KeyScope::parse_connections(&form.connections) {
-        Ok(connections) => KeyScope { connections, read_only: form.read_only.is_some() },
-        Err(e) => {
-            admin.flash(FlashKind::Bad, format!("Not created: {e}."));
-            return Ok(redirect("/admin/api-keys"));
-        }
+    let scope = match KeyScope::parse_connections(&form.connections.join(",")) {
+        Ok(connections) => KeyScope { connections, read_only: form.read_only },
+        Err(e) => return refuse(form, format!("Not created: {e}.")).await,
     };
     let (id, key) = match state.api_keys.create_scoped(&form.name, &scope, &admin.actor()).await {
         Ok(made) => made,
         Err(e) if e.to_string().starts_with("there is no connection") => {
-            admin.flash(FlashKind::Bad, format!("Not created: {e}."));
-            return Ok(redirect("/admin/api-keys"));
+            return refuse(form, format!("Not created: {e}.")).await
         }
         Err(e) => return Err(e.into()),
     };
     // Rendered on this response only (not stored, not redirected through the session), never cached.
-    page(&admin, &state, Some((id, key.expose_secret().to_owned()))).await
+    page(&admin, &state, Some((id, key.expose_secret().to_owned())), Typed::default(), None).await
 }
 
 #[tracing::instrument(skip_all)]

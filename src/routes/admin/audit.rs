@@ -27,6 +27,8 @@ pub struct Row {
     pub action: String,
     pub connection: Option<String>,
     pub detail: String,
+    /// A provider's answer the detail quoted, folded away under it.
+    pub answer: Option<String>,
 }
 
 #[derive(Template)]
@@ -46,13 +48,17 @@ struct Query {
 pub fn rows(entries: Vec<crate::store::AuditEntry>) -> Vec<Row> {
     entries
         .into_iter()
-        .map(|a| Row {
-            at: format_utc(a.at),
-            ago: ago(a.at, now_ms()),
-            actor: actor_shown(&a.actor),
-            action: a.action.replace('_', " "),
-            connection: a.connection_id,
-            detail: a.detail.unwrap_or_default(),
+        .map(|a| {
+            let shown = super::provider_error::shown(a.detail.as_deref().unwrap_or_default());
+            Row {
+                at: format_utc(a.at),
+                ago: ago(a.at, now_ms()),
+                actor: actor_shown(&a.actor),
+                action: a.action.replace('_', " "),
+                connection: a.connection_id,
+                detail: shown.sentence,
+                answer: shown.detail,
+            }
         })
         .collect()
 }

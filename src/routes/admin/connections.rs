@@ -37,7 +37,9 @@ pub struct Row {
     pub connected_at: String,
     pub last_exchange: String,
     pub last_used: String,
+    /// The last error as a sentence, and the provider's answer it quoted (folded away on the page).
     pub last_error: String,
+    pub last_error_detail: Option<String>,
     /// The last health check: when, and what it found (`ok`, or the outcome and why).
     pub last_checked: String,
     pub last_check: String,
@@ -45,6 +47,7 @@ pub struct Row {
 
 impl From<&Connection> for Row {
     fn from(c: &Connection) -> Self {
+        let last_error = super::provider_error::shown(c.last_error.as_deref().unwrap_or_default());
         Row {
             id: c.id.to_string(),
             company: c.company_id.map(|c| c.to_string()).unwrap_or_else(|| "—".into()),
@@ -56,7 +59,8 @@ impl From<&Connection> for Row {
             connected_at: when(Some(c.connected_at)),
             last_exchange: when(c.last_exchange_at),
             last_used: when(c.last_used_at),
-            last_error: c.last_error.clone().unwrap_or_default(),
+            last_error: last_error.sentence,
+            last_error_detail: last_error.detail,
             last_checked: when(c.last_checked_at),
             last_check: match (&c.last_check, &c.last_check_error) {
                 (Some(outcome), Some(why)) => format!("{outcome}: {why}"),
@@ -163,7 +167,7 @@ impl From<crate::store::EventRow> for EventRowView {
             company: e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "—".into()),
             state: e.state,
             attempts: e.attempts,
-            last_error: e.last_error.unwrap_or_default(),
+            last_error: super::provider_error::shown(e.last_error.as_deref().unwrap_or_default()).sentence,
         }
     }
 }
@@ -180,7 +184,11 @@ async fn exchange(
     load(&state, &id).await?;
     match state.tokens.refresh(&id, &admin.actor()).await {
         Ok(t) => admin.flash(FlashKind::Ok, format!("Exchanged: a new token pair is stored (version {}).", t.version)),
-        Err(e) => admin.flash(FlashKind::Bad, format!("The exchange did not happen: {e}")),
+        Err(e) => {
+            let shown = super::provider_error::shown(&e.to_string());
+            let more = if shown.detail.is_some() { " SnapInspect's own answer is under Last error." } else { "" };
+            admin.flash(FlashKind::Bad, format!("The exchange did not happen: {}{more}", shown.sentence))
+        }
     }
     Ok(redirect(&format!("/admin/connections/{id}")))
 }

@@ -76,7 +76,7 @@ async fn dashboard(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpR
                 let name = names.iter().find(|c| c.id.as_str() == id).map_or_else(|| id.clone(), |c| c.name.clone());
                 (id, name)
             }),
-            detail: a.detail.unwrap_or_default(),
+            detail: super::provider_error::shown(a.detail.as_deref().unwrap_or_default()).sentence,
         })
         .collect();
     render(DashboardPage {

@@ -14,6 +14,7 @@ mod endpoints;
 mod error_page;
 mod events;
 mod login;
+mod provider_error;
 mod reconnect_link;
 
 use std::future::Future;
@@ -71,8 +72,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .configure(api_keys::configure)
             .configure(events::configure)
             .configure(endpoints::configure)
-            .configure(audit::configure),
+            .configure(audit::configure)
+            // An address under /admin that is no page: the console's own 404, not an empty one.
+            .default_service(web::to(no_such_page)),
     );
+}
+
+async fn no_such_page() -> Result<HttpResponse, AppError> {
+    Err(AppError::not_found("There is no such page in the console. Check the address, or start from the dashboard."))
 }
 
 /// A signed-in admin, for handlers that require one.

@@ -208,12 +208,12 @@ fn to_start() -> HttpResponse {
 async fn result(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let Some(code) = state.cookies.get(&req, OUTCOME) else { return Ok(to_start()) };
     let (status, reason) = page_for(&code);
-    let title = if code == "company_mismatch" || code == "connection_gone" {
-        "SnapInspect was not reconnected"
-    } else {
-        "SnapInspect was not connected"
-    };
-    let page = NotConnectedPage { title, reason, try_again: state.settings.connect_public_start, brand: &state.brand };
+    // A reconnect link's failures: only a new link can repair that connection, and "Try again"
+    // would start a new public connect instead, so the page says to ask for one (its reason).
+    let reconnect = code == "company_mismatch" || code == "connection_gone";
+    let title = if reconnect { "SnapInspect was not reconnected" } else { "SnapInspect was not connected" };
+    let try_again = state.settings.connect_public_start && !reconnect;
+    let page = NotConnectedPage { title, reason, try_again, brand: &state.brand };
     Ok(HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")
         .insert_header((header::CACHE_CONTROL, "no-store"))

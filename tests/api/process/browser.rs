@@ -139,6 +139,43 @@ impl Browser {
         self.cmd(reqwest::Method::POST, &format!("/element/{el}/value"), Some(json!({ "text": text }))).await;
     }
 
+    /// Empty a text field.
+    pub async fn clear(&mut self, css: &str) {
+        let el = self.find(css).await;
+        self.cmd(reqwest::Method::POST, &format!("/element/{el}/clear"), Some(json!({}))).await;
+    }
+
+    /// A form field's current value.
+    pub async fn value(&self, css: &str) -> String {
+        let el = self.find(css).await;
+        self.cmd(reqwest::Method::GET, &format!("/element/{el}/property/value"), None)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// Run `script` in the page (`arguments[0]`… are `args`) and return what it returns.
+    pub async fn run(&self, script: &str, args: Value) -> Value {
+        self.cmd(reqwest::Method::POST, "/execute/sync", Some(json!({ "script": script, "args": args }))).await
+    }
+
+    /// How many elements match `css` now (no waiting).
+    pub async fn count(&self, css: &str) -> usize {
+        let v =
+            self.cmd(reqwest::Method::POST, "/elements", Some(json!({ "using": "css selector", "value": css }))).await;
+        v.as_array().map_or(0, Vec::len)
+    }
+
+    /// Sign in to the console as the test admin (made first).
+    pub async fn sign_in(&mut self, app: &crate::helpers::TestApp) {
+        app.create_admin(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        self.goto(&format!("{}/admin/login", app.addr)).await;
+        self.type_into("#email", ADMIN_EMAIL).await;
+        self.type_into("#password", ADMIN_PASSWORD).await;
+        self.click("#sign-in").await;
+    }
+
     /// Resize the window (e.g. to a phone's width) for the screenshots that follow.
     pub async fn resize(&mut self, width: u32, height: u32) {
         self.cmd(reqwest::Method::POST, "/window/rect", Some(json!({ "width": width, "height": height }))).await;

@@ -8,6 +8,7 @@ mod cli_manage;
 mod cli_printing;
 mod crash;
 mod db_outage;
+mod demo;
 pub mod harness;
 mod instances;
 mod lease_wait;
@@ -15,6 +16,7 @@ mod logs;
 mod pg_cluster;
 mod processes;
 mod restart;
+mod screens;
 
 use std::{
     ops::{Deref, DerefMut},
