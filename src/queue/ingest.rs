@@ -84,6 +84,8 @@ struct Intake {
     /// A failing store is logged when it starts failing, once a minute, and when it answers again.
     outage: Outage,
     stored: Arc<Notify>,
+    /// Tells the announcer that events were stored (PostgreSQL: other instances' workers).
+    announce: Arc<Notify>,
     /// Set after each commit, for the checkpointer (SQLite).
     dirty: Arc<AtomicBool>,
     finish_checkpoint: Every,
@@ -104,12 +106,14 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
         outage: Outage::new("storing webhook events", "intake", store.health().clone()),
         window_ms,
         stored,
+        announce: Arc::new(Notify::new()),
         dirty: Arc::new(AtomicBool::new(false)),
         finish_checkpoint: Every::new(FINISH_CHECKPOINT_EVERY),
         purge_window: Every::new(PURGE_WINDOW_EVERY),
         store,
     };
     let checkpointer = tokio::spawn(checkpointer(intake.store.clone(), intake.dirty.clone()));
+    let announcer = tokio::spawn(announcer(intake.store.clone(), intake.announce.clone()));
     let mut idle: Vec<Option<EventWriter>> = (0..writers).map(|_| None).collect();
     let mut writing = FuturesUnordered::new();
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
@@ -137,6 +141,7 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
         intake.finish(conn, batch, result).await;
     }
     checkpointer.abort();
+    announcer.abort();
     if let Err(e) = intake.store.checkpoint().await {
         tracing::debug!(error.chain = %format!("{e:#}"), "final checkpoint skipped");
     }
@@ -193,6 +198,7 @@ impl Intake {
         self.dirty.store(true, Ordering::Relaxed);
         if batch.stored_any(&written) {
             self.stored.notify_one();
+            self.announce.notify_one();
         }
         batch.answer(&written, &mut self.dedupe);
         if !written.failed.is_empty() {
@@ -238,6 +244,25 @@ impl Every {
         }
         self.last = now;
         true
+    }
+}
+
+/// Tells every instance's worker that events were stored (see `Store::announce_events`): one
+/// announcement at a time, each covering every batch stored while the one before was on its way.
+async fn announcer(store: Store, due: Arc<Notify>) {
+    if store.backend() != Backend::Postgres {
+        return;
+    }
+    let mut outage = Outage::new("announcing stored events to other instances", "announce", store.health().clone());
+    loop {
+        due.notified().await;
+        match store.announce_events().await {
+            Ok(()) => outage.answered(),
+            Err(e) => {
+                // Their workers poll as well: an announcement missed only delays them.
+                let _ = outage.failed(&e);
+            }
+        }
     }
 }
 

@@ -182,6 +182,16 @@ impl Store {
         rows.into_iter().map(|(hash, id, at)| Ok(WindowEntry { hash, id: EventId::parse(&id)?, at })).collect()
     }
 
+    /// Wake every instance's worker (PostgreSQL `NOTIFY`): events were stored. Outside the
+    /// events' transaction, so no commit waits for another's behind the notification lock (a
+    /// statement with no write has nothing to flush). Nothing to do on SQLite, with one instance.
+    pub async fn announce_events(&self) -> anyhow::Result<()> {
+        if self.backend == Backend::Postgres {
+            sqlx::query(dialect::postgres::ANNOUNCE_SQL).execute(&self.pool).await?;
+        }
+        Ok(())
+    }
+
     /// Forget the shared duplicate window's rows received before `before` (PostgreSQL; SQLite
     /// keeps its window in the intake writer's memory). Returns how many went.
     pub async fn purge_duplicate_window(&self, before: i64) -> anyhow::Result<u64> {

@@ -158,6 +158,9 @@ pub(crate) async fn insert(
 pub(crate) const WINDOW_HOLDERS_SQL: &str = "select payload_hash, public_id, received_at from events \
     where received_at >= $1 and received_at <= $2 and payload_hash in (select json_array_elements_text($3::json))";
 
+/// Wake the workers listening on the events channel (`startup::notify::EVENTS_CHANNEL`).
+pub(crate) const ANNOUNCE_SQL: &str = "select pg_notify('hub_events', '')";
+
 /// Forget duplicate-window rows received before `before`.
 pub(crate) const PURGE_DEDUPE_SQL: &str = "delete from event_dedupe where received_at < $1";
 
