@@ -42,7 +42,8 @@ pub enum AdminCommand {
 pub enum EventsCommand {
     /// The most recent events, newest first.
     List {
-        /// Only events in this status: pending, processing, retrying, done, dead, unmatched or rejected.
+        /// Only events in this status: pending, processing, retrying, delivering, delivery_retrying,
+        /// delivery_dead, done, dead, unmatched or rejected (the status the console shows).
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -63,14 +64,14 @@ pub enum EventsCommand {
 
 pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
     use crate::{
-        domain::{EventId, EventState},
+        domain::{status::Status, EventId},
         store::EventFilter,
     };
     let store = open_store(&cli_settings()?).await?;
     let result = match command {
         EventsCommand::List { status, limit } => {
-            let state = status.as_deref().map(EventState::parse).transpose()?;
-            let rows = store.events(&EventFilter { state, ..Default::default() }, limit.clamp(1, 10_000)).await?;
+            let status = status.as_deref().map(Status::parse_event).transpose()?;
+            let rows = store.events(&EventFilter { status, ..Default::default() }, limit.clamp(1, 10_000)).await?;
             if rows.is_empty() {
                 println!("no events");
             } else {

@@ -249,7 +249,7 @@ async fn many_events_that_all_get_401_share_one_exchange() {
         .store
         .events(
             &EventFilter {
-                state: Some(EventState::Done),
+                status: Some(connect_hub::domain::status::Status::Done),
                 kind: Some("Create_Inspection".into()),
                 ..Default::default()
             },

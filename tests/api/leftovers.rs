@@ -1,0 +1,57 @@
+//! Issue 21's leftovers after the four branches met: the events filter and the dashboard count by
+//! the shown statuses, the CLI warns like the console, and the console's own pages everywhere.
+
+use connect_hub::demo::receiver::Reply;
+
+use crate::helpers::{forwarding, spawn_app_with};
+
+/// The count in the dashboard's row whose link is `href`.
+fn dashboard_count(page: &str, href: &str) -> String {
+    let row = page.split(&format!("href=\"{href}\"")).nth(1).unwrap_or_else(|| panic!("no {href} in {page}"));
+    row.split("class=\"num\">").nth(1).unwrap().split('<').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_events_filter_and_the_dashboard_take_the_delivery_statuses_the_screens_show() {
+    let app = spawn_app_with(|v| {
+        forwarding(v);
+        v.insert("RETRY_SCHEDULE".into(), "1h".into());
+    })
+    .await;
+    app.connect_company(6847).await;
+    app.state.worker.drain().await.unwrap();
+    app.receiver.push_reply(Reply::Status(500));
+    let event = app.send_event(crate::helpers::CREATE).await;
+    app.state.worker.drain().await.unwrap();
+    assert_eq!(app.event(&event).await.worst_delivery.as_deref(), Some("retrying"));
+    let link = format!("/admin/events/{}", event.as_str());
+    app.sign_in().await;
+
+    let res = app.get("/admin/events?status=delivery_retrying").await;
+    assert_eq!(res.status(), 200);
+    let page = res.text().await.unwrap();
+    assert!(page.contains(&link), "{page}");
+    assert!(page.contains("<option value=\"delivery_retrying\" selected>"), "{page}");
+    for other in ["done", "delivering", "delivery_dead"] {
+        let res = app.get(&format!("/admin/events?status={other}")).await;
+        assert_eq!(res.status(), 200, "{other} is a status the filter takes");
+        assert!(!res.text().await.unwrap().contains(&link), "not listed as {other}");
+    }
+    let res = app.get("/admin/events?status=nope").await;
+    assert_eq!(res.status(), 400);
+    assert!(res.text().await.unwrap().contains("delivery_retrying"), "the error names the statuses");
+
+    let dashboard = app.page("/admin").await;
+    assert_eq!(dashboard_count(&dashboard, "/admin/events?status=delivery_retrying"), "1");
+    // `connection.created` is the one done event; the retrying one is not counted there.
+    assert_eq!(dashboard_count(&dashboard, "/admin/events?status=done"), "1");
+
+    let out = crate::helpers::hub(&app, &["events", "list", "--status", "delivery_retrying"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(event.as_str()));
+    let out = crate::helpers::hub(&app, &["events", "list", "--status", "done"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains(event.as_str()), "{stdout}");
+    assert_eq!(stdout.lines().count(), 2, "the header and connection.created: {stdout}");
+}
