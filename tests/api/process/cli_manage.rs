@@ -116,6 +116,31 @@ async fn endpoints_update_changes_what_is_given_with_the_consoles_checks_and_kee
 }
 
 #[tokio::test]
+async fn endpoints_add_and_update_warn_on_stderr_about_an_event_type_the_hub_does_not_know() {
+    let app = spawn_app().await;
+    let (_, url) = receiver();
+    let added = hub(&app, &["endpoints", "add", "--url", &url, "--events", "Review_Sgined,Create_Inspection"]);
+    assert!(added.status.success(), "still added: {:?}", out(&added));
+    let (stdout, stderr) = out(&added);
+    let warning = stderr.lines().find(|l| l.starts_with("warning: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(warning.contains("`Review_Sgined` is not an event type the hub knows"), "{warning}");
+    assert!(warning.contains("Did you mean Review_Signed?"), "{warning}");
+    assert!(warning.contains("Known types: "), "{warning}");
+    assert_eq!(stderr.matches("warning: ").count(), 1, "Create_Inspection is known: {stderr}");
+    assert!(!stdout.contains("warning"), "stdout keeps the id and the secret only: {stdout}");
+    let id = stdout.lines().next().unwrap().to_owned();
+    let e = manage::load(&app.state.store, &id).await.unwrap();
+    assert_eq!(e.event_types.as_slice(), ["Create_Inspection", "Review_Sgined"], "the type is kept");
+
+    let updated = hub(&app, &["endpoints", "update", &id, "--events", "Inspection_Complted"]);
+    assert!(updated.status.success(), "{:?}", out(&updated));
+    assert!(out(&updated).1.contains("warning: `Inspection_Complted` is not an event type"), "{:?}", out(&updated));
+    let fixed = hub(&app, &["endpoints", "update", &id, "--events", "Review_Signed"]);
+    assert!(fixed.status.success(), "{:?}", out(&fixed));
+    assert!(!out(&fixed).1.contains("warning"), "{:?}", out(&fixed));
+}
+
+#[tokio::test]
 async fn long_commands_print_one_summary_line_without_a_terminal_and_show_progress_on_one() {
     let app = spawn_app().await;
     app.connect(Some(6847)).await;
