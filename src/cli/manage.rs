@@ -11,6 +11,8 @@ use crate::time::format_utc;
 pub enum ApiKeyCommand {
     /// Create a key; it is printed once and stored only as a hash.
     Create {
+        /// What the key is for, e.g. the application that will use it (the bound is in the
+        /// README's table of input bounds).
         #[arg(long)]
         name: String,
         /// Limit the key to these connections (comma-separated ids); others answer 404.
@@ -161,6 +163,8 @@ pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
     let keys = ApiKeys::new(store.clone());
     let result = match command {
         ApiKeyCommand::Create { name, connections, read_only } => {
+            // The bound every path shares (`domain::limits`), checked before anything is looked up.
+            crate::domain::limits::api_key_name(&name)?;
             let scope = crate::auth::api_keys::KeyScope {
                 connections: match connections.as_deref() {
                     Some(raw) => Some(

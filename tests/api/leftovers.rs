@@ -3,7 +3,7 @@
 
 use connect_hub::demo::receiver::Reply;
 
-use crate::helpers::{forwarding, spawn_app_with};
+use crate::helpers::{forwarding, spawn_app, spawn_app_with};
 
 /// The count in the dashboard's row whose link is `href`.
 fn dashboard_count(page: &str, href: &str) -> String {
@@ -54,4 +54,34 @@ async fn the_events_filter_and_the_dashboard_take_the_delivery_statuses_the_scre
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains(event.as_str()), "{stdout}");
     assert_eq!(stdout.lines().count(), 2, "the header and connection.created: {stdout}");
+}
+
+#[tokio::test]
+async fn an_api_key_name_is_bounded_in_characters_by_the_shared_limit_on_every_path() {
+    let app = spawn_app().await;
+    let max = connect_hub::domain::limits::LIMITS.api_key_name;
+    // Two bytes a character: a byte count would refuse these names at half the bound.
+    let longest = "é".repeat(max);
+    let too_long = "é".repeat(max + 1);
+
+    let out = crate::helpers::hub(&app, &["api-key", "create", "--name", &longest]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::helpers::hub(&app, &["api-key", "create", "--name", &too_long]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let says = format!("the API key name is {} characters long; the most is {max}", max + 1);
+    assert!(stderr.contains(&says), "{stderr}");
+
+    let csrf = app.sign_in().await;
+    assert!(app.page("/admin/api-keys").await.contains(&format!("name=\"name\" required maxlength=\"{max}\"")));
+    let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", &longest)]).await;
+    assert_eq!(res.status(), 200);
+    assert!(res.text().await.unwrap().contains("<pre id=\"new-key\">"));
+    let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", &too_long)]).await;
+    assert_eq!(res.status(), 400);
+    let page = res.text().await.unwrap();
+    assert!(page.contains(&format!("Give the key a name of 1 to {max} characters")), "{page}");
+    assert!(app.state.api_keys.create(&too_long, "test").await.is_err(), "the key store refuses it too");
+    let names: Vec<String> = app.state.api_keys.list().await.unwrap().into_iter().map(|k| k.name).collect();
+    assert_eq!(names, [longest.clone(), longest], "the CLI's and the console's, whole");
 }

@@ -145,8 +145,9 @@ async fn create(admin: AdminUser, body: web::Bytes, state: web::Data<AppState>) 
         *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
         Ok::<_, AppError>(res)
     };
-    if form.name.trim().is_empty() || form.name.trim().len() > 100 {
-        let why = "Give the key a name of 1 to 100 characters, e.g. the application that will use it.".to_owned();
+    if crate::domain::limits::api_key_name(&form.name).is_err() {
+        let max = crate::domain::limits::LIMITS.api_key_name;
+        let why = format!("Give the key a name of 1 to {max} characters, e.g. the application that will use it.");
         return refuse(form, why).await;
     }
     let scope = match KeyScope::parse_connections(&form.connections.join(",")) {
