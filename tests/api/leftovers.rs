@@ -85,3 +85,22 @@ async fn an_api_key_name_is_bounded_in_characters_by_the_shared_limit_on_every_p
     let names: Vec<String> = app.state.api_keys.list().await.unwrap().into_iter().map(|k| k.name).collect();
     assert_eq!(names, [longest.clone(), longest], "the CLI's and the console's, whole");
 }
+
+#[tokio::test]
+async fn a_wrong_method_on_a_console_address_gets_the_consoles_own_405_page() {
+    let app = spawn_app().await;
+    app.sign_in().await;
+    let res = app.get("/admin/events/evt_nope/replay").await;
+    assert_eq!(res.status(), 405);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("<h1 class=\"bad\">Not this way</h1>"), "{page}");
+    assert!(page.contains("does not take a GET request"), "{page}");
+    assert!(page.contains("<nav aria-label=\"Admin sections\">"), "with the console's navigation: {page}");
+    assert!(page.contains("href=\"/admin/events\" id=\"error-back\">Back to events</a>"), "{page}");
+    let res = app.client.delete(format!("{}/admin/api-keys", app.addr)).send().await.unwrap();
+    assert_eq!(res.status(), 405);
+    let page = res.text().await.unwrap();
+    assert!(page.contains("does not take a DELETE request"), "{page}");
+    assert!(page.contains("href=\"/admin/api-keys\" id=\"error-back\""), "{page}");
+}
