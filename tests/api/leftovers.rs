@@ -104,3 +104,22 @@ async fn a_wrong_method_on_a_console_address_gets_the_consoles_own_405_page() {
     assert!(page.contains("does not take a DELETE request"), "{page}");
     assert!(page.contains("href=\"/admin/api-keys\" id=\"error-back\""), "{page}");
 }
+
+#[tokio::test]
+async fn a_100_kib_api_key_form_gets_the_consoles_413_page_and_makes_no_key() {
+    let app = spawn_app().await;
+    let csrf = app.sign_in().await;
+    let padding = "x".repeat(100 * 1024);
+    let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", "warehouse"), ("pad", &padding)]).await;
+    assert_eq!(res.status(), 413);
+    assert!(res.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    let page = res.text().await.unwrap();
+    assert!(page.contains("<h1 class=\"bad\">Too large</h1>"), "{page}");
+    assert!(page.contains("The form is larger than any form here can be."), "{page}");
+    assert!(page.contains("href=\"/admin/api-keys\" id=\"error-back\""), "{page}");
+    assert!(app.state.api_keys.list().await.unwrap().is_empty(), "no key was made");
+    // A form within the limit still works.
+    let res = app.admin_post("/admin/api-keys", &[("csrf", &csrf), ("name", "warehouse")]).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(app.state.api_keys.list().await.unwrap().len(), 1);
+}
