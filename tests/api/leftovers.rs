@@ -123,3 +123,25 @@ async fn a_100_kib_api_key_form_gets_the_consoles_413_page_and_makes_no_key() {
     assert_eq!(res.status(), 200);
     assert_eq!(app.state.api_keys.list().await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_events_last_error_reads_as_a_sentence_with_the_providers_answer_folded_away() {
+    let app = spawn_app().await;
+    let event = app.send_event(crate::helpers::CREATE).await;
+    let raw = r#"SnapInspect answered HTTP 503: {"error":"temporarily_unavailable","error_description":"Down for maintenance until 10:00"}"#;
+    sqlx::query("update events set state = 'retrying', last_error = $1 where public_id = $2")
+        .bind(raw)
+        .bind(event.as_str())
+        .execute(app.state.store.pool())
+        .await
+        .unwrap();
+    app.sign_in().await;
+    let page = app.page(&format!("/admin/events/{}", event.as_str())).await;
+    let cell = page.split("<dd id=\"last-error\">").nth(1).unwrap_or_else(|| panic!("{page}"));
+    let (sentence, rest) = cell.split_once("<details").unwrap_or_else(|| panic!("no <details>: {cell}"));
+    assert_eq!(sentence, "SnapInspect answered HTTP 503: Down for maintenance until 10:00.");
+    let folded = rest.split("</details>").next().unwrap();
+    assert!(folded.contains("<summary>The provider's answer</summary>"), "{folded}");
+    let pre = folded.split("<pre>").nth(1).unwrap().split("</pre>").next().unwrap();
+    assert_eq!(crate::helpers::unescape(pre), raw.trim_start_matches("SnapInspect answered "));
+}
