@@ -54,11 +54,24 @@ pub enum EventsCommand {
     /// Put an event back to be processed now, with a fresh schedule: an event whose processing
     /// failed is processed again; a processed one has its dead and retrying deliveries queued
     /// again (or, if none failed, all of them: sent again).
+    ///
+    /// With --dead instead of an id: every dead event (its processing gave up), or those of one
+    /// type or company, as the console's "Replay all" does; in chunks, with progress on a terminal.
     Replay {
-        id: String,
+        #[arg(required_unless_present = "dead")]
+        id: Option<String>,
         /// Only the delivery to this endpoint (ep_…), whatever its state.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dead")]
         endpoint: Option<String>,
+        /// Every dead event matching --type and --company (all of them without).
+        #[arg(long, conflicts_with = "id")]
+        dead: bool,
+        /// With --dead: only events of this type (e.g. Create_Inspection).
+        #[arg(long = "type", requires = "dead", value_name = "TYPE")]
+        kind: Option<String>,
+        /// With --dead: only events of this SnapInspect company id.
+        #[arg(long, requires = "dead")]
+        company: Option<String>,
     },
     /// One event: its details, its deliveries, and every attempt (status, latency, response).
     Show { id: String },
@@ -98,8 +111,11 @@ pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         EventsCommand::Show { id } => super::endpoints::show_event(&store, &id).await,
-        EventsCommand::Replay { id, endpoint } => {
-            let id = EventId::parse(&id)?;
+        EventsCommand::Replay { dead: true, kind, company, .. } => {
+            super::operate::replay_dead_events(&store, kind, company).await
+        }
+        EventsCommand::Replay { id, endpoint, .. } => {
+            let id = EventId::parse(id.as_deref().unwrap_or_default())?;
             let now = crate::time::now_ms();
             let endpoint = endpoint.map(|e| crate::domain::endpoint::EndpointId::parse(&e)).transpose()?;
             let state = store.event(&id).await?.map(|e| e.state);

@@ -177,18 +177,30 @@ impl Store {
         Ok(Ok(state))
     }
 
-    /// Replay every dead event matching the filter; returns how many.
-    pub async fn replay_dead(&self, filter: &EventFilter, now: i64, actor: &str) -> anyhow::Result<u64> {
+    /// Replay every dead event matching the filter, or with `chunk` only the oldest that many of
+    /// them (the CLI replays in chunks to show progress; each chunk is one transaction, audited);
+    /// returns how many.
+    pub async fn replay_dead(
+        &self,
+        filter: &EventFilter,
+        chunk: Option<i64>,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<u64> {
         let filter = EventFilter { status: Some(Status::Dead), before: None, ..filter.clone() };
         let (clause, args) = filter.clause();
         let n = args.len();
+        let limit = chunk.map(|_| format!(" order by id limit ${}", n + 2)).unwrap_or_default();
         let sql = format!(
             "update events set state = 'pending', attempts = 0, next_attempt_at = ${}, lease_owner = null \
-             where id in (select id from events {clause})",
+             where id in (select id from events {clause}{limit})",
             n + 1
         );
         let mut tx = self.write_tx().await?;
-        let q = bind_args!(sqlx::query(&sql), args).bind(now);
+        let mut q = bind_args!(sqlx::query(&sql), args).bind(now);
+        if let Some(c) = chunk {
+            q = q.bind(c);
+        }
         let count = q.execute(&mut *tx).await?.rows_affected();
         super::audit::insert_audit(&mut tx, now, actor, "event_replay", None, &format!("{count} dead events replayed"))
             .await?;

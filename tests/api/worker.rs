@@ -217,7 +217,7 @@ async fn replaying_all_dead_events_of_a_filter_requeues_only_those() {
     assert_eq!(app.event(&a).await.state, "dead");
     assert_eq!(app.event(&b).await.state, "dead");
     let filter = EventFilter { kind: Some("Review_Signed".into()), ..Default::default() };
-    assert_eq!(app.state.store.replay_dead(&filter, connect_hub::time::now_ms(), "test").await.unwrap(), 1);
+    assert_eq!(app.state.store.replay_dead(&filter, None, connect_hub::time::now_ms(), "test").await.unwrap(), 1);
     assert_eq!(app.event(&a).await.state, "dead");
     assert_eq!(app.event(&b).await.state, "pending");
 }

@@ -364,7 +364,7 @@ async fn replay_dead(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let filter = FilterForm { before: String::new(), after: String::new(), ..form.filter.clone() }.parse()?;
-    let n = state.store.replay_dead(&filter, now_ms(), &admin.actor()).await?;
+    let n = state.store.replay_dead(&filter, None, now_ms(), &admin.actor()).await?;
     if n > 0 {
         state.worker.wake();
     }

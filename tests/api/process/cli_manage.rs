@@ -184,6 +184,58 @@ async fn long_commands_print_one_summary_line_without_a_terminal_and_show_progre
 }
 
 #[tokio::test]
+async fn events_replay_dead_replays_the_dead_events_of_a_filter_with_progress_on_a_terminal() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for (inspection, company) in [(1, 6847), (2, 6847), (3, 7012)] {
+        let body =
+            format!(r#"{{ "sType": "Create_Inspection", "iInspectionID": {inspection}, "iCompanyID": {company} }}"#);
+        ids.push(app.send_event(&body).await);
+    }
+    sqlx::query("update events set state = 'dead', attempts = 9").execute(app.state.store.pool()).await.unwrap();
+    let state = |i: usize| {
+        let (app, id) = (&app, ids[i].clone());
+        async move { app.event(&id).await.state }
+    };
+
+    // Piped: one summary line, no progress; only the company's dead events.
+    let piped = hub(&app, &["events", "replay", "--dead", "--company", "6847"]);
+    let (stdout, stderr) = out(&piped);
+    assert!(piped.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["2 dead events are queued again; a running worker processes them within a second"]
+    );
+    assert!(!stderr.contains('\r') && !stderr.contains("replaying"), "no progress when not a terminal: {stderr:?}");
+    assert_eq!((state(0).await, state(1).await, state(2).await), ("pending".into(), "pending".into(), "dead".into()));
+    assert_eq!(cli_audit(&app).await, [("event_replay".to_owned(), "2 dead events replayed".to_owned())]);
+
+    let refused = hub(&app, &["events", "replay", "--dead", "--endpoint", "ep_x"]);
+    assert!(!refused.status.success());
+    assert!(out(&refused).1.contains("cannot be used with"), "{:?}", out(&refused));
+    assert!(!hub(&app, &["events", "replay"]).status.success(), "an id or --dead");
+
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        println!("SKIPPED the terminal half: no `script` (util-linux) on the PATH");
+        return;
+    }
+    let command = format!("{} events replay --dead", env!("CARGO_BIN_EXE_connect-hub"));
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&app.vars)
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap();
+    let (seen, _) = out(&tty);
+    assert!(tty.status.success(), "{seen}");
+    assert!(seen.contains("\r\x1b[Kreplaying dead events [") && seen.contains("(1/1)"), "{seen:?}");
+    assert!(seen.contains("1 dead events are queued again"), "{seen:?}");
+    assert_eq!(state(2).await, "pending");
+}
+
+#[tokio::test]
 async fn admin_create_prints_the_address_to_sign_in_at() {
     use std::io::Write;
     let app = spawn_app().await;
