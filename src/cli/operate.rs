@@ -10,11 +10,9 @@ use super::{
 
 /// `migrate-store --from --to`: copy, verify, and say so in one line.
 pub(super) async fn migrate_store(from: &str, to: &str) -> anyhow::Result<()> {
-    // The duplicate window is filled from the events received within it.
-    let window = match std::env::var("DEDUPE_WINDOW_SECS") {
-        Ok(v) => anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?,
-        Err(_) => 7200,
-    };
+    // The duplicate window is filled from the events received within it; its length is read
+    // through the configuration (`connect-hub.toml`, then the environment) like every setting.
+    let window = i64::try_from(cli_settings()?.dedupe_window_secs).unwrap_or(i64::MAX / 1000);
     let mut progress = Progress::new();
     let report = crate::store::migrate_store_with(from, to, window * 1000, &mut |p| {
         progress.update(format!(

@@ -145,3 +145,17 @@ async fn an_events_last_error_reads_as_a_sentence_with_the_providers_answer_fold
     let pre = folded.split("<pre>").nth(1).unwrap().split("</pre>").next().unwrap();
     assert_eq!(crate::helpers::unescape(pre), raw.trim_start_matches("SnapInspect answered "));
 }
+
+#[tokio::test]
+async fn migrate_store_reads_the_duplicate_window_through_the_configuration_file_too() {
+    let app = spawn_app().await;
+    // The configuration file is read like the environment: a bad window there is refused first,
+    // in the configuration's words, before either store is opened.
+    std::fs::write(app.dir.path().join("connect-hub.toml"), "dedupe_window_secs = \"soon\"\n").unwrap();
+    let from = format!("sqlite://{}", app.dir.path().join("nope.db").display());
+    let out = crate::helpers::hub(&app, &["migrate-store", "--from", &from, "--to", "postgres://127.0.0.1:9/none"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("DEDUPE_WINDOW_SECS") && stderr.contains("`soon`"), "{stderr}");
+    assert!(!stderr.contains("does not exist"), "refused before the source is looked at: {stderr}");
+}
