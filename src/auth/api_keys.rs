@@ -139,8 +139,7 @@ impl ApiKeys {
         scope: &KeyScope,
         actor: &str,
     ) -> anyhow::Result<(String, SecretString)> {
-        let name = name.trim();
-        anyhow::ensure!(!name.is_empty() && name.len() <= 100, "an API key needs a name of 1 to 100 characters");
+        let name = crate::domain::limits::api_key_name(name)?;
         if let Some(ids) = &scope.connections {
             anyhow::ensure!(!ids.is_empty(), "a key limited to connections needs at least one");
             for id in ids {

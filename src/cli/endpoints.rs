@@ -55,6 +55,14 @@ pub enum EndpointsCommand {
     },
 }
 
+/// What the console shows beside its event filter, on stderr: a type the hub does not know
+/// matches nothing today (it is kept all the same).
+fn warn(input: &EndpointInput) {
+    for w in manage::warnings(input) {
+        eprintln!("warning: {w}");
+    }
+}
+
 pub(super) async fn endpoints(command: EndpointsCommand) -> anyhow::Result<()> {
     let settings = cli_settings()?;
     let store = open_store(&settings).await?;
@@ -69,6 +77,7 @@ async fn run(store: &Store, policy: &Policy, max: usize, command: EndpointsComma
             let input =
                 EndpointInput::with_csv(&url, events.as_deref().unwrap_or(""), description.as_deref().unwrap_or(""));
             let (id, secret) = manage::add(store, policy, max, &input, "cli").await?;
+            warn(&input);
             let e = manage::load(store, id.as_str()).await?;
             println!("{id}");
             println!("{}", secret.expose_secret());
@@ -117,6 +126,7 @@ async fn run(store: &Store, policy: &Policy, max: usize, command: EndpointsComma
                 input.events = e.event_types.as_slice().to_vec();
             }
             let e = manage::edit(store, policy, e.id.as_str(), &input, "cli").await?;
+            warn(&input);
             println!("endpoint {} now delivers {} to {}", e.id, shown(&e.event_types.to_string()), shown(&e.url));
             Ok(())
         }

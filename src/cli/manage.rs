@@ -11,6 +11,8 @@ use crate::time::format_utc;
 pub enum ApiKeyCommand {
     /// Create a key; it is printed once and stored only as a hash.
     Create {
+        /// What the key is for, e.g. the application that will use it (the bound is in the
+        /// README's table of input bounds).
         #[arg(long)]
         name: String,
         /// Limit the key to these connections (comma-separated ids); others answer 404.
@@ -42,7 +44,8 @@ pub enum AdminCommand {
 pub enum EventsCommand {
     /// The most recent events, newest first.
     List {
-        /// Only events in this status: pending, processing, retrying, done, dead, unmatched or rejected.
+        /// Only events in this status: pending, processing, retrying, delivering, delivery_retrying,
+        /// delivery_dead, done, dead, unmatched or rejected (the status the console shows).
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
@@ -51,11 +54,24 @@ pub enum EventsCommand {
     /// Put an event back to be processed now, with a fresh schedule: an event whose processing
     /// failed is processed again; a processed one has its dead and retrying deliveries queued
     /// again (or, if none failed, all of them: sent again).
+    ///
+    /// With --dead instead of an id: every dead event (its processing gave up), or those of one
+    /// type or company, as the console's "Replay all" does; in chunks, with progress on a terminal.
     Replay {
-        id: String,
+        #[arg(required_unless_present = "dead")]
+        id: Option<String>,
         /// Only the delivery to this endpoint (ep_…), whatever its state.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "dead")]
         endpoint: Option<String>,
+        /// Every dead event matching --type and --company (all of them without).
+        #[arg(long, conflicts_with = "id")]
+        dead: bool,
+        /// With --dead: only events of this type (e.g. Create_Inspection).
+        #[arg(long = "type", requires = "dead", value_name = "TYPE")]
+        kind: Option<String>,
+        /// With --dead: only events of this SnapInspect company id.
+        #[arg(long, requires = "dead")]
+        company: Option<String>,
     },
     /// One event: its details, its deliveries, and every attempt (status, latency, response).
     Show { id: String },
@@ -63,14 +79,14 @@ pub enum EventsCommand {
 
 pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
     use crate::{
-        domain::{EventId, EventState},
+        domain::{status::Status, EventId},
         store::EventFilter,
     };
     let store = open_store(&cli_settings()?).await?;
     let result = match command {
         EventsCommand::List { status, limit } => {
-            let state = status.as_deref().map(EventState::parse).transpose()?;
-            let rows = store.events(&EventFilter { state, ..Default::default() }, limit.clamp(1, 10_000)).await?;
+            let status = status.as_deref().map(Status::parse_event).transpose()?;
+            let rows = store.events(&EventFilter { status, ..Default::default() }, limit.clamp(1, 10_000)).await?;
             if rows.is_empty() {
                 println!("no events");
             } else {
@@ -95,8 +111,11 @@ pub(super) async fn events(command: EventsCommand) -> anyhow::Result<()> {
             Ok(())
         }
         EventsCommand::Show { id } => super::endpoints::show_event(&store, &id).await,
-        EventsCommand::Replay { id, endpoint } => {
-            let id = EventId::parse(&id)?;
+        EventsCommand::Replay { dead: true, kind, company, .. } => {
+            super::operate::replay_dead_events(&store, kind, company).await
+        }
+        EventsCommand::Replay { id, endpoint, .. } => {
+            let id = EventId::parse(id.as_deref().unwrap_or_default())?;
             let now = crate::time::now_ms();
             let endpoint = endpoint.map(|e| crate::domain::endpoint::EndpointId::parse(&e)).transpose()?;
             let state = store.event(&id).await?.map(|e| e.state);
@@ -160,6 +179,8 @@ pub(super) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
     let keys = ApiKeys::new(store.clone());
     let result = match command {
         ApiKeyCommand::Create { name, connections, read_only } => {
+            // The bound every path shares (`domain::limits`), checked before anything is looked up.
+            crate::domain::limits::api_key_name(&name)?;
             let scope = crate::auth::api_keys::KeyScope {
                 connections: match connections.as_deref() {
                     Some(raw) => Some(

@@ -1,5 +1,5 @@
-//! The operator's one-shot commands: `migrate-store` and `rotate-key` (with progress on a
-//! terminal, one summary line otherwise), `backup`, and `connect-link`.
+//! The operator's one-shot commands: `migrate-store`, `rotate-key` and `events replay --dead` (with
+//! progress on a terminal, one summary line otherwise), `backup`, and `connect-link`.
 
 use std::path::Path;
 
@@ -10,11 +10,9 @@ use super::{
 
 /// `migrate-store --from --to`: copy, verify, and say so in one line.
 pub(super) async fn migrate_store(from: &str, to: &str) -> anyhow::Result<()> {
-    // The duplicate window is filled from the events received within it.
-    let window = match std::env::var("DEDUPE_WINDOW_SECS") {
-        Ok(v) => anyhow::Context::context(v.trim().parse::<i64>(), "DEDUPE_WINDOW_SECS must be a number of seconds")?,
-        Err(_) => 7200,
-    };
+    // The duplicate window is filled from the events received within it; its length is read
+    // through the configuration (`connect-hub.toml`, then the environment) like every setting.
+    let window = i64::try_from(cli_settings()?.dedupe_window_secs).unwrap_or(i64::MAX / 1000);
     let mut progress = Progress::new();
     let report = crate::store::migrate_store_with(from, to, window * 1000, &mut |p| {
         progress.update(format!(
@@ -56,6 +54,43 @@ pub(super) async fn rotate_key() -> anyhow::Result<()> {
         report.already_current
     ));
     store.close().await;
+    Ok(())
+}
+
+/// How many dead events one transaction of `events replay --dead` puts back.
+const REPLAY_CHUNK: i64 = 500;
+
+/// `events replay --dead [--type T] [--company C]`: the console's "Replay all", through the same
+/// store function, a chunk at a time so a terminal sees how far it is.
+pub(super) async fn replay_dead_events(
+    store: &crate::store::Store,
+    kind: Option<String>,
+    company: Option<String>,
+) -> anyhow::Result<()> {
+    use crate::domain::{limits::LIMITS, status::Status, CompanyId};
+    let kind = kind.map(|k| k.trim().to_owned()).filter(|k| !k.is_empty());
+    if let Some(k) = &kind {
+        anyhow::ensure!(!k.contains('\0'), "an event type cannot hold a NUL character");
+        let max = LIMITS.event_type;
+        anyhow::ensure!(k.chars().count() <= max, "an event type has at most {max} characters");
+    }
+    let company = company.as_deref().map(CompanyId::parse).transpose()?;
+    let filter = crate::store::EventFilter { kind, company, ..Default::default() };
+    let total = store.count_events(&crate::store::EventFilter { status: Some(Status::Dead), ..filter.clone() }).await?;
+    let total = u64::try_from(total).unwrap_or(0);
+    let mut progress = Progress::new();
+    let mut done = 0u64;
+    // Bounded by the count taken first: an event that dies again meanwhile waits for the next run.
+    while done < total {
+        let chunk = REPLAY_CHUNK.min(i64::try_from(total - done).unwrap_or(REPLAY_CHUNK));
+        let n = store.replay_dead(&filter, Some(chunk), crate::time::now_ms(), "cli").await?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+        progress.update(format!("replaying dead events {}", bar(done, total)));
+    }
+    progress.finish(&format!("{done} dead events are queued again; a running worker processes them within a second"));
     Ok(())
 }
 

@@ -114,6 +114,16 @@ pub fn connection_name(value: &str) -> Result<&str, ParseError> {
     Ok(v)
 }
 
+/// An API key's name: 1 to `api_key_name` characters (not bytes). The console, the CLI and
+/// [`crate::auth::api_keys`] all go through it.
+pub fn api_key_name(value: &str) -> Result<&str, ParseError> {
+    let v = bounded("API key name", value, LIMITS.api_key_name)?;
+    if v.is_empty() {
+        return Err(ParseError("give the API key a name, e.g. the application that will use it".into()));
+    }
+    Ok(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

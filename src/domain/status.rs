@@ -149,6 +149,31 @@ impl Status {
         })
     }
 
+    /// An event status by name (the console's and the CLI's filter); the message lists them.
+    pub fn parse_event(s: &str) -> Result<Self, ParseError> {
+        let s = s.trim();
+        Self::EVENT.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::EVENT.iter().map(|s| s.as_str()).collect();
+            ParseError(format!("unknown event status `{}`: use {}", super::truncate(s), names.join(", ")))
+        })
+    }
+
+    /// The stored event state a shown event status comes from (`done` for the delivery ones).
+    pub fn stored_event_state(self) -> Option<EventState> {
+        match self {
+            Status::Pending => Some(EventState::Pending),
+            Status::Processing => Some(EventState::Processing),
+            Status::Retrying => Some(EventState::Retrying),
+            Status::Delivering | Status::DeliveryRetrying | Status::DeliveryDead | Status::Done => {
+                Some(EventState::Done)
+            }
+            Status::Dead => Some(EventState::Dead),
+            Status::Unmatched => Some(EventState::Unmatched),
+            Status::Rejected => Some(EventState::Rejected),
+            _ => None,
+        }
+    }
+
     /// The stored statuses a shown connection status comes from.
     pub fn stored_connection_status(self) -> Option<ConnectionStatus> {
         match self {

@@ -47,10 +47,21 @@ const EVENT_COLUMNS: &str = "id as rowid, public_id, received_at, event_type, co
     (select d.state from deliveries d where d.event_id = events.id order by case d.state when 'dead' then 4 \
      when 'retrying' then 3 when 'processing' then 2 when 'pending' then 1 else 0 end desc limit 1) as worst_delivery";
 
+/// The shown status (`domain::status`) in SQL, for filtering and counting by it: a processed
+/// event is `delivery_dead`, `delivery_retrying` or `delivering` while one of its deliveries is.
+/// Keep in step with [`Status::of_event`] and [`crate::domain::status::delivery_rank`].
+const SHOWN_STATUS: &str = "case when state <> 'done' then state \
+    when exists (select 1 from deliveries d where d.event_id = events.id and d.state = 'dead') then 'delivery_dead' \
+    when exists (select 1 from deliveries d where d.event_id = events.id and d.state = 'retrying') then 'delivery_retrying' \
+    when exists (select 1 from deliveries d where d.event_id = events.id and d.state in ('pending', 'processing')) \
+    then 'delivering' else 'done' end";
+
 /// Which events to list; every part is optional. `before` is the keyset cursor (a rowid).
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
-    pub state: Option<EventState>,
+    /// The shown status (`domain::status`), not only the stored state: `done` lists only events
+    /// whose deliveries are all done, `delivery_retrying` those with a delivery retrying.
+    pub status: Option<Status>,
     pub kind: Option<String>,
     pub company: Option<CompanyId>,
     pub before: Option<i64>,
@@ -69,8 +80,13 @@ impl EventFilter {
             args.push(arg);
             parts.push(sql.replace('?', &format!("${}", args.len())));
         };
-        if let Some(s) = self.state {
-            push("state = ?", FilterArg::Text(s.as_str().to_owned()));
+        if let Some(s) = self.status {
+            // The stored state first, so SQLite can use the (state, id) index.
+            let stored = s.stored_event_state().unwrap_or(EventState::Done);
+            push("state = ?", FilterArg::Text(stored.as_str().to_owned()));
+            if stored == EventState::Done {
+                push(&format!("{SHOWN_STATUS} = ?"), FilterArg::Text(s.as_str().to_owned()));
+            }
         }
         if let Some(k) = &self.kind {
             push("event_type = ?", FilterArg::Text(k.clone()));
@@ -161,18 +177,30 @@ impl Store {
         Ok(Ok(state))
     }
 
-    /// Replay every dead event matching the filter; returns how many.
-    pub async fn replay_dead(&self, filter: &EventFilter, now: i64, actor: &str) -> anyhow::Result<u64> {
-        let filter = EventFilter { state: Some(EventState::Dead), before: None, ..filter.clone() };
+    /// Replay every dead event matching the filter, or with `chunk` only the oldest that many of
+    /// them (the CLI replays in chunks to show progress; each chunk is one transaction, audited);
+    /// returns how many.
+    pub async fn replay_dead(
+        &self,
+        filter: &EventFilter,
+        chunk: Option<i64>,
+        now: i64,
+        actor: &str,
+    ) -> anyhow::Result<u64> {
+        let filter = EventFilter { status: Some(Status::Dead), before: None, ..filter.clone() };
         let (clause, args) = filter.clause();
         let n = args.len();
+        let limit = chunk.map(|_| format!(" order by id limit ${}", n + 2)).unwrap_or_default();
         let sql = format!(
             "update events set state = 'pending', attempts = 0, next_attempt_at = ${}, lease_owner = null \
-             where id in (select id from events {clause})",
+             where id in (select id from events {clause}{limit})",
             n + 1
         );
         let mut tx = self.write_tx().await?;
-        let q = bind_args!(sqlx::query(&sql), args).bind(now);
+        let mut q = bind_args!(sqlx::query(&sql), args).bind(now);
+        if let Some(c) = chunk {
+            q = q.bind(c);
+        }
         let count = q.execute(&mut *tx).await?.rows_affected();
         super::audit::insert_audit(&mut tx, now, actor, "event_replay", None, &format!("{count} dead events replayed"))
             .await?;
@@ -212,12 +240,13 @@ impl Store {
         Ok(bind_args!(sqlx::query_scalar::<_, i64>(&sql), args).fetch_one(&self.pool).await?)
     }
 
-    /// How many events arrived since `since`, by state (the dashboard's last 24 hours).
+    /// How many events arrived since `since`, by shown status (the dashboard's last 24 hours), so
+    /// each count is what its link to the filtered list shows.
     pub async fn event_counts_since(&self, since: i64) -> anyhow::Result<Vec<(String, i64)>> {
-        Ok(sqlx::query_as("select state, count(*) from events where received_at >= $1 group by state order by state")
-            .bind(since)
-            .fetch_all(&self.pool)
-            .await?)
+        let sql = format!(
+            "select {SHOWN_STATUS} as shown, count(*) from events where received_at >= $1 group by 1 order by 1"
+        );
+        Ok(sqlx::query_as(&sql).bind(since).fetch_all(&self.pool).await?)
     }
 
     /// How many events are in one state (served by the (state, id) index).

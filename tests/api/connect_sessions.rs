@@ -797,12 +797,16 @@ async fn an_end_users_flow_never_takes_a_company_connected_for_another_end_user(
     assert!(app.state.store.connections_for_end_user("tenant-B").await.unwrap().is_empty());
     wait_until_spent(&app, &callback_access_token(&back)).await;
 
-    // Without a return URL the person is told an administrator can help.
+    // Without a return URL the person is told to ask the organisation's administrator, and is
+    // not offered a "Try again" that could only end the same way.
     let c = session(&app, &key, json!({"end_user_id": "tenant-C"})).await;
     let res = complete(&app, c["connect_url"].as_str().unwrap(), 6847, true).await;
     let page = app.client.get(format!("{}{}", app.addr, location(&res))).send().await.unwrap();
     assert_eq!(page.status(), 409);
-    assert!(page.text().await.unwrap().contains("An administrator of this service can help"));
+    let page = page.text().await.unwrap();
+    assert!(page.contains("Ask your organisation&#39;s administrator"), "{page}");
+    assert!(!page.contains("id=\"try-again\""), "trying again cannot help: {page}");
+    assert!(page.contains("href=\"/\">Back to the start</a>"), "{page}");
 }
 
 #[tokio::test]

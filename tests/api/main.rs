@@ -20,6 +20,7 @@ mod fakes;
 mod forms;
 mod helpers;
 mod https;
+mod leftovers;
 mod limits;
 mod metrics;
 mod outbound;

@@ -217,7 +217,7 @@ async fn replaying_all_dead_events_of_a_filter_requeues_only_those() {
     assert_eq!(app.event(&a).await.state, "dead");
     assert_eq!(app.event(&b).await.state, "dead");
     let filter = EventFilter { kind: Some("Review_Signed".into()), ..Default::default() };
-    assert_eq!(app.state.store.replay_dead(&filter, connect_hub::time::now_ms(), "test").await.unwrap(), 1);
+    assert_eq!(app.state.store.replay_dead(&filter, None, connect_hub::time::now_ms(), "test").await.unwrap(), 1);
     assert_eq!(app.event(&a).await.state, "dead");
     assert_eq!(app.event(&b).await.state, "pending");
 }
@@ -249,7 +249,7 @@ async fn many_events_that_all_get_401_share_one_exchange() {
         .store
         .events(
             &EventFilter {
-                state: Some(EventState::Done),
+                status: Some(connect_hub::domain::status::Status::Done),
                 kind: Some("Create_Inspection".into()),
                 ..Default::default()
             },

@@ -117,14 +117,15 @@ async fn list(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpRespon
     page(&admin, &state, None, Typed::default(), None).await
 }
 
-/// The create form, read by hand: `connections` comes once per ticked box (each value may also
-/// be a comma-separated list, as the form took before).
-fn read_form(body: &[u8]) -> (String, Typed) {
+/// The create form, read pair by pair: `connections` comes once per ticked box (each value may
+/// also be a comma-separated list, as the form took before). The pairs come through `web::Form`,
+/// so the console's form limit and its 413 page apply as to every other form.
+fn read_form(pairs: Vec<(String, String)>) -> (String, Typed) {
     let (mut csrf, mut typed) = (String::new(), Typed::default());
-    for (k, v) in url::form_urlencoded::parse(body) {
-        match k.as_ref() {
-            "csrf" => csrf = v.into_owned(),
-            "name" => typed.name = v.into_owned(),
+    for (k, v) in pairs {
+        match k.as_str() {
+            "csrf" => csrf = v,
+            "name" => typed.name = v,
             "connections" => {
                 typed.connections.extend(v.split(',').map(str::trim).filter(|id| !id.is_empty()).map(str::to_owned))
             }
@@ -136,8 +137,12 @@ fn read_form(body: &[u8]) -> (String, Typed) {
 }
 
 #[tracing::instrument(skip_all)]
-async fn create(admin: AdminUser, body: web::Bytes, state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let (csrf, form) = read_form(&body);
+async fn create(
+    admin: AdminUser,
+    pairs: web::Form<Vec<(String, String)>>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, AppError> {
+    let (csrf, form) = read_form(pairs.into_inner());
     admin.check_csrf(&csrf)?;
     // A refusal re-draws the form with what was typed, and says why beside it.
     let refuse = |form: Typed, why: String| async {
@@ -145,8 +150,9 @@ async fn create(admin: AdminUser, body: web::Bytes, state: web::Data<AppState>) 
         *res.status_mut() = actix_web::http::StatusCode::BAD_REQUEST;
         Ok::<_, AppError>(res)
     };
-    if form.name.trim().is_empty() || form.name.trim().len() > 100 {
-        let why = "Give the key a name of 1 to 100 characters, e.g. the application that will use it.".to_owned();
+    if crate::domain::limits::api_key_name(&form.name).is_err() {
+        let max = crate::domain::limits::LIMITS.api_key_name;
+        let why = format!("Give the key a name of 1 to {max} characters, e.g. the application that will use it.");
         return refuse(form, why).await;
     }
     let scope = match KeyScope::parse_connections(&form.connections.join(",")) {

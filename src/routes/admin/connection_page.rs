@@ -10,7 +10,7 @@ use super::{
     render, when, AdminUser, Nav,
 };
 use crate::{
-    domain::{ConnectionStatus, EventState, Provider},
+    domain::{ConnectionStatus, Provider},
     error::AppError,
     state::AppState,
     store::{Connection, EventFilter},
@@ -83,8 +83,11 @@ async fn detail(admin: AdminUser, id: web::Path<String>, state: web::Data<AppSta
     };
     let unmatched_waiting = match c.company_id {
         Some(company) => {
-            let waiting =
-                EventFilter { company: Some(company), state: Some(EventState::Unmatched), ..Default::default() };
+            let waiting = EventFilter {
+                company: Some(company),
+                status: Some(crate::domain::status::Status::Unmatched),
+                ..Default::default()
+            };
             state.store.count_events(&waiting).await?
         }
         None => 0,

@@ -152,12 +152,16 @@ pub struct EventRowView {
     pub status_class: &'static str,
     pub status_label: &'static str,
     pub attempts: i64,
+    /// The last error as a sentence; the provider's raw answer, if it quoted one, is folded
+    /// under it on the event page.
     pub last_error: String,
+    pub last_error_detail: Option<String>,
 }
 
 impl From<crate::store::EventRow> for EventRowView {
     fn from(e: crate::store::EventRow) -> Self {
         let status = e.status();
+        let last_error = super::provider_error::shown(e.last_error.as_deref().unwrap_or_default());
         EventRowView {
             status_class: status.class(),
             status_label: status.label(),
@@ -167,7 +171,8 @@ impl From<crate::store::EventRow> for EventRowView {
             company: e.company_id.map(|c| c.to_string()).unwrap_or_else(|| "—".into()),
             state: e.state,
             attempts: e.attempts,
-            last_error: super::provider_error::shown(e.last_error.as_deref().unwrap_or_default()).sentence,
+            last_error: last_error.sentence,
+            last_error_detail: last_error.detail,
         }
     }
 }

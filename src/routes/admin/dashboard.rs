@@ -57,13 +57,14 @@ async fn dashboard(admin: AdminUser, state: web::Data<AppState>) -> Result<HttpR
         })
         .collect();
     let recent = store.event_counts_since(now_ms() - 24 * 3600 * 1000).await?;
-    let events_24h = EventState::ALL
+    // By the shown status too: a processed event whose delivery retries is not counted `done`.
+    let events_24h = Status::EVENT
         .iter()
         .map(|s| Count {
-            label: s.as_str().to_owned(),
+            label: s.label().to_owned(),
             count: recent.iter().find(|(k, _)| k == s.as_str()).map_or(0, |(_, n)| *n),
             href: format!("/admin/events?status={}", s.as_str()),
-            class: s.as_str().to_owned(),
+            class: s.class().to_owned(),
         })
         .collect();
     let entries = store.recent_failures(10).await?;

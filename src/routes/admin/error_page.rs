@@ -5,9 +5,9 @@ use actix_session::SessionExt;
 use actix_web::{
     body::{BoxBody, MessageBody},
     dev::ServiceResponse,
-    http::header,
+    http::{header, StatusCode},
     middleware::ErrorHandlerResponse,
-    HttpResponse,
+    HttpRequest, HttpResponse,
 };
 use askama::Template;
 
@@ -29,19 +29,32 @@ fn section(path: &str) -> (&'static str, &'static str) {
     match below.split('/').next().unwrap_or_default() {
         "connections" => ("/admin/connections", "connections"),
         "events" => ("/admin/events", "events"),
+        "endpoints" => ("/admin/endpoints", "endpoints"),
         "api-keys" => ("/admin/api-keys", "API keys"),
         "audit" => ("/admin/audit", "the audit log"),
         _ => ("/admin", "the dashboard"),
     }
 }
 
+/// What a 405 says: this address exists, but is not opened this way (a form's button posts to it).
+fn wrong_method(req: &HttpRequest) -> String {
+    format!(
+        "This console address does not take a {} request: it is used by a button on one of the console's pages. \
+         Start from the page that has the button.",
+        req.method()
+    )
+}
+
 /// For `ErrorHandlers::default_handler` on `/admin`: an [`AppError`] page is drawn again in the
-/// console's layout, keeping its status and headers (`Retry-After`); anything else passes.
+/// console's layout, keeping its status and headers (`Retry-After`), and so is actix's empty 405
+/// for a known address asked with the wrong method; anything else passes.
 pub fn render<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let Some(error) = res.response().error().and_then(|e| e.as_error::<AppError>()) else {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    let (title, message) = match res.response().error().and_then(|e| e.as_error::<AppError>()) {
+        Some(error) => (error.title(), error.public_message()),
+        // actix answers a known address asked with another method with an empty 405 of its own.
+        None if res.status() == StatusCode::METHOD_NOT_ALLOWED => ("Not this way", wrong_method(res.request())),
+        None => return Ok(ErrorHandlerResponse::Response(res.map_into_left_body())),
     };
-    let (title, message) = (error.title(), error.public_message());
     let signed_in = res.request().get_session().get::<i64>(super::ADMIN_ID).ok().flatten().is_some();
     let (back, back_label) = section(res.request().path());
     let page = AdminErrorPage { title, message: &message, signed_in, back, back_label };
@@ -54,6 +67,9 @@ pub fn render<B: MessageBody + 'static>(res: ServiceResponse<B>) -> actix_web::R
         if name != header::CONTENT_LENGTH {
             new.append_header((name.clone(), value.clone()));
         }
+    }
+    if !old.headers().contains_key(header::CONTENT_TYPE) {
+        new.insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"));
     }
     let new: HttpResponse<BoxBody> = new.body(body);
     Ok(ErrorHandlerResponse::Response(ServiceResponse::new(req, new).map_into_right_body()))

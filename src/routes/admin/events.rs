@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::{connections::EventRowView, redirect, render, when, AdminUser, CsrfForm, FlashKind, Nav};
 use crate::{
-    domain::{CompanyId, EventId, EventState},
+    domain::{status::Status, CompanyId, EventId},
     error::AppError,
     state::AppState,
     store::{EventFilter, ReplayRefusal},
@@ -60,9 +60,9 @@ impl FilterForm {
     fn parse_lenient(&self) -> (EventFilter, Vec<FieldError>) {
         let mut errors = Vec::new();
         let mut wrong = |field, message: String| errors.push(FieldError { field, message });
-        let state = match self.status.trim() {
+        let status = match self.status.trim() {
             "" => None,
-            s => EventState::parse(s).map_err(|e| wrong("status", e.to_string())).ok(),
+            s => Status::parse_event(s).map_err(|e| wrong("status", e.to_string())).ok(),
         };
         let company = match self.company.trim() {
             "" => None,
@@ -90,7 +90,7 @@ impl FilterForm {
             }
             k => Some(k.to_owned()),
         };
-        (EventFilter { state, kind, company, before, after, since: None }, errors)
+        (EventFilter { status, kind, company, before, after, since: None }, errors)
     }
 
     /// The query string for a page link, keeping the filter.
@@ -146,8 +146,8 @@ async fn list(
         ),
         _ => (None, None),
     };
-    let dead_filter = EventFilter { state: Some(EventState::Dead), ..base };
-    let dead_matching = if filter.state.is_none() || filter.state == Some(EventState::Dead) {
+    let dead_filter = EventFilter { status: Some(Status::Dead), ..base };
+    let dead_matching = if filter.status.is_none() || filter.status == Some(Status::Dead) {
         state.store.count_events(&dead_filter).await?
     } else {
         0
@@ -159,7 +159,7 @@ async fn list(
         status: form.status.clone(),
         kind: form.kind.clone(),
         company: form.company.clone(),
-        statuses: EventState::ALL.iter().map(|s| s.as_str()).collect(),
+        statuses: Status::EVENT.iter().map(|s| s.as_str()).collect(),
         newer,
         older,
         dead_matching,
@@ -364,7 +364,7 @@ async fn replay_dead(
 ) -> Result<HttpResponse, AppError> {
     admin.check_csrf(&form.csrf)?;
     let filter = FilterForm { before: String::new(), after: String::new(), ..form.filter.clone() }.parse()?;
-    let n = state.store.replay_dead(&filter, now_ms(), &admin.actor()).await?;
+    let n = state.store.replay_dead(&filter, None, now_ms(), &admin.actor()).await?;
     if n > 0 {
         state.worker.wake();
     }

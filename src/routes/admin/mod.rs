@@ -78,7 +78,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-async fn no_such_page() -> Result<HttpResponse, AppError> {
+/// The scope's default service, which actix also uses for a known address asked with a method it
+/// does not take: that is a 405 (drawn by [`error_page::render`]), not "no such page".
+async fn no_such_page(req: actix_web::HttpRequest) -> Result<HttpResponse, AppError> {
+    if req.match_pattern().is_some() {
+        return Ok(HttpResponse::MethodNotAllowed().finish());
+    }
     Err(AppError::not_found("There is no such page in the console. Check the address, or start from the dashboard."))
 }
 

@@ -160,7 +160,7 @@ fn page_for(code: &str) -> (StatusCode, &'static str) {
         ),
         "company_already_connected" => (
             StatusCode::CONFLICT,
-            "This SnapInspect company is already connected for someone else, so nothing changed. An administrator of this service can help: they can give the connection to you.",
+            "This SnapInspect company is already connected for someone else, so nothing changed, and trying again would not change that. Ask your organisation's administrator: they can give the connection to you.",
         ),
         "connection_gone" => (
             StatusCode::GONE,
@@ -211,8 +211,11 @@ async fn result(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResp
     // A reconnect link's failures: only a new link can repair that connection, and "Try again"
     // would start a new public connect instead, so the page says to ask for one (its reason).
     let reconnect = code == "company_mismatch" || code == "connection_gone";
+    // A company connected for someone else stays theirs however often one tries: only an
+    // administrator can give it over, and the reason says to ask them.
+    let only_an_admin_helps = reconnect || code == "company_already_connected";
     let title = if reconnect { "SnapInspect was not reconnected" } else { "SnapInspect was not connected" };
-    let try_again = state.settings.connect_public_start && !reconnect;
+    let try_again = state.settings.connect_public_start && !only_an_admin_helps;
     let page = NotConnectedPage { title, reason, try_again, brand: &state.brand };
     Ok(HttpResponse::build(status)
         .content_type("text/html; charset=utf-8")

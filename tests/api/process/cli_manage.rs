@@ -116,6 +116,31 @@ async fn endpoints_update_changes_what_is_given_with_the_consoles_checks_and_kee
 }
 
 #[tokio::test]
+async fn endpoints_add_and_update_warn_on_stderr_about_an_event_type_the_hub_does_not_know() {
+    let app = spawn_app().await;
+    let (_, url) = receiver();
+    let added = hub(&app, &["endpoints", "add", "--url", &url, "--events", "Review_Sgined,Create_Inspection"]);
+    assert!(added.status.success(), "still added: {:?}", out(&added));
+    let (stdout, stderr) = out(&added);
+    let warning = stderr.lines().find(|l| l.starts_with("warning: ")).unwrap_or_else(|| panic!("{stderr}"));
+    assert!(warning.contains("`Review_Sgined` is not an event type the hub knows"), "{warning}");
+    assert!(warning.contains("Did you mean Review_Signed?"), "{warning}");
+    assert!(warning.contains("Known types: "), "{warning}");
+    assert_eq!(stderr.matches("warning: ").count(), 1, "Create_Inspection is known: {stderr}");
+    assert!(!stdout.contains("warning"), "stdout keeps the id and the secret only: {stdout}");
+    let id = stdout.lines().next().unwrap().to_owned();
+    let e = manage::load(&app.state.store, &id).await.unwrap();
+    assert_eq!(e.event_types.as_slice(), ["Create_Inspection", "Review_Sgined"], "the type is kept");
+
+    let updated = hub(&app, &["endpoints", "update", &id, "--events", "Inspection_Complted"]);
+    assert!(updated.status.success(), "{:?}", out(&updated));
+    assert!(out(&updated).1.contains("warning: `Inspection_Complted` is not an event type"), "{:?}", out(&updated));
+    let fixed = hub(&app, &["endpoints", "update", &id, "--events", "Review_Signed"]);
+    assert!(fixed.status.success(), "{:?}", out(&fixed));
+    assert!(!out(&fixed).1.contains("warning"), "{:?}", out(&fixed));
+}
+
+#[tokio::test]
 async fn long_commands_print_one_summary_line_without_a_terminal_and_show_progress_on_one() {
     let app = spawn_app().await;
     app.connect(Some(6847)).await;
@@ -156,6 +181,58 @@ async fn long_commands_print_one_summary_line_without_a_terminal_and_show_progre
     assert!(tty.status.success(), "{seen}");
     assert!(seen.contains("\r\x1b[Kre-encrypting [") && seen.contains("(2/2)"), "{seen:?}");
     assert!(seen.contains("re-encrypted 0 values under key") && seen.contains("2 were already under it"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn events_replay_dead_replays_the_dead_events_of_a_filter_with_progress_on_a_terminal() {
+    let app = spawn_app().await;
+    let mut ids = Vec::new();
+    for (inspection, company) in [(1, 6847), (2, 6847), (3, 7012)] {
+        let body =
+            format!(r#"{{ "sType": "Create_Inspection", "iInspectionID": {inspection}, "iCompanyID": {company} }}"#);
+        ids.push(app.send_event(&body).await);
+    }
+    sqlx::query("update events set state = 'dead', attempts = 9").execute(app.state.store.pool()).await.unwrap();
+    let state = |i: usize| {
+        let (app, id) = (&app, ids[i].clone());
+        async move { app.event(&id).await.state }
+    };
+
+    // Piped: one summary line, no progress; only the company's dead events.
+    let piped = hub(&app, &["events", "replay", "--dead", "--company", "6847"]);
+    let (stdout, stderr) = out(&piped);
+    assert!(piped.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["2 dead events are queued again; a running worker processes them within a second"]
+    );
+    assert!(!stderr.contains('\r') && !stderr.contains("replaying"), "no progress when not a terminal: {stderr:?}");
+    assert_eq!((state(0).await, state(1).await, state(2).await), ("pending".into(), "pending".into(), "dead".into()));
+    assert_eq!(cli_audit(&app).await, [("event_replay".to_owned(), "2 dead events replayed".to_owned())]);
+
+    let refused = hub(&app, &["events", "replay", "--dead", "--endpoint", "ep_x"]);
+    assert!(!refused.status.success());
+    assert!(out(&refused).1.contains("cannot be used with"), "{:?}", out(&refused));
+    assert!(!hub(&app, &["events", "replay"]).status.success(), "an id or --dead");
+
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        println!("SKIPPED the terminal half: no `script` (util-linux) on the PATH");
+        return;
+    }
+    let command = format!("{} events replay --dead", env!("CARGO_BIN_EXE_connect-hub"));
+    let tty = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .envs(&app.vars)
+        .current_dir(app.dir.path())
+        .output()
+        .unwrap();
+    let (seen, _) = out(&tty);
+    assert!(tty.status.success(), "{seen}");
+    assert!(seen.contains("\r\x1b[Kreplaying dead events [") && seen.contains("(1/1)"), "{seen:?}");
+    assert!(seen.contains("1 dead events are queued again"), "{seen:?}");
+    assert_eq!(state(2).await, "pending");
 }
 
 #[tokio::test]
