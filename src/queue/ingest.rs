@@ -40,8 +40,9 @@ const PURGE_WINDOW_EVERY: Duration = Duration::from_secs(600);
 const QUEUE_DEPTH: usize = 8192;
 
 /// How many batches PostgreSQL writes at once, each on a connection of its own, so one batch's
-/// round trip and commit overlap the next one's (SQLite has a single writer).
-const POSTGRES_WRITERS: usize = 4;
+/// round trip and commit overlap the next one's (SQLite has a single writer). Measured on 2 cores:
+/// 1 and 2 alike, 4 and 8 slower (smaller batches, each with a statement's fixed cost).
+const POSTGRES_WRITERS: usize = 2;
 
 /// How the writer batches.
 #[derive(Debug, Clone, Copy)]

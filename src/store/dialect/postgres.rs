@@ -40,8 +40,12 @@ pub(crate) async fn connect(database_url: &str, pool: AnyPoolOptions) -> anyhow:
     Ok((pool, options))
 }
 
-/// The intake writer's own connection.
+/// The intake writer's own connection. Its statements find every row they touch by a unique
+/// index; with sequential scans off, a plan made while `events` looked small (a new database, or
+/// before autovacuum's first `analyze`) cannot scan the whole table for each batch's counts, a
+/// cost that grows with the table.
 pub(crate) async fn writer(options: &PgConnectOptions) -> anyhow::Result<PgConnection> {
+    let options = options.clone().options([("enable_seqscan", "off")]);
     options.connect().await.context("opening the intake writer's connection")
 }
 
