@@ -50,9 +50,17 @@ impl Demo {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let demo = Demo { child, base: format!("http://127.0.0.1:{port}"), data: data.to_owned() };
-        let ready =
-            std::io::BufReader::new(stdout).lines().map_while(Result::ok).any(|l| l.contains("CONNECT_HUB_CONFIG="));
-        assert!(ready, "the demo started");
+        // Its stdout is read to the end on a thread of its own: a pipe closed after the line we
+        // wait for would make the demo's next line fail, and the demo with it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("CONNECT_HUB_CONFIG=") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok(), "the demo started");
         demo
     }
 
