@@ -221,10 +221,10 @@ mod tests {
             [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef]
         );
         assert_eq!(key(H[2]), [0xff; 16]);
-        assert_ne!(
-            key("0123456789abcdef0123456789abcdeg"),
-            [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xe0]
-        );
+        // Not 32 lower-case hex digits: the first 16 bytes of the text's SHA-256.
+        for other in ["0123456789abcdef0123456789abcdeg", "0123456789ABCDEF0123456789ABCDEF", "bench1"] {
+            assert_eq!(key(other)[..], Sha256::digest(other.as_bytes())[..16], "{other}");
+        }
     }
 
     #[test]

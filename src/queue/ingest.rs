@@ -150,13 +150,13 @@ async fn writer(store: Store, options: IngestOptions, mut rx: mpsc::Receiver<Job
 
 /// Write a batch on a writer's connection, opening it first if need be.
 async fn write(store: Store, mut conn: Option<EventWriter>, batch: Batch, window_ms: i64) -> Done {
-    let result = match conn.as_mut() {
-        Some(w) => w.insert(&batch.fresh, &batch.duplicates, window_ms).await,
-        None => match store.event_writer().await {
-            Ok(w) => conn.insert(w).insert(&batch.fresh, &batch.duplicates, window_ms).await,
-            Err(e) => Err(e),
-        },
-    };
+    if conn.is_none() {
+        match store.event_writer().await {
+            Ok(w) => conn = Some(w),
+            Err(e) => return (None, batch, Err(e)),
+        }
+    }
+    let result = conn.as_mut().expect("opened above").insert(&batch.fresh, &batch.duplicates, window_ms).await;
     (conn, batch, result)
 }
 

@@ -2,17 +2,13 @@
 //! every text input is bounded alike, forms warn about filters that match nothing, one status
 //! model on every screen, and sign-in counts only real attempts.
 
-use connect_hub::{
-    client_credentials::CredentialsInput,
-    demo::{receiver::Reply, token_server::FakeTokenServer},
-    domain::Provider,
-};
+use connect_hub::{client_credentials::CredentialsInput, demo::token_server::FakeTokenServer, domain::Provider};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::helpers::{
-    api, browser_client, csrf_from, forwarding, spawn_app, spawn_app_with, spawn_token_server, unescape, TestApp,
-    ADMIN_EMAIL, ADMIN_PASSWORD,
+    api, browser_client, csrf_from, forwarding, spawn_app, spawn_app_with, spawn_app_with_a_retrying_delivery,
+    spawn_token_server, unescape, TestApp, ADMIN_EMAIL, ADMIN_PASSWORD,
 };
 
 /// The text a person reads in the element with this id (up to its first tag).
@@ -227,9 +223,8 @@ async fn the_forward_url_endpoint_cannot_be_deleted_through_the_api_or_the_conso
     assert_eq!(status, 200, "still there");
 }
 
-#[tokio::test]
-async fn a_never_used_client_credentials_connection_is_not_yet_used_on_every_screen_the_api_and_the_cli() {
-    let app = spawn_app().await;
+/// A Signicat connection to a fake token server of its own, never used yet.
+async fn signicat_connection(app: &TestApp) -> (FakeTokenServer, connect_hub::domain::ConnectionId) {
     let fake = FakeTokenServer::signicat("sg-id", "sg-secret");
     let url = format!("{}/oauth/connect/token", spawn_token_server(&fake).await);
     let input = CredentialsInput {
@@ -238,7 +233,13 @@ async fn a_never_used_client_credentials_connection_is_not_yet_used_on_every_scr
         scope: Some("identify".into()),
         ..Default::default()
     };
-    let id = app.add_credentials(Provider::Signicat, input, "sg-secret").await;
+    (fake, app.add_credentials(Provider::Signicat, input, "sg-secret").await)
+}
+
+#[tokio::test]
+async fn a_never_used_client_credentials_connection_is_not_yet_used_on_every_screen_the_api_and_the_cli() {
+    let app = spawn_app().await;
+    let (_fake, id) = signicat_connection(&app).await;
     app.sign_in().await;
     let page = app.page(&format!("/admin/connections/{id}")).await;
     assert!(page.contains("<span class=\"badge idle\" id=\"status\">not yet used</span>"), "{page}");
@@ -272,17 +273,7 @@ async fn a_never_used_client_credentials_connection_is_not_yet_used_on_every_scr
 
 #[tokio::test]
 async fn an_event_whose_delivery_is_retrying_is_not_shown_done() {
-    let app = spawn_app_with(|v| {
-        forwarding(v);
-        v.insert("RETRY_SCHEDULE".into(), "1h".into());
-    })
-    .await;
-    app.connect_company(6847).await;
-    // `connection.created` goes to the endpoint first; the event's delivery is the one refused.
-    app.state.worker.drain().await.unwrap();
-    app.receiver.push_reply(Reply::Status(500));
-    let event = app.send_event(crate::helpers::CREATE).await;
-    app.state.worker.drain().await.unwrap();
+    let (app, event) = spawn_app_with_a_retrying_delivery().await;
     let row = app.event(&event).await;
     assert_eq!(row.state, "done", "the event itself is processed");
     assert_eq!(row.worst_delivery.as_deref(), Some("retrying"));
@@ -318,15 +309,7 @@ async fn after_a_console_test_send_the_endpoints_last_result_is_that_send() {
 #[tokio::test]
 async fn the_dashboard_stops_listing_a_refresh_failure_once_the_connection_recovered() {
     let app = spawn_app().await;
-    let fake = FakeTokenServer::signicat("sg-id", "sg-secret");
-    let url = format!("{}/oauth/connect/token", spawn_token_server(&fake).await);
-    let input = CredentialsInput {
-        client_id: "sg-id".into(),
-        token_url: Some(url),
-        scope: Some("identify".into()),
-        ..Default::default()
-    };
-    let id = app.add_credentials(Provider::Signicat, input, "sg-secret").await;
+    let (fake, id) = signicat_connection(&app).await;
     fake.push_fault(500);
     assert!(app.state.tokens.refresh(&id, "test").await.is_err());
     app.sign_in().await;

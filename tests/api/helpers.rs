@@ -213,6 +213,23 @@ pub fn forwarding(vars: &mut BTreeMap<String, String>) {
     vars.insert("FORWARD_URL".into(), url);
 }
 
+/// A hub forwarding to its fake receiver (retries an hour apart) with a connected company and one
+/// event whose delivery the receiver refused once: processed itself, its delivery retrying.
+pub async fn spawn_app_with_a_retrying_delivery() -> (TestApp, connect_hub::domain::EventId) {
+    let app = spawn_app_with(|v| {
+        forwarding(v);
+        v.insert("RETRY_SCHEDULE".into(), "1h".into());
+    })
+    .await;
+    app.connect_company(6847).await;
+    // `connection.created` goes to the endpoint first; the event's delivery is the one refused.
+    app.state.worker.drain().await.unwrap();
+    app.receiver.push_reply(connect_hub::demo::receiver::Reply::Status(500));
+    let event = app.send_event(CREATE).await;
+    app.state.worker.drain().await.unwrap();
+    (app, event)
+}
+
 pub fn location(res: &Response) -> String {
     res.headers().get(LOCATION).expect("a Location header").to_str().unwrap().to_owned()
 }

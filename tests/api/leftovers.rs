@@ -1,9 +1,7 @@
 //! Issue 21's leftovers after the four branches met: the events filter and the dashboard count by
 //! the shown statuses, the CLI warns like the console, and the console's own pages everywhere.
 
-use connect_hub::demo::receiver::Reply;
-
-use crate::helpers::{forwarding, spawn_app, spawn_app_with};
+use crate::helpers::{spawn_app, spawn_app_with_a_retrying_delivery};
 
 /// The count in the dashboard's row whose link is `href`.
 fn dashboard_count(page: &str, href: &str) -> String {
@@ -13,16 +11,7 @@ fn dashboard_count(page: &str, href: &str) -> String {
 
 #[tokio::test]
 async fn the_events_filter_and_the_dashboard_take_the_delivery_statuses_the_screens_show() {
-    let app = spawn_app_with(|v| {
-        forwarding(v);
-        v.insert("RETRY_SCHEDULE".into(), "1h".into());
-    })
-    .await;
-    app.connect_company(6847).await;
-    app.state.worker.drain().await.unwrap();
-    app.receiver.push_reply(Reply::Status(500));
-    let event = app.send_event(crate::helpers::CREATE).await;
-    app.state.worker.drain().await.unwrap();
+    let (app, event) = spawn_app_with_a_retrying_delivery().await;
     assert_eq!(app.event(&event).await.worst_delivery.as_deref(), Some("retrying"));
     let link = format!("/admin/events/{}", event.as_str());
     app.sign_in().await;
