@@ -157,7 +157,9 @@ mod tests {
     fn remembers_within_the_window_and_forgets_after() {
         let mut d = Deduper::new(1000, 10);
         let id = EventId::generate();
+        assert!(d.is_empty());
         d.remember(H[1], &id, 100);
+        assert!(!d.is_empty());
         assert_eq!(d.original(H[1]), Some(id.clone()));
         assert_eq!(d.original(H[0]), None);
         d.expire(1100);
